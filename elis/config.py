@@ -1,0 +1,69 @@
+"""One Settings object, read from the environment (``ELIS_*``) once, on first use."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "elis"
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Each field can be set as ``ELIS_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="ELIS_", env_file=".env", extra="ignore")
+
+    # Where prepared models, checkpoints and the embedded SQLite database live.
+    cache_dir: Path = DEFAULT_CACHE_DIR
+    # A Hugging Face model folder or id; empty means the bundled SmolLM2-135M-Instruct,
+    # prepared by `elis models prepare`.
+    model: str = ""
+    dtype: str = "bfloat16"
+    max_model_len: int = 2048
+    # vLLM on the CPU: KV cache size in GiB (unset in vLLM means half of RAM).
+    kv_cache_gib: int = 2
+    engine_seed: int = 0
+    # "vllm" runs the model; "trace" forces each job's known output length (trace replay).
+    engine: str = "vllm"
+
+    database_url: str = ""  # empty: a SQLite file in cache_dir (the embedded default)
+    broker_url: str = "amqp://guest:guest@127.0.0.1:5672//"
+    queue_name: str = "elis.windows"
+    num_priority_levels: int = Field(default=10, ge=2, le=255)
+
+    policy: str = "isrtf"
+    window_tokens: int = Field(default=50, ge=1)
+    # Job-windows one worker runs at once (Celery threads), all batched in one engine.
+    slots: int = Field(default=4, ge=1)
+    # Aging: a job waiting longer than this many seconds goes first; 0 disables.
+    max_wait_s: float = 0.0
+    reconcile_interval_s: float = 5.0
+
+    max_tokens_limit: int = 1024
+    default_max_tokens: int = 256
+
+    # Length predictor checkpoint; empty means the default one in cache_dir.
+    predictor_checkpoint: str = ""
+    encoder: str = ""  # empty: the bundled all-MiniLM-L6-v2 (BAAI/bge-base-en-v1.5 on a GPU)
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.cache_dir / 'elis.sqlite3'}"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.cache_dir / "models"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first call."""
+    return Settings()

@@ -1,0 +1,68 @@
+"""The one place a policy score (lower = sooner) becomes a RabbitMQ priority (higher = sooner)."""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PriorityLevels:
+    """Maps a score in tokens to one of `num_levels` broker priorities by ascending score edges.
+
+    `edges` has `num_levels - 2` cut points for scores >= 0; level `num_levels - 1` (the highest, served
+    first) is reserved for aged jobs (negative scores). A score below `edges[0]` gets `num_levels - 2`; a
+    score at or above the last edge gets 0.
+    """
+
+    edges: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.edges) < 1:
+            raise ValueError("need at least one edge (three levels)")
+        if any(b < a for a, b in zip(self.edges, self.edges[1:])):
+            raise ValueError(f"edges must ascend: {self.edges}")
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.edges) + 2
+
+    def level(self, score: float) -> int:
+        """Broker priority for a score: higher number = served first by RabbitMQ."""
+        if score < 0:
+            return self.num_levels - 1
+        bucket = bisect.bisect_right(self.edges, score)  # 0 .. len(edges)
+        return self.num_levels - 2 - bucket
+
+    @classmethod
+    def log_spaced(cls, num_levels: int, low: float = 25.0, high: float = 1024.0) -> PriorityLevels:
+        """Fixed edges spaced evenly in log space between `low` and `high` tokens (the fallback)."""
+        count = num_levels - 2
+        if count < 1:
+            raise ValueError("num_levels must be >= 3")
+        if count == 1:
+            return cls((low,))
+        ratio = math.log(high / low) / (count - 1)
+        return cls(tuple(round(low * math.exp(ratio * i), 3) for i in range(count)))
+
+    @classmethod
+    def from_quantiles(cls, scores: Iterable[float], num_levels: int) -> PriorityLevels:
+        """Edges at evenly spaced quantiles of observed scores (e.g. the predictor's training targets)."""
+        values = sorted(float(s) for s in scores if s >= 0)
+        count = num_levels - 2
+        if count < 1:
+            raise ValueError("num_levels must be >= 3")
+        if len(values) < count + 1:
+            raise ValueError(f"need at least {count + 1} scores to calibrate {num_levels} levels")
+        edges = [_quantile(values, (i + 1) / (count + 1)) for i in range(count)]
+        return cls(tuple(edges))
+
+
+def _quantile(sorted_values: Sequence[float], q: float) -> float:
+    position = q * (len(sorted_values) - 1)
+    lower = math.floor(position)
+    upper = min(lower + 1, len(sorted_values) - 1)
+    fraction = position - lower
+    return sorted_values[lower] * (1 - fraction) + sorted_values[upper] * fraction

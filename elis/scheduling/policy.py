@@ -1,0 +1,201 @@
+"""Scheduling policies: each turns a job's state into an ordering score (lower = sooner) and a yield decision.
+
+Scores are in tokens, so one level mapping (`PriorityLevels`) serves every policy. Ties are broken by
+arrival time, then job id (`sort_key`), so two runs of the same input order jobs the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, replace
+from typing import ClassVar
+
+# An aged job's score: below every real score (scores are token counts >= 0), so it goes first.
+AGED_SCORE = -1.0
+
+
+class UnknownPolicyError(ValueError):
+    """The configured policy name is not one of `policy_names()`."""
+
+
+@dataclass(frozen=True)
+class JobView:
+    """What a policy may know about a job. Times are seconds on the service's one clock."""
+
+    job_id: str
+    arrival_time: float
+    num_generated: int = 0
+    # Latest predicted remaining tokens (None: no prediction available).
+    predicted_remaining: float | None = None
+    # Prediction made at admission from the prompt alone (SJF/SSJF).
+    initial_prediction: float | None = None
+    # When the job last entered the queue (arrival, or its last yield).
+    enqueued_at: float | None = None
+    # Seconds the job has spent running so far (attained service in time).
+    service_time: float = 0.0
+    # True remaining tokens, when a trace knows them (the oracle).
+    true_remaining: int | None = None
+
+    def waited(self, now: float) -> float:
+        """Seconds since the job last entered the queue."""
+        since = self.arrival_time if self.enqueued_at is None else self.enqueued_at
+        return max(0.0, now - since)
+
+
+class Policy(ABC):
+    """A scheduling policy. Subclasses set `name` and implement `score` and `yields`."""
+
+    name: ClassVar[str]
+    # Whether admission needs an initial length prediction.
+    needs_initial_prediction: ClassVar[bool] = False
+    # Whether the predictor re-estimates the remaining length after every window.
+    repredicts: ClassVar[bool] = False
+
+    @abstractmethod
+    def score(self, job: JobView, now: float) -> float:
+        """Ordering score in tokens: lower runs sooner."""
+
+    @abstractmethod
+    def yields(self, job: JobView) -> bool:
+        """Whether an unfinished job gives up its slot at the end of a window."""
+
+    def sort_key(self, job: JobView, now: float) -> tuple[float, float, str]:
+        """A total order: score, then arrival, then id."""
+        return (self.score(job, now), job.arrival_time, job.job_id)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class FCFS(Policy):
+    """First come, first served: one level for all, so arrival order decides; runs to completion."""
+
+    name = "fcfs"
+
+    def score(self, job: JobView, now: float) -> float:
+        return 0.0
+
+    def yields(self, job: JobView) -> bool:
+        return False
+
+
+class SJF(Policy):
+    """Speculative shortest job first (SSJF): the prompt-only prediction at admission; non-preemptive.
+
+    NOTE: with no prediction (predictor down) the job scores 0 and falls back to FCFS order among equals.
+    """
+
+    name = "sjf"
+    needs_initial_prediction = True
+
+    def score(self, job: JobView, now: float) -> float:
+        prediction = job.initial_prediction if job.initial_prediction is not None else job.predicted_remaining
+        return max(0.0, prediction) if prediction is not None else 0.0
+
+    def yields(self, job: JobView) -> bool:
+        return False
+
+
+class ISRTF(Policy):
+    """Iterative shortest remaining time first (ELIS): re-predicted remaining length; yields every window.
+
+    NOTE: with no prediction the job scores 0 and falls back to FCFS order among equals.
+    """
+
+    name = "isrtf"
+    needs_initial_prediction = True
+    repredicts = True
+
+    def score(self, job: JobView, now: float) -> float:
+        return max(0.0, job.predicted_remaining) if job.predicted_remaining is not None else 0.0
+
+    def yields(self, job: JobView) -> bool:
+        return True
+
+
+class SRTFOracle(Policy):
+    """Shortest remaining time first on the true remaining length: the bound to measure against.
+
+    NOTE: without a known true length (live traffic) it scores 0, i.e. FCFS order.
+    """
+
+    name = "srtf-oracle"
+
+    def score(self, job: JobView, now: float) -> float:
+        return float(job.true_remaining) if job.true_remaining is not None else 0.0
+
+    def yields(self, job: JobView) -> bool:
+        return True
+
+
+class MLFQ(Policy):
+    """Multi-level feedback queue without a predictor: the fewer tokens received, the sooner; yields."""
+
+    name = "mlfq"
+
+    def score(self, job: JobView, now: float) -> float:
+        return float(job.num_generated)
+
+    def yields(self, job: JobView) -> bool:
+        return True
+
+
+class Aging(Policy):
+    """Any policy with a bounded wait: a job that waited longer than the bound goes first.
+
+    The bound is absolute (`max_wait_s`) plus, optionally, relative to the service the job has had
+    (`service_factor` x its running time so far), so long jobs tolerate proportionally longer waits.
+    """
+
+    def __init__(self, inner: Policy, max_wait_s: float, service_factor: float = 0.0) -> None:
+        if max_wait_s <= 0 and service_factor <= 0:
+            raise ValueError("aging needs max_wait_s > 0 or service_factor > 0")
+        self.inner = inner
+        self.max_wait_s = max_wait_s
+        self.service_factor = service_factor
+        self.name = f"{inner.name}+aging"  # type: ignore[misc]
+        self.needs_initial_prediction = inner.needs_initial_prediction  # type: ignore[misc]
+        self.repredicts = inner.repredicts  # type: ignore[misc]
+
+    def wait_bound(self, job: JobView) -> float:
+        bound = self.max_wait_s + self.service_factor * job.service_time
+        return bound if bound > 0 else math.inf
+
+    def is_starving(self, job: JobView, now: float) -> bool:
+        return job.waited(now) > self.wait_bound(job)
+
+    def score(self, job: JobView, now: float) -> float:
+        return AGED_SCORE if self.is_starving(job, now) else self.inner.score(job, now)
+
+    def yields(self, job: JobView) -> bool:
+        return self.inner.yields(job)
+
+    def __repr__(self) -> str:
+        return f"Aging({self.inner!r}, max_wait_s={self.max_wait_s}, service_factor={self.service_factor})"
+
+
+_POLICIES: dict[str, type[Policy]] = {cls.name: cls for cls in (FCFS, SJF, ISRTF, SRTFOracle, MLFQ)}
+_ALIASES = {"ssjf": "sjf", "srtf": "srtf-oracle", "oracle": "srtf-oracle"}
+
+
+def policy_names() -> list[str]:
+    return sorted(_POLICIES)
+
+
+def make_policy(name: str, max_wait_s: float = 0.0, service_factor: float = 0.0) -> Policy:
+    """The one factory: a policy by name (case-insensitive), optionally with aging. Fails fast."""
+    key = _ALIASES.get(name.strip().lower(), name.strip().lower())
+    if key not in _POLICIES:
+        raise UnknownPolicyError(f"unknown policy {name!r}; choose one of {', '.join(policy_names())}")
+    policy = _POLICIES[key]()
+    if max_wait_s > 0 or service_factor > 0:
+        return Aging(policy, max_wait_s, service_factor)
+    return policy
+
+
+def with_prediction(job: JobView, predicted_remaining: float | None) -> JobView:
+    """The same job with a new latest prediction (None keeps the last one: the predictor failed)."""
+    if predicted_remaining is None:
+        return job
+    return replace(job, predicted_remaining=predicted_remaining)
