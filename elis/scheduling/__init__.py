@@ -1,6 +1,7 @@
 """The policy core: pure scheduling logic, standard library only (a test enforces it)."""
 
-from elis.scheduling.levels import PriorityLevels
+from elis.scheduling.balance import Routing, SharedQueue, Sticky, UnknownRoutingError, least_loaded, make_routing
+from elis.scheduling.levels import PriorityLevels, calibrate_levels, remaining_length_targets
 from elis.scheduling.policy import (
     AGED_SCORE,
     FCFS,
@@ -14,7 +15,9 @@ from elis.scheduling.policy import (
     UnknownPolicyError,
     make_policy,
     policy_names,
+    with_prediction,
 )
+from elis.scheduling.queue import PolicyQueue
 
 __all__ = [
     "AGED_SCORE",
@@ -25,7 +28,17 @@ __all__ = [
     "Aging",
     "JobView",
     "Policy",
+    "PolicyQueue",
     "PriorityLevels",
+    "Routing",
+    "SharedQueue",
+    "Sticky",
+    "UnknownRoutingError",
+    "calibrate_levels",
+    "least_loaded",
+    "make_routing",
+    "remaining_length_targets",
+    "with_prediction",
     "SRTFOracle",
     "UnknownPolicyError",
     "make_policy",

@@ -66,3 +66,21 @@ def _quantile(sorted_values: Sequence[float], q: float) -> float:
     upper = min(lower + 1, len(sorted_values) - 1)
     fraction = position - lower
     return sorted_values[lower] * (1 - fraction) + sorted_values[upper] * fraction
+
+
+def calibrate_levels(num_levels: int, scores: Iterable[float] | None = None) -> PriorityLevels:
+    """Quantile edges from observed scores (the predictor's training targets) when there are enough of
+    them, else the fixed log-spaced fallback."""
+    values = [] if scores is None else [float(s) for s in scores if s >= 0]
+    if len(set(values)) > num_levels - 2:
+        return PriorityLevels.from_quantiles(values, num_levels)
+    return PriorityLevels.log_spaced(num_levels)
+
+
+def remaining_length_targets(output_lengths: Iterable[int], window_tokens: int) -> list[int]:
+    """The remaining-length targets a predictor trains on: one per window boundary of every job
+    (0, W, 2W, ... tokens generated), which is also the distribution of ISRTF scores in service."""
+    targets: list[int] = []
+    for length in output_lengths:
+        targets.extend(range(int(length), 0, -window_tokens))
+    return targets

@@ -64,6 +64,21 @@ class Policy(ABC):
         """A total order: score, then arrival, then id."""
         return (self.score(job, now), job.arrival_time, job.job_id)
 
+    def should_yield(self, job: JobView, now: float, head: JobView | None = None) -> bool:
+        """Whether a job at a window end gives up its slot, knowing the job at the head of its queue.
+
+        By default this is `yields(job)`; `Aging` also makes a non-yielding job give way to a starving head.
+        """
+        return self.yields(job)
+
+    def starve_time(self, job: JobView) -> float:
+        """When a queued job starts starving (goes first); infinity for policies without aging."""
+        return math.inf
+
+    def base_key(self, job: JobView, now: float) -> tuple[float, float, str]:
+        """The sort key before aging: fixed while a job waits for every built-in policy."""
+        return self.sort_key(job, now)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -163,7 +178,22 @@ class Aging(Policy):
         return bound if bound > 0 else math.inf
 
     def is_starving(self, job: JobView, now: float) -> bool:
-        return job.waited(now) > self.wait_bound(job)
+        """Whether the job has waited longer than its bound (since it last entered the queue)."""
+        return now > self.starve_time(job)
+
+    def base_key(self, job: JobView, now: float) -> tuple[float, float, str]:
+        return self.inner.base_key(job, now)
+
+    def starve_time(self, job: JobView) -> float:
+        since = job.arrival_time if job.enqueued_at is None else job.enqueued_at
+        return since + self.wait_bound(job)
+
+    def should_yield(self, job: JobView, now: float, head: JobView | None = None) -> bool:
+        """NOTE: unlike textbook FCFS/SJF, a running job yields at its window end to a starving head, so the
+        wait stays bounded (bound + one window) even for non-preemptive inner policies."""
+        if self.inner.should_yield(job, now, head):
+            return True
+        return head is not None and self.is_starving(head, now)
 
     def score(self, job: JobView, now: float) -> float:
         return AGED_SCORE if self.is_starving(job, now) else self.inner.score(job, now)

@@ -1,0 +1,1 @@
+"""Offline workload replay and simulation: workload generators, trace readers, reports, the simulator."""

@@ -1,0 +1,98 @@
+"""Length predictions in the simulator: pluggable models of the predictor's errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from pathlib import Path
+
+
+class LengthModel(ABC):
+    """Predicts a job's remaining output tokens from its true remaining length and its window index."""
+
+    name: str = "model"
+
+    @abstractmethod
+    def predict(self, true_remaining: int, step: int) -> float:
+        """The prediction after `step` windows (step 0: at admission, from the prompt alone)."""
+
+
+class Exact(LengthModel):
+    """A perfect predictor."""
+
+    name = "exact"
+
+    def predict(self, true_remaining: int, step: int) -> float:
+        return float(true_remaining)
+
+
+class LognormalNoise(LengthModel):
+    """True remaining length times exp(N(0, sigma)), drawn afresh for every prediction."""
+
+    def __init__(self, sigma: float, seed: int = 0) -> None:
+        if sigma < 0:
+            raise ValueError("sigma must be >= 0")
+        self.sigma = sigma
+        self.name = f"noise(sigma={sigma})"
+        self._rng = random.Random(seed)
+
+    def predict(self, true_remaining: int, step: int) -> float:
+        if self.sigma == 0:
+            return float(true_remaining)
+        return true_remaining * self._rng.lognormvariate(0.0, self.sigma)
+
+
+class RecordedErrors(LengthModel):
+    """Relative errors sampled from the predictor's evaluation: rows of (step, true_remaining,
+    predicted_remaining). A prediction at step k draws a ratio predicted/true recorded at step k (the last
+    recorded step for later ones)."""
+
+    def __init__(self, rows: Iterable[tuple[int, float, float]], seed: int = 0) -> None:
+        step_to_ratios: dict[int, list[float]] = {}
+        for step, true_remaining, predicted in rows:
+            if true_remaining > 0:
+                step_to_ratios.setdefault(int(step), []).append(max(0.0, predicted) / true_remaining)
+        if not step_to_ratios:
+            raise ValueError("no usable error rows (need true_remaining > 0)")
+        self._max_step = max(step_to_ratios)
+        fallback = step_to_ratios[min(step_to_ratios)]
+        self._ratios = [step_to_ratios.get(k) or fallback for k in range(self._max_step + 1)]
+        for k in range(1, self._max_step + 1):
+            if k not in step_to_ratios:
+                self._ratios[k] = self._ratios[k - 1]
+        self._rng = random.Random(seed)
+        self.name = "recorded"
+
+    def predict(self, true_remaining: int, step: int) -> float:
+        ratios = self._ratios[min(step, self._max_step)]
+        return true_remaining * ratios[self._rng.randrange(len(ratios))]
+
+    @classmethod
+    def load(cls, path: str | Path, seed: int = 0) -> RecordedErrors:
+        """Read a CSV with a header (step, true_remaining, predicted_remaining) or a JSON list of such
+        objects or triples."""
+        path = Path(path)
+        if path.suffix == ".json":
+            data = json.loads(path.read_text())
+            rows = [(r["step"], r["true_remaining"], r["predicted_remaining"]) if isinstance(r, dict) else tuple(r)
+                    for r in data]
+        else:
+            with open(path, newline="") as handle:
+                rows = [(int(r["step"]), float(r["true_remaining"]), float(r["predicted_remaining"]))
+                        for r in csv.DictReader(handle)]
+        return cls(rows, seed)
+
+
+def make_length_model(kind: str = "noise", sigma: float = 0.0, errors: str | Path | None = None,
+                      seed: int = 0) -> LengthModel:
+    """`noise` (sigma 0: exact) or `recorded` (needs `errors`)."""
+    if kind == "noise":
+        return Exact() if sigma == 0 else LognormalNoise(sigma, seed)
+    if kind == "recorded":
+        if errors is None:
+            raise ValueError("--predictor recorded needs --errors PATH")
+        return RecordedErrors.load(errors, seed)
+    raise ValueError(f"unknown predictor {kind!r}; choose noise or recorded")

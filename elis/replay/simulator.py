@@ -1,0 +1,298 @@
+"""A discrete-event simulator of the service: N workers x B slots, windows of W tokens, the live policies.
+
+It runs the same `Policy` objects as the live workers (order, yield and aging decisions all come from the
+policy; the queue is `scheduling.PolicyQueue`, routing is `scheduling.balance`) against an engine cost model
+(`EngineProfile`) and a model of the predictor's errors (`LengthModel`), and writes the same `JobRecord`s as
+the live replay.
+
+The engine model is fluid at the token level: between events, every running job on a worker gains one token
+per decode step, and a step takes `decode_step(b)` seconds with b jobs running. A job joining a worker stalls
+that worker for its prefill (prompt + tokens so far, free when the worker's prefix cache still holds them).
+Events are window ends, arrivals and the ends of the per-window overhead, so a run costs O(windows log n).
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from elis.replay.report import JobRecord, Summary, summarize
+from elis.replay.sim_engine import EngineProfile
+from elis.replay.sim_predict import Exact, LengthModel
+from elis.replay.workload import TraceJob
+from elis.scheduling.balance import Routing, make_routing
+from elis.scheduling.levels import PriorityLevels
+from elis.scheduling.policy import JobView, Policy
+from elis.scheduling.queue import PolicyQueue
+
+_WORKER, _FREE, _REQUEUE, _CONTINUE = 0, 1, 2, 3
+_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """The simulated cluster: `num_workers` engines with `num_slots` batch slots each, `window_tokens` per
+    window, `routing` (`shared` queue or `sticky` per-worker queues), and optional broker `levels` (None:
+    exact policy order)."""
+
+    num_workers: int = 1
+    num_slots: int = 8
+    window_tokens: int = 50
+    routing: str = "shared"
+    levels: PriorityLevels | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 1 or self.num_slots < 1 or self.window_tokens < 1:
+            raise ValueError("num_workers, num_slots and window_tokens must be >= 1")
+
+
+@dataclass
+class SimResult:
+    """Per-job records of one run, plus the cost of computing them."""
+
+    policy: str
+    records: list[JobRecord]
+    wall_s: float
+    num_windows: int
+    config: SimConfig = field(default_factory=SimConfig)
+
+    @property
+    def summary(self) -> Summary:
+        return summarize(self.records)
+
+
+class _Job:
+    __slots__ = ("job_id", "arrival", "prompt", "output", "generated", "windows", "first_start", "enqueued_at",
+                 "service", "initial", "predicted", "queued", "max_wait", "window_start", "window_len")
+
+    def __init__(self, spec: TraceJob) -> None:
+        self.job_id = spec.job_id
+        self.arrival = spec.arrival
+        self.prompt = spec.num_prompt_tokens
+        self.output = max(1, spec.num_output_tokens)
+        self.generated = 0
+        self.windows = 0
+        self.first_start = -1.0
+        self.enqueued_at = spec.arrival
+        self.service = 0.0
+        self.initial: float | None = None
+        self.predicted: float | None = None
+        self.queued = 0.0
+        self.max_wait = 0.0
+        self.window_start = 0.0
+        self.window_len = 0
+
+    def view(self) -> JobView:
+        return JobView(self.job_id, self.arrival, self.generated, self.predicted, self.initial, self.enqueued_at,
+                       self.service, self.output - self.generated)
+
+
+class _Worker:
+    __slots__ = ("index", "queue", "running", "steps", "t_last", "resume_at", "version", "busy", "cache",
+                 "cache_tokens")
+
+    def __init__(self, index: int, queue: PolicyQueue | None) -> None:
+        self.index = index
+        self.queue = queue
+        self.running: list[tuple[float, int, _Job]] = []  # (step at which the window ends, seq, job)
+        self.steps = 0.0
+        self.t_last = 0.0
+        self.resume_at = 0.0
+        self.version = 0
+        self.busy = 0  # slots taken: running jobs plus jobs in their window-end overhead
+        self.cache: OrderedDict[str, int] = OrderedDict()
+        self.cache_tokens = 0
+
+
+class Simulator:
+    """One run: `Simulator(jobs, policy, profile, config, length_model).run()`."""
+
+    def __init__(self, jobs: Sequence[TraceJob], policy: Policy, profile: EngineProfile,
+                 config: SimConfig = SimConfig(), length_model: LengthModel | None = None,
+                 progress: Callable[[int], None] | None = None) -> None:
+        self.specs = sorted(jobs, key=lambda j: j.arrival)
+        self.policy = policy
+        self.profile = profile
+        self.config = config
+        self.model = length_model or Exact()
+        self.progress = progress
+        self.routing: Routing = make_routing(config.routing)
+        shared = self.routing.shared
+        self.shared_queue = PolicyQueue(policy, config.levels) if shared else None
+        self.workers = [_Worker(i, None if shared else PolicyQueue(policy, config.levels))
+                        for i in range(config.num_workers)]
+        self.step = profile.step_table(config.num_slots)
+        self.jobs: dict[str, _Job] = {}
+        self.events: list[tuple] = []
+        self.seq = 0
+        self.dirty: set[_Worker] = set()
+        self.records: list[JobRecord] = []
+        self.num_windows = 0
+
+    # --- the event loop -------------------------------------------------------------------------------
+    def run(self) -> SimResult:
+        started = time.perf_counter()
+        events = self.events
+        specs = self.specs
+        index, count = 0, len(specs)
+        while index < count or events:
+            if index < count and (not events or specs[index].arrival < events[0][0]):
+                spec = specs[index]
+                index += 1
+                self._arrive(_Job(spec), spec.arrival)
+            else:
+                now, _, kind, job, worker_index = heapq.heappop(events)
+                worker = self.workers[worker_index]
+                if kind == _WORKER:
+                    if job == worker.version:
+                        self._window_ends(worker, now)
+                else:
+                    self._release(kind, job, worker, now)
+            if self.dirty:
+                for worker in self.dirty:
+                    self._schedule(worker)
+                self.dirty.clear()
+        return SimResult(self.policy.name, self.records, time.perf_counter() - started, self.num_windows,
+                         self.config)
+
+    def _push(self, when: float, kind: int, payload: object, worker: _Worker) -> None:
+        self.seq += 1
+        heapq.heappush(self.events, (when, self.seq, kind, payload, worker.index))
+
+    def _schedule(self, worker: _Worker) -> None:
+        worker.version += 1
+        if worker.running:
+            start = worker.t_last if worker.t_last > worker.resume_at else worker.resume_at
+            when = start + (worker.running[0][0] - worker.steps) * self.step[len(worker.running)]
+            self._push(when, _WORKER, worker.version, worker)
+
+    def _advance(self, worker: _Worker, now: float) -> None:
+        start = worker.t_last if worker.t_last > worker.resume_at else worker.resume_at
+        if now > start and worker.running:
+            worker.steps += (now - start) / self.step[len(worker.running)]
+        if now > worker.t_last:
+            worker.t_last = now
+
+    # --- jobs entering queues and slots ---------------------------------------------------------------
+    def _arrive(self, job: _Job, now: float) -> None:
+        self.jobs[job.job_id] = job
+        if self.policy.needs_initial_prediction:
+            job.initial = job.predicted = self.model.predict(job.output, 0)
+        if self.shared_queue is not None:
+            self.shared_queue.push(job.view(), now)
+            free = [w for w in self.workers if w.busy < self.config.num_slots]
+            if free:
+                self._fill(min(free, key=lambda w: w.busy), now)
+            return
+        loads = [w.busy + len(w.queue) for w in self.workers]  # type: ignore[arg-type]
+        worker = self.workers[self.routing.admit(job.job_id, loads)]  # type: ignore[index]
+        worker.queue.push(job.view(), now)  # type: ignore[union-attr]
+        self._fill(worker, now)
+
+    def _queue_of(self, worker: _Worker) -> PolicyQueue:
+        return self.shared_queue if self.shared_queue is not None else worker.queue  # type: ignore[return-value]
+
+    def _fill(self, worker: _Worker, now: float) -> None:
+        queue = self._queue_of(worker)
+        while worker.busy < self.config.num_slots and queue:
+            job = self.jobs[queue.pop(now).job_id]
+            worker.busy += 1
+            self._start(worker, job, now)
+
+    def _start(self, worker: _Worker, job: _Job, now: float) -> None:
+        self._advance(worker, now)
+        tokens = job.prompt + job.generated
+        cached = worker.cache.pop(job.job_id, None)
+        if cached is not None:
+            worker.cache_tokens -= cached
+            tokens -= cached
+        cost = tokens * self.profile.prefill_s_per_token
+        if cost > 0:
+            worker.resume_at = (now if now > worker.resume_at else worker.resume_at) + cost
+        wait = now - job.enqueued_at
+        job.queued += wait
+        if wait > job.max_wait:
+            job.max_wait = wait
+        if job.first_start < 0:
+            job.first_start = now
+        self._begin_window(worker, job, now)
+
+    def _begin_window(self, worker: _Worker, job: _Job, now: float) -> None:
+        job.window_start = now
+        remaining = job.output - job.generated
+        job.window_len = remaining if remaining < self.config.window_tokens else self.config.window_tokens
+        self.seq += 1
+        heapq.heappush(worker.running, (worker.steps + job.window_len, self.seq, job))
+        self.dirty.add(worker)
+
+    # --- window ends ----------------------------------------------------------------------------------
+    def _window_ends(self, worker: _Worker, now: float) -> None:
+        self._advance(worker, now)
+        running = worker.running
+        ended = []
+        while running and running[0][0] <= worker.steps + _EPS:
+            ended.append(heapq.heappop(running)[2])
+        self.dirty.add(worker)
+        overhead = self.profile.window_overhead_s
+        for job in ended:
+            action = self._decide(worker, job, now)
+            if overhead > 0:
+                self._push(now + overhead, action, job, worker)
+            else:
+                self._release(action, job, worker, now)
+
+    def _decide(self, worker: _Worker, job: _Job, now: float) -> int:
+        job.generated += job.window_len
+        job.windows += 1
+        job.service += now - job.window_start
+        self.num_windows += 1
+        if job.generated >= job.output:
+            self._finish(job, now)
+            return _FREE
+        queue = self._queue_of(worker)
+        head = queue.peek(now) if queue else None
+        return _REQUEUE if self.policy.should_yield(job.view(), now, head) else _CONTINUE
+
+    def _finish(self, job: _Job, now: float) -> None:
+        self.records.append(JobRecord(
+            job.job_id, self.policy.name, job.arrival, job.first_start, now, now - job.arrival, job.queued,
+            job.prompt, job.output, job.windows, "done", job.max_wait))
+        del self.jobs[job.job_id]
+        self.routing.forget(job.job_id)
+        if self.progress is not None and len(self.records) % 1000 == 0:
+            self.progress(len(self.records))
+
+    def _release(self, action: int, job: _Job, worker: _Worker, now: float) -> None:
+        if action == _CONTINUE:
+            self._advance(worker, now)
+            self._begin_window(worker, job, now)
+            return
+        worker.busy -= 1
+        if action == _REQUEUE:
+            self._remember(worker, job)
+            if self.policy.repredicts:
+                job.predicted = self.model.predict(job.output - job.generated, job.windows)
+            job.enqueued_at = now
+            self._queue_of(worker).push(job.view(), now)
+        self._fill(worker, now)
+
+    def _remember(self, worker: _Worker, job: _Job) -> None:
+        capacity = self.profile.prefix_cache_tokens
+        tokens = job.prompt + job.generated
+        if tokens > capacity:
+            return
+        worker.cache[job.job_id] = tokens
+        worker.cache_tokens += tokens
+        while worker.cache_tokens > capacity:
+            _, evicted = worker.cache.popitem(last=False)
+            worker.cache_tokens -= evicted
+
+
+def simulate(jobs: Sequence[TraceJob], policy: Policy, profile: EngineProfile | None = None,
+             config: SimConfig = SimConfig(), length_model: LengthModel | None = None,
+             progress: Callable[[int], None] | None = None) -> SimResult:
+    """Run one policy on one workload (default engine profile, exact predictions)."""
+    return Simulator(jobs, policy, profile or EngineProfile.load(), config, length_model, progress).run()
