@@ -1,0 +1,91 @@
+"""A predictor checkpoint: the head's weights plus the metadata serving needs to rebuild its inputs.
+
+One `torch.save` file holding `{"format": 1, "metadata": {...}, "state_dict": {...}}`, loadable with
+`weights_only=True`. The metadata holds only JSON-able values: the encoder's name and context length, the
+text join's prompt budget, whether the step feature is used, the window size, the head's shape, the target
+transform, the calibrated priority-level edges, and the training dataset's SHA-256. Weights may be stored in
+float16 (half the bytes); they are loaded back as float32.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from elis.predictor.head import LengthHead, TargetTransform
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """The file is not a usable predictor checkpoint."""
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the head (eval mode, float32) and its metadata."""
+
+    head: LengthHead
+    metadata: dict[str, Any]
+
+    @property
+    def transform(self) -> TargetTransform:
+        spec = self.metadata["target_transform"]
+        return TargetTransform(name=spec["name"], scale=float(spec.get("scale", 100.0)))
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_head(metadata: dict[str, Any]) -> LengthHead:
+    shape = metadata["head"]
+    return LengthHead(
+        input_dim=int(shape["input_dim"]),
+        hidden=int(shape["hidden"]),
+        num_layers=int(shape["num_layers"]),
+        dropout=float(shape.get("dropout", 0.0)),
+    )
+
+
+def save_checkpoint(
+    path: str | Path, head: LengthHead, metadata: dict[str, Any], half: bool = True
+) -> Path:
+    """Write the checkpoint atomically (temp file, then rename); `half` stores float16 weights."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        k: (v.detach().to(torch.float16) if half and v.is_floating_point() else v.detach()).clone()
+        for k, v in head.state_dict().items()
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"format": FORMAT_VERSION, "metadata": metadata, "state_dict": state}, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Load a checkpoint saved by `save_checkpoint`; raises `CheckpointError` on anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no predictor checkpoint at {path}")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read predictor checkpoint {path}: {exc}") from exc
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} is not a format-{FORMAT_VERSION} predictor checkpoint")
+    metadata = blob["metadata"]
+    head = build_head(metadata)
+    state = {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in blob["state_dict"].items()}
+    head.load_state_dict(state)
+    head.eval()
+    return Checkpoint(head=head, metadata=metadata)

@@ -1,0 +1,179 @@
+"""`elis predictor ...`: train, evaluate, sweep (transform/loss measurement) and bench (latency)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+predictor_app = typer.Typer(help="The response-length predictor: train, evaluate, benchmark.", no_args_is_help=True)
+
+DEFAULT_DATASET = Path(__file__).resolve().parent.parent / "data" / "predictor_dataset.jsonl.gz"
+
+
+def _setup_logging() -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _settings():
+    from elis.config import get_settings
+
+    return get_settings()
+
+
+@predictor_app.command()
+def train(
+    dataset: Annotated[Path, typer.Option(help="gzip JSONL dataset (elis predictor build-dataset)")] = DEFAULT_DATASET,
+    out: Annotated[Path | None, typer.Option(help="checkpoint path [default: <cache_dir>/predictor/predictor.pt]")] = None,
+    encoder: Annotated[str | None, typer.Option(help="encoder [default: ELIS_ENCODER, empty = bundled MiniLM]")] = None,
+    transform: Annotated[str, typer.Option(help="target transform: log1p | raw")] = "log1p",
+    loss: Annotated[str, typer.Option(help="loss: l1 | mse | huber")] = "l1",
+    step_feature: Annotated[bool, typer.Option(help="feed log1p(tokens generated) to the head")] = True,
+    max_epochs: int = 60,
+    seed: int = 0,
+    max_records: Annotated[int | None, typer.Option(help="use only the first N records")] = None,
+    ood_source: Annotated[list[str] | None, typer.Option(help="sources held out as OOD [default: seed_tasks]")] = None,
+    float32: Annotated[bool, typer.Option(help="store float32 weights (default float16)")] = False,
+) -> None:
+    """Cache the frozen embeddings, train the head, save a checkpoint with its metadata."""
+    _setup_logging()
+    from elis.predictor.encoder import load_encoder
+    from elis.predictor.serving import user_checkpoint_path
+    from elis.predictor.training import DEFAULT_OOD_SOURCES, TrainConfig, train_predictor
+
+    settings = _settings()
+    out = out or user_checkpoint_path(settings.cache_dir)
+    config = TrainConfig(
+        transform=transform, loss=loss, use_step_feature=step_feature, max_epochs=max_epochs, seed=seed
+    )
+    started = time.perf_counter()
+    path, meta = train_predictor(
+        dataset,
+        out,
+        load_encoder(settings.encoder if encoder is None else encoder),
+        config=config,
+        num_priority_levels=settings.num_priority_levels,
+        cache_dir=settings.cache_dir,
+        ood_sources=tuple(ood_source or DEFAULT_OOD_SOURCES),
+        max_records=max_records,
+        half=not float32,
+    )
+    typer.echo(json.dumps({k: meta[k] for k in ("encoder", "fit", "edges", "dataset")}, indent=2))
+    typer.echo(f"checkpoint: {path} ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - started:.0f} s")
+
+
+@predictor_app.command()
+def evaluate(
+    checkpoint: Annotated[Path | None, typer.Option(help="[default: the serving default]")] = None,
+    dataset: Annotated[Path, typer.Option(help="any dataset file in the build-dataset format")] = DEFAULT_DATASET,
+    split: Annotated[
+        list[str] | None, typer.Option(help="train | val | test | ood | all (repeatable) [default: test, ood]")
+    ] = None,
+    out_dir: Annotated[Path | None, typer.Option(help="[default: <cache_dir>/predictor/eval]")] = None,
+) -> None:
+    """MAE, RMSE, R2, Kendall tau overall and per step; tables, per-example errors CSV, MAE-per-step PNG."""
+    _setup_logging()
+    from elis.predictor.evaluation import evaluate_checkpoint
+    from elis.predictor.serving import default_checkpoint_path
+
+    settings = _settings()
+    checkpoint = checkpoint or default_checkpoint_path()
+    out_dir = out_dir or settings.cache_dir / "predictor" / "eval"
+    results = evaluate_checkpoint(checkpoint, dataset, split or ["test", "ood"], out_dir, settings.cache_dir)
+    for name, report in results.items():
+        typer.echo(f"\n## {name} ({report['num_records']} prompts)\n")
+        typer.echo(report["table"])
+    typer.echo(f"reports in {out_dir}")
+
+
+@predictor_app.command()
+def sweep(
+    dataset: Annotated[Path, typer.Option()] = DEFAULT_DATASET,
+    encoder: Annotated[str | None, typer.Option()] = None,
+    max_epochs: int = 60,
+    variant: Annotated[
+        list[str] | None, typer.Option(help="transform:loss:step (e.g. log1p:l1:1); repeatable")
+    ] = None,
+) -> None:
+    """Measure target transforms, losses and the step feature on the validation split (cached embeddings)."""
+    _setup_logging()
+    from elis.predictor.encoder import load_encoder
+    from elis.predictor.evaluation import metrics
+    from elis.predictor.features import flatten
+    from elis.predictor.head import TargetTransform
+    from elis.predictor.training import (
+        EmbeddingCache,
+        TrainConfig,
+        arrays_for,
+        fit_head,
+        predict_array,
+        read_dataset,
+        split_records,
+    )
+
+    settings = _settings()
+    enc = load_encoder(settings.encoder if encoder is None else encoder)
+    splits = split_records(read_dataset(dataset))
+    cache = EmbeddingCache(enc, settings.cache_dir, TrainConfig().prompt_budget)
+    variants = variant or ["log1p:l1:1", "log1p:mse:1", "raw:l1:1", "raw:mse:1", "raw:huber:1", "log1p:l1:0"]
+    typer.echo("| transform | loss | step feature | best epoch | val MAE | val RMSE | val R2 | val tau | s |")
+    typer.echo("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for spec in variants:
+        transform, loss, step = spec.split(":")
+        config = TrainConfig(transform=transform, loss=loss, use_step_feature=step == "1", max_epochs=max_epochs)
+        train_arr = arrays_for(cache, flatten(splits["train"]), config.use_step_feature)
+        val_arr = arrays_for(cache, flatten(splits["val"]), config.use_step_feature)
+        head, info = fit_head(train_arr, val_arr, config)
+        m = metrics(val_arr.y, predict_array(head, TargetTransform(transform), val_arr.x))
+        typer.echo(
+            f"| {transform} | {loss} | {step} | {info['best_epoch']} | {m.mae:.1f} | {m.rmse:.1f} | {m.r2:.3f} "
+            f"| {m.kendall_tau:.3f} | {info['train_seconds']:.0f} |"
+        )
+
+
+@predictor_app.command()
+def bench(
+    checkpoint: Annotated[Path | None, typer.Option()] = None,
+    dataset: Annotated[Path, typer.Option()] = DEFAULT_DATASET,
+    batch: Annotated[list[int] | None, typer.Option(help="batch sizes [default: 1, 16]")] = None,
+    repeats: int = 10,
+) -> None:
+    """Predictor latency per job (encoder + head, end to end) at each batch size, on real dataset inputs."""
+    _setup_logging()
+    import numpy as np
+    import torch
+
+    from elis.predictor.features import PredictionInput, flatten
+    from elis.predictor.serving import load_predictor
+    from elis.predictor.training import read_dataset, split_records
+
+    predictor = load_predictor(checkpoint)
+    if dataset.exists():
+        examples = flatten(split_records(read_dataset(dataset))["test"])
+        items = [PredictionInput(e.prompt, e.output_text, e.num_generated) for e in examples]
+    else:
+        items = [PredictionInput("Write a short poem about the sea.", "The sea is wide " * i, 4 * i) for i in range(64)]
+    rng = np.random.default_rng(0)
+    typer.echo(f"torch threads: {torch.get_num_threads()}; {len(items)} candidate inputs")
+    for size in batch or [1, 16]:
+        predictor.predict([items[0]] * size)  # warm-up
+        timings = []
+        for _ in range(repeats):
+            chosen = [items[i] for i in rng.choice(len(items), size=size, replace=False)]
+            started = time.perf_counter()
+            predictor.predict(chosen)
+            timings.append(time.perf_counter() - started)
+        per_job = 1000 * np.array(timings) / size
+        typer.echo(
+            f"batch {size:3d}: {np.median(per_job):7.1f} ms/job median (p90 {np.percentile(per_job, 90):.1f}), "
+            f"{1000 * np.median(timings):.0f} ms/batch"
+        )
+
+
+if __name__ == "__main__":
+    predictor_app()
