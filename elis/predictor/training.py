@@ -282,7 +282,7 @@ def train_predictor(
     half: bool = True,
 ) -> tuple[Path, dict[str, Any]]:
     """The whole `elis predictor train`: returns the checkpoint path and its metadata."""
-    from elis.scheduling.levels import PriorityLevels
+    from elis.scheduling.levels import calibrate_levels
 
     config = config or TrainConfig()
     dataset_path = Path(dataset_path)
@@ -300,7 +300,7 @@ def train_predictor(
     train = arrays_for(cache, examples["train"], config.use_step_feature)
     val = arrays_for(cache, examples["val"], config.use_step_feature)
     head, fit_info = fit_head(train, val, config)
-    edges = PriorityLevels.from_quantiles(train.y.tolist(), num_priority_levels).edges
+    edges = calibrate_levels(num_priority_levels, train.y.tolist()).edges
     counts = {
         **{f"{name}_records": len(splits[name]) for name in (*SPLITS, "ood")},
         **{f"{name}_examples": len(examples[name]) for name in SPLITS},
