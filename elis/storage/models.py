@@ -1,0 +1,139 @@
+"""Tables: one row per job, one row per window a job ran."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime, timezone
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC timestamps on every backend (SQLite drops the zone; we put it back)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime: use elis.clock.now()")
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value
+
+
+class JobStatus(str, enum.Enum):
+    """A job's life: queued <-> running, then done, failed or cancelled."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the project's tables."""
+
+
+class Job(Base):
+    """A generation job and everything its metrics need."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_job_id)
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED.value, index=True)
+    policy: Mapped[str] = mapped_column(String(32))
+    workload: Mapped[str | None] = mapped_column(String(64), index=True)  # a replay run's label
+
+    prompt: Mapped[str] = mapped_column(Text)
+    messages: Mapped[list] = mapped_column(JSON)
+    prompt_ids: Mapped[list] = mapped_column(JSON)
+    generated_ids: Mapped[list] = mapped_column(JSON, default=list)
+    output_text: Mapped[str] = mapped_column(Text, default="")
+
+    max_tokens: Mapped[int] = mapped_column(Integer)
+    temperature: Mapped[float] = mapped_column(Float)
+    top_p: Mapped[float] = mapped_column(Float)
+    stop: Mapped[list] = mapped_column(JSON, default=list)
+    stop_token_ids: Mapped[list] = mapped_column(JSON, default=list)
+    # Trace replay: generate exactly this many tokens; also the oracle's true length.
+    true_output_tokens: Mapped[int | None] = mapped_column(Integer)
+    force_length: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    num_prompt_tokens: Mapped[int] = mapped_column(Integer)
+    num_output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    num_windows: Mapped[int] = mapped_column(Integer, default=0)
+    # Compare-and-set guard: the index of the next window to run.
+    next_window: Mapped[int] = mapped_column(Integer, default=0)
+    # The window index whose message is known to be in the broker (None: not yet published).
+    published_window: Mapped[int | None] = mapped_column(Integer)
+    priority: Mapped[int | None] = mapped_column(Integer)
+    promoted: Mapped[bool] = mapped_column(Boolean, default=False)  # aging re-published it at the top level
+
+    initial_prediction: Mapped[float | None] = mapped_column(Float)
+    latest_prediction: Mapped[float | None] = mapped_column(Float)
+    num_prediction_failures: Mapped[int] = mapped_column(Integer, default=0)
+
+    arrival_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    enqueued_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    first_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    jct_s: Mapped[float | None] = mapped_column(Float)
+    queuing_delay_s: Mapped[float] = mapped_column(Float, default=0.0)
+    service_s: Mapped[float] = mapped_column(Float, default=0.0)
+
+    worker: Mapped[str | None] = mapped_column(String(128))
+    finish_reason: Mapped[str | None] = mapped_column(String(16))
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    windows: Mapped[list[Window]] = relationship(
+        back_populates="job", order_by="Window.index", cascade="all, delete-orphan", lazy="selectin"
+    )
+
+    __table_args__ = (Index("ix_jobs_status_enqueued", "status", "enqueued_at"),)
+
+    @property
+    def job_status(self) -> JobStatus:
+        return JobStatus(self.status)
+
+
+class Window(Base):
+    """One window of one job: where and when it ran, what it produced, what the predictor said."""
+
+    __tablename__ = "windows"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    worker: Mapped[str | None] = mapped_column(String(128))
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    num_tokens: Mapped[int] = mapped_column(Integer)
+    compute_s: Mapped[float] = mapped_column(Float, default=0.0)
+    # Seconds spent outside the engine for this window: prediction, database commit, publish.
+    overhead_s: Mapped[float | None] = mapped_column(Float)
+    predict_s: Mapped[float | None] = mapped_column(Float)
+    prediction_before: Mapped[float | None] = mapped_column(Float)
+    prediction_after: Mapped[float | None] = mapped_column(Float)
+    priority: Mapped[int | None] = mapped_column(Integer)
+
+    job: Mapped[Job] = relationship(back_populates="windows")
+
+    __table_args__ = (UniqueConstraint("job_id", "index", name="uq_windows_job_index"),)

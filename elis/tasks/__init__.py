@@ -1,0 +1,1 @@
+"""Celery app, queue topology, the window task and publishing with priority."""

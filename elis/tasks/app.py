@@ -1,0 +1,58 @@
+"""The Celery app and the queue topology: one classic RabbitMQ priority queue shared by all workers.
+
+Settings are applied by `configure_celery` (called by the API, the worker start-up and the tests), or on
+first use of the app's configuration (e.g. `celery -A elis.tasks.app:celery_app flower`).
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from elis.config import Settings, get_settings
+
+celery_app = Celery("elis", set_as_current=False)
+_configured = False
+
+
+def window_queue(settings: Settings) -> Queue:
+    """The priority queue. Its x-max-priority is fixed at first declaration: changing the number of levels
+    needs a new queue name (RabbitMQ answers PRECONDITION_FAILED otherwise)."""
+    return Queue(
+        settings.queue_name,
+        Exchange(settings.queue_name, type="direct"),
+        routing_key=settings.queue_name,
+        queue_arguments={"x-max-priority": settings.num_priority_levels},
+    )
+
+
+def configure_celery(settings: Settings | None = None) -> Celery:
+    global _configured
+    settings = settings or get_settings()
+    celery_app.conf.update(
+        broker_url=settings.broker_url,
+        broker_connection_retry_on_startup=True,
+        # Publisher confirms: a continuation is never silently lost.
+        broker_transport_options={"confirm_publish": True},
+        task_queues=[window_queue(settings)],
+        task_default_queue=settings.queue_name,
+        task_queue_max_priority=settings.num_priority_levels,
+        # RabbitMQ only reorders messages still in the queue: take one at a time, ack after the window.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,  # the database is the record of truth
+        task_serializer="json",
+        accept_content=["json"],
+        worker_hijack_root_logger=False,
+        worker_send_task_events=True,  # Flower
+        task_send_sent_event=True,
+    )
+    _configured = True
+    return celery_app
+
+
+@celery_app.on_configure.connect
+def _configure_on_first_use(sender, **kwargs) -> None:
+    if not _configured:
+        configure_celery()

@@ -1,0 +1,199 @@
+"""The window task: run one job for one iteration window, commit, then yield (re-publish) or run on.
+
+The step order is the design's: claim (compare-and-set) -> engine -> decide finish -> policy (and
+re-prediction) -> commit guarded by the window index -> publish the continuation -> ack.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from celery.exceptions import Reject
+
+from elis import clock
+from elis.scheduling import JobView
+from elis.scheduling.policy import with_prediction
+from elis.storage import jobs as store
+from elis.storage.db import session_scope
+from elis.storage.models import Job, JobStatus
+from elis.tasks.app import celery_app
+from elis.tasks.contracts import EngineError, FinishReason, SamplingSettings, WindowOutput
+from elis.tasks.publish import RUN_WINDOW_TASK, publish_window
+from elis.tasks.runtime import WorkerNotReady, WorkerRuntime, get_runtime
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobSnapshot:
+    """The plain data a window needs, copied out of the session."""
+
+    id: str
+    policy: str
+    prompt: str
+    prompt_ids: list[int]
+    generated_ids: list[int]
+    max_tokens: int
+    sampling: SamplingSettings
+    next_window: int
+    arrival_at: datetime
+    enqueued_at: datetime
+    latest_prediction: float | None
+    initial_prediction: float | None
+    true_output_tokens: int | None
+    service_s: float
+
+    @classmethod
+    def of(cls, job: Job) -> JobSnapshot:
+        return cls(
+            id=job.id,
+            policy=job.policy,
+            prompt=job.prompt,
+            prompt_ids=list(job.prompt_ids),
+            generated_ids=list(job.generated_ids),
+            max_tokens=job.max_tokens,
+            sampling=SamplingSettings(
+                temperature=job.temperature,
+                top_p=job.top_p,
+                stop=tuple(job.stop or ()),
+                stop_token_ids=tuple(job.stop_token_ids or ()),
+                force_length=job.force_length,
+            ),
+            next_window=job.next_window,
+            arrival_at=job.arrival_at,
+            enqueued_at=job.enqueued_at,
+            latest_prediction=job.latest_prediction,
+            initial_prediction=job.initial_prediction,
+            true_output_tokens=job.true_output_tokens,
+            service_s=job.service_s or 0.0,
+        )
+
+
+def finish_reason(output: WindowOutput, generated: list[int], text: str, job: JobSnapshot) -> tuple[str | None, str]:
+    """Why the job ends after this window (None: it goes on), and its text cut at a stop string.
+
+    Stop strings are checked on the whole text, so one that straddles a window boundary is still found.
+    """
+    for stop in job.sampling.stop:
+        if stop and stop in text and not job.sampling.force_length:
+            return FinishReason.STOP.value, text[: text.index(stop)]
+    if output.finished:
+        return (output.reason or FinishReason.EOS).value, text
+    if len(generated) >= job.max_tokens:
+        return FinishReason.LENGTH.value, text
+    return None, text
+
+
+def clip_prediction(prediction: float | None, job: JobSnapshot, num_generated: int) -> float | None:
+    if prediction is None:
+        return None
+    return float(min(max(prediction, 0.0), max(job.max_tokens - num_generated, 0)))
+
+
+def job_view(job: JobSnapshot, num_generated: int, prediction: float | None, service_s: float, now: datetime) -> JobView:
+    """The policy's view of the job as it leaves a window (it would re-enter the queue now)."""
+    return JobView(
+        job_id=job.id,
+        arrival_time=job.arrival_at.timestamp(),
+        num_generated=num_generated,
+        predicted_remaining=prediction,
+        initial_prediction=job.initial_prediction,
+        enqueued_at=now.timestamp(),
+        service_time=service_s,
+        true_remaining=None if job.true_output_tokens is None else max(job.true_output_tokens - num_generated, 0),
+    )
+
+
+def run_job_windows(runtime: WorkerRuntime, job_id: str, window_index: int, redelivered: bool) -> str:
+    """Run a claimed job's windows until it yields, finishes or is cancelled. Returns what happened."""
+    url = runtime.settings.resolved_database_url
+    with session_scope(url) as session:
+        claimed = store.claim_window(
+            session, job_id=job_id, window_index=window_index, worker=runtime.worker_name,
+            redelivered=redelivered, now=clock.now(),
+        )
+        if claimed is None:
+            runtime.count("windows_skipped")
+            return "skipped"
+        job = JobSnapshot.of(claimed)
+    policy = runtime.policy(job.policy)
+    generated = list(job.generated_ids)
+    index = job.next_window
+    enqueued_at: datetime | None = job.enqueued_at
+    prediction = job.latest_prediction
+    service_s = job.service_s
+    while True:
+        started = clock.now()
+        budget = min(runtime.settings.window_tokens, job.max_tokens - len(generated))
+        try:
+            output = runtime.engine.run_window(job.prompt_ids, generated, budget, job.sampling)
+        except (EngineError, ValueError) as exc:
+            log.error("job %s window %d failed in the engine: %s", job.id, index, exc)
+            with session_scope(url) as session:
+                store.fail_job(session, job_id=job.id, error=f"engine error: {exc}", now=clock.now())
+            return "failed"
+        engine_done = time.perf_counter()
+        ended = clock.now()
+        generated = generated + output.new_ids
+        reason, text = finish_reason(output, generated, runtime.engine.decode(generated), job)
+        service_s += (ended - started).total_seconds()
+        yielded, priority, prediction_after, predict_s, failed = False, None, None, None, False
+        if reason is None:
+            view = job_view(job, len(generated), prediction, service_s, ended)
+            if policy.yields(view):
+                yielded = True
+                if policy.repredicts and runtime.predictor is not None:
+                    predict_started = time.perf_counter()
+                    raw = runtime.predictor.predict_one(_prediction_input(job.prompt, text, len(generated)))
+                    predict_s = time.perf_counter() - predict_started
+                    failed = raw is None
+                    prediction_after = clip_prediction(raw, job, len(generated))
+                view = with_prediction(view, prediction_after)
+                priority = runtime.levels.level(policy.score(view, ended.timestamp()))
+        commit = store.WindowCommit(
+            job_id=job.id, window_index=index, worker=runtime.worker_name, new_ids=output.new_ids,
+            output_text=text, started_at=started, ended_at=ended, compute_s=output.compute_s,
+            predict_s=predict_s, enqueued_at=enqueued_at, prediction_before=prediction,
+            prediction_after=prediction_after, prediction_failed=failed, finish_reason=reason,
+            yielded=yielded, priority=priority,
+        )
+        with session_scope(url) as session:
+            committed = store.commit_window(session, commit=commit)
+            status = None if committed is None else committed.job_status
+        if committed is None:
+            runtime.count("windows_duplicate")
+            return "duplicate"
+        if status is JobStatus.QUEUED:
+            publish_window(runtime.settings, job_id=job.id, window_index=index + 1, priority=priority)
+            with session_scope(url) as session:
+                store.mark_published(session, job_id=job.id, window_index=index + 1, priority=priority)
+        overhead_s = time.perf_counter() - engine_done
+        with session_scope(url) as session:
+            store.record_window_overhead(session, job_id=job.id, window_index=index, overhead_s=overhead_s)
+        runtime.count("windows_run")
+        if status is not JobStatus.RUNNING:
+            return status.value if status else "done"
+        # A job that does not yield keeps its slot and runs its next window at once.
+        index += 1
+        enqueued_at = None
+        prediction = prediction_after if prediction_after is not None else prediction
+
+
+def _prediction_input(prompt: str, text: str, num_generated: int):
+    from elis.predictor.serving import PredictionInput
+
+    return PredictionInput(prompt=prompt, output_text=text, num_generated=num_generated)
+
+
+@celery_app.task(name=RUN_WINDOW_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
+def run_window(self, job_id: str, window_index: int) -> str:
+    """Celery entry point: one message = one job-window (more for a job that does not yield)."""
+    try:
+        runtime = get_runtime()
+    except WorkerNotReady:
+        raise Reject("worker not ready", requeue=True)
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered", False))
+    return run_job_windows(runtime, job_id, window_index, redelivered)

@@ -1,0 +1,1 @@
+"""Worker runtime: engine adapters (vLLM, trace), continuous batching, worker start-up."""

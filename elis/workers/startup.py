@@ -1,0 +1,85 @@
+"""Worker start-up: load the engine (and predictor) once, then start consuming. Nothing is consumed before
+the engine is ready, since the Celery consumer starts only after `install_runtime`."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+from elis.config import Settings
+from elis.models_prepare import resolve_model
+from elis.scheduling import make_policy
+from elis.tasks.app import celery_app, configure_celery
+from elis.tasks.contracts import Engine
+from elis.tasks.priority import levels_for
+from elis.tasks.reconcile import Reconciler
+from elis.tasks.runtime import WorkerRuntime, install_runtime
+from elis.tasks import windows as _register_window_task  # noqa: F401  (registers the task)
+
+log = logging.getLogger(__name__)
+
+
+def build_engine(settings: Settings, max_num_seqs: int) -> Engine:
+    from elis.workers.trace_engine import TraceEngine
+    from elis.workers.vllm_engine import VllmConfig, VllmEngine
+
+    engine = VllmEngine(
+        VllmConfig(
+            model=resolve_model(settings.model, settings.models_dir),
+            dtype=settings.dtype,
+            max_model_len=settings.max_model_len,
+            max_num_seqs=max_num_seqs,
+            kv_cache_gib=settings.kv_cache_gib,
+            seed=settings.engine_seed,
+        )
+    )
+    if settings.engine == "trace":
+        return TraceEngine(engine)
+    if settings.engine != "vllm":
+        raise ValueError(f"unknown engine {settings.engine!r}: use 'vllm' or 'trace'")
+    return engine
+
+
+def load_worker_predictor(settings: Settings):
+    """The batching predictor when the policy needs one; None (FCFS order fallback) when it cannot load."""
+    policy = make_policy(settings.policy)
+    if not (policy.repredicts or policy.needs_initial_prediction):
+        return None, None
+    try:
+        from elis.predictor.serving import BatchingPredictor, load_predictor
+
+        predictor = load_predictor(settings.predictor_checkpoint or None)
+        return BatchingPredictor(predictor, max_batch=max(settings.slots, 1)), predictor.levels
+    except Exception as exc:
+        log.error("length predictor unavailable (%s): jobs keep their last prediction", exc)
+        return None, None
+
+
+def start_worker(settings: Settings, name: str | None = None, loglevel: str = "INFO") -> None:
+    """Load everything, then run the Celery consumer in this process until it is stopped."""
+    name = name or f"elis-{socket.gethostname()}"
+    engine = build_engine(settings, max_num_seqs=settings.slots)
+    predictor, calibrated = load_worker_predictor(settings)
+    levels = levels_for(settings, calibrated)
+    install_runtime(WorkerRuntime(settings=settings, engine=engine, worker_name=name, levels=levels, predictor=predictor))
+    reconciler = Reconciler(settings, levels)
+    reconciler.start()
+    configure_celery(settings)
+    log.info("worker %s ready: %d slots, window %d, policy %s", name, settings.slots, settings.window_tokens, settings.policy)
+    try:
+        celery_app.worker_main(
+            [
+                "worker",
+                "--pool=threads",
+                f"--concurrency={settings.slots}",
+                f"--hostname={name}@%h",
+                f"--queues={settings.queue_name}",
+                f"--loglevel={loglevel}",
+                "--without-mingle",
+                "--without-gossip",
+                "--task-events",
+            ]
+        )
+    finally:
+        reconciler.stopped.set()
+        engine.close()
