@@ -1,0 +1,228 @@
+"""`elis simulate ...`: run the discrete-event simulator, sweep loads and worker counts, make the figures."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from tqdm import tqdm
+
+from elis.replay import figures
+from elis.replay.figures import ALL_POLICIES, PredictorSpec
+from elis.replay.report import markdown_table, print_summaries, print_table, write_records_csv, write_table_csv
+from elis.replay.sim_engine import EngineProfile
+from elis.replay.simulator import SimConfig
+from elis.replay.workload import read_azure_trace, rescale_to_rate, synthetic_workload
+from elis.scheduling.levels import PriorityLevels, calibrate_levels, remaining_length_targets
+
+simulate_app = typer.Typer(help="Simulate the scheduler at any scale with the live policy code (no engine, no "
+                                "broker): N workers x B slots, W-token windows, a calibrated engine cost model.",
+                           no_args_is_help=True)
+
+Workers = Annotated[int, typer.Option("--workers", "-n", help="Number of workers (engines).")]
+Slots = Annotated[int, typer.Option("--slots", "-b", help="Batch slots per worker (in-flight windows).")]
+Window = Annotated[int, typer.Option("--window", "-w", help="Tokens per window.")]
+Routing = Annotated[str, typer.Option(help="shared: one global queue (the live stack); sticky: jobs pinned "
+                                           "to the least-loaded worker at admission.")]
+ProfileOpt = Annotated[Path | None, typer.Option("--profile", help="Engine cost profile JSON written by the "
+                                                 "worker benchmark (default: the embedded estimate).")]
+Prefill = Annotated[float | None, typer.Option(help="Override the profile's prefill seconds per token "
+                                                     "(0: preemption is free, as ELIS assumes).")]
+Overhead = Annotated[float | None, typer.Option(help="Override the profile's per-window overhead (s).")]
+PredictorOpt = Annotated[str, typer.Option("--predictor", help="noise: true length x lognormal(sigma); "
+                                           "recorded: errors sampled from --errors.")]
+Sigma = Annotated[float, typer.Option(help="Lognormal sigma of the noise predictor (0: exact).")]
+Errors = Annotated[Path | None, typer.Option(help="CSV/JSON of (step, true_remaining, predicted_remaining).")]
+Jobs = Annotated[int, typer.Option("--jobs", "-j", help="Number of jobs.")]
+Seed = Annotated[int, typer.Option(help="Random seed (workload and predictor).")]
+Trace = Annotated[Path | None, typer.Option(help="Trace CSV (TIMESTAMP, ContextTokens, GeneratedTokens); "
+                                                 "default: the embedded Azure 2023 conversation trace.")]
+MaxWait = Annotated[float, typer.Option(help="Aging: a job waiting longer than this (s) goes first (0: off).")]
+ServiceFactor = Annotated[float, typer.Option(help="Aging: add this x the job's service time to the bound.")]
+Out = Annotated[Path, typer.Option("--out", "-o", help="PNG to write (a .csv and .md table go beside it).")]
+
+
+def _profile(path: Path | None, prefill: float | None, overhead: float | None) -> EngineProfile:
+    profile = EngineProfile.load(path)
+    if prefill is not None:
+        profile = replace(profile, prefill_s_per_token=prefill)
+    if overhead is not None:
+        profile = replace(profile, window_overhead_s=overhead)
+    return profile
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def _names(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _save_table(out: Path, header: list[str], rows: list[list[str]]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_table_csv(header, rows, out.with_suffix(".csv"))
+    out.with_suffix(".md").write_text(markdown_table(header, rows) + "\n")
+
+
+@simulate_app.command()
+def run(
+    policies: Annotated[str, typer.Option("--policies", "-p", help="Comma-separated policies.")] = ",".join(ALL_POLICIES),
+    workers: Workers = 4, slots: Slots = 8, window: Window = 50, routing: Routing = "shared",
+    arrivals: Annotated[str, typer.Option(help="gamma, poisson or trace.")] = "gamma",
+    load: Annotated[float, typer.Option(help="Arrival rate as a fraction of the measured FCFS capacity "
+                                             "(ignored when --rate is given).")] = 0.9,
+    rate: Annotated[float | None, typer.Option(help="Arrival rate (requests/s); for a trace, rescales its "
+                                                    "timestamps.")] = None,
+    cv: Annotated[float | None, typer.Option(help="Gamma inter-arrival CV (default: ELIS's fit, 1.17).")] = None,
+    jobs: Jobs = 20000, seed: Seed = 0, trace: Trace = None,
+    predictor: PredictorOpt = "noise", sigma: Sigma = 0.5, errors: Errors = None,
+    levels: Annotated[int, typer.Option(help="Broker levels (0: exact order); quantile edges.")] = 0,
+    max_wait: MaxWait = 0.0, service_factor: ServiceFactor = 0.0,
+    profile: ProfileOpt = None, prefill: Prefill = None, overhead: Overhead = None,
+    records: Annotated[Path | None, typer.Option(help="Write per-job records (CSV) here; one file per policy "
+                                                      "with the policy name appended.")] = None,
+) -> None:
+    """Simulate one workload under each policy and print the standard report."""
+    engine = _profile(profile, prefill, overhead)
+    pool = read_azure_trace(trace)
+    config = SimConfig(workers, slots, window, routing)
+    if levels:
+        targets = remaining_length_targets([j.num_output_tokens for j in pool], window)
+        config = replace(config, levels=calibrate_levels(levels, targets))
+    if arrivals == "trace":
+        workload = pool[:jobs]
+        if rate is not None:
+            workload = rescale_to_rate(workload, rate)
+    else:
+        arrival_rate = rate if rate is not None else load * figures.measure_capacity(engine, config, pool, seed=seed)
+        workload = synthetic_workload(jobs, arrivals, arrival_rate, cv, seed=seed, pool=pool)
+    spec = PredictorSpec(predictor, sigma, str(errors) if errors else None)
+    summaries = {}
+    for name in tqdm(_names(policies), desc="policies", leave=False):
+        result = figures.run_policy(workload, name, engine, config, spec, seed, max_wait, service_factor)
+        summaries[result.policy] = result.summary
+        if records:
+            write_records_csv(result.records, records.with_name(f"{records.stem}_{name}{records.suffix or '.csv'}"))
+    print_summaries(summaries, title=f"{len(workload)} jobs, {workers}x{slots} slots, {routing}, {arrivals}")
+
+
+@simulate_app.command("load-sweep")
+def load_sweep(
+    loads: Annotated[str, typer.Option(help="Comma-separated loads (fractions of FCFS capacity).")] =
+        "0.1,0.3,0.5,0.7,0.8,0.9,0.95",
+    policies: Annotated[str, typer.Option("--policies", "-p")] = ",".join(ALL_POLICIES),
+    workers: Workers = 4, slots: Slots = 8, window: Window = 50, routing: Routing = "shared",
+    jobs: Jobs = 20000, seed: Seed = 0, trace: Trace = None,
+    predictor: PredictorOpt = "noise", sigma: Sigma = 0.5, errors: Errors = None,
+    max_wait: MaxWait = 0.0, service_factor: ServiceFactor = 0.0,
+    profile: ProfileOpt = None, prefill: Prefill = None, overhead: Overhead = None,
+    out: Out = Path("docs/figures/jct_vs_load.png"),
+) -> None:
+    """Mean JCT vs load for every policy (the ELIS figure): a table and a PNG."""
+    engine = _profile(profile, prefill, overhead)
+    pool = read_azure_trace(trace)
+    load_values, names = _floats(loads), _names(policies)
+    config = SimConfig(workers, slots, window, routing)
+    spec = PredictorSpec(predictor, sigma, str(errors) if errors else None)
+    with tqdm(total=len(load_values) * len(names), desc="load sweep") as bar:
+        capacity, results = figures.load_sweep(load_values, names, num_jobs=jobs, profile=engine, config=config,
+                                               predictor=spec, pool=pool, seed=seed, max_wait_s=max_wait,
+                                               service_factor=service_factor, tick=bar.update)
+    header, rows = figures.load_sweep_table(load_values, results)
+    title = (f"mean JCT (s), {workers}x{slots} slots, {routing}, W={window}, {predictor} sigma={sigma}, "
+             f"capacity {capacity:.2f} req/s")
+    print_table(header, rows, title=title)
+    _save_table(out, header, rows)
+    figures.plot_load_sweep(load_values, results, out, title=f"Mean JCT vs load ({workers}x{slots}, {routing})")
+    typer.echo(f"wrote {out} and {out.with_suffix('.md')}")
+
+
+@simulate_app.command()
+def scale(
+    worker_counts: Annotated[str, typer.Option("--workers", help="Comma-separated worker counts.")] =
+        "10,16,24,32,40,50,64",
+    combos: Annotated[str, typer.Option(help="Comma-separated routing:policy pairs.")] =
+        "shared:isrtf,sticky:isrtf,shared:fcfs",
+    slots: Slots = 8, window: Window = 50, jobs_per_worker: Annotated[int, typer.Option(
+        help="Trace jobs per worker (the trace repeats when too short).")] = 200,
+    overload: Annotated[float, typer.Option(help="Offered rate / (workers x one worker's capacity).")] = 1.2,
+    seed: Seed = 0, trace: Trace = None, predictor: PredictorOpt = "noise", sigma: Sigma = 0.5,
+    errors: Errors = None, profile: ProfileOpt = None, prefill: Prefill = None, overhead: Overhead = None,
+    out: Out = Path("docs/figures/throughput_vs_workers.png"),
+) -> None:
+    """Throughput vs number of workers on the Azure trace (goal: at least 0.9 of linear)."""
+    engine = _profile(profile, prefill, overhead)
+    counts = _ints(worker_counts)
+    pairs = [tuple(c.split(":", 1)) for c in _names(combos)]
+    spec = PredictorSpec(predictor, sigma, str(errors) if errors else None)
+    with tqdm(total=len(counts) * len(pairs), desc="scale") as bar:
+        per_worker, points = figures.scale_sweep(counts, pairs, profile=engine, num_slots=slots,  # type: ignore[arg-type]
+                                                 window_tokens=window, predictor=spec, trace=read_azure_trace(trace),
+                                                 jobs_per_worker=jobs_per_worker, overload=overload, seed=seed,
+                                                 tick=bar.update)
+    header, rows = figures.scale_table(points)
+    print_table(header, rows, title=f"throughput vs workers ({slots} slots, one worker: {per_worker:.2f} req/s)")
+    _save_table(out, header, rows)
+    figures.plot_scale(points, out, title=f"Throughput vs workers, Azure conv trace ({slots} slots/worker)")
+    typer.echo(f"wrote {out} and {out.with_suffix('.md')}")
+
+
+@simulate_app.command("levels-loss")
+def levels_loss(
+    levels: Annotated[str, typer.Option(help="Comma-separated level counts (<= 10 recommended).")] = "3,5,8,10",
+    policies: Annotated[str, typer.Option("--policies", "-p")] = "sjf,isrtf",
+    load: Annotated[float, typer.Option(help="Load (fraction of FCFS capacity).")] = 0.9,
+    workers: Workers = 4, slots: Slots = 8, window: Window = 50, routing: Routing = "sticky",
+    jobs: Jobs = 20000, seed: Seed = 0, trace: Trace = None,
+    predictor: PredictorOpt = "noise", sigma: Sigma = 0.5, errors: Errors = None,
+    profile: ProfileOpt = None, prefill: Prefill = None, overhead: Overhead = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Table to write (.md; a .csv goes beside it).")] =
+        Path("docs/figures/levels_loss.md"),
+) -> None:
+    """How much ordering the coarse broker levels lose against exact ordering (mean JCT, same workload)."""
+    engine = _profile(profile, prefill, overhead)
+    counts, names = _ints(levels), _names(policies)
+    spec = PredictorSpec(predictor, sigma, str(errors) if errors else None)
+    with tqdm(total=len(counts) * len(names) * 2, desc="levels") as bar:
+        header, rows = figures.levels_loss(counts, names, load=load, num_jobs=jobs, profile=engine,
+                                           config=SimConfig(workers, slots, window, routing), predictor=spec,
+                                           pool=read_azure_trace(trace), seed=seed, tick=bar.update)
+    print_table(header, rows, title=f"broker levels vs exact order, load {load}, {routing}")
+    _save_table(out, header, rows)
+    typer.echo(f"wrote {out.with_suffix('.md')}")
+
+
+@simulate_app.command()
+def bench(
+    jobs: Jobs = 100000, policy: Annotated[str, typer.Option(help="Policy (with 120 s aging).")] = "isrtf",
+    workers: Workers = 16, slots: Slots = 8, window: Window = 50, routing: Routing = "shared",
+    sigma: Sigma = 0.5, seed: Seed = 0, profile: ProfileOpt = None,
+) -> None:
+    """Simulated jobs per second of wall time (goal: 100,000 jobs in under a minute)."""
+    result = figures.benchmark(jobs, policy, profile=_profile(profile, None, None),
+                               config=SimConfig(workers, slots, window, routing),
+                               predictor=PredictorSpec("noise", sigma), seed=seed)
+    typer.echo(json.dumps({k: round(v, 3) for k, v in result.items()}))
+
+
+@simulate_app.command("levels")
+def show_levels(
+    levels: Annotated[int, typer.Option(help="Number of broker levels.")] = 10, window: Window = 50,
+    trace: Trace = None,
+) -> None:
+    """Print the quantile edges calibrated on the trace's remaining lengths, and the log-spaced fallback."""
+    targets = remaining_length_targets([j.num_output_tokens for j in read_azure_trace(trace)], window)
+    typer.echo(f"quantile:   {calibrate_levels(levels, targets).edges}")
+    typer.echo(f"log-spaced: {PriorityLevels.log_spaced(levels).edges}")
+
+
+if __name__ == "__main__":
+    simulate_app()
