@@ -170,6 +170,24 @@ def predict_examples(checkpoint: Any, cache: Any, examples: list[Any]) -> np.nda
     return predict_array(checkpoint.head, checkpoint.transform, x)
 
 
+def step_mean_baseline(train_examples: Sequence[Any]) -> Any:
+    """A text-free predictor: the mean remaining tokens at each step on the train split (last step's for
+    later steps). What the model must beat to show that it reads the prompt and the output."""
+    step_to_values: dict[int, list[int]] = {}
+    for e in train_examples:
+        step_to_values.setdefault(e.step, []).append(e.remaining)
+    means = {k: float(np.mean(v)) for k, v in step_to_values.items()}
+    last = max(means)
+    return lambda step: means.get(min(step, last), means[last])
+
+
+def metrics_line(m: Metrics) -> str:
+    return (
+        f"MAE {_fmt(m.mae, 1)}, RMSE {_fmt(m.rmse, 1)}, R2 {_fmt(m.r2, 3)}, "
+        f"Kendall tau {_fmt(m.kendall_tau, 3)} (n={m.n})"
+    )
+
+
 def evaluate_checkpoint(
     checkpoint_path: Path,
     dataset_path: Path,
@@ -195,6 +213,10 @@ def evaluate_checkpoint(
     named = split_records(records, meta["dataset"]["ood_sources"], meta["dataset"]["split_fractions"])
     named["all"] = records
     cache = EmbeddingCache(encoder, cache_dir, int(meta["prompt_budget"]))
+    from elis.predictor.checkpoint import file_sha256
+
+    same_file = file_sha256(dataset_path) == meta["dataset"]["sha256"]
+    baseline = step_mean_baseline(flatten(named["train"])) if same_file and named["train"] else None
     results: dict[str, dict[str, Any]] = {}
     for name in splits:
         if name not in named:
@@ -207,6 +229,14 @@ def evaluate_checkpoint(
         steps = np.array([e.step for e in examples], dtype=np.int64)
         report = write_reports(out_dir, name, steps, true, predicted, int(meta["window_tokens"]))
         report["num_records"] = len(named[name])
+        if baseline is not None:
+            guess = np.array([baseline(int(k)) for k in steps])
+            report["baseline"] = metrics(true, guess)
+            report["table"] += (
+                f"\nStep-mean baseline (mean remaining per step on the train split, no text): "
+                f"{metrics_line(report['baseline'])}\n"
+            )
+            (out_dir / f"{name}_per_step.md").write_text(report["table"])
         results[name] = report
     if results:
         plot_mae_per_step(
