@@ -29,6 +29,10 @@ def window_queue(settings: Settings) -> Queue:
 def configure_celery(settings: Settings | None = None) -> Celery:
     global _configured
     settings = settings or get_settings()
+    if _configured and celery_app.conf.broker_url != settings.broker_url:
+        # A new broker: drop the cached connection and producer pools of the old one.
+        celery_app._pool = None
+        celery_app.amqp._producer_pool = None
     celery_app.conf.update(
         broker_url=settings.broker_url,
         broker_connection_retry_on_startup=True,

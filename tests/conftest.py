@@ -1,0 +1,59 @@
+"""Shared fixtures. Integration and end-to-end tests use the real RabbitMQ and PostgreSQL on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+PG_ADMIN_URL = os.environ.get("ELIS_TEST_PG_ADMIN", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+BROKER_URL = os.environ.get("ELIS_TEST_BROKER", "amqp://guest:guest@127.0.0.1:5672//")
+
+
+def ensure_database(name: str) -> str:
+    """Create a PostgreSQL database for the tests if missing; return its URL."""
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        exists = connection.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
+        if not exists:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+
+def reset_schema(url: str) -> None:
+    """Downgrade to nothing and upgrade to head: every run tests the migration both ways."""
+    from elis.storage.migrate import downgrade, upgrade
+
+    upgrade(url)
+    downgrade(url, "base")
+    upgrade(url)
+
+
+def truncate(url: str) -> None:
+    from sqlalchemy import text
+
+    from elis.storage.db import get_engine
+
+    with get_engine(url).begin() as connection:
+        connection.execute(text("TRUNCATE windows, jobs"))
+
+
+def unique_queue(prefix: str) -> str:
+    return f"{prefix}.{uuid.uuid4().hex[:8]}"
+
+
+def delete_queue(name: str) -> None:
+    from kombu import Connection
+
+    with Connection(BROKER_URL, connect_timeout=5) as connection:
+        try:
+            connection.default_channel.queue_delete(name)
+        except Exception:
+            pass

@@ -1,0 +1,141 @@
+"""Storage against the real PostgreSQL: the compare-and-set window protocol and the job's metrics."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from threading import Barrier, Thread
+
+import pytest
+
+from elis import clock
+from elis.storage import jobs as store
+from elis.storage.db import session_scope
+from elis.storage.models import JobStatus
+
+pytestmark = pytest.mark.integration
+
+
+def new_job(**overrides) -> store.NewJob:
+    fields = dict(policy="mlfq", prompt="hi", messages=[{"role": "user", "content": "hi"}], prompt_ids=[1, 2, 3],
+                  max_tokens=100, temperature=0.0, top_p=1.0, stop=[], stop_token_ids=[])
+    return store.NewJob(**{**fields, **overrides})
+
+
+def make_job(url: str, at=None) -> str:
+    with session_scope(url) as session:
+        return store.create_job(session, new=new_job(), now=at or clock.now()).id
+
+
+def commit_for(job_id: str, index: int, new_ids: list[int], started, ended, **overrides) -> store.WindowCommit:
+    fields = dict(job_id=job_id, window_index=index, worker="w1", new_ids=new_ids, output_text="t", started_at=started,
+                  ended_at=ended, compute_s=0.1, predict_s=None, enqueued_at=None, prediction_before=None,
+                  prediction_after=None)
+    return store.WindowCommit(**{**fields, **overrides})
+
+
+def test_claim_records_the_wait_and_a_second_claim_of_the_same_window_is_refused(db_url):
+    t0 = clock.now()
+    job_id = make_job(db_url, t0)
+    with session_scope(db_url) as session:
+        job = store.claim_window(session, job_id=job_id, window_index=0, worker="w1", redelivered=False,
+                                 now=t0 + timedelta(seconds=2))
+        assert job is not None and job.status == "running"
+        assert job.queuing_delay_s == pytest.approx(2.0)
+    with session_scope(db_url) as session:
+        assert store.claim_window(session, job_id=job_id, window_index=0, worker="w2", redelivered=False,
+                                  now=t0 + timedelta(seconds=3)) is None
+
+
+def test_a_redelivered_message_resumes_a_job_left_running_by_a_dead_worker(db_url):
+    t0 = clock.now()
+    job_id = make_job(db_url, t0)
+    with session_scope(db_url) as session:
+        store.claim_window(session, job_id=job_id, window_index=0, worker="dead", redelivered=False, now=t0)
+    with session_scope(db_url) as session:
+        job = store.claim_window(session, job_id=job_id, window_index=0, worker="w2", redelivered=True, now=t0)
+        assert job is not None and job.worker == "w2" and job.next_window == 0
+
+
+def test_committing_the_same_window_twice_appends_its_tokens_once(db_url):
+    t0 = clock.now()
+    job_id = make_job(db_url, t0)
+    with session_scope(db_url) as session:
+        store.claim_window(session, job_id=job_id, window_index=0, worker="w1", redelivered=False, now=t0)
+    t1 = t0 + timedelta(seconds=1)
+    first = commit_for(job_id, 0, [5, 6, 7], t0, t1, yielded=True, priority=3)
+    with session_scope(db_url) as session:
+        assert store.commit_window(session, commit=first) is not None
+    with session_scope(db_url) as session:
+        assert store.commit_window(session, commit=first) is None
+    with session_scope(db_url) as session:
+        job = store.get_job(session, job_id=job_id)
+        assert job.generated_ids == [5, 6, 7]
+        assert job.num_windows == 1 and len(job.windows) == 1
+        assert job.status == "queued" and job.next_window == 1 and job.priority == 3
+
+
+def test_concurrent_commits_of_one_window_let_exactly_one_win(db_url):
+    t0 = clock.now()
+    job_id = make_job(db_url, t0)
+    with session_scope(db_url) as session:
+        store.claim_window(session, job_id=job_id, window_index=0, worker="w1", redelivered=False, now=t0)
+    barrier = Barrier(4)
+    results = []
+
+    def commit(ids):
+        barrier.wait()
+        with session_scope(db_url) as session:
+            results.append(store.commit_window(session, commit=commit_for(job_id, 0, ids, t0, clock.now())) is not None)
+
+    threads = [Thread(target=commit, args=([i, i],)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [False, False, False, True]
+    with session_scope(db_url) as session:
+        job = store.get_job(session, job_id=job_id)
+        assert len(job.generated_ids) == 2 and job.num_windows == 1
+
+
+def test_a_finished_job_stores_jct_queuing_delay_and_token_counts(db_url):
+    t0 = clock.now()
+    job_id = make_job(db_url, t0)
+    with session_scope(db_url) as session:
+        store.claim_window(session, job_id=job_id, window_index=0, worker="w1", redelivered=False,
+                           now=t0 + timedelta(seconds=1))
+    done = commit_for(job_id, 0, [9] * 4, t0 + timedelta(seconds=1), t0 + timedelta(seconds=3), finish_reason="eos")
+    with session_scope(db_url) as session:
+        job = store.commit_window(session, commit=done)
+    assert job.status == JobStatus.DONE.value and job.finish_reason == "eos"
+    assert job.jct_s == pytest.approx(3.0)
+    assert job.queuing_delay_s == pytest.approx(1.0)
+    assert job.service_s == pytest.approx(2.0)
+    assert (job.num_prompt_tokens, job.num_output_tokens) == (3, 4)
+
+
+def test_cancelling_a_queued_job_ends_it_and_a_running_job_stops_at_its_window_boundary(db_url):
+    t0 = clock.now()
+    queued, running = make_job(db_url, t0), make_job(db_url, t0)
+    with session_scope(db_url) as session:
+        store.claim_window(session, job_id=running, window_index=0, worker="w1", redelivered=False, now=t0)
+    with session_scope(db_url) as session:
+        assert store.request_cancel(session, job_id=queued, now=t0).status == "cancelled"
+        assert store.request_cancel(session, job_id=running, now=t0).status == "running"
+    with session_scope(db_url) as session:
+        job = store.commit_window(session, commit=commit_for(running, 0, [1], t0, clock.now(), yielded=True, priority=1))
+        assert job.status == "cancelled" and job.generated_ids == [1]
+    with session_scope(db_url) as session:
+        assert store.claim_window(session, job_id=queued, window_index=0, worker="w", redelivered=False, now=t0) is None
+
+
+def test_the_reconciler_queries_find_unpublished_and_starving_jobs(db_url):
+    old = clock.now() - timedelta(seconds=60)
+    unpublished, published = make_job(db_url, old), make_job(db_url, old)
+    with session_scope(db_url) as session:
+        store.mark_published(session, job_id=published, window_index=0, priority=5)
+    with session_scope(db_url) as session:
+        lost = {j.id for j in store.jobs_to_republish(session, older_than=clock.now() - timedelta(seconds=5))}
+        starving = {j.id for j in store.starving_jobs(session, waiting_since_before=clock.now() - timedelta(seconds=30))}
+    assert lost == {unpublished}
+    assert starving == {unpublished, published}
