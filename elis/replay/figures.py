@@ -92,18 +92,20 @@ class ScalePoint:
 
 def scale_sweep(worker_counts: Sequence[int], combos: Sequence[tuple[str, str]], *, profile: EngineProfile,
                 num_slots: int, window_tokens: int, predictor: PredictorSpec, trace: Sequence[TraceJob],
-                jobs_per_worker: int = 200, overload: float = 1.2, seed: int = 0,
+                jobs_per_worker: int = 0, overload: float = 1.2, seed: int = 0,
                 tick: Tick | None = None) -> tuple[float, list[ScalePoint]]:
     """Throughput vs number of workers on a trace replayed faster than the cluster can serve (`overload` x
-    the measured capacity of one worker x N), so throughput measures capacity. Returns (per-worker capacity,
-    points) for each (routing, policy) combination."""
+    the measured capacity of one worker x N), so throughput measures capacity. Every worker count replays the
+    whole trace (the same length mix) unless `jobs_per_worker` > 0 takes that many per worker from its start.
+    Returns (per-worker capacity, points) for each (routing, policy) combination."""
     one = SimConfig(1, num_slots, window_tokens)
     per_worker = measure_capacity(profile, one, trace, seed=seed)
     points: list[ScalePoint] = []
     for routing, policy in combos:
         base: float | None = None
         for count in worker_counts:
-            jobs = rescale_to_rate(take_cycled(trace, jobs_per_worker * count), overload * per_worker * count)
+            chosen = take_cycled(trace, jobs_per_worker * count) if jobs_per_worker > 0 else trace
+            jobs = rescale_to_rate(chosen, overload * per_worker * count)
             config = SimConfig(count, num_slots, window_tokens, routing)
             summary = run_policy(jobs, policy, profile, config, predictor, seed).summary
             if base is None:

@@ -152,7 +152,8 @@ def scale(
     combos: Annotated[str, typer.Option(help="Comma-separated routing:policy pairs.")] =
         "shared:isrtf,sticky:isrtf,shared:fcfs",
     slots: Slots = 8, window: Window = 50, jobs_per_worker: Annotated[int, typer.Option(
-        help="Trace jobs per worker (the trace repeats when too short).")] = 200,
+        help="Trace jobs per worker from its start, repeating it when too short (0: the whole "
+             "trace for every worker count, so the length mix is the same).")] = 0,
     overload: Annotated[float, typer.Option(help="Offered rate / (workers x one worker's capacity).")] = 1.2,
     seed: Seed = 0, trace: Trace = None, predictor: PredictorOpt = "noise", sigma: Sigma = 0.5,
     errors: Errors = None, profile: ProfileOpt = None, prefill: Prefill = None, overhead: Overhead = None,
