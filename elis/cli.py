@@ -117,7 +117,10 @@ def _register_subapps() -> None:
     from elis.predictor.cli import predictor_app
     from elis.replay.sim_cli import simulate_app
 
+    from elis.replay.bench import bench_app
+
     predictor_app.command("build-dataset")(build_dataset_command)
+    app.add_typer(bench_app, name="bench")
     app.add_typer(predictor_app, name="predictor")
     app.add_typer(simulate_app, name="simulate")
 

@@ -271,6 +271,13 @@ def record_window_overhead(session: Session, *, job_id: str, window_index: int, 
     )
 
 
+def oldest_queued(session: Session) -> Job | None:
+    """The queued job that has waited longest since it last entered the queue."""
+    return session.scalars(
+        select(Job).where(Job.status == JobStatus.QUEUED.value).order_by(Job.enqueued_at, Job.id).limit(1)
+    ).first()
+
+
 def mark_promoted(session: Session, *, job_id: str, window_index: int, priority: int) -> None:
     session.execute(
         update(Job)

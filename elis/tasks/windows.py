@@ -143,7 +143,7 @@ def run_job_windows(runtime: WorkerRuntime, job_id: str, window_index: int, rede
         yielded, priority, prediction_after, predict_s, failed = False, None, None, None, False
         if reason is None:
             view = job_view(job, len(generated), prediction, service_s, ended)
-            if policy.yields(view):
+            if policy.should_yield(view, ended.timestamp(), _queue_head(runtime)):
                 yielded = True
                 if policy.repredicts and runtime.predictor is not None:
                     predict_started = time.perf_counter()
@@ -180,6 +180,19 @@ def run_job_windows(runtime: WorkerRuntime, job_id: str, window_index: int, rede
         index += 1
         enqueued_at = None
         prediction = prediction_after if prediction_after is not None else prediction
+
+
+def _queue_head(runtime: WorkerRuntime) -> JobView | None:
+    """With aging on, the longest-waiting queued job (a non-yielding job gives way to it once it starves)."""
+    if runtime.settings.max_wait_s <= 0:
+        return None
+    with session_scope(runtime.settings.resolved_database_url) as session:
+        head = store.oldest_queued(session)
+        if head is None:
+            return None
+        snapshot = JobSnapshot.of(head)
+        return job_view(snapshot, len(snapshot.generated_ids), head.latest_prediction, head.service_s or 0.0,
+                        head.enqueued_at)
 
 
 def _prediction_input(prompt: str, text: str, num_generated: int):

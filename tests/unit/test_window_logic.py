@@ -1,0 +1,58 @@
+"""Pure logic of the window task: when a job ends, and how a prediction is bounded."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from elis.tasks.contracts import FinishReason, SamplingSettings, WindowOutput
+from elis.tasks.windows import JobSnapshot, clip_prediction, finish_reason, job_view
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def snapshot(**overrides) -> JobSnapshot:
+    fields = dict(id="j", policy="isrtf", prompt="p", prompt_ids=[1], generated_ids=[], max_tokens=100,
+                  sampling=SamplingSettings(), next_window=0, arrival_at=T0, enqueued_at=T0, latest_prediction=None,
+                  initial_prediction=None, true_output_tokens=None, service_s=0.0)
+    return JobSnapshot(**{**fields, **overrides})
+
+
+def going_on(num: int = 50) -> WindowOutput:
+    return WindowOutput(new_ids=[0] * num, finished=False)
+
+
+def test_a_full_window_below_max_tokens_goes_on():
+    assert finish_reason(going_on(), [0] * 50, "text", snapshot()) == (None, "text")
+
+
+def test_reaching_max_tokens_ends_the_job_with_reason_length():
+    assert finish_reason(going_on(), [0] * 100, "text", snapshot()) == ("length", "text")
+
+
+def test_an_engine_ending_is_reported_with_its_reason():
+    out = WindowOutput(new_ids=[0] * 3, finished=True, reason=FinishReason.EOS)
+    assert finish_reason(out, [0] * 3, "abc", snapshot())[0] == "eos"
+
+
+def test_a_stop_string_straddling_a_window_boundary_ends_the_job_and_is_cut_from_the_text():
+    job = snapshot(sampling=SamplingSettings(stop=("END",)))
+    # "EN" closed the previous window and "D" opened this one: only the whole text shows the stop string.
+    assert finish_reason(going_on(), [0] * 60, "story text END more", job) == ("stop", "story text ")
+
+
+def test_forced_length_jobs_ignore_stop_strings():
+    job = snapshot(sampling=SamplingSettings(stop=("END",), force_length=True))
+    assert finish_reason(going_on(), [0] * 60, "x END", job) == (None, "x END")
+
+
+def test_predictions_are_bounded_by_the_tokens_the_job_may_still_generate():
+    job = snapshot(max_tokens=100)
+    assert clip_prediction(500.0, job, 60) == 40.0
+    assert clip_prediction(-3.0, job, 60) == 0.0
+    assert clip_prediction(None, job, 60) is None
+
+
+def test_the_policy_view_carries_the_true_remaining_length_when_a_trace_knows_it():
+    view = job_view(snapshot(true_output_tokens=120), 50, 30.0, 1.5, T0)
+    assert (view.num_generated, view.predicted_remaining, view.true_remaining, view.service_time) == (50, 30.0, 70, 1.5)
+    assert job_view(snapshot(), 50, None, 0.0, T0).true_remaining is None
