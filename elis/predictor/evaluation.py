@@ -163,11 +163,11 @@ def write_reports(
 
 def predict_examples(checkpoint: Any, cache: Any, examples: list[Any]) -> np.ndarray:
     """Predicted remaining tokens for dataset examples, through the embedding cache (same join as serving)."""
-    from elis.predictor.training import features_of, predict_array
+    from elis.predictor.training import capped, features_of, predict_array
 
     embeddings = cache.embed(examples)
-    x = features_of(embeddings, [e.num_generated for e in examples], bool(checkpoint.metadata["use_step_feature"]))
-    return predict_array(checkpoint.head, checkpoint.transform, x)
+    x = features_of(embeddings, examples, checkpoint.metadata["features"])
+    return capped(predict_array(checkpoint.head, checkpoint.transform, x), examples)
 
 
 def step_mean_baseline(train_examples: Sequence[Any]) -> Any:

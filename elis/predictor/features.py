@@ -8,14 +8,22 @@ the encoder's own tokenizer:
     [CLS] prompt head [SEP] output tail [SEP]
 
 The prompt keeps at most `prompt_budget` tokens when an output follows (all the room when none does); the
-output tail gets the rest. The number of generated tokens is passed to the head as a separate feature
-(`log1p(num_generated)`), since a truncated tail no longer shows how long the answer already is.
+output tail gets the rest.
+
+Besides the CLS embedding, a checkpoint may feed the head a few scalar features (`FEATURE_SETS`):
+- `step`: tokens generated so far (log-scaled and linear), since a truncated tail no longer shows how long
+  the answer already is;
+- `repetition`: how repetitive the output's tail is (zlib compression ratio, distinct word 4-grams). A
+  small model at temperature 0.7 often falls into a loop and runs to `max_tokens`; these two numbers flag
+  such a loop far better than a sentence embedding does (measured in docs/predictor.md).
+NOTE: the ELIS paper's head reads the embedding alone (feature set `cls`); the extra features depart from it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -30,6 +38,8 @@ class PredictionInput:
     prompt: str
     output_text: str = ""
     num_generated: int = 0
+    # The job's token limit, when known: the prediction is capped at max_tokens - num_generated.
+    max_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,7 @@ class Example:
     num_generated: int
     step: int
     remaining: int
+    max_tokens: int | None = None
 
 
 class _Tokenizer(Protocol):
@@ -52,7 +63,7 @@ class _Tokenizer(Protocol):
 
 def _cut_head(tokenizer: _Tokenizer, text: str, max_tokens: int) -> tuple[str, int]:
     """The longest prefix of `text` holding at most `max_tokens` encoder tokens, and its token count."""
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, truncation=False)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, truncation=False, verbose=False)
     offsets = enc["offset_mapping"]
     if len(offsets) <= max_tokens:
         return text, len(offsets)
@@ -63,7 +74,7 @@ def _cut_head(tokenizer: _Tokenizer, text: str, max_tokens: int) -> tuple[str, i
 
 def _cut_tail(tokenizer: _Tokenizer, text: str, max_tokens: int) -> str:
     """The shortest suffix of `text` holding the last `max_tokens` encoder tokens."""
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, truncation=False)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, truncation=False, verbose=False)
     offsets = enc["offset_mapping"]
     if len(offsets) <= max_tokens:
         return text
@@ -85,15 +96,63 @@ def join_text(
     if not output_text:
         head, _ = _cut_head(tokenizer, prompt, max_length - 2)
         return head
-    output_tokens = len(tokenizer(output_text, add_special_tokens=False, truncation=False)["input_ids"])
+    output_tokens = len(tokenizer(output_text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"])
     head, used = _cut_head(tokenizer, prompt, max(prompt_budget, room - output_tokens))
     tail = _cut_tail(tokenizer, output_text, room - used)
     return f"{head} {sep} {tail}"
 
 
 def step_feature(num_generated: int) -> float:
-    """The head's extra input: log1p of the tokens generated so far, scaled to about [0, 1]."""
+    """log1p of the tokens generated so far, scaled to about [0, 1]."""
     return math.log1p(max(num_generated, 0)) / math.log1p(1024)
+
+
+REPETITION_TAIL_CHARS = 1500
+
+
+def repetition_features(output_text: str) -> list[float]:
+    """[zlib compression ratio, distinct word 4-gram ratio] of the output's last 1500 characters; both low
+    in a loop, [1, 1] for outputs too short to judge."""
+    tail = output_text[-REPETITION_TAIL_CHARS:].encode("utf-8")
+    if len(tail) < 50:
+        return [1.0, 1.0]
+    ratio = min(len(zlib.compress(tail)) / len(tail), 1.5)
+    words = tail.decode("utf-8", errors="ignore").split()
+    grams = [tuple(words[i : i + 4]) for i in range(len(words) - 3)]
+    distinct = len(set(grams)) / len(grams) if grams else 1.0
+    return [ratio, distinct]
+
+
+class _HasOutput(Protocol):
+    output_text: str
+    num_generated: int
+
+
+def _step(item: _HasOutput) -> list[float]:
+    return [step_feature(item.num_generated), min(item.num_generated, 4096) / 1024.0]
+
+
+def _repetition(item: _HasOutput) -> list[float]:
+    return repetition_features(item.output_text)
+
+
+FEATURE_SETS = {"cls": (), "cls+step": (_step,), "cls+step+repetition": (_step, _repetition)}
+DEFAULT_FEATURE_SET = "cls+step+repetition"
+
+
+def extra_features(feature_set: str, items: Sequence[_HasOutput]) -> list[list[float]]:
+    """The scalar features the head reads after the embedding, one row per item."""
+    if feature_set not in FEATURE_SETS:
+        raise ValueError(f"unknown feature set {feature_set!r}; choose from {sorted(FEATURE_SETS)}")
+    return [[v for fn in FEATURE_SETS[feature_set] for v in fn(item)] for item in items]
+
+
+def cap_remaining(predicted: float, item: PredictionInput | Example) -> float:
+    """Clamp a prediction to [0, max_tokens - num_generated] when the job's token limit is known."""
+    value = max(0.0, predicted)
+    if item.max_tokens:
+        value = min(value, float(max(item.max_tokens - item.num_generated, 0)))
+    return value
 
 
 def examples_from_record(record: dict[str, Any]) -> list[Example]:
@@ -114,6 +173,7 @@ def examples_from_record(record: dict[str, Any]) -> list[Example]:
                 num_generated=generated,
                 step=step,
                 remaining=total - generated,
+                max_tokens=record.get("max_tokens"),
             )
         )
     return examples

@@ -27,7 +27,7 @@ import torch
 
 from elis.predictor.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from elis.predictor.encoder import Encoder, EncoderUnavailable, load_encoder
-from elis.predictor.features import PredictionInput, join_text
+from elis.predictor.features import PredictionInput, cap_remaining, join_text
 from elis.predictor.training import features_of
 from elis.scheduling.levels import PriorityLevels
 
@@ -113,17 +113,16 @@ class LengthPredictor:
         ]
 
     def predict(self, items: Sequence[PredictionInput]) -> list[float]:
-        """Predicted remaining tokens (>= 0), one per item, in one encoder batch."""
+        """Predicted remaining tokens (>= 0, at most max_tokens - num_generated when the item knows its
+        limit), one per item, in one encoder batch."""
         if not items:
             return []
         with self._lock:
             embeddings = self.encoder.encode(self.texts(items))
-            x = features_of(
-                embeddings, [i.num_generated for i in items], bool(self.metadata["use_step_feature"])
-            )
+            x = features_of(embeddings, items, self.metadata["features"])
             with torch.no_grad():
                 out = self.checkpoint.transform.inverse(self.checkpoint.head(torch.from_numpy(x)))
-        return [max(0.0, float(v)) for v in np.asarray(out, dtype=np.float64)]
+        return [cap_remaining(float(v), item) for v, item in zip(np.asarray(out, dtype=np.float64), items)]
 
 
 _loaded: dict[Path, LengthPredictor] = {}

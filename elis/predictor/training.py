@@ -37,7 +37,9 @@ from elis.predictor.features import (
     join_text,
     prompt_key,
     split_of,
-    step_feature,
+    DEFAULT_FEATURE_SET,
+    cap_remaining,
+    extra_features,
 )
 from elis.predictor.head import LengthHead, TargetTransform, num_parameters
 
@@ -117,12 +119,10 @@ class EmbeddingCache:
         tmp.replace(self.path)
 
 
-def features_of(embeddings: np.ndarray, num_generated: Sequence[int], use_step: bool) -> np.ndarray:
-    """The head's input: the embedding, plus the step feature when the checkpoint uses it."""
-    if not use_step:
-        return embeddings
-    column = np.array([[step_feature(n)] for n in num_generated], dtype=np.float32).reshape(-1, 1)
-    return np.concatenate([embeddings, column], axis=1)
+def features_of(embeddings: np.ndarray, items: Sequence[Any], feature_set: str) -> np.ndarray:
+    """The head's input: the embedding, then the feature set's scalar features (`features.FEATURE_SETS`)."""
+    extra = np.array(extra_features(feature_set, items), dtype=np.float32).reshape(len(items), -1)
+    return np.concatenate([embeddings, extra], axis=1) if extra.shape[1] else embeddings
 
 
 @dataclass
@@ -131,7 +131,7 @@ class TrainConfig:
 
     transform: str = "log1p"
     loss: str = "l1"
-    use_step_feature: bool = True
+    features: str = DEFAULT_FEATURE_SET
     hidden: int = 1024
     num_layers: int = 8
     dropout: float = 0.1
@@ -157,9 +157,9 @@ class Arrays:
         return len(self.y)
 
 
-def arrays_for(cache: EmbeddingCache, examples: list[Example], use_step: bool) -> Arrays:
+def arrays_for(cache: EmbeddingCache, examples: list[Example], feature_set: str) -> Arrays:
     embeddings = cache.embed(examples)
-    x = features_of(embeddings, [e.num_generated for e in examples], use_step)
+    x = features_of(embeddings, examples, feature_set)
     y = np.array([e.remaining for e in examples], dtype=np.float32)
     step = np.array([e.step for e in examples], dtype=np.int64)
     return Arrays(x=x, y=y, step=step, examples=examples)
@@ -177,6 +177,13 @@ def predict_array(head: LengthHead, transform: TargetTransform, x: np.ndarray) -
     with torch.no_grad():
         outputs = [transform.inverse(head(torch.from_numpy(x[i : i + 1024]))) for i in range(0, len(x), 1024)]
     return torch.cat(outputs).numpy() if outputs else np.zeros(0, dtype=np.float32)
+
+
+def capped(predicted: np.ndarray, examples: Sequence[Example]) -> np.ndarray:
+    """Predictions clamped to each example's token limit (as serving does)."""
+    if not examples:
+        return predicted
+    return np.array([cap_remaining(float(p), e) for p, e in zip(predicted, examples)], dtype=np.float32)
 
 
 def fit_head(train: Arrays, val: Arrays, config: TrainConfig) -> tuple[LengthHead, dict[str, Any]]:
@@ -204,8 +211,8 @@ def fit_head(train: Arrays, val: Arrays, config: TrainConfig) -> tuple[LengthHea
             loss = loss_fn(head(x_train[batch]), y_train[batch])
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(batch)
-        val_mae = float(np.mean(np.abs(predict_array(head, transform, val.x) - val.y))) if len(val) else 0.0
+            total += float(loss.detach()) * len(batch)
+        val_mae = float(np.mean(np.abs(capped(predict_array(head, transform, val.x), val.examples) - val.y)))
         history.append({"epoch": epoch, "train_loss": total / max(len(train), 1), "val_mae": val_mae})
         if val_mae < best[0]:
             best = (val_mae, epoch, {k: v.clone() for k, v in head.state_dict().items()})
@@ -242,7 +249,7 @@ def build_metadata(
         "encoder_dim": encoder.dim,
         "max_length": encoder.max_length,
         "prompt_budget": config.prompt_budget,
-        "use_step_feature": config.use_step_feature,
+        "features": config.features,
         "window_tokens": window_tokens,
         "head": {
             "input_dim": head.input_dim,
@@ -297,8 +304,8 @@ def train_predictor(
     if not examples["train"] or not examples["val"]:
         raise ValueError(f"too few records to train: { {k: len(v) for k, v in examples.items()} }")
     cache = EmbeddingCache(encoder, cache_dir, config.prompt_budget)
-    train = arrays_for(cache, examples["train"], config.use_step_feature)
-    val = arrays_for(cache, examples["val"], config.use_step_feature)
+    train = arrays_for(cache, examples["train"], config.features)
+    val = arrays_for(cache, examples["val"], config.features)
     head, fit_info = fit_head(train, val, config)
     edges = calibrate_levels(num_priority_levels, train.y.tolist()).edges
     counts = {

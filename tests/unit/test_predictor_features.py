@@ -119,3 +119,37 @@ def test_per_step_rows_end_with_all():
     rows = per_step(np.array([5.0, 6, 7, 8]), np.array([5.0, 6, 7, 9]), np.array([0, 0, 1, 1]))
     assert [name for name, _ in rows] == ["0", "1", "all"]
     assert rows[1][1].mae == 0.5 and rows[2][1].n == 4
+
+
+def test_repetition_features_flag_a_loop_and_not_ordinary_prose():
+    from elis.predictor.features import repetition_features
+
+    loop = "I am a helpful assistant. " * 60
+    prose = (
+        "Photosynthesis turns light into chemical energy. Chlorophyll absorbs red and blue light, "
+        "water is split, oxygen escapes, and the Calvin cycle fixes carbon dioxide into sugars that "
+        "feed the plant and, through food chains, almost every living thing on Earth."
+    )
+    loop_ratio, loop_distinct = repetition_features(loop)
+    prose_ratio, prose_distinct = repetition_features(prose)
+    assert loop_ratio < 0.2 < prose_ratio and loop_distinct < 0.2 < 0.9 < prose_distinct
+    assert repetition_features("short") == [1.0, 1.0]
+
+
+def test_a_prediction_never_exceeds_the_jobs_remaining_token_limit():
+    from elis.predictor.features import PredictionInput, cap_remaining
+
+    assert cap_remaining(900.0, PredictionInput("p", "o", num_generated=200, max_tokens=1024)) == 824.0
+    assert cap_remaining(-5.0, PredictionInput("p")) == 0.0
+    assert cap_remaining(900.0, PredictionInput("p")) == 900.0
+
+
+def test_feature_sets_give_fixed_width_rows():
+    from elis.predictor.features import PredictionInput, extra_features
+
+    items = [PredictionInput("p"), PredictionInput("p", "word " * 100, 100)]
+    assert extra_features("cls", items) == [[], []]
+    assert [len(r) for r in extra_features("cls+step", items)] == [2, 2]
+    assert [len(r) for r in extra_features("cls+step+repetition", items)] == [4, 4]
+    with pytest.raises(ValueError):
+        extra_features("nope", items)

@@ -22,7 +22,7 @@ def _metadata(input_dim: int) -> dict:
         "encoder_dim": input_dim - 1,
         "max_length": 256,
         "prompt_budget": 96,
-        "use_step_feature": True,
+        "features": "cls+step",
         "window_tokens": 50,
         "head": {"input_dim": input_dim, "hidden": 32, "num_layers": 3, "dropout": 0.0},
         "target_transform": {"name": "log1p", "scale": 100.0},
