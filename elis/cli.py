@@ -88,7 +88,11 @@ def serve(
         from elis.storage.migrate import upgrade
 
         upgrade(settings.resolved_database_url)
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="warning")
+    api = create_app(settings)
+    # Load the tokenizer and the predictor before answering, so the first jobs do not wait for them.
+    api.state.tokenizer()
+    api.state.predictor.get()
+    uvicorn.run(api, host=settings.api_host, port=settings.api_port, log_level="warning")
 
 
 @app.command()

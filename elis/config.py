@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     # vLLM on the CPU: KV cache size in GiB (unset in vLLM means half of RAM).
     kv_cache_gib: int = 2
     engine_seed: int = 0
+    # vLLM KV block size: 32 keeps the prefix cache useful across 50-token windows on the CPU (vLLM's CPU
+    # default of 128 re-prefilled every window and cost a third of the throughput; docs/benchmarks.md).
+    block_size: int = 32
     # "vllm" runs the model; "trace" forces each job's known output length (trace replay).
     engine: str = "vllm"
 

@@ -79,6 +79,7 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--block-size", type=int, default=None)
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--profile-out", type=Path)
     args = parser.parse_args()
@@ -86,7 +87,7 @@ def main() -> None:
     from vllm import LLM
 
     llm = LLM(model=args.model, dtype=args.dtype, max_num_seqs=args.slots, enforce_eager=True, seed=0,
-              max_model_len=2048)
+              max_model_len=2048, block_size=args.block_size)
     prompt_ids = _prompt_ids(llm.get_tokenizer(), args.prompts, args.num_prompts)
     offline_throughput(llm, prompt_ids[:4], 8)  # warm-up
     result = {"offline": offline_throughput(llm, prompt_ids, args.max_tokens)}
@@ -99,6 +100,8 @@ def main() -> None:
             "prefill_s_per_token": prefill_seconds_per_token(llm),
         }
         result["profile"] = profile
+        args.profile_out.parent.mkdir(parents=True, exist_ok=True)
+        args.profile_out.write_text(json.dumps(profile, indent=2))
     args.out.write_text(json.dumps(result, indent=2))
 
 

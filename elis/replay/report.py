@@ -115,7 +115,10 @@ def print_table(header: Sequence[str], rows: Sequence[Sequence[Any]], title: str
         table.add_column(str(name), justify="left" if index == 0 else "right")
     for row in rows:
         table.add_row(*(str(cell) for cell in row))
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # logs and CI: do not squeeze the table into 80 columns
+        console = Console(width=160)
+    console.print(table)
 
 
 def print_summaries(summaries: Mapping[str, Summary], title: str | None = None) -> None:

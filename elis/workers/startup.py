@@ -31,6 +31,7 @@ def build_engine(settings: Settings, max_num_seqs: int) -> Engine:
             max_num_seqs=max_num_seqs,
             kv_cache_gib=settings.kv_cache_gib,
             seed=settings.engine_seed,
+            block_size=settings.block_size or None,
         )
     )
     if settings.engine == "trace":
