@@ -53,6 +53,8 @@ def build_head(metadata: dict[str, Any]) -> LengthHead:
         hidden=int(shape["hidden"]),
         num_layers=int(shape["num_layers"]),
         dropout=float(shape.get("dropout", 0.0)),
+        embedding_dim=int(shape.get("embedding_dim", 0)),
+        projection_dim=int(shape.get("projection_dim", 0)),
     )
 
 
@@ -62,8 +64,11 @@ def save_checkpoint(
     """Write the checkpoint atomically (temp file, then rename); `half` stores float16 weights."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # NOTE: the normalization and projection buffers stay float32 (small, and precision-sensitive).
+    buffers = {"mean", "std", "center", "projection"}
     state = {
-        k: (v.detach().to(torch.float16) if half and v.is_floating_point() else v.detach()).clone()
+        k: (v.detach().to(torch.float16) if half and k not in buffers and v.is_floating_point() else v.detach())
+        .clone()
         for k, v in head.state_dict().items()
     }
     tmp = path.with_suffix(path.suffix + ".tmp")

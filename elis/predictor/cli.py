@@ -45,6 +45,7 @@ def train(
     transform: Annotated[str, typer.Option(help="target transform: log1p | raw")] = "log1p",
     loss: Annotated[str, typer.Option(help="loss: l1 | mse | huber")] = "l1",
     features: Annotated[str, typer.Option(help="cls | cls+step | cls+step+repetition")] = "cls+step+repetition",
+    projection_dim: Annotated[int, typer.Option(help="PCA dims of the embedding (0: all, as in the paper)")] = 8,
     max_epochs: int = 60,
     seed: int = 0,
     max_records: Annotated[int | None, typer.Option(help="use only the first N records")] = None,
@@ -62,7 +63,10 @@ def train(
     settings = _settings()
     out = out or user_checkpoint_path(settings.cache_dir)
     config = TrainConfig(
-        transform=transform, loss=loss, features=features, max_epochs=max_epochs, seed=seed
+        transform=transform, loss=loss, features=features,
+        projection_dim=projection_dim,
+        max_epochs=max_epochs,
+        seed=seed,
     )
     started = time.perf_counter()
     path, meta = train_predictor(
@@ -112,7 +116,7 @@ def sweep(
     encoder: Annotated[str | None, typer.Option()] = None,
     max_epochs: int = 40,
     variant: Annotated[
-        list[str] | None, typer.Option(help="transform:loss:features (e.g. log1p:l1:cls+step); repeatable")
+        list[str] | None, typer.Option(help="transform:loss:features:projection (e.g. log1p:l1:cls:0); repeatable")
     ] = None,
     threads: ThreadsOption = 0,
 ) -> None:
@@ -139,20 +143,26 @@ def sweep(
     splits = split_records(read_dataset(dataset))
     cache = EmbeddingCache(enc, settings.cache_dir, TrainConfig().prompt_budget)
     variants = variant or [
-        f"{t}:{loss}:cls+step+repetition" for t, loss in
-        [("log1p", "l1"), ("log1p", "mse"), ("raw", "l1"), ("raw", "mse"), ("raw", "huber")]
-    ] + ["log1p:l1:cls", "log1p:l1:cls+step"]
-    typer.echo("| transform | loss | features | best epoch | val MAE | val RMSE | val R2 | val tau | s |")
-    typer.echo("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        f"{t}:{loss}:cls+step+repetition:8"
+        for t, loss in [("log1p", "l1"), ("log1p", "mse"), ("raw", "l1"), ("raw", "mse"), ("raw", "huber")]
+    ] + ["log1p:mse:cls:0", "log1p:mse:cls+step+repetition:0", "log1p:mse:cls+step:8"]
+    typer.echo("| transform | loss | features | PCA dims | best epoch | val MAE | val RMSE | val R2 | val tau | s |")
+    typer.echo("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for spec in variants:
-        transform, loss, feature_set = spec.split(":")
-        config = TrainConfig(transform=transform, loss=loss, features=feature_set, max_epochs=max_epochs)
+        transform, loss, feature_set, projection = (spec.split(":") + ["8"])[:4]
+        config = TrainConfig(
+            transform=transform,
+            loss=loss,
+            features=feature_set,
+            projection_dim=int(projection),
+            max_epochs=max_epochs,
+        )
         train_arr = arrays_for(cache, flatten(splits["train"]), feature_set)
         val_arr = arrays_for(cache, flatten(splits["val"]), feature_set)
-        head, info = fit_head(train_arr, val_arr, config)
+        head, info = fit_head(train_arr, val_arr, config, enc.dim)
         m = metrics(val_arr.y, capped(predict_array(head, TargetTransform(transform), val_arr.x), val_arr.examples))
         typer.echo(
-            f"| {transform} | {loss} | {feature_set} | {info['best_epoch']} | {m.mae:.1f} | {m.rmse:.1f} | {m.r2:.3f} "
+            f"| {transform} | {loss} | {feature_set} | {projection} | {info['best_epoch']} | {m.mae:.1f} | {m.rmse:.1f} | {m.r2:.3f} "
             f"| {m.kendall_tau:.3f} | {info['train_seconds']:.0f} |"
         )
 

@@ -1,7 +1,10 @@
 """The regression head: the ELIS paper's MLP (8 fully connected layers, 1024 wide, ReLU) on the CLS embedding.
 
-Inputs are standardized with the training set's mean and standard deviation (buffers saved with the
-weights). The head predicts the remaining tokens in a transformed space (`TargetTransform`); `predict_tokens`
+Optionally (`projection_dim` > 0) the embedding is first projected onto its top principal components on
+the training set (a fixed, saved linear map; the scalar features after the embedding pass through). With
+about 3,000 training examples the full 384-dim input let the 7.7M-parameter MLP overfit within one or two
+epochs; 8 components did better on validation (docs/predictor.md). Then inputs are standardized with the
+training set's mean and standard deviation (buffers saved with the weights). The head predicts the remaining tokens in a transformed space (`TargetTransform`); `predict_tokens`
 maps back to tokens, clamped at 0.
 """
 
@@ -48,13 +51,22 @@ class LengthHead(nn.Module):
         hidden: int = HIDDEN,
         num_layers: int = NUM_HIDDEN_LAYERS,
         dropout: float = 0.0,
+        embedding_dim: int = 0,
+        projection_dim: int = 0,
     ) -> None:
         super().__init__()
         self.input_dim = input_dim
-        self.register_buffer("mean", torch.zeros(input_dim))
-        self.register_buffer("std", torch.ones(input_dim))
-        layers: list[nn.Module] = []
+        self.embedding_dim = embedding_dim
+        self.projection_dim = projection_dim if embedding_dim else 0
         width = input_dim
+        if self.projection_dim:
+            self.register_buffer("center", torch.zeros(embedding_dim))
+            self.register_buffer("projection", torch.zeros(embedding_dim, self.projection_dim))
+            width = input_dim - embedding_dim + self.projection_dim
+        self.mlp_input_dim = width
+        self.register_buffer("mean", torch.zeros(width))
+        self.register_buffer("std", torch.ones(width))
+        layers: list[nn.Module] = []
         for _ in range(num_layers):
             layers += [nn.Linear(width, hidden), nn.ReLU()]
             if dropout > 0:
@@ -64,11 +76,26 @@ class LengthHead(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def set_normalization(self, features: torch.Tensor) -> None:
-        self.mean.copy_(features.mean(dim=0))
-        self.std.copy_(features.std(dim=0).clamp_min(1e-6))
+        """Fit the projection (if any) and the standardization on the training inputs."""
+        if self.projection_dim:
+            embeddings = features[:, : self.embedding_dim].double()
+            center = embeddings.mean(dim=0)
+            _, _, vh = torch.linalg.svd(embeddings - center, full_matrices=False)
+            self.center.copy_(center.float())
+            self.projection.copy_(vh[: self.projection_dim].T.float())
+        projected = self.project(features)
+        self.mean.copy_(projected.mean(dim=0))
+        self.std.copy_(projected.std(dim=0).clamp_min(1e-6))
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        if not self.projection_dim:
+            return features
+        embeddings = features[:, : self.embedding_dim]
+        reduced = (embeddings - self.center) @ self.projection
+        return torch.cat([reduced, features[:, self.embedding_dim :]], dim=1)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.net((features - self.mean) / self.std).squeeze(-1)
+        return self.net((self.project(features) - self.mean) / self.std).squeeze(-1)
 
 
 def num_parameters(module: nn.Module) -> int:

@@ -134,7 +134,9 @@ class TrainConfig:
     features: str = DEFAULT_FEATURE_SET
     hidden: int = 1024
     num_layers: int = 8
-    dropout: float = 0.1
+    dropout: float = 0.0
+    # Principal components of the embedding fed to the MLP (0: the whole embedding, as in the paper).
+    projection_dim: int = 8
     lr: float = 3e-4
     weight_decay: float = 1e-4
     batch_size: int = 128
@@ -186,12 +188,21 @@ def capped(predicted: np.ndarray, examples: Sequence[Example]) -> np.ndarray:
     return np.array([cap_remaining(float(p), e) for p, e in zip(predicted, examples)], dtype=np.float32)
 
 
-def fit_head(train: Arrays, val: Arrays, config: TrainConfig) -> tuple[LengthHead, dict[str, Any]]:
+def fit_head(
+    train: Arrays, val: Arrays, config: TrainConfig, embedding_dim: int
+) -> tuple[LengthHead, dict[str, Any]]:
     """Fit the head on `train`, keep the epoch with the lowest validation MAE (tokens); early stopping."""
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     transform = TargetTransform(config.transform)
-    head = LengthHead(train.x.shape[1], config.hidden, config.num_layers, config.dropout)
+    head = LengthHead(
+        train.x.shape[1],
+        config.hidden,
+        config.num_layers,
+        config.dropout,
+        embedding_dim=embedding_dim,
+        projection_dim=config.projection_dim,
+    )
     x_train = torch.from_numpy(train.x)
     head.set_normalization(x_train)
     y_train = transform.forward(torch.from_numpy(train.y))
@@ -256,6 +267,8 @@ def build_metadata(
             "hidden": config.hidden,
             "num_layers": config.num_layers,
             "dropout": config.dropout,
+            "embedding_dim": head.embedding_dim,
+            "projection_dim": head.projection_dim,
             "num_parameters": num_parameters(head),
         },
         "target_transform": {"name": config.transform, "scale": TargetTransform(config.transform).scale},
@@ -306,7 +319,7 @@ def train_predictor(
     cache = EmbeddingCache(encoder, cache_dir, config.prompt_budget)
     train = arrays_for(cache, examples["train"], config.features)
     val = arrays_for(cache, examples["val"], config.features)
-    head, fit_info = fit_head(train, val, config)
+    head, fit_info = fit_head(train, val, config, encoder.dim)
     edges = calibrate_levels(num_priority_levels, train.y.tolist()).edges
     counts = {
         **{f"{name}_records": len(splits[name]) for name in (*SPLITS, "ood")},

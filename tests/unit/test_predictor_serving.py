@@ -123,3 +123,19 @@ def test_a_hanging_predictor_times_out_to_none():
     assert front.predict_one(PredictionInput("p")) is None
     assert front.failures == 1
     front.close()
+
+
+def test_a_head_with_an_embedding_projection_round_trips(tmp_path: Path):
+    torch.manual_seed(0)
+    head = LengthHead(13, hidden=16, num_layers=2, embedding_dim=10, projection_dim=3)
+    head.set_normalization(torch.randn(40, 13))
+    head.eval()
+    x = torch.randn(5, 13)
+    meta = _metadata(13)
+    meta["head"].update({"hidden": 16, "num_layers": 2, "embedding_dim": 10, "projection_dim": 3})
+    loaded = load_checkpoint(save_checkpoint(tmp_path / "p.pt", head, meta, half=False))
+    assert head.mlp_input_dim == 3 + 3
+    assert torch.equal(head(x), loaded.head(x))
+    # The projection is the embedding's top principal directions: orthonormal columns.
+    gram = loaded.head.projection.T @ loaded.head.projection
+    assert torch.allclose(gram, torch.eye(3), atol=1e-4)
