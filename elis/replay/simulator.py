@@ -252,6 +252,8 @@ class Simulator:
         if job.generated >= job.output:
             self._finish(job, now)
             return _FREE
+        if self.policy.repredicts:  # as the live worker: re-predict first, then decide with the new estimate
+            job.predicted = self.model.predict(job.output - job.generated, job.windows)
         queue = self._queue_of(worker)
         head = queue.peek(now) if queue else None
         return _REQUEUE if self.policy.should_yield(job.view(), now, head) else _CONTINUE
@@ -273,8 +275,6 @@ class Simulator:
         worker.busy -= 1
         if action == _REQUEUE:
             self._remember(worker, job)
-            if self.policy.repredicts:
-                job.predicted = self.model.predict(job.output - job.generated, job.windows)
             job.enqueued_at = now
             self._queue_of(worker).push(job.view(), now)
         self._fill(worker, now)

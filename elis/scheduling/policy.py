@@ -65,11 +65,15 @@ class Policy(ABC):
         return (self.score(job, now), job.arrival_time, job.job_id)
 
     def should_yield(self, job: JobView, now: float, head: JobView | None = None) -> bool:
-        """Whether a job at a window end gives up its slot, knowing the job at the head of its queue.
+        """Whether a job at a window end gives up its slot to `head`, the job that would run next (None:
+        nothing waits).
 
-        By default this is `yields(job)`; `Aging` also makes a non-yielding job give way to a starving head.
+        NOTE: a preemptive policy (`yields`) gives way only to a waiting job that goes before it, as SRTF
+        does; yielding to nothing, or to a job that sorts after it, would hand the slot straight back and pay
+        a re-prefill and a broker round trip for no change in order. `Aging` also makes a non-yielding job
+        give way to a starving head.
         """
-        return self.yields(job)
+        return self.yields(job) and head is not None and self.sort_key(head, now) < self.sort_key(job, now)
 
     def starve_time(self, job: JobView) -> float:
         """When a queued job starts starving (goes first); infinity for policies without aging."""

@@ -271,10 +271,13 @@ def record_window_overhead(session: Session, *, job_id: str, window_index: int, 
     )
 
 
-def oldest_queued(session: Session) -> Job | None:
-    """The queued job that has waited longest since it last entered the queue."""
+def queue_head(session: Session) -> Job | None:
+    """The queued job the broker would deliver next: the highest level, then the longest waiting."""
     return session.scalars(
-        select(Job).where(Job.status == JobStatus.QUEUED.value).order_by(Job.enqueued_at, Job.id).limit(1)
+        select(Job)
+        .where(Job.status == JobStatus.QUEUED.value)
+        .order_by(Job.priority.desc().nulls_last(), Job.enqueued_at, Job.id)
+        .limit(1)
     ).first()
 
 

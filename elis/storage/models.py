@@ -106,7 +106,10 @@ class Job(Base):
         back_populates="job", order_by="Window.index", cascade="all, delete-orphan", lazy="selectin"
     )
 
-    __table_args__ = (Index("ix_jobs_status_enqueued", "status", "enqueued_at"),)
+    __table_args__ = (
+        Index("ix_jobs_status_enqueued", "status", "enqueued_at"),
+        Index("ix_jobs_status_priority", "status", "priority"),
+    )
 
     @property
     def job_status(self) -> JobStatus:

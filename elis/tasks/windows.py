@@ -142,16 +142,15 @@ def run_job_windows(runtime: WorkerRuntime, job_id: str, window_index: int, rede
         service_s += (ended - started).total_seconds()
         yielded, priority, prediction_after, predict_s, failed = False, None, None, None, False
         if reason is None:
-            view = job_view(job, len(generated), prediction, service_s, ended)
+            if policy.repredicts and runtime.predictor is not None:
+                predict_started = time.perf_counter()
+                raw = runtime.predictor.predict_one(_prediction_input(job.prompt, text, len(generated)))
+                predict_s = time.perf_counter() - predict_started
+                failed = raw is None
+                prediction_after = clip_prediction(raw, job, len(generated))
+            view = with_prediction(job_view(job, len(generated), prediction, service_s, ended), prediction_after)
             if policy.should_yield(view, ended.timestamp(), _queue_head(runtime)):
                 yielded = True
-                if policy.repredicts and runtime.predictor is not None:
-                    predict_started = time.perf_counter()
-                    raw = runtime.predictor.predict_one(_prediction_input(job.prompt, text, len(generated)))
-                    predict_s = time.perf_counter() - predict_started
-                    failed = raw is None
-                    prediction_after = clip_prediction(raw, job, len(generated))
-                view = with_prediction(view, prediction_after)
                 priority = runtime.levels.level(policy.score(view, ended.timestamp()))
         commit = store.WindowCommit(
             job_id=job.id, window_index=index, worker=runtime.worker_name, new_ids=output.new_ids,
@@ -183,11 +182,9 @@ def run_job_windows(runtime: WorkerRuntime, job_id: str, window_index: int, rede
 
 
 def _queue_head(runtime: WorkerRuntime) -> JobView | None:
-    """With aging on, the longest-waiting queued job (a non-yielding job gives way to it once it starves)."""
-    if runtime.settings.max_wait_s <= 0:
-        return None
+    """The queued job RabbitMQ would deliver next (highest level, then longest waiting); None: none waits."""
     with session_scope(runtime.settings.resolved_database_url) as session:
-        head = store.oldest_queued(session)
+        head = store.queue_head(session)
         if head is None:
             return None
         snapshot = JobSnapshot.of(head)

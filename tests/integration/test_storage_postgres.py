@@ -139,3 +139,11 @@ def test_the_reconciler_queries_find_unpublished_and_starving_jobs(db_url):
         starving = {j.id for j in store.starving_jobs(session, waiting_since_before=clock.now() - timedelta(seconds=30))}
     assert lost == {unpublished}
     assert starving == {unpublished, published}
+
+
+def test_the_migrations_create_exactly_the_schema_the_models_describe(pg_url):
+    from alembic import command
+
+    from elis.storage.migrate import alembic_config
+
+    command.check(alembic_config(pg_url))  # raises when the models and the migrations differ

@@ -113,3 +113,16 @@ def replace_enqueued(job: JobView, when: float) -> JobView:
     from dataclasses import replace
 
     return replace(job, enqueued_at=when)
+
+
+def test_a_preemptive_policy_yields_only_to_a_waiting_job_that_goes_before_it():
+    from elis.scheduling import JobView, make_policy
+
+    isrtf = make_policy("isrtf")
+    running = JobView("run", arrival_time=0.0, num_generated=50, predicted_remaining=100.0)
+    shorter = JobView("short", arrival_time=5.0, predicted_remaining=20.0)
+    longer = JobView("long", arrival_time=5.0, predicted_remaining=400.0)
+    assert isrtf.should_yield(running, 10.0, shorter)
+    assert not isrtf.should_yield(running, 10.0, longer)
+    assert not isrtf.should_yield(running, 10.0, None)  # nothing waits: keep the slot, skip a re-prefill
+    assert not make_policy("fcfs").should_yield(running, 10.0, shorter)
