@@ -71,6 +71,12 @@ def prefill_seconds_per_token(llm, length: int = 1024) -> float:
     return max((timings[1] - timings[0]) / (length - 16), 1e-7)
 
 
+def kv_cache_tokens(llm) -> int:
+    """Tokens the engine's KV cache holds: what its prefix cache can keep of yielded jobs."""
+    cache = llm.llm_engine.vllm_config.cache_config
+    return int((cache.num_gpu_blocks or 0) * cache.block_size)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", required=True)
@@ -98,6 +104,7 @@ def main() -> None:
                       f"{time.strftime('%Y-%m-%d')}",
             "decode_step_s": decode_step_times(llm, batches),
             "prefill_s_per_token": prefill_seconds_per_token(llm),
+            "prefix_cache_tokens": kv_cache_tokens(llm),
         }
         result["profile"] = profile
         args.profile_out.parent.mkdir(parents=True, exist_ok=True)
