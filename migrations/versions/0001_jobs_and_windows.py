@@ -1,7 +1,7 @@
 """jobs and windows
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-21 11:46:27.129374
 """
 from __future__ import annotations
