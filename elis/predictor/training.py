@@ -129,8 +129,8 @@ def features_of(embeddings: np.ndarray, items: Sequence[Any], feature_set: str) 
 class TrainConfig:
     """Everything that shapes a training run (recorded in the checkpoint)."""
 
-    transform: str = "log1p"
-    loss: str = "l1"
+    transform: str = "raw"
+    loss: str = "huber"
     features: str = DEFAULT_FEATURE_SET
     hidden: int = 1024
     num_layers: int = 8

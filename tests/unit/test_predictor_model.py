@@ -31,23 +31,24 @@ def shipped(encoder) -> LengthPredictor:
 
 
 def test_a_small_training_run_on_real_examples_beats_the_mean_predictor(tmp_path: Path, encoder):
-    records = read_dataset(DEFAULT_DATASET)[:80]
+    # NOTE: 120 prompts (about 580 training examples, 20 validation prompts). With 80 prompts the 5-prompt
+    # validation split cannot pick an epoch and the head lost to the mean in one seed of two (measured).
+    num_records = 120
     config = TrainConfig(max_epochs=25, patience=25)
     path, meta = train_predictor(
-        DEFAULT_DATASET, tmp_path / "small.pt", encoder, config=config, cache_dir=tmp_path, max_records=80
+        DEFAULT_DATASET, tmp_path / "small.pt", encoder, config=config, cache_dir=tmp_path, max_records=num_records
     )
-    splits = split_records(records)
-    train = flatten(splits["train"])
-    held_out = flatten(splits["val"]) + flatten(splits["test"])
-    assert len(train) >= 24 and len(held_out) >= 12, "too few real examples"
-    true = np.array([e.remaining for e in held_out], dtype=float)
-    mean_prediction = np.mean([e.remaining for e in train])
+    splits = split_records(read_dataset(DEFAULT_DATASET)[:num_records])
+    train, test = flatten(splits["train"]), flatten(splits["test"])
+    assert len(train) >= 24 and len(test) >= 24, "too few real examples"
+    true = np.array([e.remaining for e in test], dtype=float)
     cache = EmbeddingCache(encoder, tmp_path, config.prompt_budget)
-    predicted = predict_examples(load_checkpoint(path), cache, held_out)
+    predicted = predict_examples(load_checkpoint(path), cache, test)
     model_mae = np.mean(np.abs(predicted - true))
-    constant_mae = np.mean(np.abs(mean_prediction - true))
+    constant_mae = np.mean(np.abs(np.mean([e.remaining for e in train]) - true))
     assert model_mae < constant_mae, (model_mae, constant_mae)
     assert meta["dataset"]["sha256"] == file_sha256(DEFAULT_DATASET)
+    assert meta["dataset"]["counts"]["train_records"] == len(splits["train"])
     assert len(meta["edges"]) == meta["num_priority_levels"] - 2
 
 
