@@ -58,17 +58,18 @@ def build_head(metadata: dict[str, Any]) -> LengthHead:
     )
 
 
-def save_checkpoint(
-    path: str | Path, head: LengthHead, metadata: dict[str, Any], half: bool = True
-) -> Path:
+def save_checkpoint(path: str | Path, head: LengthHead, metadata: dict[str, Any], half: bool = True) -> Path:
     """Write the checkpoint atomically (temp file, then rename); `half` stores float16 weights."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # NOTE: the normalization and projection buffers stay float32 (small, and precision-sensitive).
     buffers = {"mean", "std", "center", "projection"}
     state = {
-        k: (v.detach().to(torch.float16) if half and k not in buffers and v.is_floating_point() else v.detach())
-        .clone()
+        k: (
+            v.detach().to(torch.float16)
+            if half and k not in buffers and v.is_floating_point()
+            else v.detach()
+        ).clone()
         for k, v in head.state_dict().items()
     }
     tmp = path.with_suffix(path.suffix + ".tmp")

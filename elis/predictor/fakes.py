@@ -18,7 +18,11 @@ from elis.scheduling.levels import PriorityLevels
 
 _TOPICS = ["the ocean", "a dragon", "tax law", "photosynthesis", "the moon", "jazz", "a bicycle", "coffee"]
 _SHORT = ["Answer yes or no: is {t} blue?", "Give one word for {t}.", "Name the color of {t}."]
-_LONG = ["Write a detailed essay about {t}.", "Explain {t} step by step in depth.", "Tell a long story about {t}."]
+_LONG = [
+    "Write a detailed essay about {t}.",
+    "Explain {t} step by step in depth.",
+    "Tell a long story about {t}.",
+]
 
 
 def fake_record(index: int, rng: random.Random, window: int = 50, source: str = "alpaca") -> dict[str, Any]:
@@ -29,7 +33,7 @@ def fake_record(index: int, rng: random.Random, window: int = 50, source: str = 
     length = rng.randint(180, 400) if long else rng.randint(3, 40)
     words = [rng.choice(["the", "and", topic.split()[-1], "is", "very", "of", "it"]) for _ in range(length)]
     output_text = " ".join(words)
-    offsets = [len(" ".join(words[: k * window])) for k in range(0, (length - 1) // window + 1)]
+    offsets = [len(" ".join(words[: k * window])) for k in range((length - 1) // window + 1)]
     return {
         "id": f"fake-{index}",
         "source": source,

@@ -63,7 +63,9 @@ class _Tokenizer(Protocol):
 
 def _cut_head(tokenizer: _Tokenizer, text: str, max_tokens: int) -> tuple[str, int]:
     """The longest prefix of `text` holding at most `max_tokens` encoder tokens, and its token count."""
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, truncation=False, verbose=False)
+    enc = tokenizer(
+        text, add_special_tokens=False, return_offsets_mapping=True, truncation=False, verbose=False
+    )
     offsets = enc["offset_mapping"]
     if len(offsets) <= max_tokens:
         return text, len(offsets)
@@ -74,7 +76,9 @@ def _cut_head(tokenizer: _Tokenizer, text: str, max_tokens: int) -> tuple[str, i
 
 def _cut_tail(tokenizer: _Tokenizer, text: str, max_tokens: int) -> str:
     """The shortest suffix of `text` holding the last `max_tokens` encoder tokens."""
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, truncation=False, verbose=False)
+    enc = tokenizer(
+        text, add_special_tokens=False, return_offsets_mapping=True, truncation=False, verbose=False
+    )
     offsets = enc["offset_mapping"]
     if len(offsets) <= max_tokens:
         return text
@@ -96,7 +100,9 @@ def join_text(
     if not output_text:
         head, _ = _cut_head(tokenizer, prompt, max_length - 2)
         return head
-    output_tokens = len(tokenizer(output_text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"])
+    output_tokens = len(
+        tokenizer(output_text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+    )
     head, used = _cut_head(tokenizer, prompt, max(prompt_budget, room - output_tokens))
     tail = _cut_tail(tokenizer, output_text, room - used)
     return f"{head} {sep} {tail}"

@@ -199,7 +199,9 @@ class BatchingPredictor:
         while len(batch) < self.max_batch:
             remaining = deadline - time.monotonic()
             try:
-                entry = self._queue.get(timeout=max(remaining, 0)) if remaining > 0 else self._queue.get_nowait()
+                entry = (
+                    self._queue.get(timeout=max(remaining, 0)) if remaining > 0 else self._queue.get_nowait()
+                )
             except queue.Empty:
                 break
             if entry is None:

@@ -31,15 +31,15 @@ from torch import nn
 from elis.predictor.checkpoint import file_sha256, save_checkpoint
 from elis.predictor.encoder import Encoder
 from elis.predictor.features import (
+    DEFAULT_FEATURE_SET,
     DEFAULT_PROMPT_BUDGET,
     Example,
+    cap_remaining,
+    extra_features,
     flatten,
     join_text,
     prompt_key,
     split_of,
-    DEFAULT_FEATURE_SET,
-    cap_remaining,
-    extra_features,
 )
 from elis.predictor.head import LengthHead, TargetTransform, num_parameters
 
@@ -82,7 +82,9 @@ class EmbeddingCache:
         self.encoder = encoder
         self.prompt_budget = prompt_budget
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{encoder.name}-{encoder.max_length}")
-        self.path = None if cache_dir is None else Path(cache_dir) / "predictor" / "embeddings" / f"{slug}.npz"
+        self.path = (
+            None if cache_dir is None else Path(cache_dir) / "predictor" / "embeddings" / f"{slug}.npz"
+        )
         self._vectors: dict[str, np.ndarray] = {}
         if self.path is not None and self.path.exists():
             blob = np.load(self.path)
@@ -95,7 +97,9 @@ class EmbeddingCache:
 
     def embed(self, examples: Sequence[Example]) -> np.ndarray:
         texts = [
-            join_text(self.encoder.tokenizer, e.prompt, e.output_text, self.encoder.max_length, self.prompt_budget)
+            join_text(
+                self.encoder.tokenizer, e.prompt, e.output_text, self.encoder.max_length, self.prompt_budget
+            )
             for e in examples
         ]
         keys = [self._key(t) for t in texts]

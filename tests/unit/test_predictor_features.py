@@ -29,7 +29,11 @@ def _record(num_output: int, window: int = 50) -> dict:
 
 def test_one_example_per_window_boundary_with_the_remaining_tokens_as_target():
     examples = examples_from_record(_record(120))
-    assert [(e.step, e.num_generated, e.remaining) for e in examples] == [(0, 0, 120), (1, 50, 70), (2, 100, 20)]
+    assert [(e.step, e.num_generated, e.remaining) for e in examples] == [
+        (0, 0, 120),
+        (1, 50, 70),
+        (2, 100, 20),
+    ]
     assert [len(e.output_text) for e in examples] == [0, 50, 100]
 
 
@@ -84,7 +88,7 @@ def test_join_keeps_the_prompt_head_and_the_output_tail_within_the_encoder_lengt
     assert len(ids) <= 256
     assert text.startswith("START") and text.endswith("LASTWORDS")
     assert "PROMPTEND" not in text and "OUTSTART" not in text
-    head, tail = text.split(" [SEP] ")
+    head, _tail = text.split(" [SEP] ")
     assert len(tokenizer(head, add_special_tokens=False)["input_ids"]) == 96
 
 
@@ -132,7 +136,8 @@ def test_repetition_features_flag_a_loop_and_not_ordinary_prose():
     )
     loop_ratio, loop_distinct = repetition_features(loop)
     prose_ratio, prose_distinct = repetition_features(prose)
-    assert loop_ratio < 0.2 < prose_ratio and loop_distinct < 0.2 < 0.9 < prose_distinct
+    assert loop_ratio < 0.2 < prose_ratio
+    assert loop_distinct < 0.2 and prose_distinct > 0.9
     assert repetition_features("short") == [1.0, 1.0]
 
 

@@ -36,7 +36,12 @@ def test_a_small_training_run_on_real_examples_beats_the_mean_predictor(tmp_path
     num_records = 120
     config = TrainConfig(max_epochs=25, patience=25)
     path, meta = train_predictor(
-        DEFAULT_DATASET, tmp_path / "small.pt", encoder, config=config, cache_dir=tmp_path, max_records=num_records
+        DEFAULT_DATASET,
+        tmp_path / "small.pt",
+        encoder,
+        config=config,
+        cache_dir=tmp_path,
+        max_records=num_records,
     )
     splits = split_records(read_dataset(DEFAULT_DATASET)[:num_records])
     train, test = flatten(splits["train"]), flatten(splits["test"])
