@@ -142,7 +142,7 @@ def sweep(
     ] = None,
     threads: ThreadsOption = 0,
 ) -> None:
-    """Measure target transforms, losses and the step feature on the validation split (cached embeddings)."""
+    """Measure target transforms, losses, feature sets and PCA sizes on the validation split (cached embeddings)."""
     _setup_logging()
     _set_threads(threads)
     from elis.predictor.encoder import load_encoder
