@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     # Length predictor checkpoint; empty means the default one in cache_dir.
     predictor_checkpoint: str = ""
     encoder: str = ""  # empty: the bundled all-MiniLM-L6-v2 (BAAI/bge-base-en-v1.5 on a GPU)
+    # torch threads for the predictor in API and workers: on a CPU shared with vLLM one thread answered in
+    # 121 ms per job, two in 2,232 ms (docs/predictor.md).
+    predictor_threads: int = 1
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000

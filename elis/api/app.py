@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="elis", version=__version__, description="LLM batch inference scheduled by predicted length")
     app.state.settings = settings
     app.state.policy = make_policy(settings.policy, max_wait_s=settings.max_wait_s)
-    app.state.predictor = AdmissionPredictor(settings.predictor_checkpoint or None)
+    app.state.predictor = AdmissionPredictor(settings.predictor_checkpoint or None, settings.predictor_threads)
     tokenizer_lock = threading.Lock()
     tokenizer_box: list[Tokenizer] = []
 

@@ -46,8 +46,9 @@ class Tokenizer:
 class AdmissionPredictor:
     """Loads the length predictor on first use; a failure is logged and counted, never raised to the caller."""
 
-    def __init__(self, checkpoint: str | None) -> None:
+    def __init__(self, checkpoint: str | None, threads: int = 1) -> None:
         self.checkpoint = checkpoint
+        self.threads = threads
         self._predictor = None
         self._lock = threading.Lock()
         self.failures = 0
@@ -57,22 +58,25 @@ class AdmissionPredictor:
         with self._lock:
             if self._predictor is None and self.unavailable is None:
                 try:
+                    import torch
+
                     from elis.predictor.serving import load_predictor
 
+                    torch.set_num_threads(self.threads)
                     self._predictor = load_predictor(self.checkpoint)
                 except Exception as exc:
                     self.unavailable = str(exc)
                     log.error("length predictor unavailable at admission: %s", exc)
             return self._predictor
 
-    def predict(self, prompt: str) -> float | None:
+    def predict(self, prompt: str, max_tokens: int | None = None) -> float | None:
         predictor = self.get()
         if predictor is None:
             return None
         try:
             from elis.predictor.serving import PredictionInput
 
-            return float(predictor.predict([PredictionInput(prompt=prompt)])[0])
+            return float(predictor.predict([PredictionInput(prompt=prompt, max_tokens=max_tokens)])[0])
         except Exception:
             self.failures += 1
             log.exception("initial prediction failed; the job falls back to FCFS order")

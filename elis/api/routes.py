@@ -83,7 +83,7 @@ async def submit_job(body: JobCreate, request: Request, settings: SettingsDep) -
     policy = state.policy
     prediction = None
     if policy.needs_initial_prediction:
-        prediction = await run_in_threadpool(state.predictor.predict, body.prompt_text())
+        prediction = await run_in_threadpool(state.predictor.predict, body.prompt_text(), max_tokens)
         if prediction is not None:
             prediction = min(max(prediction, 0.0), float(max_tokens))
     new = store.NewJob(

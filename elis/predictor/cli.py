@@ -239,3 +239,28 @@ def bench(
 
 if __name__ == "__main__":
     predictor_app()
+
+
+@predictor_app.command()
+def ensure(
+    retrain: Annotated[bool, typer.Option(help="train even if a checkpoint loads")] = False,
+    threads: ThreadsOption = 1,
+) -> None:
+    """Make sure a predictor checkpoint loads (the shipped one by default); train it when none does.
+
+    Set-up (`make demo`, `make test`) calls this, so the demo needs no manual step.
+    """
+    from elis.predictor.serving import PredictorUnavailable, load_predictor, user_checkpoint_path
+
+    _setup_logging()
+    _set_threads(threads)
+    if not retrain:
+        try:
+            predictor = load_predictor(_settings().predictor_checkpoint or None)
+            typer.echo(f"predictor ready: {predictor.path} (encoder {predictor.metadata['encoder']})")
+            return
+        except PredictorUnavailable as exc:
+            typer.echo(f"no usable checkpoint ({exc}); training one")
+    out = user_checkpoint_path(_settings().cache_dir)
+    train(out=out, threads=threads)
+    typer.echo(f"predictor trained: {out}")

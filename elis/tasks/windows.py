@@ -144,7 +144,7 @@ def run_job_windows(runtime: WorkerRuntime, job_id: str, window_index: int, rede
         if reason is None:
             if policy.repredicts and runtime.predictor is not None:
                 predict_started = time.perf_counter()
-                raw = runtime.predictor.predict_one(_prediction_input(job.prompt, text, len(generated)))
+                raw = runtime.predictor.predict_one(_prediction_input(job, text, len(generated)))
                 predict_s = time.perf_counter() - predict_started
                 failed = raw is None
                 prediction_after = clip_prediction(raw, job, len(generated))
@@ -192,10 +192,10 @@ def _queue_head(runtime: WorkerRuntime) -> JobView | None:
                         head.enqueued_at)
 
 
-def _prediction_input(prompt: str, text: str, num_generated: int):
+def _prediction_input(job: JobSnapshot, text: str, num_generated: int):
     from elis.predictor.serving import PredictionInput
 
-    return PredictionInput(prompt=prompt, output_text=text, num_generated=num_generated)
+    return PredictionInput(prompt=job.prompt, output_text=text, num_generated=num_generated, max_tokens=job.max_tokens)
 
 
 @celery_app.task(name=RUN_WINDOW_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)

@@ -8,7 +8,6 @@ import socket
 
 from elis.config import Settings
 from elis.models_prepare import resolve_model
-from elis.scheduling import make_policy
 from elis.tasks.app import celery_app, configure_celery
 from elis.tasks.contracts import Engine
 from elis.tasks.priority import levels_for
@@ -42,13 +41,17 @@ def build_engine(settings: Settings, max_num_seqs: int) -> Engine:
 
 
 def load_worker_predictor(settings: Settings):
-    """The batching predictor when the policy needs one; None (FCFS order fallback) when it cannot load."""
-    policy = make_policy(settings.policy)
-    if not (policy.repredicts or policy.needs_initial_prediction):
-        return None, None
+    """The batching predictor; None (the policies fall back to FCFS order) when it cannot load.
+
+    Loaded whatever the worker's default policy: jobs carry their own policy, and the predictor's calibrated
+    level edges must be the same in the API and in every worker.
+    """
     try:
+        import torch
+
         from elis.predictor.serving import BatchingPredictor, load_predictor
 
+        torch.set_num_threads(settings.predictor_threads)
         predictor = load_predictor(settings.predictor_checkpoint or None)
         return BatchingPredictor(predictor, max_batch=max(settings.slots, 1)), predictor.levels
     except Exception as exc:
