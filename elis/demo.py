@@ -109,7 +109,7 @@ def run_demo(policies: list[str], num_prompts: int, max_tokens: int, slots: int,
 def register(app: typer.Typer) -> None:
     @app.command()
     def demo(
-        policies: Annotated[str, typer.Option(help="comma-separated policies to run on the same prompts")] = "fcfs,isrtf",
+        policies: Annotated[str, typer.Option(help="comma-separated policies to run on the same prompts")] = "fcfs,sjf,isrtf",
         num_prompts: Annotated[int, typer.Option(help="prompts to submit (from elis/data/demo_prompts.jsonl)")] = 20,
         max_tokens: Annotated[int, typer.Option(help="max_tokens of every job")] = 256,
         slots: Annotated[int, typer.Option(help="batch slots of the worker: fewer slots, more queueing")] = 4,
