@@ -115,3 +115,62 @@ def service(
                 title=f"{num_prompts} prompts, B={slots}, max_tokens={max_tokens}, greedy, {settings.dtype}")
     (out_dir / "service.json").write_text(json.dumps({"offline": offline, "service": results}, indent=2))
     typer.echo(f"engine profile: {profile_out}  results: {out_dir / 'service.json'}")
+
+
+@bench_app.command("windows")
+def windows(
+    num_prompts: Annotated[int, typer.Option(help="jobs run at once (demo prompts, cycled)")] = 32,
+    max_tokens: int = 256,
+    window: Annotated[int, typer.Option(help="window size W")] = 50,
+    block_size: Annotated[int | None, typer.Option(help="vLLM KV block size [ELIS_BLOCK_SIZE]")] = None,
+    repeats: int = 2,
+) -> None:
+    """Engine only: the project's vLLM adapter running every job uninterrupted vs cut into W-token windows
+    (each window re-prefills prompt + tokens so far), side by side in one process."""
+    import threading
+    import time
+
+    from elis.config import get_settings
+    from elis.models_prepare import resolve_model
+    from elis.prompts import read_prompts
+    from elis.tasks.contracts import SamplingSettings
+    from elis.workers.vllm_engine import VllmConfig, VllmEngine
+
+    settings = get_settings()
+    engine = VllmEngine(VllmConfig(model=resolve_model(settings.model, settings.models_dir), dtype=settings.dtype,
+                                   max_num_seqs=num_prompts, kv_cache_gib=settings.kv_cache_gib,
+                                   block_size=block_size or settings.block_size or None))
+    items = read_prompts(DEMO_PROMPTS)
+    prompts = [engine.encode_chat(list(items[i % len(items)].messages)) for i in range(num_prompts)]
+    greedy = SamplingSettings(temperature=0.0)
+
+    def run(step: int) -> float:
+        counts = [0] * len(prompts)
+
+        def job(index: int) -> None:
+            generated: list[int] = []
+            while len(generated) < max_tokens:
+                out = engine.run_window(prompts[index], generated, min(step, max_tokens - len(generated)), greedy)
+                generated += out.new_ids
+                if out.finished:
+                    break
+            counts[index] = len(generated)
+
+        started = time.perf_counter()
+        threads = [threading.Thread(target=job, args=(i,)) for i in range(len(prompts))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return sum(counts) / (time.perf_counter() - started)
+
+    try:
+        run(8)  # warm-up
+        rows = []
+        for _ in range(repeats):
+            whole, cut = run(max_tokens), run(window)
+            rows.append([f"{whole:.1f}", f"{cut:.1f}", f"{cut / whole:.2f}"])
+    finally:
+        engine.close()
+    print_table(["uninterrupted tok/s", f"{window}-token windows tok/s", "ratio"], rows,
+                title=f"{num_prompts} jobs, max {max_tokens} tokens, block size {block_size or settings.block_size}")
