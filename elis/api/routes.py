@@ -110,7 +110,9 @@ def _admit(settings, state, new: store.NewJob, prediction: float | None) -> JobA
     url = settings.resolved_database_url
     with session_scope(url) as session:
         job = store.create_job(session, new=new, now=now, initial_prediction=prediction)
-        levels = levels_for(settings, state.predictor.levels if state.policy.needs_initial_prediction else None)
+        # The same level edges as every worker (the predictor's calibrated ones when it loads), whatever the
+        # policy: admissions and continuations share one queue.
+        levels = levels_for(settings, state.predictor.levels)
         priority = stored_job_priority(job, state.policy, levels, now)
         job_id = job.id
     try:
