@@ -206,4 +206,15 @@ def run_window(self, job_id: str, window_index: int) -> str:
     except WorkerNotReady:
         raise Reject("worker not ready", requeue=True)
     redelivered = bool((self.request.delivery_info or {}).get("redelivered", False))
-    return run_job_windows(runtime, job_id, window_index, redelivered)
+    try:
+        return run_job_windows(runtime, job_id, window_index, redelivered)
+    except Exception as exc:
+        # NOTE: a job must never be lost in RUNNING. A first failure (the database or broker briefly away)
+        # goes back to the queue and resumes from its last committed window; a redelivered one fails the
+        # job with its error, so a job that always breaks cannot loop forever.
+        log.exception("job %s window %d failed", job_id, window_index)
+        if not redelivered:
+            raise Reject(f"{type(exc).__name__}: {exc}", requeue=True) from exc
+        with session_scope(runtime.settings.resolved_database_url) as session:
+            store.fail_job(session, job_id=job_id, error=f"{type(exc).__name__}: {exc}", now=clock.now())
+        return "failed"
