@@ -133,7 +133,14 @@ def register(app: typer.Typer) -> None:
         typer.echo("[4/4] results")
         all_records = [r for records in results.values() for r in records]
         print_jobs(all_records)
-        print_summaries({policy: summarize(records) for policy, records in results.items()}, title="per policy")
+        summaries = {policy: summarize(records) for policy, records in results.items()}
+        print_summaries(summaries, title="per policy")
+        if "fcfs" in summaries:
+            base = summaries["fcfs"].mean_jct
+            for policy, summary in summaries.items():
+                if policy != "fcfs":
+                    typer.echo(f"{policy}: mean JCT {summary.mean_jct:.2f} s, {100 * (summary.mean_jct / base - 1):+.1f}% "
+                               f"against FCFS ({base:.2f} s)")
         write_records_csv(all_records, out_dir / "records.csv")
         plot_jct(results, out_dir / "jct_cdf.png")
         typer.echo(f"records: {out_dir / 'records.csv'}  plot: {out_dir / 'jct_cdf.png'}")
