@@ -118,9 +118,9 @@ def worker(
 def _register_subapps() -> None:
     from elis.predictor.build_dataset import build_dataset_command
     from elis.predictor.cli import predictor_app
-    from elis.replay.sim_cli import simulate_app
+    from elis.simulator.cli import simulate_app
 
-    from elis.replay.bench import bench_app
+    from elis.bench.cli import bench_app
 
     predictor_app.command("build-dataset")(build_dataset_command)
     app.add_typer(bench_app, name="bench")

@@ -14,8 +14,13 @@ BROKER_URL = os.environ.get("ELIS_TEST_BROKER", "amqp://guest:guest@127.0.0.1:56
 
 
 def ensure_database(name: str) -> str:
-    """Create a PostgreSQL database for the tests if missing; return its URL."""
+    """Create a PostgreSQL database for the tests if missing; return its URL.
+
+    ELIS_TEST_DB_SUFFIX keeps two checkouts testing at once on one server out of each other's tables.
+    """
     from sqlalchemy import create_engine, text
+
+    name = name + os.environ.get("ELIS_TEST_DB_SUFFIX", "")
 
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from elis.replay.figures import ALL_POLICIES, measure_capacity
-from elis.replay.sim_engine import EngineProfile
-from elis.replay.sim_predict import LognormalNoise
-from elis.replay.simulator import SimConfig, simulate
+from elis.simulator.figures import ALL_POLICIES, measure_capacity
+from elis.simulator.engine_profile import EngineProfile
+from elis.simulator.length_models import LognormalNoise
+from elis.simulator.core import SimConfig, simulate
 from elis.replay.workload import TraceJob, arrival_times, read_azure_trace, synthetic_workload
 from elis.scheduling import make_policy, policy_names
 

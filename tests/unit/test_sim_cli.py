@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from elis.replay.sim_cli import simulate_app
+from elis.simulator.cli import simulate_app
 
 runner = CliRunner()
 

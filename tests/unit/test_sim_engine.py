@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from elis.replay.sim_engine import EngineProfile
-from elis.replay.sim_predict import Exact, LognormalNoise, RecordedErrors, make_length_model
+from elis.simulator.engine_profile import EngineProfile
+from elis.simulator.length_models import Exact, LognormalNoise, RecordedErrors, make_length_model
 
 
 def test_decode_step_time_interpolates_between_measured_batch_sizes_and_extrapolates_past_them():

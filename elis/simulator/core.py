@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from elis.replay.report import JobRecord, Summary, summarize
-from elis.replay.sim_engine import EngineProfile
-from elis.replay.sim_predict import Exact, LengthModel
+from elis.simulator.engine_profile import EngineProfile
+from elis.simulator.length_models import Exact, LengthModel
 from elis.replay.workload import TraceJob
 from elis.scheduling.balance import Routing, make_routing
 from elis.scheduling.levels import PriorityLevels

@@ -66,7 +66,7 @@ def service(
     typer.echo(f"[1/2] offline LLM.generate on {num_prompts} prompts, B={slots} (and the engine profile)")
     offline_path = out_dir / "offline.json"
     subprocess.run(
-        [sys.executable, "-m", "elis.replay.engine_bench", "--model", model, "--prompts", str(DEMO_PROMPTS),
+        [sys.executable, "-m", "elis.bench.windows", "--model", model, "--prompts", str(DEMO_PROMPTS),
          "--num-prompts", str(num_prompts), "--slots", str(slots), "--max-tokens", str(max_tokens),
          "--dtype", settings.dtype, "--block-size", str(settings.block_size), "--out", str(offline_path), "--profile-out", str(profile_out)],
         check=True, env=launch.elis_env(),

@@ -3,7 +3,7 @@
 1. One `LLM.generate` call on the benchmark prompts: the throughput the service is compared against.
 2. An engine cost profile for the simulator: decode step time by batch size, prefill time per token.
 
-Usage: python -m elis.replay.engine_bench --model DIR --prompts FILE --out results.json [--profile-out p.json]
+Usage: python -m elis.bench.windows --model DIR --prompts FILE --out results.json [--profile-out p.json]
 """
 
 from __future__ import annotations

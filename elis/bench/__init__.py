@@ -1,0 +1,1 @@
+"""Benchmarks that print numbers: service vs offline throughput, window cost."""
