@@ -90,7 +90,8 @@ def serve(
     api = create_app(settings)
     # Load the tokenizer and the predictor before answering, so the first jobs do not wait for them.
     api.state.tokenizer()
-    api.state.predictor.get()
+    if settings.shadow_predictions or api.state.scheduler.needs_prediction():
+        api.state.predictor.get()
     uvicorn.run(api, host=settings.api_host, port=settings.api_port, log_level="warning")
 
 

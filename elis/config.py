@@ -41,8 +41,35 @@ class Settings(BaseSettings):
     window_tokens: int = Field(default=50, ge=1)
     # Job-windows one worker runs at once (Celery threads), all batched in one engine.
     slots: int = Field(default=4, ge=1)
-    # Aging: a job waiting longer than this many seconds goes first; 0 disables.
+    # Aging (on by default): a job waiting longer than the bound since it last entered the queue goes first.
+    # The bound is `max_wait_s` when > 0, else aging_factor x the mean service time of recently finished jobs,
+    # never below aging_floor_s.
+    aging: bool = True
     max_wait_s: float = 0.0
+    aging_factor: float = 3.0
+    aging_floor_s: float = 10.0
+    # Cost- and uncertainty-aware preemption: a running job yields only when the waiting head is sooner by
+    # the switch cost (measured by the worker) plus yield_uncertainty x its own score (the predictor's
+    # relative error; per step from the level file when yield_margin_per_step). Chosen in the simulator
+    # (docs/scheduling.md).
+    yield_margin: bool = True
+    yield_uncertainty: float = 0.3
+    yield_margin_per_step: bool = False
+    # The live quality guard: from the last guard_window_jobs finished jobs, the Kendall tau of predictions
+    # vs true lengths; below guard_threshold, length-aware order falls back to FCFS until it recovers to
+    # guard_threshold + guard_hysteresis. Until guard_min_jobs jobs have finished, the start state holds.
+    guard: bool = True
+    guard_threshold: float = 0.2
+    guard_hysteresis: float = 0.05
+    guard_min_jobs: int = Field(default=20, ge=2)
+    guard_window_jobs: int = Field(default=200, ge=2)
+    guard_start_in_fallback: bool = True
+    guard_refresh_s: float = 10.0
+    # Predict every job's length at admission when a predictor is loaded, whatever the policy, so the guard
+    # always has evidence (also while it falls back to FCFS).
+    shadow_predictions: bool = True
+    # The score-to-level edges (JSON, no torch needed); empty: elis/data/level_edges.json.
+    level_edges: str = ""
     reconcile_interval_s: float = 5.0
 
     max_tokens_limit: int = 1024

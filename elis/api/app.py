@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,8 +15,8 @@ from elis.api.deps import AdmissionPredictor, Tokenizer
 from elis.api.routes import router
 from elis.config import Settings, get_settings
 from elis.models_prepare import resolve_model
-from elis.scheduling import make_policy
 from elis.tasks.app import configure_celery
+from elis.tasks.scheduling_setup import QualityMonitor, build_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +31,19 @@ def _readable(error: dict) -> str:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app = FastAPI(title="elis", version=__version__, description="LLM batch inference scheduled by predicted length")
+    scheduler = build_scheduler(settings)
+    monitor = QualityMonitor(scheduler, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        monitor.start()  # refreshes the quality guard and the aging bound from finished jobs
+        yield
+        monitor.stopped.set()
+
+    app = FastAPI(title="elis", version=__version__, description="LLM batch inference scheduled by predicted length",
+                  lifespan=lifespan)
     app.state.settings = settings
-    app.state.policy = make_policy(settings.policy, max_wait_s=settings.max_wait_s)
+    app.state.scheduler = scheduler
     app.state.predictor = AdmissionPredictor(settings.predictor_checkpoint or None, settings.predictor_threads)
     tokenizer_lock = threading.Lock()
     tokenizer_box: list[Tokenizer] = []

@@ -81,8 +81,3 @@ class AdmissionPredictor:
             self.failures += 1
             log.exception("initial prediction failed; the job falls back to FCFS order")
             return None
-
-    @property
-    def levels(self):
-        predictor = self.get()
-        return None if predictor is None else predictor.levels

@@ -18,12 +18,13 @@ from elis.api.schemas import (
     JobList,
     JobMetrics,
     JobSummary,
+    SchedulerStats,
     WindowOut,
 )
 from elis.storage import jobs as store
 from elis.storage.db import session_scope
 from elis.storage.models import Job, JobStatus
-from elis.tasks.priority import levels_for, stored_job_priority
+from elis.tasks.priority import stored_job_priority
 from elis.tasks.publish import publish_window
 
 log = logging.getLogger(__name__)
@@ -80,14 +81,16 @@ async def submit_job(body: JobCreate, request: Request, settings: SettingsDep) -
             f"the prompt is {len(prompt_ids)} tokens; with max_tokens {max_tokens} it exceeds the model's context "
             f"of {settings.max_model_len} tokens. Shorten the prompt or lower max_tokens.",
         )
-    policy = state.policy
+    scheduler = state.scheduler
     prediction = None
-    if policy.needs_initial_prediction:
+    # Shadow predictions: every job gets one when a predictor is loaded, whatever the policy, so the quality
+    # guard can judge the predictor on this traffic (also while it holds the order at FCFS).
+    if settings.shadow_predictions or scheduler.needs_prediction():
         prediction = await run_in_threadpool(state.predictor.predict, body.prompt_text(), max_tokens)
         if prediction is not None:
             prediction = min(max(prediction, 0.0), float(max_tokens))
     new = store.NewJob(
-        policy=policy.name.split("+")[0],
+        policy=scheduler.base_policy().name,
         prompt=body.prompt_text(),
         messages=messages,
         prompt_ids=prompt_ids,
@@ -110,10 +113,9 @@ def _admit(settings, state, new: store.NewJob, prediction: float | None) -> JobA
     url = settings.resolved_database_url
     with session_scope(url) as session:
         job = store.create_job(session, new=new, now=now, initial_prediction=prediction)
-        # The same level edges as every worker (the predictor's calibrated ones when it loads), whatever the
-        # policy: admissions and continuations share one queue.
-        levels = levels_for(settings, state.predictor.levels)
-        priority = stored_job_priority(job, state.policy, levels, now)
+        # The same scheduler (level edges, guard, aging) as every worker: admissions and continuations share
+        # one queue.
+        priority = stored_job_priority(job, state.scheduler, now)
         job_id = job.id
     try:
         publish_window(settings, job_id=job_id, window_index=0, priority=priority)
@@ -122,7 +124,8 @@ def _admit(settings, state, new: store.NewJob, prediction: float | None) -> JobA
     except Exception as exc:
         log.error("publishing job %s failed (%s); the reconciler will re-publish it", job_id, exc)
     return JobAccepted(
-        id=job_id, status=JobStatus.QUEUED.value, policy=new.policy, initial_prediction=prediction,
+        id=job_id, status=JobStatus.QUEUED.value, policy=new.policy, ordering=state.scheduler.ordering(new.policy),
+        initial_prediction=prediction,
         priority=priority, url=f"/v1/jobs/{job_id}",
     )
 
@@ -178,7 +181,16 @@ def healthz(request: Request, response: Response, settings: SettingsDep) -> Heal
     healthy = database == "ok" and broker == "ok"
     if not healthy:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    scheduler = request.app.state.scheduler
     return Health(
         status="ok" if healthy else "degraded", database=database, broker=broker,
-        policy=request.app.state.policy.name, model=settings.model or "SmolLM2-135M-Instruct (bundled)",
+        policy=scheduler.default_policy, ordering=scheduler.ordering(), guard=scheduler.guard.reason,
+        model=settings.model or "SmolLM2-135M-Instruct (bundled)",
     )
+
+
+@router.get("/v1/stats", response_model=SchedulerStats)
+def scheduler_stats(request: Request) -> SchedulerStats:
+    """The scheduler's live state: the order in force, the quality guard and the rank quality it judges by
+    (Kendall tau of predictions vs true lengths over the last finished jobs), the aging bound."""
+    return SchedulerStats(**request.app.state.scheduler.snapshot())

@@ -68,6 +68,8 @@ class JobAccepted(BaseModel):
     id: str
     status: str
     policy: str
+    # The order the job actually gets: its policy, or "fcfs (guard fallback)" while predictions rank badly.
+    ordering: str
     initial_prediction: float | None
     priority: int | None
     url: str
@@ -129,4 +131,20 @@ class Health(BaseModel):
     database: str
     broker: str
     policy: str
+    # The order jobs get now, and the quality guard's reason (e.g. an FCFS fallback and the tau behind it).
+    ordering: str
+    guard: str
     model: str
+
+
+class SchedulerStats(BaseModel):
+    """The scheduler's state: the order in force, the quality guard, the rank quality of recent predictions,
+    the aging bound, the yield margin and the level edges."""
+
+    policy: str
+    ordering: str
+    guard: dict
+    rank_quality: dict | None
+    aging: dict
+    margin: dict
+    levels: dict

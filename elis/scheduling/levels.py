@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import bisect
+import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -84,3 +86,32 @@ def remaining_length_targets(output_lengths: Iterable[int], window_tokens: int) 
     for length in output_lengths:
         targets.extend(range(int(length), 0, -window_tokens))
     return targets
+
+
+@dataclass(frozen=True)
+class LevelFile:
+    """The score-to-level edges and the predictor's per-step uncertainty, as shipped next to a checkpoint
+    (a small JSON file, so the API and workers need no torch to map scores to levels)."""
+
+    levels: PriorityLevels
+    uncertainty_by_step: tuple[tuple[int, float], ...] = ()
+    source: str = ""
+
+
+def load_level_file(path: str | Path) -> LevelFile:
+    """Read `{"edges": [...], "uncertainty_by_step": {"0": 0.6, ...}, "source": ...}`."""
+    data = json.loads(Path(path).read_text())
+    if "edges" not in data:
+        raise ValueError(f"{path}: no 'edges' list")
+    levels = PriorityLevels(tuple(float(e) for e in data["edges"]))
+    by_step = tuple(sorted((int(k), float(v)) for k, v in (data.get("uncertainty_by_step") or {}).items()))
+    return LevelFile(levels, by_step, str(data.get("source", "")))
+
+
+def write_level_file(path: str | Path, levels: PriorityLevels, source: str,
+                     uncertainty_by_step: dict[int, float] | None = None, **extra: object) -> None:
+    """Write the file `load_level_file` reads."""
+    data = {"edges": list(levels.edges), "num_levels": levels.num_levels, "source": source,
+            "uncertainty_by_step": {str(k): round(float(v), 4) for k, v in sorted((uncertainty_by_step or {}).items())},
+            **extra}
+    Path(path).write_text(json.dumps(data, indent=2) + "\n")

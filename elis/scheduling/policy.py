@@ -51,6 +51,8 @@ class Policy(ABC):
     needs_initial_prediction: ClassVar[bool] = False
     # Whether the predictor re-estimates the remaining length after every window.
     repredicts: ClassVar[bool] = False
+    # Whether the order comes from length predictions (so it is only as good as they rank).
+    uses_predictions: ClassVar[bool] = False
 
     @abstractmethod
     def score(self, job: JobView, now: float) -> float:
@@ -107,6 +109,7 @@ class SJF(Policy):
 
     name = "sjf"
     needs_initial_prediction = True
+    uses_predictions = True
 
     def score(self, job: JobView, now: float) -> float:
         prediction = job.initial_prediction if job.initial_prediction is not None else job.predicted_remaining
@@ -125,6 +128,7 @@ class ISRTF(Policy):
     name = "isrtf"
     needs_initial_prediction = True
     repredicts = True
+    uses_predictions = True
 
     def score(self, job: JobView, now: float) -> float:
         return max(0.0, job.predicted_remaining) if job.predicted_remaining is not None else 0.0
@@ -176,6 +180,7 @@ class Aging(Policy):
         self.name = f"{inner.name}+aging"  # type: ignore[misc]
         self.needs_initial_prediction = inner.needs_initial_prediction  # type: ignore[misc]
         self.repredicts = inner.repredicts  # type: ignore[misc]
+        self.uses_predictions = inner.uses_predictions  # type: ignore[misc]
 
     def wait_bound(self, job: JobView) -> float:
         bound = self.max_wait_s + self.service_factor * job.service_time

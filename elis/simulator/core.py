@@ -24,6 +24,7 @@ from elis.simulator.engine_profile import EngineProfile
 from elis.simulator.length_models import Exact, LengthModel
 from elis.replay.workload import TraceJob
 from elis.scheduling.balance import Routing, make_routing
+from elis.scheduling.decision import NO_MARGIN, SwitchCost, YieldMargin, decide
 from elis.scheduling.levels import PriorityLevels
 from elis.scheduling.policy import JobView, Policy
 from elis.scheduling.queue import PolicyQueue
@@ -35,14 +36,16 @@ _EPS = 1e-9
 @dataclass(frozen=True)
 class SimConfig:
     """The simulated cluster: `num_workers` engines with `num_slots` batch slots each, `window_tokens` per
-    window, `routing` (`shared` queue or `sticky` per-worker queues), and optional broker `levels` (None:
-    exact policy order)."""
+    window, `routing` (`shared` queue or `sticky` per-worker queues), optional broker `levels` (None: exact
+    policy order), and the window-end decision's yield `margin`."""
 
     num_workers: int = 1
     num_slots: int = 8
     window_tokens: int = 50
     routing: str = "shared"
     levels: PriorityLevels | None = None
+    # The yield margin of the window-end decision (the service's default comes from its settings).
+    margin: YieldMargin = NO_MARGIN
 
     def __post_init__(self) -> None:
         if self.num_workers < 1 or self.num_slots < 1 or self.window_tokens < 1:
@@ -131,6 +134,7 @@ class Simulator:
         self.dirty: set[_Worker] = set()
         self.records: list[JobRecord] = []
         self.num_windows = 0
+        self._decision_levels = config.levels or PriorityLevels.log_spaced(10)
 
     # --- the event loop -------------------------------------------------------------------------------
     def run(self) -> SimResult:
@@ -256,7 +260,21 @@ class Simulator:
             job.predicted = self.model.predict(job.output - job.generated, job.windows)
         queue = self._queue_of(worker)
         head = queue.peek(now) if queue else None
-        return _REQUEUE if self.policy.should_yield(job.view(), now, head) else _CONTINUE
+        # The service's own window-end decision (elis.scheduling.decision.decide), with the switch cost the
+        # live worker would measure: the window-end overhead plus the re-prefill the prefix cache misses.
+        decision = decide(self.policy, job.view(), head, now, self._decision_levels, self.config.margin,
+                          self._switch_cost(worker, job))
+        return _REQUEUE if decision.yields else _CONTINUE
+
+    def _switch_cost(self, worker: _Worker, job: _Job) -> SwitchCost:
+        if not self.config.margin.enabled:
+            return SwitchCost()
+        tokens = job.prompt + job.generated
+        cached = tokens <= self.profile.prefix_cache_tokens
+        # A shared queue resumes the job on any worker: this one holds its context 1 in num_workers times.
+        hit_rate = (1.0 / self.config.num_workers if self.routing.shared else 1.0) if cached else 0.0
+        seconds = self.profile.window_overhead_s + (1.0 - hit_rate) * tokens * self.profile.prefill_s_per_token
+        return SwitchCost(seconds, self.step[max(1, len(worker.running))])
 
     def _finish(self, job: _Job, now: float) -> None:
         self.records.append(JobRecord(

@@ -291,3 +291,45 @@ def mark_promoted(session: Session, *, job_id: str, window_index: int, priority:
 
 def seconds_ago(now: datetime, seconds: float) -> datetime:
     return now - timedelta(seconds=seconds)
+
+
+@dataclass(frozen=True)
+class FinishedFacts:
+    """A finished job's length, service time and the predictions made for it (for the quality guard)."""
+
+    job_id: str
+    output_tokens: int
+    service_s: float
+    initial_prediction: float | None
+    # (tokens generated when predicted, predicted remaining) for every window re-prediction
+    step_predictions: tuple[tuple[int, float], ...]
+
+
+def recent_finished(session: Session, *, limit: int) -> list[FinishedFacts]:
+    """The last `limit` jobs that ran to their end (EOS, stop or max_tokens), newest first. Jobs with a
+    forced length are left out: their length says nothing about the predictor."""
+    jobs = list(session.scalars(
+        select(Job)
+        .where(Job.status == JobStatus.DONE.value, Job.force_length.is_(False))
+        .order_by(Job.finished_at.desc(), Job.id)
+        .limit(limit)
+    ))
+    ids = [job.id for job in jobs]
+    windows: dict[str, list[tuple[int, int, float | None]]] = {}
+    if ids:
+        rows = session.execute(
+            select(Window.job_id, Window.index, Window.num_tokens, Window.prediction_after)
+            .where(Window.job_id.in_(ids))
+        )
+        for job_id, index, num_tokens, prediction in rows:
+            windows.setdefault(job_id, []).append((index, num_tokens, prediction))
+    facts = []
+    for job in jobs:
+        generated, steps = 0, []
+        for _, num_tokens, prediction in sorted(windows.get(job.id, [])):
+            generated += num_tokens
+            if prediction is not None and generated < job.num_output_tokens:
+                steps.append((generated, float(prediction)))
+        facts.append(FinishedFacts(job.id, job.num_output_tokens, job.service_s or 0.0, job.initial_prediction,
+                                   tuple(steps)))
+    return facts

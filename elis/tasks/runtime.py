@@ -1,4 +1,4 @@
-"""What a worker process holds once it is ready: its engine, predictor, levels and name.
+"""What a worker process holds once it is ready: its engine, predictor, scheduler and name.
 
 The worker start-up (elis.workers.startup) installs it before the consumer starts; a window that arrives
 earlier is rejected back to the queue.
@@ -6,13 +6,14 @@ earlier is rejected back to the queue.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Protocol
 
 from elis.config import Settings
-from elis.scheduling import Policy, PriorityLevels, make_policy
+from elis.scheduling.scheduler import Scheduler
 from elis.tasks.contracts import Engine
+from elis.tasks.switch_cost import SwitchCostMeter
 
 
 class WorkerNotReady(RuntimeError):
@@ -25,6 +26,12 @@ class Repredictor(Protocol):
     def predict_one(self, item) -> float | None: ...
 
 
+def _publish(settings: Settings, *, job_id: str, window_index: int, priority: int | None) -> None:
+    from elis.tasks.publish import publish_window
+
+    publish_window(settings, job_id=job_id, window_index=window_index, priority=priority)
+
+
 @dataclass
 class WorkerRuntime:
     """The long-lived parts of a worker process, shared by its Celery threads."""
@@ -32,26 +39,21 @@ class WorkerRuntime:
     settings: Settings
     engine: Engine
     worker_name: str
-    levels: PriorityLevels
+    scheduler: Scheduler
     predictor: Repredictor | None = None
+    switch_cost: SwitchCostMeter = field(default_factory=SwitchCostMeter)
+    # How a continuation reaches the queue (RabbitMQ with publisher confirms; fast tests record instead).
+    publish: Callable[..., None] = _publish
     counters: dict[str, int] = field(default_factory=dict)
-
-    def policy(self, name: str) -> Policy:
-        return cached_policy(name, self.settings.max_wait_s)
 
     def count(self, key: str, amount: int = 1) -> None:
         self.counters[key] = self.counters.get(key, 0) + amount
 
 
-@lru_cache(maxsize=32)
-def cached_policy(name: str, max_wait_s: float) -> Policy:
-    return make_policy(name, max_wait_s=max_wait_s)
-
-
 _runtime: WorkerRuntime | None = None
 
 
-def install_runtime(runtime: WorkerRuntime) -> None:
+def install_runtime(runtime: WorkerRuntime | None) -> None:
     global _runtime
     _runtime = runtime
 

@@ -21,7 +21,7 @@ from elis.storage.db import session_scope
 from elis.storage.models import Job, JobStatus
 from elis.tasks.app import celery_app
 from elis.tasks.contracts import EngineError, FinishReason, SamplingSettings, WindowOutput
-from elis.tasks.publish import RUN_WINDOW_TASK, publish_window
+from elis.tasks.publish import RUN_WINDOW_TASK
 from elis.tasks.runtime import WorkerNotReady, WorkerRuntime, get_runtime
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,9 @@ class JobSnapshot:
     initial_prediction: float | None
     true_output_tokens: int | None
     service_s: float
+    # The worker that ran the job's last window (None before its first): a resume on the same worker may
+    # find the context in its prefix cache.
+    last_worker: str | None = None
 
     @classmethod
     def of(cls, job: Job) -> JobSnapshot:
@@ -69,6 +72,7 @@ class JobSnapshot:
             initial_prediction=job.initial_prediction,
             true_output_tokens=job.true_output_tokens,
             service_s=job.service_s or 0.0,
+            last_worker=max(job.windows, key=lambda w: w.index).worker if job.windows else None,
         )
 
 
@@ -119,7 +123,9 @@ def run_job_windows(runtime: WorkerRuntime, job_id: str, window_index: int, rede
             runtime.count("windows_skipped")
             return "skipped"
         job = JobSnapshot.of(claimed)
-    policy = runtime.policy(job.policy)
+    scheduler = runtime.scheduler
+    if job.last_worker is not None and job.next_window > 0:
+        runtime.switch_cost.resumed_on(job.last_worker == runtime.worker_name)
     generated = list(job.generated_ids)
     index = job.next_window
     enqueued_at: datetime | None = job.enqueued_at
@@ -142,16 +148,19 @@ def run_job_windows(runtime: WorkerRuntime, job_id: str, window_index: int, rede
         service_s += (ended - started).total_seconds()
         yielded, priority, prediction_after, predict_s, failed = False, None, None, None, False
         if reason is None:
-            if policy.repredicts and runtime.predictor is not None:
+            # The policy in force now (FCFS while the quality guard falls back): re-predict only if it uses it.
+            if scheduler.repredicts(job.policy) and runtime.predictor is not None:
                 predict_started = time.perf_counter()
                 raw = runtime.predictor.predict_one(_prediction_input(job, text, len(generated)))
                 predict_s = time.perf_counter() - predict_started
                 failed = raw is None
                 prediction_after = clip_prediction(raw, job, len(generated))
             view = with_prediction(job_view(job, len(generated), prediction, service_s, ended), prediction_after)
-            if policy.should_yield(view, ended.timestamp(), _queue_head(runtime)):
+            cost = runtime.switch_cost.estimate(len(job.prompt_ids) + len(generated))
+            decision = scheduler.decide(view, _queue_head(runtime), ended.timestamp(), cost, job.policy)
+            if decision.yields:
                 yielded = True
-                priority = runtime.levels.level(policy.score(view, ended.timestamp()))
+                priority = decision.level
         commit = store.WindowCommit(
             job_id=job.id, window_index=index, worker=runtime.worker_name, new_ids=output.new_ids,
             output_text=text, started_at=started, ended_at=ended, compute_s=output.compute_s,
@@ -166,12 +175,14 @@ def run_job_windows(runtime: WorkerRuntime, job_id: str, window_index: int, rede
             runtime.count("windows_duplicate")
             return "duplicate"
         if status is JobStatus.QUEUED:
-            publish_window(runtime.settings, job_id=job.id, window_index=index + 1, priority=priority)
+            runtime.publish(runtime.settings, job_id=job.id, window_index=index + 1, priority=priority)
             with session_scope(url) as session:
                 store.mark_published(session, job_id=job.id, window_index=index + 1, priority=priority)
         overhead_s = time.perf_counter() - engine_done
         with session_scope(url) as session:
             store.record_window_overhead(session, job_id=job.id, window_index=index, overhead_s=overhead_s)
+        # A yield pays this overhead again at the resume (claim); a continuing window pays only the commit.
+        runtime.switch_cost.window_done(output.compute_s, len(output.new_ids), overhead_s if yielded else None)
         runtime.count("windows_run")
         if status is not JobStatus.RUNNING:
             return status.value if status else "done"

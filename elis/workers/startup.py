@@ -10,9 +10,10 @@ from elis.config import Settings
 from elis.models_prepare import resolve_model
 from elis.tasks.app import celery_app, configure_celery
 from elis.tasks.contracts import Engine
-from elis.tasks.priority import levels_for
 from elis.tasks.reconcile import Reconciler
 from elis.tasks.runtime import WorkerRuntime, install_runtime
+from elis.tasks.scheduling_setup import QualityMonitor, build_scheduler
+from elis.tasks.switch_cost import SwitchCostMeter
 from elis.tasks import windows as _register_window_task  # noqa: F401  (registers the task)
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,7 @@ def build_engine(settings: Settings, max_num_seqs: int) -> Engine:
 def load_worker_predictor(settings: Settings):
     """The batching predictor; None (the policies fall back to FCFS order) when it cannot load.
 
-    Loaded whatever the worker's default policy: jobs carry their own policy, and the predictor's calibrated
-    level edges must be the same in the API and in every worker.
+    Loaded whatever the worker's default policy: jobs carry their own policy.
     """
     try:
         import torch
@@ -53,20 +53,32 @@ def load_worker_predictor(settings: Settings):
 
         torch.set_num_threads(settings.predictor_threads)
         predictor = load_predictor(settings.predictor_checkpoint or None)
-        return BatchingPredictor(predictor, max_batch=max(settings.slots, 1)), predictor.levels
+        return BatchingPredictor(predictor, max_batch=max(settings.slots, 1))
     except Exception as exc:
         log.error("length predictor unavailable (%s): jobs keep their last prediction", exc)
-        return None, None
+        return None
 
 
 def start_worker(settings: Settings, name: str | None = None, loglevel: str = "INFO") -> None:
     """Load everything, then run the Celery consumer in this process until it is stopped."""
     name = name or f"elis-{socket.gethostname()}"
     engine = build_engine(settings, max_num_seqs=settings.slots)
-    predictor, calibrated = load_worker_predictor(settings)
-    levels = levels_for(settings, calibrated)
-    install_runtime(WorkerRuntime(settings=settings, engine=engine, worker_name=name, levels=levels, predictor=predictor))
-    reconciler = Reconciler(settings, levels)
+    predictor = load_worker_predictor(settings)
+    scheduler = build_scheduler(settings)
+    meter = SwitchCostMeter()
+    try:
+        from elis.workers.calibrate import measure_prefill
+
+        meter.prefill_s_per_token, meter.cached_prefill_s_per_token = measure_prefill(engine)
+        log.info("prefill measured: %.2f ms/token cold, %.2f ms/token from the prefix cache",
+                 1e3 * meter.prefill_s_per_token, 1e3 * meter.cached_prefill_s_per_token)
+    except Exception as exc:  # the margin then counts the measured overhead only
+        log.warning("prefill calibration failed: %s", exc)
+    install_runtime(WorkerRuntime(settings=settings, engine=engine, worker_name=name, scheduler=scheduler,
+                                  predictor=predictor, switch_cost=meter))
+    monitor = QualityMonitor(scheduler, settings)
+    monitor.start()
+    reconciler = Reconciler(settings, scheduler)
     reconciler.start()
     configure_celery(settings)
     log.info("worker %s ready: %d slots, window %d, policy %s", name, settings.slots, settings.window_tokens, settings.policy)
@@ -86,4 +98,5 @@ def start_worker(settings: Settings, name: str | None = None, loglevel: str = "I
         )
     finally:
         reconciler.stopped.set()
+        monitor.stopped.set()
         engine.close()

@@ -14,7 +14,7 @@ from elis.storage.db import session_scope
 from elis.storage.models import Job
 from elis.tasks.app import configure_celery
 from elis.tasks.reconcile import reconcile_once
-from elis.tasks.priority import levels_for
+from elis.tasks.scheduling_setup import build_scheduler
 from tests.integration.broker import drain
 
 pytestmark = pytest.mark.integration
@@ -81,7 +81,8 @@ def test_cancelling_a_queued_job_ends_it_at_once(client):
 
 def test_healthz_reports_each_dependency(client, settings):
     assert client.get("/healthz").json() == {
-        "status": "ok", "database": "ok", "broker": "ok", "policy": "mlfq",
+        "status": "ok", "database": "ok", "broker": "ok", "policy": "mlfq", "ordering": "mlfq",
+        "guard": "no evidence yet: fewer than 20 finished jobs with predictions",
         "model": "SmolLM2-135M-Instruct (bundled)",
     }
     broken = settings.model_copy(update={"broker_url": "amqp://guest:guest@127.0.0.1:1//"})
@@ -99,10 +100,11 @@ def test_a_job_whose_publish_failed_is_kept_and_the_reconciler_publishes_it(sett
     configure_celery(settings)
     with session_scope(settings.resolved_database_url) as session:  # as if it had waited a while
         session.execute(update(Job).values(enqueued_at=clock.now() - timedelta(seconds=30)))
-    counts = reconcile_once(settings, levels_for(settings, None))
-    assert counts["republished"] == 1
-    assert [m[0] for m in drain(settings)] == [job_id]
-    assert reconcile_once(settings, levels_for(settings, None))["republished"] == 0
+    counts = reconcile_once(settings, build_scheduler(settings))
+    assert counts == {"republished": 1, "promoted": 0}
+    # It waited 30 s, past the aging bound (floor 10 s with no finished jobs): one message, at the top level.
+    assert drain(settings) == [(job_id, 0, settings.num_priority_levels - 1)]
+    assert reconcile_once(settings, build_scheduler(settings))["republished"] == 0
 
 
 def test_aging_republishes_a_starving_job_once_at_the_reserved_top_level(client, settings):
@@ -112,6 +114,6 @@ def test_aging_republishes_a_starving_job_once_at_the_reserved_top_level(client,
     configure_celery(aged)
     with session_scope(settings.resolved_database_url) as session:
         session.execute(update(Job).values(enqueued_at=clock.now() - timedelta(seconds=11)))
-    assert reconcile_once(aged, levels_for(aged, None))["promoted"] == 1
-    assert reconcile_once(aged, levels_for(aged, None))["promoted"] == 0
+    assert reconcile_once(aged, build_scheduler(aged))["promoted"] == 1
+    assert reconcile_once(aged, build_scheduler(aged))["promoted"] == 0
     assert drain(settings) == [(job_id, 0, settings.num_priority_levels - 1)]

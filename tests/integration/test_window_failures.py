@@ -6,11 +6,11 @@ import pytest
 from celery.exceptions import Reject
 
 from elis import clock
-from elis.scheduling import PriorityLevels
 from elis.storage import jobs as store
 from elis.storage.db import session_scope
 from elis.tasks.contracts import Engine, EngineError
 from elis.tasks.runtime import WorkerRuntime, install_runtime
+from elis.tasks.scheduling_setup import build_scheduler
 from elis.tasks.windows import run_job_windows, run_window
 from tests.integration.test_storage_postgres import new_job
 
@@ -31,7 +31,7 @@ class BrokenEngine(Engine):
 
 
 def runtime_with(settings, engine: Engine) -> WorkerRuntime:
-    return WorkerRuntime(settings=settings, engine=engine, worker_name="w", levels=PriorityLevels.log_spaced(10))
+    return WorkerRuntime(settings=settings, engine=engine, worker_name="w", scheduler=build_scheduler(settings))
 
 
 def queued_job(settings) -> str:

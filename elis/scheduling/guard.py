@@ -1,0 +1,208 @@
+"""The live quality guard: how well do the predictions rank the jobs that finished? Fall back to FCFS when not.
+
+A length-aware order is only as good as the predictions behind it. On traffic the predictor never saw, it can
+rank no better than chance, and then SSJF and ISRTF reorder jobs for nothing (and pay for every switch). The
+service measures, from its own finished jobs, the Kendall tau between predictions and true lengths:
+
+- at admission (the prompt alone: what SSJF orders by, and what a newcomer is compared on);
+- pooled over every re-prediction after a window, against the true remaining length then (what ISRTF
+  compares: predictions made at different steps, so a bias between steps shows up here);
+- per step, for the operator.
+
+`QualityGuard` turns the measure into a decision with hysteresis: below `threshold` the order falls back to
+FCFS; it comes back at `threshold + hysteresis`. Until `min_jobs` jobs have finished, it keeps its start state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+# Pooled re-predictions beyond this many are subsampled evenly (tau is O(n^2) here, kept pure and simple).
+MAX_POOLED_POINTS = 600
+
+
+def kendall_tau(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    """Kendall's tau-b (ties in either variable handled); None when undefined (fewer than 2 points, or one
+    variable constant)."""
+    n = len(xs)
+    if n != len(ys):
+        raise ValueError("xs and ys differ in length")
+    concordant = discordant = ties_x = ties_y = 0
+    for i in range(n):
+        xi, yi = xs[i], ys[i]
+        for j in range(i + 1, n):
+            dx = xs[j] - xi
+            dy = ys[j] - yi
+            if dx == 0 and dy == 0:
+                continue
+            if dx == 0:
+                ties_x += 1
+            elif dy == 0:
+                ties_y += 1
+            elif (dx > 0) == (dy > 0):
+                concordant += 1
+            else:
+                discordant += 1
+    denominator = math.sqrt((concordant + discordant + ties_x) * (concordant + discordant + ties_y))
+    if denominator == 0:
+        return None
+    return (concordant - discordant) / denominator
+
+
+def _bias(predicted: Sequence[float], true: Sequence[float]) -> float | None:
+    total_true = sum(true)
+    return sum(predicted) / total_true if total_true > 0 else None
+
+
+@dataclass(frozen=True)
+class FinishedJob:
+    """What the guard and the aging bound learn from one finished job."""
+
+    job_id: str
+    output_tokens: int
+    service_s: float
+    initial_prediction: float | None = None
+    # (tokens generated when predicted, predicted remaining tokens), one per window re-prediction.
+    step_predictions: tuple[tuple[int, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class StepQuality:
+    """Rank quality of the predictions made after `step` tokens."""
+
+    step: int
+    num: int
+    tau: float | None
+    bias: float | None
+
+
+@dataclass(frozen=True)
+class RankQuality:
+    """How well predictions ranked the last `num_jobs` finished jobs (tau: Kendall tau-b; bias: mean
+    predicted / mean true remaining tokens)."""
+
+    num_jobs: int
+    admission_num: int = 0
+    admission_tau: float | None = None
+    admission_bias: float | None = None
+    pooled_num: int = 0
+    pooled_tau: float | None = None
+    pooled_bias: float | None = None
+    per_step: tuple[StepQuality, ...] = ()
+
+    def as_dict(self) -> dict:
+        return {
+            "num_jobs": self.num_jobs,
+            "admission": {"n": self.admission_num, "tau": _round(self.admission_tau),
+                          "bias": _round(self.admission_bias)},
+            "pooled": {"n": self.pooled_num, "tau": _round(self.pooled_tau), "bias": _round(self.pooled_bias)},
+            "per_step": [{"step": s.step, "n": s.num, "tau": _round(s.tau), "bias": _round(s.bias)}
+                         for s in self.per_step],
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def _evenly(points: list, limit: int) -> list:
+    if len(points) <= limit:
+        return points
+    stride = len(points) / limit
+    return [points[int(i * stride)] for i in range(limit)]
+
+
+def measure_rank_quality(jobs: Sequence[FinishedJob], max_steps: int = 8) -> RankQuality:
+    """Rank quality of admission predictions, pooled re-predictions, and re-predictions per step."""
+    admission = [(j.initial_prediction, j.output_tokens) for j in jobs if j.initial_prediction is not None]
+    pooled: list[tuple[int, float, int]] = []
+    for job in jobs:
+        for step, predicted in job.step_predictions:
+            remaining = job.output_tokens - step
+            if remaining > 0:
+                pooled.append((step, predicted, remaining))
+    steps: dict[int, list[tuple[float, int]]] = {}
+    for step, predicted, remaining in pooled:
+        steps.setdefault(step, []).append((predicted, remaining))
+    per_step = tuple(
+        StepQuality(step, len(pairs), kendall_tau([p for p, _ in pairs], [t for _, t in pairs]),
+                    _bias([p for p, _ in pairs], [t for _, t in pairs]))
+        for step, pairs in sorted(steps.items())[:max_steps]
+    )
+    sample = _evenly(pooled, MAX_POOLED_POINTS)
+    return RankQuality(
+        num_jobs=len(jobs),
+        admission_num=len(admission),
+        admission_tau=kendall_tau([p for p, _ in admission], [t for _, t in admission]),
+        admission_bias=_bias([p for p, _ in admission], [t for _, t in admission]),
+        pooled_num=len(pooled),
+        pooled_tau=kendall_tau([p for _, p, _ in sample], [t for _, _, t in sample]),
+        pooled_bias=_bias([p for _, p, _ in pooled], [t for _, _, t in pooled]),
+        per_step=per_step,
+    )
+
+
+@dataclass
+class QualityGuard:
+    """Decides, from the measured rank quality, whether length-aware order is trusted or falls back to FCFS.
+
+    The judged tau is the lowest of the admission tau and the pooled re-prediction tau (each once it rests
+    on `min_jobs` points). Falls back below `threshold`, recovers at `threshold + hysteresis`. Until enough
+    jobs have finished it keeps the start state: `start_in_fallback=True` means a predictor must earn trust
+    on this service's traffic before it reorders anything.
+    """
+
+    threshold: float = 0.2
+    hysteresis: float = 0.05
+    min_jobs: int = 20
+    enabled: bool = True
+    start_in_fallback: bool = True
+    fallback: bool = field(init=False)
+    reason: str = field(init=False)
+    judged_tau: float | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.fallback = self.enabled and self.start_in_fallback
+        self.reason = (f"no evidence yet: fewer than {self.min_jobs} finished jobs with predictions"
+                       if self.fallback else "predictions trusted (not judged yet)")
+        if not self.enabled:
+            self.reason = "guard disabled"
+
+    def judged(self, quality: RankQuality) -> float | None:
+        candidates = []
+        if quality.admission_num >= self.min_jobs and quality.admission_tau is not None:
+            candidates.append(quality.admission_tau)
+        if quality.pooled_num >= self.min_jobs and quality.pooled_tau is not None:
+            candidates.append(quality.pooled_tau)
+        return min(candidates) if candidates else None
+
+    def update(self, quality: RankQuality) -> bool:
+        """Take a new measurement; returns True when the fallback state changed."""
+        if not self.enabled:
+            return False
+        tau = self.judged(quality)
+        self.judged_tau = tau
+        if tau is None:
+            return False
+        before = self.fallback
+        if self.fallback and tau >= self.threshold + self.hysteresis:
+            self.fallback = False
+        elif not self.fallback and tau < self.threshold:
+            self.fallback = True
+        if self.fallback:
+            self.reason = (f"FCFS fallback: predictions rank at tau {tau:.3f} over the last "
+                           f"{quality.num_jobs} finished jobs (needs >= {self.threshold + self.hysteresis:.2f})")
+        else:
+            self.reason = f"predictions trusted: tau {tau:.3f} over the last {quality.num_jobs} finished jobs"
+        return self.fallback != before
+
+
+def aging_bound(service_times: Sequence[float], factor: float, floor_s: float) -> float:
+    """A bounded wait derived from what jobs cost: `factor` x the mean service time of recently finished
+    jobs, never below `floor_s`. A job waiting longer than this since it last entered the queue goes first."""
+    times = [t for t in service_times if t > 0]
+    if not times:
+        return floor_s
+    return max(floor_s, factor * sum(times) / len(times))

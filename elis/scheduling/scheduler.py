@@ -1,0 +1,153 @@
+"""One Scheduler for the whole service: policy, level edges, yield margin, quality guard and aging, together.
+
+Built once per process from the settings (`elis.tasks.scheduling_setup.build_scheduler`, or
+`Scheduler.from_settings` in the simulator) and shared by the API (admission score and level), the workers
+(window-end decisions), the reconciler (starvation) and the simulator. It holds the only mutable scheduling
+state: the guard's verdict and the aging bound, both refreshed from finished jobs by `observe`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from elis.scheduling.decision import Decision, SwitchCost, YieldMargin, decide
+from elis.scheduling.guard import FinishedJob, QualityGuard, RankQuality, aging_bound, measure_rank_quality
+from elis.scheduling.levels import PriorityLevels
+from elis.scheduling.policy import FCFS, Aging, JobView, Policy, make_policy
+
+
+@dataclass(frozen=True)
+class AgingRule:
+    """The bounded wait: a fixed bound (`fixed_s` > 0), or `factor` x the mean service time of recently
+    finished jobs, never below `floor_s`. Off only when `enabled` is False."""
+
+    enabled: bool = True
+    fixed_s: float = 0.0
+    factor: float = 3.0
+    floor_s: float = 10.0
+
+    def bound(self, service_times: Sequence[float]) -> float:
+        if self.fixed_s > 0:
+            return self.fixed_s
+        return aging_bound(service_times, self.factor, self.floor_s)
+
+
+@dataclass
+class Scheduler:
+    """Every scheduling decision of the service. Policies are looked up by name (a job carries the policy it
+    was admitted under); while the guard is in fallback, a policy that orders by predictions acts as FCFS."""
+
+    default_policy: str
+    levels: PriorityLevels
+    margin: YieldMargin = field(default_factory=YieldMargin)
+    guard: QualityGuard = field(default_factory=QualityGuard)
+    aging: AgingRule = field(default_factory=AgingRule)
+    quality: RankQuality | None = None
+    aging_bound_s: float = field(init=False)
+    _policies: dict[tuple[str, bool, float], Policy] = field(default_factory=dict, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        make_policy(self.default_policy)  # fail fast on an unknown name
+        self.aging_bound_s = self.aging.bound(())
+
+    # --- policies -----------------------------------------------------------------------------------------
+    def policy(self, name: str | None = None) -> Policy:
+        """The policy in force for jobs admitted under `name` (default: the service's): FCFS while the
+        guard falls back and the policy orders by predictions; wrapped in aging when aging is on."""
+        name = name or self.default_policy
+        fallback = self.guard.fallback
+        bound = round(self.aging_bound_s, 1) if self.aging.enabled else 0.0
+        key = (name, fallback, bound)
+        with self._lock:
+            policy = self._policies.get(key)
+            if policy is None:
+                inner = make_policy(name)
+                if fallback and inner.uses_predictions:
+                    inner = FCFS()
+                policy = Aging(inner, bound) if bound > 0 else inner
+                if len(self._policies) > 256:
+                    self._policies.clear()
+                self._policies[key] = policy
+        return policy
+
+    def base_policy(self, name: str | None = None) -> Policy:
+        """The policy as configured, ignoring the guard (what a job asked for)."""
+        return make_policy(name or self.default_policy)
+
+    def needs_prediction(self, name: str | None = None) -> bool:
+        return self.base_policy(name).needs_initial_prediction
+
+    def repredicts(self, name: str | None = None) -> bool:
+        """Whether windows of this policy re-predict now (not during an FCFS fallback: nothing would use it)."""
+        return self.policy(name).repredicts
+
+    def ordering(self, name: str | None = None) -> str:
+        """The order jobs of this policy actually get right now, e.g. 'isrtf' or 'fcfs (guard fallback)'."""
+        base = self.base_policy(name)
+        if self.guard.fallback and base.uses_predictions:
+            return "fcfs (guard fallback)"
+        return base.name
+
+    # --- decisions ----------------------------------------------------------------------------------------
+    def admit(self, job: JobView, now: float, policy_name: str | None = None) -> tuple[float, int]:
+        """Score and broker level of a job entering the queue."""
+        score = self.policy(policy_name).score(job, now)
+        return score, self.levels.level(score)
+
+    def decide(self, job: JobView, head: JobView | None, now: float, cost: SwitchCost = SwitchCost(),
+               policy_name: str | None = None) -> Decision:
+        """The window-end decision for an unfinished job (see `elis.scheduling.decision.decide`)."""
+        return decide(self.policy(policy_name), job, head, now, self.levels, self.margin, cost)
+
+    def is_starving(self, job: JobView, now: float, policy_name: str | None = None) -> bool:
+        policy = self.policy(policy_name)
+        return isinstance(policy, Aging) and policy.is_starving(job, now)
+
+    # --- learning from finished jobs ----------------------------------------------------------------------
+    def observe(self, finished: Sequence[FinishedJob]) -> bool:
+        """Refresh the rank quality, the guard and the aging bound from recently finished jobs. Returns True
+        when the guard changed state."""
+        quality = measure_rank_quality(finished)
+        changed = self.guard.update(quality)
+        self.quality = quality
+        self.aging_bound_s = self.aging.bound([j.service_s for j in finished])
+        return changed
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the API shows in /v1/stats and /healthz."""
+        return {
+            "policy": self.default_policy,
+            "ordering": self.ordering(),
+            "guard": {
+                "enabled": self.guard.enabled,
+                "fallback": self.guard.fallback,
+                "reason": self.guard.reason,
+                "judged_tau": None if self.guard.judged_tau is None else round(self.guard.judged_tau, 4),
+                "threshold": self.guard.threshold,
+                "hysteresis": self.guard.hysteresis,
+                "min_jobs": self.guard.min_jobs,
+            },
+            "rank_quality": None if self.quality is None else self.quality.as_dict(),
+            "aging": {"enabled": self.aging.enabled, "bound_s": round(self.aging_bound_s, 2),
+                      "derived": self.aging.fixed_s <= 0},
+            "margin": {"enabled": self.margin.enabled, "uncertainty_default": self.margin.default_uncertainty,
+                       "uncertainty_by_step": [list(p) for p in self.margin.uncertainty_by_step]},
+            "levels": {"num_levels": self.levels.num_levels, "edges": list(self.levels.edges)},
+        }
+
+    @classmethod
+    def from_settings(cls, settings: Any, levels: PriorityLevels,
+                      uncertainty_by_step: Sequence[tuple[int, float]] = ()) -> Scheduler:
+        """Build from any object with the service's setting names (pure: reads attributes only)."""
+        margin = YieldMargin.of(settings.yield_uncertainty, uncertainty_by_step if settings.yield_margin_per_step else (),
+                                enabled=settings.yield_margin)
+        guard = QualityGuard(threshold=settings.guard_threshold, hysteresis=settings.guard_hysteresis,
+                             min_jobs=settings.guard_min_jobs, enabled=settings.guard,
+                             start_in_fallback=settings.guard_start_in_fallback)
+        aging = AgingRule(enabled=settings.aging, fixed_s=settings.max_wait_s, factor=settings.aging_factor,
+                          floor_s=settings.aging_floor_s)
+        return cls(settings.policy, levels, margin, guard, aging)

@@ -1,0 +1,97 @@
+"""Build the one Scheduler from the settings, and keep it learning from finished jobs.
+
+`build_scheduler(settings)` is what the API, every worker and the reconciler call (once per process); the
+simulator calls `Scheduler.from_settings` with the same settings. `QualityMonitor` refreshes the scheduler's
+rank-quality guard and aging bound from the database every `guard_refresh_s`, and logs the guard's verdict.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from elis.config import Settings
+from elis.scheduling.guard import FinishedJob
+from elis.scheduling.levels import LevelFile, PriorityLevels, load_level_file
+from elis.scheduling.scheduler import Scheduler
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LEVEL_FILE = Path(__file__).resolve().parent.parent / "data" / "level_edges.json"
+
+
+def load_levels(settings: Settings) -> LevelFile:
+    """The level edges from the level file when they fit the queue's level count, else log-spaced edges.
+
+    NOTE: the file is small JSON on purpose: the API maps scores to levels without importing torch.
+    """
+    path = Path(settings.level_edges) if settings.level_edges else DEFAULT_LEVEL_FILE
+    try:
+        level_file = load_level_file(path)
+    except (OSError, ValueError) as exc:
+        log.warning("level edges unreadable (%s): using log-spaced edges", exc)
+        level_file = None
+    if level_file is not None and level_file.levels.num_levels == settings.num_priority_levels:
+        return level_file
+    if level_file is not None:
+        log.warning("%s gives %d levels but the queue has %d: using log-spaced edges", path,
+                    level_file.levels.num_levels, settings.num_priority_levels)
+    fallback = PriorityLevels.log_spaced(settings.num_priority_levels, high=float(settings.max_tokens_limit))
+    return LevelFile(fallback, level_file.uncertainty_by_step if level_file else (), "log-spaced")
+
+
+def build_scheduler(settings: Settings) -> Scheduler:
+    """The process's scheduler: policy, levels, yield margin, quality guard and aging, from the settings."""
+    level_file = load_levels(settings)
+    return Scheduler.from_settings(settings, level_file.levels, level_file.uncertainty_by_step)
+
+
+def refresh_scheduler(scheduler: Scheduler, settings: Settings) -> bool:
+    """Read the last finished jobs and let the scheduler learn from them. Returns True when the guard
+    changed state (logged at WARNING, since the order of every job changes)."""
+    from elis.storage import jobs as store
+    from elis.storage.db import session_scope
+
+    with session_scope(settings.resolved_database_url) as session:
+        facts = store.recent_finished(session, limit=settings.guard_window_jobs)
+    finished = [FinishedJob(f.job_id, f.output_tokens, f.service_s, f.initial_prediction, f.step_predictions)
+                for f in facts]
+    changed = scheduler.observe(finished)
+    if changed:
+        log.warning("quality guard: %s; ordering now %s", scheduler.guard.reason, scheduler.ordering())
+    return changed
+
+
+class QualityMonitor(threading.Thread):
+    """Refreshes a scheduler from the database every `guard_refresh_s` and logs the rank quality once a
+    minute (INFO) and every guard change (WARNING). Errors are logged, never raised."""
+
+    def __init__(self, scheduler: Scheduler, settings: Settings, log_every_s: float = 60.0) -> None:
+        super().__init__(name="elis-quality-monitor", daemon=True)
+        self.scheduler = scheduler
+        self.settings = settings
+        self.log_every_s = log_every_s
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        since_log = self.log_every_s
+        while True:
+            try:
+                refresh_scheduler(self.scheduler, self.settings)
+                since_log += self.settings.guard_refresh_s
+                if since_log >= self.log_every_s and self.scheduler.quality is not None:
+                    since_log = 0.0
+                    quality = self.scheduler.quality
+                    log.info("rank quality over %d finished jobs: admission tau %s (n=%d), re-predictions tau %s "
+                             "(n=%d); %s; aging bound %.1f s", quality.num_jobs, _fmt(quality.admission_tau),
+                             quality.admission_num, _fmt(quality.pooled_tau), quality.pooled_num,
+                             self.scheduler.guard.reason, self.scheduler.aging_bound_s)
+            except Exception as exc:  # an observer's failure must not stop serving
+                log.warning("quality monitor: refresh failed: %s", exc)
+            if self.stopped.wait(self.settings.guard_refresh_s):
+                return
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

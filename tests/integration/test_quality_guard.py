@@ -1,0 +1,70 @@
+"""The live quality guard against the real PostgreSQL: finished jobs whose predictions rank badly turn the
+order to FCFS (the API says so), and good ones bring it back."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from elis import clock
+from elis.api.app import create_app
+from elis.storage import jobs as store
+from elis.storage.db import session_scope
+from elis.tasks.scheduling_setup import refresh_scheduler
+from tests.integration.test_storage_postgres import commit_for, new_job
+
+pytestmark = pytest.mark.integration
+
+
+def finished_job(url: str, output_tokens: int, initial: float, after_first_window: float) -> str:
+    """A job that ran two windows (50 tokens, then the rest) with these predictions, and ended with EOS."""
+    now = clock.now()
+    with session_scope(url) as session:
+        job_id = store.create_job(session, new=new_job(policy="isrtf", max_tokens=1000), now=now,
+                                  initial_prediction=initial).id
+    for index, (tokens, prediction, reason) in enumerate([(50, after_first_window, None),
+                                                           (output_tokens - 50, None, "eos")]):
+        with session_scope(url) as session:
+            assert store.claim_window(session, job_id=job_id, window_index=index, worker="w1", redelivered=False,
+                                      now=clock.now()) is not None
+        with session_scope(url) as session:
+            commit = commit_for(job_id, index, [7] * tokens, clock.now(), clock.now(), prediction_after=prediction,
+                                finish_reason=reason, yielded=reason is None, priority=3)
+            assert store.commit_window(session, commit=commit) is not None
+    return job_id
+
+
+@pytest.fixture()
+def guarded(settings):
+    guarded = settings.model_copy(update={"policy": "isrtf", "guard_min_jobs": 10, "guard_window_jobs": 12,
+                                          "guard_start_in_fallback": False, "shadow_predictions": False})
+    with TestClient(create_app(guarded)) as client:
+        yield guarded, client
+
+
+def test_predictions_that_rank_backwards_turn_the_order_to_fcfs_and_good_ones_bring_it_back(guarded):
+    settings, client = guarded
+    scheduler = client.app.state.scheduler
+    url = settings.resolved_database_url
+    assert client.get("/v1/stats").json()["ordering"] == "isrtf"
+    lengths = [60 + 40 * i for i in range(12)]
+    for length in lengths:  # the longer the job, the shorter its predictions: tau -1
+        finished_job(url, length, initial=1000.0 - length, after_first_window=1000.0 - length)
+    assert refresh_scheduler(scheduler, settings) is True
+    stats = client.get("/v1/stats").json()
+    assert stats["ordering"] == "fcfs (guard fallback)" and stats["guard"]["fallback"] is True
+    assert stats["rank_quality"]["admission"]["tau"] == pytest.approx(-1.0)
+    assert stats["rank_quality"]["pooled"]["n"] == 12
+    health = client.get("/healthz").json()
+    assert health["ordering"] == "fcfs (guard fallback)" and "tau -1.000" in health["guard"]
+    accepted = client.post("/v1/jobs", json={"prompt": "Name three rivers.", "max_tokens": 64}).json()
+    assert accepted["ordering"] == "fcfs (guard fallback)"
+    assert accepted["priority"] == settings.num_priority_levels - 2  # FCFS: every job at one level
+
+    for length in lengths:  # now predictions rank perfectly, and push the bad ones out of the window
+        finished_job(url, length, initial=float(length), after_first_window=float(length - 50))
+    assert refresh_scheduler(scheduler, settings) is True
+    stats = client.get("/v1/stats").json()
+    assert stats["ordering"] == "isrtf" and stats["guard"]["judged_tau"] == pytest.approx(1.0)
+    # The aging bound follows the observed service times (floor when they are tiny, as here).
+    assert stats["aging"]["enabled"] is True and stats["aging"]["bound_s"] == settings.aging_floor_s
