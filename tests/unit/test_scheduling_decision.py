@@ -1,0 +1,191 @@
+"""The one window-end decision, the rank-quality guard and the Scheduler: pure, no broker, no engine."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from elis.scheduling.decision import NO_MARGIN, SwitchCost, YieldMargin, decide, estimate_switch_cost
+from elis.scheduling.guard import FinishedJob, QualityGuard, aging_bound, kendall_tau, measure_rank_quality
+from elis.scheduling.levels import PriorityLevels
+from elis.scheduling.policy import AGED_SCORE, Aging, JobView, make_policy
+from elis.scheduling.scheduler import AgingRule, Scheduler
+
+LEVELS = PriorityLevels.log_spaced(10)
+
+
+def job(job_id: str, predicted: float | None, generated: int = 0, arrival: float = 0.0,
+        enqueued: float | None = None) -> JobView:
+    return JobView(job_id, arrival, generated, predicted, predicted, enqueued, 0.0, None)
+
+
+# --- decide -------------------------------------------------------------------------------------------------
+def test_isrtf_yields_to_a_clearly_shorter_head_and_waits_at_its_own_level():
+    running, head = job("a", 400.0, generated=100, enqueued=10.0), job("b", 40.0, arrival=5.0, enqueued=5.0)
+    decision = decide(make_policy("isrtf"), running, head, 10.0, LEVELS, YieldMargin.of(0.3), SwitchCost(1.0, 0.05))
+    assert decision.yields and decision.score == 400.0 and decision.level == LEVELS.level(400.0)
+
+
+def test_a_head_sooner_only_within_the_margin_does_not_take_the_slot():
+    running, head = job("a", 100.0, generated=50, enqueued=10.0), job("b", 80.0, arrival=5.0, enqueued=5.0)
+    policy = make_policy("isrtf")
+    assert decide(policy, running, head, 10.0, LEVELS, NO_MARGIN).yields  # plain SRTF order: yield
+    kept = decide(policy, running, head, 10.0, LEVELS, YieldMargin.of(0.3))  # needs head < 70
+    assert not kept.yields and "within the margin" in kept.reason
+
+
+def test_the_switch_cost_counts_in_decode_steps_of_the_yielding_job():
+    running, head = job("a", 100.0, generated=50, enqueued=10.0), job("b", 70.0, arrival=5.0, enqueued=5.0)
+    policy = make_policy("isrtf")
+    cheap = SwitchCost(seconds=0.2, step_s=0.02)  # 10 tokens: 70 + 10 < 100
+    dear = SwitchCost(seconds=1.0, step_s=0.02)  # 50 tokens: 70 + 50 > 100
+    assert decide(policy, running, head, 10.0, LEVELS, YieldMargin.of(0.0), cheap).yields
+    assert not decide(policy, running, head, 10.0, LEVELS, YieldMargin.of(0.0), dear).yields
+
+
+def test_an_exact_policy_pays_the_switch_cost_but_no_prediction_uncertainty():
+    running = JobView("a", 0.0, 50, None, None, 10.0, 0.0, true_remaining=100)
+    head = JobView("b", 5.0, 0, None, None, 5.0, 0.0, true_remaining=80)
+    decision = decide(make_policy("srtf-oracle"), running, head, 10.0, LEVELS, YieldMargin.of(0.5))
+    assert decision.yields  # 80 < 100 and the oracle's lengths are not uncertain
+
+
+def test_non_preemptive_policies_run_on_unless_the_head_starves():
+    running, head = job("a", 400.0, generated=50, enqueued=100.0), job("b", 10.0, arrival=1.0, enqueued=1.0)
+    assert not decide(make_policy("sjf"), running, head, 100.0, LEVELS).yields
+    aged = Aging(make_policy("sjf"), 30.0)
+    decision = decide(aged, running, head, 100.0, LEVELS, YieldMargin.of(0.9))
+    assert decision.yields and decision.reason == "the head starves"  # the margin never blocks a starving head
+
+
+def test_nothing_waiting_means_no_yield():
+    assert not decide(make_policy("isrtf"), job("a", 400.0, 50, enqueued=1.0), None, 1.0, LEVELS).yields
+
+
+def test_switch_cost_is_cheap_when_the_prefix_cache_holds_the_context():
+    hit = estimate_switch_cost(1000, overhead_s=0.05, prefill_s_per_token=1e-3, cached_prefill_s_per_token=1e-5,
+                               cache_hit_rate=1.0, step_s=0.01)
+    miss = estimate_switch_cost(1000, overhead_s=0.05, prefill_s_per_token=1e-3, cached_prefill_s_per_token=1e-5,
+                                cache_hit_rate=0.0, step_s=0.01)
+    assert hit.seconds == pytest.approx(0.06) and miss.seconds == pytest.approx(1.05)
+    assert miss.tokens == pytest.approx(105.0) and SwitchCost(1.0, 0.0).tokens == 0.0
+
+
+def test_the_margin_uses_the_uncertainty_of_the_jobs_step():
+    margin = YieldMargin.of(0.5, [(0, 0.8), (100, 0.4), (300, 0.2)])
+    assert [margin.uncertainty(n) for n in (0, 99, 100, 299, 5000)] == [0.8, 0.8, 0.4, 0.4, 0.2]
+    assert margin.tokens(200.0, 150, SwitchCost(), predicted=True) == pytest.approx(80.0)
+    assert margin.tokens(200.0, 150, SwitchCost(), predicted=False) == 0.0
+
+
+@given(st.floats(0, 2000), st.floats(0, 2000), st.floats(0, 1), st.floats(0, 5))
+def test_a_larger_margin_never_makes_a_job_yield_that_a_smaller_one_kept(job_score, head_score, u, extra):
+    running, head = job("a", job_score, 50, enqueued=10.0), job("b", head_score, arrival=1.0, enqueued=9.0)
+    policy = make_policy("isrtf")
+    small = decide(policy, running, head, 10.0, LEVELS, YieldMargin.of(u))
+    large = decide(policy, running, head, 10.0, LEVELS, YieldMargin.of(u + extra))
+    assert small.yields or not large.yields
+
+
+# --- the guard --------------------------------------------------------------------------------------------
+def test_kendall_tau_matches_hand_counted_pairs_and_handles_ties():
+    assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
+    assert kendall_tau([1, 2, 3, 4], [40, 30, 20, 10]) == -1.0
+    # pairs: (1,2) c, (1,3) c, (2,3) d -> (2-1)/3
+    assert kendall_tau([1, 2, 3], [1, 3, 2]) == pytest.approx(1 / 3)
+    # tau-b with a tie in y: pairs c=2, d=0, ties_y=1 -> 2/sqrt(3*2)
+    assert kendall_tau([1, 2, 3], [1, 2, 2]) == pytest.approx(2 / 6 ** 0.5)
+    assert kendall_tau([1, 1, 1], [1, 2, 3]) is None and kendall_tau([1], [2]) is None
+
+
+def test_kendall_tau_agrees_with_scipy():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    xs = [5, 1, 4, 4, 2, 9, 7, 3, 3, 8]
+    ys = [50, 12, 30, 41, 41, 60, 90, 10, 25, 55]
+    assert kendall_tau(xs, ys) == pytest.approx(scipy_stats.kendalltau(xs, ys).statistic)
+
+
+def test_rank_quality_pools_re_predictions_against_the_true_remaining_length_and_reports_bias():
+    jobs = [FinishedJob("a", 300, 1.0, initial_prediction=150.0, step_predictions=((50, 125.0), (100, 100.0))),
+            FinishedJob("b", 100, 1.0, initial_prediction=50.0, step_predictions=((50, 25.0),))]
+    quality = measure_rank_quality(jobs)
+    assert quality.admission_tau == 1.0 and quality.admission_bias == pytest.approx(200 / 400)
+    assert quality.pooled_num == 3  # remaining: a@50 250, a@100 200, b@50 50
+    assert quality.pooled_bias == pytest.approx(250 / 500)
+    assert [(s.step, s.num) for s in quality.per_step] == [(50, 2), (100, 1)]
+
+
+def ranked(tau_sign: int, count: int) -> list[FinishedJob]:
+    return [FinishedJob(str(i), 100 + 10 * i, 2.0, initial_prediction=float(100 + tau_sign * 10 * i))
+            for i in range(count)]
+
+
+def test_the_guard_falls_back_below_the_threshold_and_recovers_only_above_the_hysteresis():
+    guard = QualityGuard(threshold=0.2, hysteresis=0.1, min_jobs=5, start_in_fallback=False)
+    assert not guard.update(measure_rank_quality(ranked(1, 4)))  # too few to judge
+    assert guard.update(measure_rank_quality(ranked(-1, 6))) and guard.fallback
+    # tau (190 - 2 x 75) / 190 = 0.21: above the threshold but below threshold + hysteresis: stays in fallback
+    assert measure_rank_quality(rotated(5)).admission_tau == pytest.approx(40 / 190)
+    assert not guard.update(measure_rank_quality(rotated(5))) and guard.fallback
+    assert guard.update(measure_rank_quality(ranked(1, 6))) and not guard.fallback
+
+
+def rotated(shift: int, count: int = 20) -> list[FinishedJob]:
+    """Predictions that rank the lengths rotated by `shift`: shift x (count - shift) discordant pairs."""
+    lengths = [100 + 10 * k for k in range(count)]
+    predictions = lengths[shift:] + lengths[:shift]
+    return [FinishedJob(str(k), lengths[k], 1.0, float(predictions[k])) for k in range(count)]
+
+
+def test_a_guard_that_starts_in_fallback_needs_evidence_before_trusting_predictions():
+    guard = QualityGuard(min_jobs=5)
+    assert guard.fallback
+    guard.update(measure_rank_quality(ranked(1, 3)))
+    assert guard.fallback
+    guard.update(measure_rank_quality(ranked(1, 6)))
+    assert not guard.fallback
+
+
+def test_the_aging_bound_follows_the_mean_service_time_above_a_floor():
+    assert aging_bound([], 3.0, 10.0) == 10.0
+    assert aging_bound([2.0, 4.0], 3.0, 10.0) == 10.0
+    assert aging_bound([10.0, 20.0], 3.0, 10.0) == 45.0
+
+
+# --- the scheduler ----------------------------------------------------------------------------------------
+SETTINGS = SimpleNamespace(policy="isrtf", yield_uncertainty=0.3, yield_margin_per_step=False, yield_margin=True,
+                           guard_threshold=0.2, guard_hysteresis=0.05, guard_min_jobs=5, guard=True,
+                           guard_start_in_fallback=False, max_wait_s=0.0, aging=True, aging_factor=3.0,
+                           aging_floor_s=10.0)
+
+
+def test_in_fallback_a_prediction_policy_orders_as_fcfs_and_stops_re_predicting():
+    scheduler = Scheduler.from_settings(SETTINGS, LEVELS)
+    assert scheduler.repredicts() and scheduler.ordering() == "isrtf"
+    scheduler.observe(ranked(-1, 8))
+    assert scheduler.guard.fallback and not scheduler.repredicts()
+    assert scheduler.ordering("isrtf") == "fcfs (guard fallback)" and scheduler.ordering("mlfq") == "mlfq"
+    short, long_ = job("s", 10.0, arrival=2.0), job("l", 900.0, arrival=1.0)
+    assert scheduler.admit(short, 3.0)[1] == scheduler.admit(long_, 3.0)[1]  # one level: arrival order
+    running = job("r", 900.0, generated=50, enqueued=3.0)
+    assert not scheduler.decide(running, short, 3.0).yields
+
+
+def test_the_scheduler_ages_with_the_bound_it_derives_from_finished_jobs():
+    scheduler = Scheduler.from_settings(SETTINGS, LEVELS)
+    scheduler.observe([FinishedJob(str(i), 100, 20.0, float(100 + i)) for i in range(6)])
+    assert scheduler.aging_bound_s == 60.0
+    waiting = job("w", 500.0, arrival=0.0, enqueued=0.0)
+    assert not scheduler.is_starving(waiting, 59.0) and scheduler.is_starving(waiting, 61.0)
+    assert scheduler.admit(waiting, 61.0) == (AGED_SCORE, LEVELS.num_levels - 1)
+
+
+def test_aging_off_and_a_fixed_bound_are_both_honoured():
+    off = Scheduler("fcfs", LEVELS, aging=AgingRule(enabled=False))
+    assert not off.is_starving(job("w", None, enqueued=0.0), 1e9)
+    fixed = Scheduler("fcfs", LEVELS, aging=AgingRule(fixed_s=5.0))
+    fixed.observe([FinishedJob("x", 10, 100.0)])
+    assert fixed.aging_bound_s == 5.0

@@ -1,0 +1,132 @@
+"""The window task's success path, fast: a deterministic scripted engine, the embedded SQLite database, and a
+publisher that records instead of reaching RabbitMQ (the integration and e2e tiers cover the real broker and
+vLLM). Yield, continue, re-predict and publish all go through `run_job_windows` as in the worker."""
+
+from __future__ import annotations
+
+import pytest
+
+from elis import clock
+from elis.config import Settings
+from elis.storage import jobs as store
+from elis.storage.db import session_scope
+from elis.storage.migrate import upgrade
+from elis.tasks.contracts import Engine, FinishReason, WindowOutput
+from elis.tasks.runtime import WorkerRuntime
+from elis.tasks.scheduling_setup import build_scheduler
+from elis.tasks.windows import run_job_windows
+
+
+class ScriptedEngine(Engine):
+    """Generates token 7 until a job reaches the output length scripted for its first prompt token, then EOS."""
+
+    def __init__(self, lengths: dict[int, int]) -> None:
+        self.lengths = lengths
+        self.calls = 0
+
+    def run_window(self, prompt_ids, generated_ids, max_new_tokens, sampling):
+        self.calls += 1
+        remaining = self.lengths[prompt_ids[0]] - len(generated_ids)
+        count = min(max_new_tokens, remaining)
+        done = count == remaining
+        return WindowOutput(new_ids=[7] * count, finished=done, reason=FinishReason.EOS if done else None,
+                            compute_s=0.01 * count)
+
+    def decode(self, token_ids):
+        return "x" * len(token_ids)
+
+
+class ScriptedPredictor:
+    """Predicts a fixed remaining length per job prompt; counts calls."""
+
+    def __init__(self, remaining: float) -> None:
+        self.remaining = remaining
+        self.calls = 0
+
+    def predict_one(self, item) -> float:
+        self.calls += 1
+        return self.remaining
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.published: list[tuple[str, int, int | None]] = []
+
+    def __call__(self, settings, *, job_id, window_index, priority):
+        self.published.append((job_id, window_index, priority))
+
+
+@pytest.fixture()
+def settings(tmp_path) -> Settings:
+    url = f"sqlite:///{tmp_path / 'elis.sqlite3'}"
+    upgrade(url)
+    return Settings(database_url=url, cache_dir=tmp_path, window_tokens=50, guard_start_in_fallback=False,
+                    yield_uncertainty=0.3, aging_floor_s=3600.0)
+
+
+def submit(settings: Settings, policy: str, first_token: int, prediction: float | None, at=None) -> str:
+    new = store.NewJob(policy=policy, prompt=f"p{first_token}", messages=[{"role": "user", "content": "p"}],
+                       prompt_ids=[first_token, 2, 3], max_tokens=500, temperature=0.0, top_p=1.0, stop=[],
+                       stop_token_ids=[])
+    with session_scope(settings.resolved_database_url) as session:
+        job = store.create_job(session, new=new, now=at or clock.now(), initial_prediction=prediction)
+        store.mark_published(session, job_id=job.id, window_index=0, priority=5)
+        return job.id
+
+
+def runtime(settings, engine, predictor=None) -> tuple[WorkerRuntime, Recorder]:
+    recorder = Recorder()
+    return WorkerRuntime(settings=settings.model_copy(update={"policy": "isrtf"}), engine=engine, worker_name="w1",
+                         scheduler=build_scheduler(settings), predictor=predictor, publish=recorder), recorder
+
+
+def stored(settings, job_id):
+    with session_scope(settings.resolved_database_url) as session:
+        job = store.get_job(session, job_id=job_id)
+        return job.status, job.num_output_tokens, [(w.index, w.prediction_after, w.priority) for w in job.windows]
+
+
+def test_isrtf_re_predicts_then_yields_to_a_much_shorter_head_and_publishes_its_continuation(settings):
+    long_job = submit(settings, "isrtf", 1, 400.0)
+    submit(settings, "isrtf", 2, 20.0)  # waiting: much shorter
+    rt, recorder = runtime(settings, ScriptedEngine({1: 300, 2: 20}), ScriptedPredictor(250.0))
+    assert run_job_windows(rt, long_job, 0, redelivered=False) == "queued"
+    level = rt.scheduler.levels.level(250.0)
+    assert recorder.published == [(long_job, 1, level)]
+    assert stored(settings, long_job) == ("queued", 50, [(0, 250.0, level)])
+    assert rt.predictor.calls == 1
+
+
+def test_a_head_sooner_only_within_the_margin_lets_the_running_job_keep_its_slot_to_the_end(settings):
+    running = submit(settings, "isrtf", 1, 120.0)
+    submit(settings, "isrtf", 2, 95.0)  # sooner than 100, but not by 30% of it
+    rt, recorder = runtime(settings, ScriptedEngine({1: 150, 2: 95}), ScriptedPredictor(100.0))
+    assert run_job_windows(rt, running, 0, redelivered=False) == "done"
+    status, tokens, windows = stored(settings, running)
+    assert (status, tokens, len(windows)) == ("done", 150, 3) and recorder.published == []
+
+
+def test_fcfs_runs_a_job_to_completion_under_one_message_without_predicting(settings):
+    job_id = submit(settings, "fcfs", 1, None)
+    submit(settings, "fcfs", 2, None)
+    predictor = ScriptedPredictor(1.0)
+    rt, recorder = runtime(settings, ScriptedEngine({1: 120, 2: 10}), predictor)
+    assert run_job_windows(rt, job_id, 0, redelivered=False) == "done"
+    assert stored(settings, job_id)[:2] == ("done", 120) and recorder.published == [] and predictor.calls == 0
+
+
+def test_during_a_guard_fallback_isrtf_neither_re_predicts_nor_yields(settings):
+    long_job = submit(settings, "isrtf", 1, 400.0)
+    submit(settings, "isrtf", 2, 20.0)
+    rt, recorder = runtime(settings, ScriptedEngine({1: 100, 2: 20}), ScriptedPredictor(250.0))
+    rt.scheduler.guard.fallback = True
+    assert run_job_windows(rt, long_job, 0, redelivered=False) == "done"
+    assert recorder.published == [] and rt.predictor.calls == 0
+
+
+def test_a_duplicate_delivery_of_a_finished_window_is_skipped(settings):
+    job_id = submit(settings, "fcfs", 1, None)
+    rt, _ = runtime(settings, ScriptedEngine({1: 30}))
+    assert run_job_windows(rt, job_id, 0, redelivered=False) == "done"
+    engine_calls = rt.engine.calls
+    assert run_job_windows(rt, job_id, 0, redelivered=True) == "skipped" and rt.engine.calls == engine_calls
