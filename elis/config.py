@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     guard_window_jobs: int = Field(default=200, ge=2)
     guard_start_in_fallback: bool = True
     guard_refresh_s: float = 10.0
+    # Scale predictions per step (mean true / mean predicted remaining, learned from finished jobs) so an
+    # admission prediction and a re-prediction after k windows compare fairly.
+    calibrate_steps: bool = True
     # Predict every job's length at admission when a predictor is loaded, whatever the policy, so the guard
     # always has evidence (also while it falls back to FCFS).
     shadow_predictions: bool = True

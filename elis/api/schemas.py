@@ -148,3 +148,4 @@ class SchedulerStats(BaseModel):
     aging: dict
     margin: dict
     levels: dict
+    calibration: dict

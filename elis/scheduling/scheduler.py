@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from elis.scheduling.decision import Decision, SwitchCost, YieldMargin, decide
-from elis.scheduling.guard import FinishedJob, QualityGuard, RankQuality, aging_bound, measure_rank_quality
+from elis.scheduling.guard import (
+    FinishedJob,
+    QualityGuard,
+    RankQuality,
+    StepCalibration,
+    aging_bound,
+    measure_rank_quality,
+)
 from elis.scheduling.levels import PriorityLevels
 from elis.scheduling.policy import FCFS, Aging, JobView, Policy, make_policy
 
@@ -45,6 +52,9 @@ class Scheduler:
     margin: YieldMargin = field(default_factory=YieldMargin)
     guard: QualityGuard = field(default_factory=QualityGuard)
     aging: AgingRule = field(default_factory=AgingRule)
+    # Learn a per-step scale from finished jobs so predictions made at different steps compare fairly.
+    calibrate_steps: bool = True
+    calibration: StepCalibration = field(default_factory=StepCalibration)
     quality: RankQuality | None = None
     aging_bound_s: float = field(init=False)
     _policies: dict[tuple[str, bool, float], Policy] = field(default_factory=dict, init=False, repr=False)
@@ -93,15 +103,28 @@ class Scheduler:
         return base.name
 
     # --- decisions ----------------------------------------------------------------------------------------
+    def calibrated(self, job: JobView) -> JobView:
+        """The job with its predictions on the common scale (admission predictions by the step-0 factor,
+        the latest prediction by the factor of the step it was made at)."""
+        if not self.calibration.factors:
+            return job
+        predicted, initial = job.predicted_remaining, job.initial_prediction
+        return replace(
+            job,
+            predicted_remaining=None if predicted is None else predicted * self.calibration.factor(job.num_generated),
+            initial_prediction=None if initial is None else initial * self.calibration.factor(0),
+        )
+
     def admit(self, job: JobView, now: float, policy_name: str | None = None) -> tuple[float, int]:
         """Score and broker level of a job entering the queue."""
-        score = self.policy(policy_name).score(job, now)
+        score = self.policy(policy_name).score(self.calibrated(job), now)
         return score, self.levels.level(score)
 
     def decide(self, job: JobView, head: JobView | None, now: float, cost: SwitchCost = SwitchCost(),
                policy_name: str | None = None) -> Decision:
         """The window-end decision for an unfinished job (see `elis.scheduling.decision.decide`)."""
-        return decide(self.policy(policy_name), job, head, now, self.levels, self.margin, cost)
+        head = None if head is None else self.calibrated(head)
+        return decide(self.policy(policy_name), self.calibrated(job), head, now, self.levels, self.margin, cost)
 
     def is_starving(self, job: JobView, now: float, policy_name: str | None = None) -> bool:
         policy = self.policy(policy_name)
@@ -111,7 +134,9 @@ class Scheduler:
     def observe(self, finished: Sequence[FinishedJob]) -> bool:
         """Refresh the rank quality, the guard and the aging bound from recently finished jobs. Returns True
         when the guard changed state."""
-        quality = measure_rank_quality(finished)
+        if self.calibrate_steps:
+            self.calibration = StepCalibration.fit(finished, min_points=self.guard.min_jobs)
+        quality = measure_rank_quality(finished, scale=self.calibration.factor)
         changed = self.guard.update(quality)
         self.quality = quality
         self.aging_bound_s = self.aging.bound([j.service_s for j in finished])
@@ -137,6 +162,8 @@ class Scheduler:
             "margin": {"enabled": self.margin.enabled, "uncertainty_default": self.margin.default_uncertainty,
                        "uncertainty_by_step": [list(p) for p in self.margin.uncertainty_by_step]},
             "levels": {"num_levels": self.levels.num_levels, "edges": list(self.levels.edges)},
+            "calibration": {"enabled": self.calibrate_steps,
+                            "factor_by_step": [[s, round(f, 4)] for s, f in self.calibration.factors]},
         }
 
     @classmethod
@@ -150,4 +177,4 @@ class Scheduler:
                              start_in_fallback=settings.guard_start_in_fallback)
         aging = AgingRule(enabled=settings.aging, fixed_s=settings.max_wait_s, factor=settings.aging_factor,
                           floor_s=settings.aging_floor_s)
-        return cls(settings.policy, levels, margin, guard, aging)
+        return cls(settings.policy, levels, margin, guard, aging, calibrate_steps=settings.calibrate_steps)

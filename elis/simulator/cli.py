@@ -227,3 +227,42 @@ def show_levels(
 
 if __name__ == "__main__":
     simulate_app()
+
+
+@simulate_app.command()
+def margin(
+    uncertainties: Annotated[str, typer.Option(help="Uncertainty factors to compare (margin = switch cost + "
+                                                    "u x the running job's predicted remaining tokens).")] = "0,0.1,0.2,0.3,0.5,0.7",
+    load: Annotated[float, typer.Option(help="Load for the choice (arrival rate / FCFS capacity).")] = 0.9,
+    loads: Annotated[str, typer.Option(help="Loads for the JCT-vs-load figure.")] = "0.5,0.7,0.8,0.9,1.0,1.1",
+    chosen: Annotated[float, typer.Option(help="The margin drawn in the JCT-vs-load figure.")] = 0.3,
+    workers: Workers = 1, slots: Slots = 4, window: Window = 50,
+    jobs: Jobs = 3000, seed: Seed = 0, trace: Trace = None,
+    profile: ProfileOpt = None,
+    out: Out = Path("docs/figures/margin_jct_vs_load.png"),
+) -> None:
+    """Choose the yield margin: ISRTF / FCFS mean JCT per uncertainty factor under a good, a poor and the
+    shipped predictor's recorded out-of-distribution errors; then mean JCT vs load with and without it."""
+    engine = _profile(profile, None, None)
+    pool = read_azure_trace(trace)
+    config = SimConfig(workers, slots, window)
+    scenarios = figures.default_margin_scenarios()
+    factors = _floats(uncertainties)
+    load_points = _floats(loads)
+    seeds = (seed, seed + 1, seed + 2)
+    total = len(factors) * len(scenarios) * len(seeds) + len(load_points) * 4 * len(scenarios)
+    with tqdm(total=total, desc="margin", unit="run") as bar:
+        header, rows = figures.margin_choice(factors, scenarios, load=load, num_jobs=jobs, profile=engine,
+                                             config=config, pool=pool, seeds=seeds, tick=lambda: bar.update())
+        print_table(header, rows, title=f"ISRTF mean JCT / FCFS at load {load} ({workers} x {slots} slots)")
+        _save_table(out.with_name(out.stem + "_choice.png"), header, rows)
+        for scenario in scenarios:
+            sweep = figures.margin_load_sweep(load_points, chosen, scenario, num_jobs=jobs, profile=engine,
+                                              config=config, pool=pool, seed=seed, tick=lambda: bar.update())
+            slug = scenario.name.split(" (")[0].replace(" ", "_").replace(".", "")
+            path = out.with_name(f"{out.stem}_{slug}.png")
+            table_header, table_rows = figures.load_sweep_table(load_points, sweep)
+            print_table(table_header, table_rows, title=f"mean JCT (s) vs load, predictor: {scenario.name}")
+            _save_table(path, table_header, table_rows)
+            figures.plot_load_sweep(load_points, sweep, path, f"Yield margin: mean JCT vs load ({scenario.name})")
+    typer.echo(f"tables and figures: {out.parent}")

@@ -176,3 +176,72 @@ def benchmark(num_jobs: int, policy: str, *, profile: EngineProfile, config: Sim
     return {"num_jobs": num_jobs, "num_windows": result.num_windows, "setup_s": prepared,
             "sim_s": result.wall_s, "jobs_per_s": num_jobs / result.wall_s,
             "windows_per_s": result.num_windows / result.wall_s, "mean_jct": result.summary.mean_jct}
+
+
+# --- the yield margin -------------------------------------------------------------------------------------
+SHIPPED_OOD_ERRORS = Path(__file__).resolve().parent.parent / "data" / "predictor" / "eval" / "ood_errors.csv"
+
+
+@dataclass(frozen=True)
+class MarginScenario:
+    """A predictor to test the margin against: a name, and how its predictions are drawn."""
+
+    name: str
+    predictor: PredictorSpec
+
+
+def default_margin_scenarios() -> list[MarginScenario]:
+    """A good predictor (lognormal noise, sigma 0.5), a poor one (sigma 1.5), and the shipped checkpoint's
+    recorded errors on a source it never trained on (per step, with its bias between steps)."""
+    scenarios = [MarginScenario("noise sigma 0.5", PredictorSpec("noise", 0.5)),
+                 MarginScenario("noise sigma 1.5", PredictorSpec("noise", 1.5))]
+    if SHIPPED_OOD_ERRORS.exists():
+        scenarios.append(MarginScenario("recorded (unseen source)", PredictorSpec("recorded", 0.0,
+                                                                                  str(SHIPPED_OOD_ERRORS))))
+    return scenarios
+
+
+def margin_choice(uncertainties: Sequence[float], scenarios: Sequence[MarginScenario], *, load: float,
+                  num_jobs: int, profile: EngineProfile, config: SimConfig, pool: Sequence[TraceJob],
+                  seeds: Sequence[int] = (0, 1, 2), tick: Tick | None = None) -> tuple[list[str], list[list[str]]]:
+    """ISRTF's mean JCT relative to FCFS for each uncertainty factor (0: no uncertainty margin; the switch
+    cost is always counted) under each predictor scenario, averaged over seeds, at one load."""
+    from elis.scheduling.decision import YieldMargin
+
+    capacity = measure_capacity(profile, config, pool)
+    header = ["uncertainty"] + [s.name for s in scenarios] + ["worst"]
+    ratios: dict[float, list[float]] = {u: [] for u in uncertainties}
+    for scenario in scenarios:
+        for u in uncertainties:
+            total = 0.0
+            for seed in seeds:
+                jobs = synthetic_workload(num_jobs, "gamma", load * capacity, None, seed=seed, pool=pool)
+                fcfs = run_policy(jobs, "fcfs", profile, config, scenario.predictor, seed).summary.mean_jct
+                margined = replace(config, margin=YieldMargin.of(u))
+                isrtf = run_policy(jobs, "isrtf", profile, margined, scenario.predictor, seed).summary.mean_jct
+                total += isrtf / fcfs
+                if tick:
+                    tick()
+            ratios[u].append(total / len(seeds))
+    rows = [[f"{u:.2f}"] + [f"{r:.3f}" for r in ratios[u]] + [f"{max(ratios[u]):.3f}"] for u in uncertainties]
+    return header, rows
+
+
+def margin_load_sweep(loads: Sequence[float], uncertainty: float, scenario: MarginScenario, *, num_jobs: int,
+                      profile: EngineProfile, config: SimConfig, pool: Sequence[TraceJob], seed: int = 0,
+                      tick: Tick | None = None) -> dict[str, list[Summary]]:
+    """Mean JCT vs load: FCFS, ISRTF without a margin, ISRTF with the margin, and the exact-length bound."""
+    from elis.scheduling.decision import YieldMargin
+
+    capacity = measure_capacity(profile, config, pool, seed=seed)
+    with_margin = replace(config, margin=YieldMargin.of(uncertainty))
+    variants = {"fcfs": ("fcfs", config), "isrtf (no margin)": ("isrtf", config),
+                f"isrtf (margin {uncertainty:g})": ("isrtf", with_margin), "srtf-oracle (bound)": ("srtf-oracle", config)}
+    out: dict[str, list[Summary]] = {name: [] for name in variants}
+    for load in loads:
+        jobs = synthetic_workload(num_jobs, "gamma", load * capacity, None, seed=seed, pool=pool)
+        for name, (policy, cfg) in variants.items():
+            out[name].append(run_policy(jobs, policy, profile, cfg, scenario.predictor, seed).summary)
+            if tick:
+                tick()
+    return out

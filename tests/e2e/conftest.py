@@ -70,6 +70,10 @@ def wait_until(predicate, timeout_s: float = 120, what: str = "condition") -> No
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
     """One worker for the e2e tier: one slot, float32 (windows exact), 50-token windows."""
-    live = Stack(tmp_path_factory.mktemp("stack"), slots=1, dtype="float32", window_tokens=50)
+    # The tests below check orders exactly: aging (on by default, its bound follows observed service times)
+    # would let a starving short job overtake, and the quality guard (forced-length jobs teach it nothing)
+    # would hold the order at FCFS. tests/integration cover both.
+    live = Stack(tmp_path_factory.mktemp("stack"), slots=1, dtype="float32", window_tokens=50, aging=False,
+                 guard_start_in_fallback=False)
     yield live
     live.close()

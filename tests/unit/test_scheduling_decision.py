@@ -9,7 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from elis.scheduling.decision import NO_MARGIN, SwitchCost, YieldMargin, decide, estimate_switch_cost
-from elis.scheduling.guard import FinishedJob, QualityGuard, aging_bound, kendall_tau, measure_rank_quality
+from elis.scheduling.guard import (
+    FinishedJob,
+    QualityGuard,
+    StepCalibration,
+    aging_bound,
+    kendall_tau,
+    measure_rank_quality,
+)
 from elis.scheduling.levels import PriorityLevels
 from elis.scheduling.policy import AGED_SCORE, Aging, JobView, make_policy
 from elis.scheduling.scheduler import AgingRule, Scheduler
@@ -159,7 +166,7 @@ def test_the_aging_bound_follows_the_mean_service_time_above_a_floor():
 SETTINGS = SimpleNamespace(policy="isrtf", yield_uncertainty=0.3, yield_margin_per_step=False, yield_margin=True,
                            guard_threshold=0.2, guard_hysteresis=0.05, guard_min_jobs=5, guard=True,
                            guard_start_in_fallback=False, max_wait_s=0.0, aging=True, aging_factor=3.0,
-                           aging_floor_s=10.0)
+                           aging_floor_s=10.0, calibrate_steps=True)
 
 
 def test_in_fallback_a_prediction_policy_orders_as_fcfs_and_stops_re_predicting():
@@ -189,3 +196,18 @@ def test_aging_off_and_a_fixed_bound_are_both_honoured():
     fixed = Scheduler("fcfs", LEVELS, aging=AgingRule(fixed_s=5.0))
     fixed.observe([FinishedJob("x", 10, 100.0)])
     assert fixed.aging_bound_s == 5.0
+
+
+def test_step_calibration_puts_a_low_admission_bias_on_the_scale_of_later_re_predictions():
+    # Admission predictions are 0.4x the truth, re-predictions after 100 tokens are right.
+    jobs = [FinishedJob(str(i), 300 + 10 * i, 1.0, initial_prediction=0.4 * (300 + 10 * i),
+                        step_predictions=((100, 200.0 + 10 * i),)) for i in range(12)]
+    calibration = StepCalibration.fit(jobs, min_points=10)
+    assert calibration.factor(0) == pytest.approx(2.5) and calibration.factor(100) == pytest.approx(1.0)
+    assert calibration.factor(50) == pytest.approx(2.5) and calibration.factor(400) == pytest.approx(1.0)
+    scheduler = Scheduler.from_settings(SETTINGS, LEVELS)
+    scheduler.observe(jobs)
+    newcomer = job("n", 120.0, arrival=5.0, enqueued=5.0)  # predicted 120, i.e. about 300 on the common scale
+    running = job("r", 250.0, generated=100, enqueued=6.0)
+    assert not scheduler.decide(running, newcomer, 6.0).yields  # raw 120 < 250 would have pre-empted
+    assert scheduler.snapshot()["calibration"]["factor_by_step"][0] == [0, 2.5]
