@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     # relative error; per step from the level file when yield_margin_per_step). Chosen in the simulator
     # (docs/scheduling.md).
     yield_margin: bool = True
-    yield_uncertainty: float = 0.3
+    yield_uncertainty: float = 0.9
     yield_margin_per_step: bool = False
     # The live quality guard: from the last guard_window_jobs finished jobs, the Kendall tau of predictions
     # vs true lengths; below guard_threshold, length-aware order falls back to FCFS until it recovers to

@@ -19,36 +19,63 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-# Pooled re-predictions beyond this many are subsampled evenly (tau is O(n^2) here, kept pure and simple).
-MAX_POOLED_POINTS = 600
+# Pooled predictions beyond this many are subsampled evenly (keeps a refresh cheap on a busy worker).
+MAX_POOLED_POINTS = 5000
+
+
+def _tie_pairs(values: Sequence) -> int:
+    """Pairs of equal values in an already sorted sequence."""
+    total, run = 0, 1
+    for previous, current in zip(values, values[1:]):
+        if current == previous:
+            run += 1
+        else:
+            total += run * (run - 1) // 2
+            run = 1
+    return total + run * (run - 1) // 2
+
+
+def _inversions(values: list) -> int:
+    """Strict inversions (i < j, values[i] > values[j]) by a bottom-up merge sort: O(n log n)."""
+    count, width, n = 0, 1, len(values)
+    source = list(values)
+    while width < n:
+        target = []
+        for start in range(0, n, 2 * width):
+            left, right = source[start:start + width], source[start + width:start + 2 * width]
+            i = j = 0
+            while i < len(left) and j < len(right):
+                if right[j] < left[i]:
+                    target.append(right[j])
+                    count += len(left) - i
+                    j += 1
+                else:
+                    target.append(left[i])
+                    i += 1
+            target.extend(left[i:])
+            target.extend(right[j:])
+        source, width = target, 2 * width
+    return count
 
 
 def kendall_tau(xs: Sequence[float], ys: Sequence[float]) -> float | None:
-    """Kendall's tau-b (ties in either variable handled); None when undefined (fewer than 2 points, or one
-    variable constant)."""
+    """Kendall's tau-b (ties in either variable handled), in O(n log n) (Knight's method); None when undefined
+    (fewer than 2 points, or one variable constant)."""
     n = len(xs)
     if n != len(ys):
         raise ValueError("xs and ys differ in length")
-    concordant = discordant = ties_x = ties_y = 0
-    for i in range(n):
-        xi, yi = xs[i], ys[i]
-        for j in range(i + 1, n):
-            dx = xs[j] - xi
-            dy = ys[j] - yi
-            if dx == 0 and dy == 0:
-                continue
-            if dx == 0:
-                ties_x += 1
-            elif dy == 0:
-                ties_y += 1
-            elif (dx > 0) == (dy > 0):
-                concordant += 1
-            else:
-                discordant += 1
-    denominator = math.sqrt((concordant + discordant + ties_x) * (concordant + discordant + ties_y))
+    if n < 2:
+        return None
+    pairs = sorted(zip(xs, ys))
+    total = n * (n - 1) // 2
+    ties_x = _tie_pairs([x for x, _ in pairs])
+    ties_xy = _tie_pairs(pairs)
+    discordant = _inversions([y for _, y in pairs])
+    ties_y = _tie_pairs(sorted(ys))
+    denominator = math.sqrt((total - ties_x) * (total - ties_y))
     if denominator == 0:
         return None
-    return (concordant - discordant) / denominator
+    return (total - ties_x - ties_y + ties_xy - 2 * discordant) / denominator
 
 
 def _bias(predicted: Sequence[float], true: Sequence[float]) -> float | None:

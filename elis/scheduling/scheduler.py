@@ -178,3 +178,33 @@ class Scheduler:
         aging = AgingRule(enabled=settings.aging, fixed_s=settings.max_wait_s, factor=settings.aging_factor,
                           floor_s=settings.aging_floor_s)
         return cls(settings.policy, levels, margin, guard, aging, calibrate_steps=settings.calibrate_steps)
+
+
+class ScheduledPolicy(Policy):
+    """The scheduler's policy in force for one policy name, as a `Policy` (guard, calibration and aging
+    included), for code that orders a queue by policy objects: the simulator's `PolicyQueue`. As with
+    broker levels, a queued job's key is fixed when it is pushed."""
+
+    def __init__(self, scheduler: Scheduler, name: str) -> None:
+        base = scheduler.base_policy(name)
+        self.scheduler = scheduler
+        self.policy_name = base.name
+        self.name = base.name  # type: ignore[misc]
+        self.needs_initial_prediction = base.needs_initial_prediction  # type: ignore[misc]
+        self.repredicts = base.repredicts  # type: ignore[misc]
+        self.uses_predictions = base.uses_predictions  # type: ignore[misc]
+
+    def _now(self) -> Policy:
+        return self.scheduler.policy(self.policy_name)
+
+    def score(self, job: JobView, now: float) -> float:
+        return self._now().score(self.scheduler.calibrated(job), now)
+
+    def yields(self, job: JobView) -> bool:
+        return self._now().yields(job)
+
+    def base_key(self, job: JobView, now: float) -> tuple[float, float, str]:
+        return self._now().base_key(self.scheduler.calibrated(job), now)
+
+    def starve_time(self, job: JobView) -> float:
+        return self._now().starve_time(job)

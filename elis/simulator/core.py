@@ -28,6 +28,8 @@ from elis.scheduling.decision import NO_MARGIN, SwitchCost, YieldMargin, decide
 from elis.scheduling.levels import PriorityLevels
 from elis.scheduling.policy import JobView, Policy
 from elis.scheduling.queue import PolicyQueue
+from elis.scheduling.guard import FinishedJob
+from elis.scheduling.scheduler import ScheduledPolicy, Scheduler
 
 _WORKER, _FREE, _REQUEUE, _CONTINUE = 0, 1, 2, 3
 _EPS = 1e-9
@@ -69,7 +71,7 @@ class SimResult:
 
 class _Job:
     __slots__ = ("job_id", "arrival", "prompt", "output", "generated", "windows", "first_start", "enqueued_at",
-                 "service", "initial", "predicted", "queued", "max_wait", "window_start", "window_len")
+                 "service", "initial", "predicted", "queued", "max_wait", "window_start", "window_len", "steps")
 
     def __init__(self, spec: TraceJob) -> None:
         self.job_id = spec.job_id
@@ -87,6 +89,7 @@ class _Job:
         self.max_wait = 0.0
         self.window_start = 0.0
         self.window_len = 0
+        self.steps: list[tuple[int, float]] = []  # (tokens generated, re-prediction), for the quality guard
 
     def view(self) -> JobView:
         return JobView(self.job_id, self.arrival, self.generated, self.predicted, self.initial, self.enqueued_at,
@@ -115,9 +118,18 @@ class Simulator:
 
     def __init__(self, jobs: Sequence[TraceJob], policy: Policy, profile: EngineProfile,
                  config: SimConfig = SimConfig(), length_model: LengthModel | None = None,
-                 progress: Callable[[int], None] | None = None) -> None:
+                 progress: Callable[[int], None] | None = None, scheduler: Scheduler | None = None,
+                 refresh_s: float = 10.0, window_jobs: int = 200) -> None:
         self.specs = sorted(jobs, key=lambda j: j.arrival)
-        self.policy = policy
+        # With a scheduler (the service's, built from its settings), the run also has the live quality guard,
+        # the per-step calibration and the derived aging bound, refreshed from finished jobs every
+        # `refresh_s` simulated seconds as the service's monitor does.
+        self.scheduler = scheduler
+        self.refresh_s = refresh_s
+        self.window_jobs = window_jobs
+        self.next_refresh = refresh_s
+        self.finished: list[FinishedJob] = []
+        self.policy = ScheduledPolicy(scheduler, policy.name.split("+")[0]) if scheduler is not None else policy
         self.profile = profile
         self.config = config
         self.model = length_model or Exact()
@@ -155,6 +167,11 @@ class Simulator:
                         self._window_ends(worker, now)
                 else:
                     self._release(kind, job, worker, now)
+            if self.scheduler is not None and self.finished and (events or index < count):
+                clock_now = events[0][0] if events else specs[index].arrival
+                if clock_now >= self.next_refresh:
+                    self.scheduler.observe(self.finished[-self.window_jobs:])
+                    self.next_refresh = clock_now + self.refresh_s
             if self.dirty:
                 for worker in self.dirty:
                     self._schedule(worker)
@@ -183,8 +200,8 @@ class Simulator:
     # --- jobs entering queues and slots ---------------------------------------------------------------
     def _arrive(self, job: _Job, now: float) -> None:
         self.jobs[job.job_id] = job
-        if self.policy.needs_initial_prediction:
-            job.initial = job.predicted = self.model.predict(job.output, 0)
+        if self.policy.needs_initial_prediction or self.scheduler is not None:  # the service predicts every job
+            job.initial = job.predicted = self.model.predict(job.output, 0, job.job_id)
         if self.shared_queue is not None:
             self.shared_queue.push(job.view(), now)
             free = [w for w in self.workers if w.busy < self.config.num_slots]
@@ -256,18 +273,25 @@ class Simulator:
         if job.generated >= job.output:
             self._finish(job, now)
             return _FREE
-        if self.policy.repredicts:  # as the live worker: re-predict first, then decide with the new estimate
-            job.predicted = self.model.predict(job.output - job.generated, job.windows)
+        scheduler = self.scheduler
+        repredicts = scheduler.repredicts(self.policy.name) if scheduler is not None else self.policy.repredicts
+        if repredicts:  # as the live worker: re-predict first, then decide with the new estimate
+            job.predicted = self.model.predict(job.output - job.generated, job.windows, job.job_id)
+            job.steps.append((job.generated, job.predicted))
         queue = self._queue_of(worker)
         head = queue.peek(now) if queue else None
         # The service's own window-end decision (elis.scheduling.decision.decide), with the switch cost the
         # live worker would measure: the window-end overhead plus the re-prefill the prefix cache misses.
-        decision = decide(self.policy, job.view(), head, now, self._decision_levels, self.config.margin,
-                          self._switch_cost(worker, job))
+        cost = self._switch_cost(worker, job)
+        if scheduler is not None:
+            decision = scheduler.decide(job.view(), head, now, cost, self.policy.name)
+        else:
+            decision = decide(self.policy, job.view(), head, now, self._decision_levels, self.config.margin, cost)
         return _REQUEUE if decision.yields else _CONTINUE
 
     def _switch_cost(self, worker: _Worker, job: _Job) -> SwitchCost:
-        if not self.config.margin.enabled:
+        margin = self.scheduler.margin if self.scheduler is not None else self.config.margin
+        if not margin.enabled:
             return SwitchCost()
         tokens = job.prompt + job.generated
         cached = tokens <= self.profile.prefix_cache_tokens
@@ -280,6 +304,8 @@ class Simulator:
         self.records.append(JobRecord(
             job.job_id, self.policy.name, job.arrival, job.first_start, now, now - job.arrival, job.queued,
             job.prompt, job.output, job.windows, "done", job.max_wait))
+        if self.scheduler is not None:
+            self.finished.append(FinishedJob(job.job_id, job.output, job.service, job.initial, tuple(job.steps)))
         del self.jobs[job.job_id]
         self.routing.forget(job.job_id)
         if self.progress is not None and len(self.records) % 1000 == 0:
@@ -311,6 +337,8 @@ class Simulator:
 
 def simulate(jobs: Sequence[TraceJob], policy: Policy, profile: EngineProfile | None = None,
              config: SimConfig = SimConfig(), length_model: LengthModel | None = None,
-             progress: Callable[[int], None] | None = None) -> SimResult:
-    """Run one policy on one workload (default engine profile, exact predictions)."""
-    return Simulator(jobs, policy, profile or EngineProfile.load(), config, length_model, progress).run()
+             progress: Callable[[int], None] | None = None, scheduler: Scheduler | None = None) -> SimResult:
+    """Run one policy on one workload (default engine profile, exact predictions); with `scheduler`, under
+    the service's whole scheduler (margin, guard, calibration, aging) as its settings build it."""
+    return Simulator(jobs, policy, profile or EngineProfile.load(), config, length_model, progress,
+                     scheduler).run()

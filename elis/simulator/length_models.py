@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
@@ -16,8 +17,8 @@ class LengthModel(ABC):
     name: str = "model"
 
     @abstractmethod
-    def predict(self, true_remaining: int, step: int) -> float:
-        """The prediction after `step` windows (step 0: at admission, from the prompt alone)."""
+    def predict(self, true_remaining: int, step: int, job_id: str = "") -> float:
+        """The prediction after `step` windows (step 0: at admission, from the prompt alone) for `job_id`."""
 
 
 class Exact(LengthModel):
@@ -25,7 +26,7 @@ class Exact(LengthModel):
 
     name = "exact"
 
-    def predict(self, true_remaining: int, step: int) -> float:
+    def predict(self, true_remaining: int, step: int, job_id: str = "") -> float:
         return float(true_remaining)
 
 
@@ -39,10 +40,31 @@ class LognormalNoise(LengthModel):
         self.name = f"noise(sigma={sigma})"
         self._rng = random.Random(seed)
 
-    def predict(self, true_remaining: int, step: int) -> float:
+    def predict(self, true_remaining: int, step: int, job_id: str = "") -> float:
         if self.sigma == 0:
             return float(true_remaining)
         return true_remaining * self._rng.lognormvariate(0.0, self.sigma)
+
+
+class PersistentNoise(LengthModel):
+    """True remaining length times exp(sigma x (sqrt(p) z_job + sqrt(1 - p) z)): a real predictor's error is
+    mostly a property of the job (the same prompt misleads it at every step), with a fresh part per
+    prediction. `persistence` p in [0, 1] is the share of the log-variance fixed per job."""
+
+    def __init__(self, sigma: float, persistence: float = 0.7, seed: int = 0) -> None:
+        if sigma < 0 or not 0 <= persistence <= 1:
+            raise ValueError("sigma must be >= 0 and persistence in [0, 1]")
+        self.sigma, self.persistence, self.seed = sigma, persistence, seed
+        self.name = f"persistent(sigma={sigma}, p={persistence})"
+        self._rng = random.Random(seed)
+        self._per_job: dict[str, float] = {}
+
+    def predict(self, true_remaining: int, step: int, job_id: str = "") -> float:
+        fixed = self._per_job.get(job_id)
+        if fixed is None:
+            fixed = self._per_job[job_id] = self._rng.gauss(0.0, 1.0)
+        z = (self.persistence ** 0.5) * fixed + ((1 - self.persistence) ** 0.5) * self._rng.gauss(0.0, 1.0)
+        return true_remaining * math.exp(self.sigma * z)
 
 
 class RecordedErrors(LengthModel):
@@ -66,7 +88,7 @@ class RecordedErrors(LengthModel):
         self._rng = random.Random(seed)
         self.name = "recorded"
 
-    def predict(self, true_remaining: int, step: int) -> float:
+    def predict(self, true_remaining: int, step: int, job_id: str = "") -> float:
         ratios = self._ratios[min(step, self._max_step)]
         return true_remaining * ratios[self._rng.randrange(len(ratios))]
 
@@ -88,9 +110,11 @@ class RecordedErrors(LengthModel):
 
 def make_length_model(kind: str = "noise", sigma: float = 0.0, errors: str | Path | None = None,
                       seed: int = 0) -> LengthModel:
-    """`noise` (sigma 0: exact) or `recorded` (needs `errors`)."""
+    """`noise` (sigma 0: exact), `persistent` (noise mostly fixed per job) or `recorded` (needs `errors`)."""
     if kind == "noise":
         return Exact() if sigma == 0 else LognormalNoise(sigma, seed)
+    if kind == "persistent":
+        return Exact() if sigma == 0 else PersistentNoise(sigma, 0.7, seed)
     if kind == "recorded":
         if errors is None:
             raise ValueError("--predictor recorded needs --errors PATH")

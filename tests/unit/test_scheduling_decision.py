@@ -211,3 +211,11 @@ def test_step_calibration_puts_a_low_admission_bias_on_the_scale_of_later_re_pre
     running = job("r", 250.0, generated=100, enqueued=6.0)
     assert not scheduler.decide(running, newcomer, 6.0).yields  # raw 120 < 250 would have pre-empted
     assert scheduler.snapshot()["calibration"]["factor_by_step"][0] == [0, 2.5]
+
+
+@given(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6)), min_size=2, max_size=60))
+def test_the_fast_kendall_tau_equals_scipys_on_any_input_with_ties(points):
+    scipy_stats = pytest.importorskip("scipy.stats")
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    ours, theirs = kendall_tau(xs, ys), scipy_stats.kendalltau(xs, ys).statistic
+    assert (ours is None and theirs != theirs) or ours == pytest.approx(theirs)
