@@ -171,13 +171,20 @@ def _statuses(client: httpx.Client, label: str) -> dict[str, str]:
             return out
 
 
-def _cancel_unfinished(client: httpx.Client, ids: Sequence[str]) -> None:
-    """Cancel what is still queued or running (a running job stops at its next window boundary)."""
-    for job_id in ids:
-        try:
-            client.delete(f"/v1/jobs/{job_id}")  # 409 for a job that already ended: fine
-        except httpx.HTTPError:
-            pass
+def _cancel_unfinished(client: httpx.Client, label: str, wait_s: float = 60.0) -> None:
+    """Cancel what is still queued or running, then wait (a running job stops at its next window boundary)
+    so the records show every job in a final state."""
+    for job_id, job_status in _statuses(client, label).items():
+        if job_status not in FINAL_STATUSES:
+            try:
+                client.delete(f"/v1/jobs/{job_id}")  # 409 if it ended meanwhile: fine
+            except httpx.HTTPError:
+                pass
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if all(s in FINAL_STATUSES for s in _statuses(client, label).values()):
+            return
+        time.sleep(0.5)
 
 
 def run_live(base_url: str, items: Sequence[WorkItem], label: str, timeout_s: float = 3600.0,
@@ -218,8 +225,7 @@ def run_live(base_url: str, items: Sequence[WorkItem], label: str, timeout_s: fl
         ids = dict(submitter.ids)
         result.submitted = len(ids)
         if result.interrupted or failure is not None:
-            statuses = _statuses(client, label)
-            _cancel_unfinished(client, [i for i, s in statuses.items() if s not in FINAL_STATUSES])
+            _cancel_unfinished(client, label)
         for index, job_id in sorted(ids.items()):
             response = client.get(f"/v1/jobs/{job_id}")
             response.raise_for_status()
