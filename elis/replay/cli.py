@@ -79,14 +79,30 @@ def _policy_list(text: str) -> list[str]:
     return names
 
 
+def _rates(text: str | None) -> list[float]:
+    if not text:
+        return []
+    try:
+        rates = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        _fail(f"--rates must be comma-separated numbers, not {text!r}")
+    if not rates or any(r <= 0 for r in rates):
+        _fail("--rates must be positive numbers")
+    return rates
+
+
 def compare_command(
-    prompts: Annotated[Path, typer.Option(help="JSON/JSONL prompt file: objects with prompt, messages or "
-                                               "instruction (Alpaca) [the 32 bundled demo prompts]")] = DEMO_PROMPTS,
-    num: Annotated[int | None, typer.Option(help="jobs: a seeded sample of the prompts, cycled if the file is "
-                                                 "shorter [all]")] = None,
-    arrivals: Annotated[str, typer.Option(help="gamma | poisson | batch (all at once)")] = "gamma",
+    prompts: Annotated[Path, typer.Option("--prompts", "--workload", help="the workload file: prompts (JSON/JSONL "
+                                          "with prompt, messages or instruction), a JSONL trace (arrival, prompt, "
+                                          "max_tokens, output_tokens), an Azure 2023 or BurstGPT CSV, or an "
+                                          "OpenAI batch input file [the 32 bundled demo prompts]")] = DEMO_PROMPTS,
+    kind: Annotated[str, typer.Option("--format", help="auto | prompts | trace | lengths (Azure/BurstGPT CSV) | "
+                                                       "openai-batch")] = "auto",
+    num: Annotated[int | None, typer.Option(help="jobs: a seeded sample of the prompts (the first ones of a "
+                                                 "trace), cycled if the file is shorter [all]")] = None,
+    arrivals: Annotated[str, typer.Option(help="files without times: gamma | poisson | batch (all at once)")] = "gamma",
     rate: Annotated[float | None, typer.Option(help="mean arrival rate, jobs/s (gamma without it: the ELIS fit, "
-                                                    "shape 0.73 scale 10.41 s)")] = None,
+                                                    "shape 0.73 scale 10.41 s); traces are rescaled to it")] = None,
     cv: Annotated[float | None, typer.Option(help="gamma: coefficient of variation of the gaps [1.17, the ELIS "
                                                   "fit's]")] = None,
     seed: Annotated[int, typer.Option(help="seed of the prompt sample and the arrivals")] = 0,
@@ -95,10 +111,17 @@ def compare_command(
                                              "forced lengths under srtf-oracle (the row 'bound')")] = True,
     bound_from: Annotated[Path | None, typer.Option(help="take the bound's true lengths from this records CSV of "
                                                          "an earlier run instead")] = None,
-    max_tokens: Annotated[int, typer.Option(help="max_tokens of every job")] = 256,
+    max_tokens: Annotated[int, typer.Option(help="max_tokens of every job (and the cap of a trace's forced "
+                                                 "lengths)")] = 256,
+    max_prompt_tokens: Annotated[int, typer.Option(help="length traces: cap of the filler prompts")] = 512,
+    load: Annotated[float, typer.Option(help="length traces without --rate: arrivals scaled to this fraction of "
+                                             "what one worker serves here (engine profile estimate)")] = 0.8,
     temperature: Annotated[float, typer.Option(help="sampling temperature (0: greedy, the same output under "
                                                     "every policy)")] = 0.0,
     slots: Annotated[int, typer.Option(help="batch slots of the worker started here")] = 4,
+    rates: Annotated[str | None, typer.Option(help="load sweep: comma-separated arrival rates (jobs/s); the whole "
+                                                   "comparison runs at each, then mean and p99 JCT are plotted "
+                                                   "against the rate")] = None,
     out_dir: Annotated[Path | None, typer.Option(help="table, records, manifest and logs "
                                                       "[runs/compare-<time>]")] = None,
     database_url: Annotated[str | None, typer.Option(envvar="ELIS_DATABASE_URL",
@@ -113,48 +136,90 @@ def compare_command(
     """Run one workload under several policies, back to back on the live stack (API, RabbitMQ, Celery worker,
     vLLM, database), then the exact-length bound, and print one table: JCT mean/p50/p90/p99, queuing delay and
     throughput, each also as a ratio to FCFS and to the bound. Writes table.md/.csv, records-<run>.csv and
-    manifest.json to --out-dir. Ctrl-C stops cleanly and leaves a partial report."""
+    manifest.json to --out-dir (with --rates: one such folder per rate plus the sweep's table and plots).
+    Ctrl-C stops cleanly and leaves a partial report."""
     from elis.config import get_settings
     from elis.replay import compare as cmp
-    from elis.replay.sources import WorkloadError, prompt_workload
+    from elis.replay.sources import WorkloadError, build_workload
 
     logging.basicConfig(level=logging.WARNING)
     names = _policy_list(policies)
+    sweep_rates = _rates(rates)
     if bound_from is not None and not bound_from.exists():
         _fail(f"--bound-from: no such file {bound_from}")
-    if max_tokens < 1:
-        _fail("--max-tokens must be at least 1")
-    try:
-        items = prompt_workload(prompts, num, arrivals, rate, cv, seed, max_tokens, temperature)
-    except WorkloadError as exc:
-        _fail(str(exc))
+    if max_tokens < 1 or max_prompt_tokens < 1:
+        _fail("--max-tokens and --max-prompt-tokens must be at least 1")
+    if load <= 0:
+        _fail("--load must be positive")
+
+    def workload_at(run_rate: float | None):
+        try:
+            return build_workload(prompts, kind=kind, num=num, arrivals=arrivals, rate=run_rate, cv=cv, seed=seed,
+                                  max_tokens=max_tokens, temperature=temperature, slots=slots, load=load,
+                                  max_prompt_tokens=max_prompt_tokens)
+        except WorkloadError as exc:
+            _fail(str(exc))
+
+    workloads = {r: workload_at(r) for r in sweep_rates} if sweep_rates else {None: workload_at(rate)}
     out_dir = out_dir or Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = get_settings()
-    given = cmp.policies_of(base_url) if base_url else {}
+    try:
+        given = cmp.policies_of(base_url) if base_url else {}
+    except cmp.CompareError as exc:
+        _fail(str(exc))
     database = database_url or settings.database_url or f"sqlite:///{out_dir.resolve() / 'compare.sqlite3'}"
     stack = cmp.Stack(settings=settings, out_dir=out_dir, database_url=database, base_urls=given, slots=slots)
-    options = {"prompts": str(prompts), "num": len(items), "arrivals": arrivals, "rate": rate, "cv": cv, "seed": seed,
-               "policies": names, "bound": bound, "bound_from": str(bound_from) if bound_from else None,
-               "max_tokens": max_tokens, "temperature": temperature, "slots": slots, "base_url": base_url,
-               "last_arrival_s": round(max(i.offset_s for i in items), 2)}
-    manifest = cmp.build_manifest(settings, options, stack.describe())
-    cmp.write_manifest(out_dir, manifest)
-    typer.echo(f"{len(items)} jobs ({arrivals} arrivals, last at {options['last_arrival_s']} s), policies "
-               f"{', '.join(names)}{' + bound' if bound else ''}; output in {out_dir}")
-    result = cmp.run_compare(items, names, stack, out_dir, manifest, bound=bound, bound_from=bound_from,
-                             timeout_s=timeout_s, echo=typer.echo)
-    manifest["stack"] = stack.describe()
-    manifest["status"] = "interrupted" if result.interrupted else "failed" if result.error else "complete"
-    manifest["error"] = result.error
-    manifest["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    cmp.write_manifest(out_dir, manifest)
-    if result.runs:
-        cmp.write_tables(out_dir, result.runs, title=f"elis compare ({manifest['status']})")
-        cmp.print_comparison(result.runs, title=f"{len(items)} jobs, {arrivals} arrivals")
-    typer.echo(f"table: {out_dir / 'table.md'}  manifest: {out_dir / 'manifest.json'}")
-    if result.interrupted:
-        typer.secho("interrupted: the report holds the finished jobs so far", fg=typer.colors.YELLOW, err=True)
+    options = {"workload": str(prompts), "format": kind, "num": num, "arrivals": arrivals, "rate": rate, "cv": cv,
+               "seed": seed, "policies": names, "bound": bound, "bound_from": str(bound_from) if bound_from else None,
+               "max_tokens": max_tokens, "max_prompt_tokens": max_prompt_tokens, "load": load,
+               "temperature": temperature, "slots": slots, "rates": sweep_rates, "base_url": base_url}
+    outcome = "complete"
+    try:
+        try:
+            stack.start(typer.echo)
+        except cmp.CompareError as exc:
+            _fail(str(exc), code=1)
+        for run_rate, work in workloads.items():
+            run_dir = out_dir if run_rate is None else out_dir / f"rate-{run_rate:g}"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            outcome = _compare_once(cmp, work, names, stack, run_dir, settings, options, run_rate, bound, bound_from,
+                                    timeout_s)
+            if outcome != "complete":
+                break
+    except KeyboardInterrupt:
+        outcome = "interrupted"
+    finally:
+        stack.close()
+    if sweep_rates:
+        from elis.replay.sweep import write_sweep
+
+        typer.echo(write_sweep(out_dir, sorted(out_dir.glob("rate-*"))))
+    typer.echo(f"output: {out_dir}")
+    if outcome == "interrupted":
+        typer.secho("interrupted: the report holds the jobs finished so far", fg=typer.colors.YELLOW, err=True)
         raise typer.Exit(code=130)
-    if result.error:
-        _fail(result.error, code=1)
+    if outcome != "complete":
+        _fail(outcome, code=1)
+
+
+def _compare_once(cmp, work, names, stack, run_dir, settings, options, run_rate, bound, bound_from,
+                  timeout_s) -> str:
+    """One comparison into `run_dir`; returns "complete", "interrupted" or the error."""
+    manifest = cmp.build_manifest(settings, {**options, "rate": run_rate or options["rate"]}, stack.describe())
+    manifest["workload"] = work.info
+    cmp.write_manifest(run_dir, manifest)
+    info = work.info
+    typer.echo(f"{info['jobs']} jobs from {info['file']} ({info['kind']}, arrivals {info['arrivals']}, last at "
+               f"{info['last_arrival_s']} s), policies {', '.join(names)}{' + bound' if bound else ''} -> {run_dir}")
+    result = cmp.run_compare(work.items, names, stack, run_dir, manifest, bound=bound, bound_from=bound_from,
+                             timeout_s=timeout_s, echo=typer.echo)
+    status = "interrupted" if result.interrupted else "failed" if result.error else "complete"
+    manifest.update(status=status, error=result.error, finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    cmp.write_manifest(run_dir, manifest)
+    if result.runs:
+        cmp.write_tables(run_dir, result.runs, title=f"elis compare ({status})")
+        cmp.print_comparison(result.runs, title=f"{info['jobs']} jobs, arrivals {info['arrivals']}"
+                             + (f", rate {run_rate:g}/s" if run_rate else ""))
+    typer.echo(f"table: {run_dir / 'table.md'}  manifest: {run_dir / 'manifest.json'}")
+    return status if status != "failed" else str(result.error)

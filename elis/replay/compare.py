@@ -335,8 +335,8 @@ class CompareResult:
 def run_compare(items: Sequence[WorkItem], policies: Sequence[str], stack: Stack, out_dir: Path,
                 manifest: dict, *, bound: bool = True, bound_from: Path | None = None, timeout_s: float = 3600.0,
                 echo: Callable[[str], None] = print, progress: bool = True) -> CompareResult:
-    """Run `items` under each policy and then the bound; write each run's records as soon as it ends and the
-    manifest after every run, so an interruption leaves a consistent partial report."""
+    """Run `items` under each policy and then the bound on a started `stack`; write each run's records as soon
+    as it ends and the manifest after every run, so an interruption leaves a consistent partial report."""
     result = CompareResult()
     stamp = time.strftime("%m%d%H%M%S")
 
@@ -361,7 +361,6 @@ def run_compare(items: Sequence[WorkItem], policies: Sequence[str], stack: Stack
         return run
 
     try:
-        stack.start(echo)
         for policy in policies:
             one(policy, policy, items)
             if result.interrupted or result.error:
@@ -382,6 +381,4 @@ def run_compare(items: Sequence[WorkItem], policies: Sequence[str], stack: Stack
         result.interrupted = True
     except CompareError as exc:
         result.error = str(exc)
-    finally:
-        stack.close()
     return result

@@ -13,7 +13,7 @@ from elis.cli import app
 from elis.replay.compare import bound_items, comparison_table, metrics_of, true_lengths_of
 from elis.replay.live import LiveRecord, WorkItem, live_record, read_live_records, write_live_records
 from elis.replay.report import JobRecord, read_records_csv
-from elis.replay.sources import WorkloadError, arrival_offsets, prompt_workload
+from elis.replay.sources import WorkloadError, arrival_offsets, build_workload
 
 runner = CliRunner()
 
@@ -108,13 +108,13 @@ def test_a_job_detail_becomes_a_record_with_its_window_predictions():
 def test_prompt_workload_is_the_same_for_the_same_seed(tmp_path):
     path = tmp_path / "p.jsonl"
     path.write_text("\n".join(json.dumps({"prompt": f"question {i}"}) for i in range(10)))
-    a = prompt_workload(path, 6, "gamma", 2.0, None, 7, 32, 0.0)
-    b = prompt_workload(path, 6, "gamma", 2.0, None, 7, 32, 0.0)
-    c = prompt_workload(path, 6, "gamma", 2.0, None, 8, 32, 0.0)
+    a = build_workload(path, num=6, arrivals="gamma", rate=2.0, seed=7, max_tokens=32).items
+    b = build_workload(path, num=6, arrivals="gamma", rate=2.0, seed=7, max_tokens=32).items
+    c = build_workload(path, num=6, arrivals="gamma", rate=2.0, seed=8, max_tokens=32).items
     assert a == b and a != c
     assert a[0].offset_s == 0.0 and all(x.offset_s <= y.offset_s for x, y in itertools.pairwise(a))
     assert a[0].body["max_tokens"] == 32 and a[0].body["messages"][0]["role"] == "user"
-    assert len(prompt_workload(path, 25, "batch", None, None, 0, 32, 0.0)) == 25  # cycled
+    assert len(build_workload(path, num=25, arrivals="batch").items) == 25  # cycled
 
 
 @pytest.mark.parametrize(("kind", "rate", "cv", "message"), [
