@@ -1,4 +1,5 @@
-"""The one command-line entry point: `elis serve | worker | replay | simulate | predictor | models | db | demo | bench`."""
+"""The one command-line entry point: `elis serve | worker | replay | compare | simulate | predictor | models | db | demo
+| bench`."""
 
 from __future__ import annotations
 
@@ -116,24 +117,25 @@ def worker(
         _fail(str(exc))
 
 
-def _register_subapps() -> None:
+def _register_commands() -> None:
+    """Every command beyond serve/worker/models/db, registered here and nowhere else."""
+    from elis.bench.cli import bench_app
+    from elis.demo import demo_command
     from elis.predictor.build_dataset import build_dataset_command
     from elis.predictor.cli import predictor_app
+    from elis.replay.cli import compare_command, replay_command
     from elis.simulator.cli import simulate_app
 
-    from elis.bench.cli import bench_app
-
     predictor_app.command("build-dataset")(build_dataset_command)
+    app.command("demo")(demo_command)
+    app.command("replay")(replay_command)
+    app.command("compare")(compare_command)
     app.add_typer(bench_app, name="bench")
     app.add_typer(predictor_app, name="predictor")
     app.add_typer(simulate_app, name="simulate")
 
 
-_register_subapps()
-
-from elis import demo as _demo  # noqa: E402  (registers `demo`, `replay` and `bench` on the app)
-
-_demo.register(app)
+_register_commands()
 
 
 if __name__ == "__main__":

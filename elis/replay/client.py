@@ -7,11 +7,13 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import httpx
 from tqdm import tqdm
 
-from elis.replay.report import JobRecord
+from elis.prompts import read_prompts
+from elis.replay.report import JobRecord, print_table
 
 FINAL_STATUSES = {"done", "failed", "cancelled"}
 
@@ -112,3 +114,30 @@ def replay(
             response.raise_for_status()
             details.append(response.json())
     return [record_of(d) for d in details]
+
+
+def prompt_jobs(path: Path, num: int | None, max_tokens: int, temperature: float, offsets: list[float] | None = None,
+                target_lengths: list[int] | None = None) -> list[ReplayJob]:
+    """Replay jobs from a prompt file; all at once unless offsets are given."""
+    items = read_prompts(path)
+    if num is not None:
+        items = [items[i % len(items)] for i in range(num)]
+    jobs = []
+    for i, item in enumerate(items):
+        body: dict = {"messages": list(item.messages), "max_tokens": max_tokens, "temperature": temperature}
+        if target_lengths is not None:
+            body = {**body, "target_output_tokens": max(1, min(target_lengths[i], max_tokens))}
+            body.pop("max_tokens")
+        jobs.append(ReplayJob(offset_s=offsets[i] if offsets else 0.0, body=body))
+    return jobs
+
+
+def print_jobs(records: list[JobRecord]) -> None:
+    """One line per job, shortest JCT first."""
+    rows = [
+        [r.job_id[:8], r.policy, r.status, r.num_prompt_tokens, r.num_output_tokens, r.num_windows,
+         f"{r.queuing_delay:.2f}", f"{r.jct:.2f}"]
+        for r in sorted(records, key=lambda r: r.jct)
+    ]
+    print_table(["job", "policy", "status", "prompt tok", "output tok", "windows", "queuing delay s", "JCT s"], rows,
+                title="per-job results (sorted by JCT)")

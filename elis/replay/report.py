@@ -144,13 +144,15 @@ def write_records_csv(records: Iterable[JobRecord], path: str | Path) -> None:
 
 
 def read_records_csv(path: str | Path) -> list[JobRecord]:
-    """Records written by `write_records_csv`."""
+    """Records written by `write_records_csv` (extra columns, such as a live run's predictions, are skipped)."""
     casts = {f.name: f.type for f in fields(JobRecord)}
     out = []
     with open(path, newline="") as handle:
         for row in csv.DictReader(handle):
             values: dict[str, Any] = {}
             for name, text in row.items():
+                if name not in casts:
+                    continue
                 kind = casts[name]
                 values[name] = int(text) if kind == "int" else float(text) if kind == "float" else text
             out.append(JobRecord(**values))

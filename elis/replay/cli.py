@@ -1,0 +1,225 @@
+"""`elis replay` (one workload against a running API) and `elis compare` (one workload under several policies
+on the live stack, with the exact-length bound). elis/cli.py registers both."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+DEMO_PROMPTS = Path(__file__).resolve().parent.parent / "data" / "demo_prompts.jsonl"
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=code)
+
+
+def replay_command(
+    base_url: Annotated[str, typer.Option(help="the API to replay against")] = "http://127.0.0.1:8000",
+    prompts: Annotated[Path, typer.Option(help="JSON/JSONL prompts (prompt, messages or instruction)")] = DEMO_PROMPTS,
+    num: Annotated[int | None, typer.Option(help="jobs to submit (cycles the prompts) [all]")] = None,
+    arrivals: Annotated[str, typer.Option(help="batch | poisson | gamma | trace")] = "batch",
+    rate: Annotated[float | None, typer.Option(help="jobs/s for poisson/gamma; trace: rescale to this rate")] = None,
+    trace: Annotated[Path | None, typer.Option(help="trace CSV (TIMESTAMP, ContextTokens, GeneratedTokens) "
+                                                  "[the bundled Azure trace]; forces its output lengths")] = None,
+    max_tokens: int = 256,
+    temperature: float = 0.7,
+    label: Annotated[str | None, typer.Option(help="workload label [replay-<time>]")] = None,
+    out: Annotated[Path | None, typer.Option(help="write per-job records to this CSV")] = None,
+    timeout_s: float = 3600.0,
+) -> None:
+    """Replay a bulk offline workload against a running service and print the report (same format as
+    `elis simulate`)."""
+    from elis.prompts import PromptFileError, read_prompts
+    from elis.replay import workload as wl
+    from elis.replay.client import ReplayError, print_jobs, prompt_jobs, replay
+    from elis.replay.report import print_summaries, summarize, write_records_csv
+
+    try:
+        count = num if num is not None else len(read_prompts(prompts))
+    except PromptFileError as exc:
+        _fail(str(exc))
+    offsets, lengths = None, None
+    if arrivals in ("poisson", "gamma"):
+        offsets = [float(t) for t in wl.arrival_times(count, arrivals, rate=rate)]
+    elif arrivals == "trace":
+        jobs = wl.take_cycled(wl.read_azure_trace(trace), count)
+        if rate is not None:
+            jobs = wl.rescale_to_rate(jobs, rate)
+        offsets = [j.arrival for j in jobs]
+        lengths = [j.num_output_tokens for j in jobs]
+    elif arrivals != "batch":
+        _fail("--arrivals must be batch, poisson, gamma or trace")
+    replay_jobs = prompt_jobs(prompts, count, max_tokens, temperature, offsets, lengths)
+    try:
+        records = replay(base_url, replay_jobs, label or f"replay-{int(time.time())}", timeout_s)
+    except ReplayError as exc:
+        _fail(str(exc), code=1)
+    print_jobs(records)
+    print_summaries({records[0].policy if records else "?": summarize(records)})
+    if out:
+        write_records_csv(records, out)
+
+
+def _policy_list(text: str) -> list[str]:
+    from elis.scheduling import UnknownPolicyError, make_policy
+
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    if not names:
+        _fail("--policies is empty")
+    for name in names:
+        try:
+            make_policy(name)
+        except UnknownPolicyError as exc:
+            _fail(str(exc))
+    return names
+
+
+def _rates(text: str | None) -> list[float]:
+    if not text:
+        return []
+    try:
+        rates = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        _fail(f"--rates must be comma-separated numbers, not {text!r}")
+    if not rates or any(r <= 0 for r in rates):
+        _fail("--rates must be positive numbers")
+    return rates
+
+
+def compare_command(
+    prompts: Annotated[Path, typer.Option("--prompts", "--workload", help="the workload file: prompts (JSON/JSONL "
+                                          "with prompt, messages or instruction), a JSONL trace (arrival, prompt, "
+                                          "max_tokens, output_tokens), an Azure 2023 or BurstGPT CSV, or an "
+                                          "OpenAI batch input file [the 32 bundled demo prompts]")] = DEMO_PROMPTS,
+    kind: Annotated[str, typer.Option("--format", help="auto | prompts | trace | lengths (Azure/BurstGPT CSV) | "
+                                                       "openai-batch")] = "auto",
+    num: Annotated[int | None, typer.Option(help="jobs: a seeded sample of the prompts (the first ones of a "
+                                                 "trace), cycled if the file is shorter [all]")] = None,
+    arrivals: Annotated[str, typer.Option(help="files without times: gamma | poisson | batch (all at once)")] = "gamma",
+    rate: Annotated[float | None, typer.Option(help="mean arrival rate, jobs/s (gamma without it: the ELIS fit, "
+                                                    "shape 0.73 scale 10.41 s); traces are rescaled to it")] = None,
+    cv: Annotated[float | None, typer.Option(help="gamma: coefficient of variation of the gaps [1.17, the ELIS "
+                                                  "fit's]")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the prompt sample and the arrivals")] = 0,
+    policies: Annotated[str, typer.Option(help="comma-separated policies, run one after the other")] = "fcfs,sjf,isrtf",
+    bound: Annotated[bool, typer.Option(help="after the policies, replay the true lengths of the FCFS run as "
+                                             "forced lengths under srtf-oracle (the row 'bound')")] = True,
+    bound_from: Annotated[Path | None, typer.Option(help="take the bound's true lengths from this records CSV of "
+                                                         "an earlier run instead")] = None,
+    max_tokens: Annotated[int, typer.Option(help="max_tokens of every job (and the cap of a trace's forced "
+                                                 "lengths)")] = 256,
+    max_prompt_tokens: Annotated[int, typer.Option(help="length traces: cap of the filler prompts")] = 512,
+    load: Annotated[float, typer.Option(help="length traces without --rate: arrivals scaled to this fraction of "
+                                             "what one worker serves here (engine profile estimate)")] = 0.8,
+    temperature: Annotated[float, typer.Option(help="sampling temperature (0: greedy, the same output under "
+                                                    "every policy)")] = 0.0,
+    slots: Annotated[int, typer.Option(help="batch slots of the worker started here")] = 4,
+    rates: Annotated[str | None, typer.Option(help="load sweep: comma-separated arrival rates (jobs/s); the whole "
+                                                   "comparison runs at each, then mean and p99 JCT are plotted "
+                                                   "against the rate")] = None,
+    out_dir: Annotated[Path | None, typer.Option(help="table, records, manifest and logs "
+                                                      "[runs/compare-<time>]")] = None,
+    database_url: Annotated[str | None, typer.Option(envvar="ELIS_DATABASE_URL",
+                                                     help="database of the stack [a SQLite file in --out-dir, as "
+                                                          "`elis demo`]")] = None,
+    base_url: Annotated[list[str] | None, typer.Option(help="a running API to use (repeatable; its policy is read "
+                                                            "from /healthz). Then no worker is started: the running "
+                                                            "one serves, and missing policies get an API on the "
+                                                            "same ELIS_* settings")] = None,
+    timeout_s: Annotated[float, typer.Option(help="give up a run after this many seconds")] = 3600.0,
+) -> None:
+    """Run one workload under several policies, back to back on the live stack (API, RabbitMQ, Celery worker,
+    vLLM, database), then the exact-length bound, and print one table: JCT mean/p50/p90/p99, queuing delay and
+    throughput, each also as a ratio to FCFS and to the bound. Writes table.md/.csv, records-<run>.csv and
+    manifest.json to --out-dir (with --rates: one such folder per rate plus the sweep's table and plots).
+    Ctrl-C stops cleanly and leaves a partial report."""
+    from elis.config import get_settings
+    from elis.replay import compare as cmp
+    from elis.replay.sources import WorkloadError, build_workload
+
+    logging.basicConfig(level=logging.WARNING)
+    names = _policy_list(policies)
+    sweep_rates = _rates(rates)
+    if bound_from is not None and not bound_from.exists():
+        _fail(f"--bound-from: no such file {bound_from}")
+    if max_tokens < 1 or max_prompt_tokens < 1:
+        _fail("--max-tokens and --max-prompt-tokens must be at least 1")
+    if load <= 0:
+        _fail("--load must be positive")
+
+    def workload_at(run_rate: float | None):
+        try:
+            return build_workload(prompts, kind=kind, num=num, arrivals=arrivals, rate=run_rate, cv=cv, seed=seed,
+                                  max_tokens=max_tokens, temperature=temperature, slots=slots, load=load,
+                                  max_prompt_tokens=max_prompt_tokens)
+        except WorkloadError as exc:
+            _fail(str(exc))
+
+    workloads = {r: workload_at(r) for r in sweep_rates} if sweep_rates else {None: workload_at(rate)}
+    out_dir = out_dir or Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    settings = get_settings()
+    try:
+        given = cmp.policies_of(base_url) if base_url else {}
+    except cmp.CompareError as exc:
+        _fail(str(exc))
+    database = database_url or settings.database_url or f"sqlite:///{out_dir.resolve() / 'compare.sqlite3'}"
+    stack = cmp.Stack(settings=settings, out_dir=out_dir, database_url=database, base_urls=given, slots=slots)
+    options = {"workload": str(prompts), "format": kind, "num": num, "arrivals": arrivals, "rate": rate, "cv": cv,
+               "seed": seed, "policies": names, "bound": bound, "bound_from": str(bound_from) if bound_from else None,
+               "max_tokens": max_tokens, "max_prompt_tokens": max_prompt_tokens, "load": load,
+               "temperature": temperature, "slots": slots, "rates": sweep_rates, "base_url": base_url}
+    outcome = "complete"
+    try:
+        try:
+            stack.start(typer.echo)
+        except cmp.CompareError as exc:
+            _fail(str(exc), code=1)
+        for run_rate, work in workloads.items():
+            run_dir = out_dir if run_rate is None else out_dir / f"rate-{run_rate:g}"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            outcome = _compare_once(cmp, work, names, stack, run_dir, settings, options, run_rate, bound, bound_from,
+                                    timeout_s)
+            if outcome != "complete":
+                break
+    except KeyboardInterrupt:
+        outcome = "interrupted"
+    finally:
+        stack.close()
+    if sweep_rates:
+        from elis.replay.sweep import write_sweep
+
+        typer.echo(write_sweep(out_dir, sorted(out_dir.glob("rate-*"))))
+    typer.echo(f"output: {out_dir}")
+    if outcome == "interrupted":
+        typer.secho("interrupted: the report holds the jobs finished so far", fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(code=130)
+    if outcome != "complete":
+        _fail(outcome, code=1)
+
+
+def _compare_once(cmp, work, names, stack, run_dir, settings, options, run_rate, bound, bound_from,
+                  timeout_s) -> str:
+    """One comparison into `run_dir`; returns "complete", "interrupted" or the error."""
+    manifest = cmp.build_manifest(settings, {**options, "rate": run_rate or options["rate"]}, stack.describe())
+    manifest["workload"] = work.info
+    cmp.write_manifest(run_dir, manifest)
+    info = work.info
+    typer.echo(f"{info['jobs']} jobs from {info['file']} ({info['kind']}, arrivals {info['arrivals']}, last at "
+               f"{info['last_arrival_s']} s), policies {', '.join(names)}{' + bound' if bound else ''} -> {run_dir}")
+    result = cmp.run_compare(work.items, names, stack, run_dir, manifest, bound=bound, bound_from=bound_from,
+                             timeout_s=timeout_s, echo=typer.echo)
+    status = "interrupted" if result.interrupted else "failed" if result.error else "complete"
+    manifest.update(status=status, error=result.error, finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    cmp.write_manifest(run_dir, manifest)
+    if result.runs:
+        cmp.write_tables(run_dir, result.runs, title=f"elis compare ({status})")
+        cmp.print_comparison(result.runs, title=f"{info['jobs']} jobs, arrivals {info['arrivals']}"
+                             + (f", rate {run_rate:g}/s" if run_rate else ""))
+    typer.echo(f"table: {run_dir / 'table.md'}  manifest: {run_dir / 'manifest.json'}")
+    return status if status != "failed" else str(result.error)

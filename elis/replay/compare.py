@@ -1,0 +1,384 @@
+"""`elis compare`: one workload under several policies, back to back on the live stack, then the exact-length
+bound (the true output lengths of the FCFS run, forced, under SRTF-oracle), in one table.
+
+Every policy gets the same items: the same prompts, arrival offsets and sampling settings. One worker serves
+every run (the worker schedules each job by the policy stored with it); each policy gets its own API process,
+as `elis demo` does, because the API's policy is fixed when it starts.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from elis.replay.live import LiveRecord, RunResult, WorkItem, read_live_records, run_live, write_live_records
+from elis.replay.report import markdown_table, print_table, summarize
+
+BOUND = "bound"
+BOUND_POLICY = "srtf-oracle"
+
+# (key, column title, format); every metric is also shown as a ratio to FCFS and to the bound.
+METRICS = (
+    ("mean_jct", "mean JCT s", "{:.2f}"),
+    ("p50_jct", "p50 JCT s", "{:.2f}"),
+    ("p90_jct", "p90 JCT s", "{:.2f}"),
+    ("p99_jct", "p99 JCT s", "{:.2f}"),
+    ("mean_queuing_delay", "mean queuing s", "{:.2f}"),
+    ("max_queuing_delay", "max queuing s", "{:.2f}"),
+    ("throughput_rps", "jobs/s", "{:.3f}"),
+    ("throughput_tps", "tokens/s", "{:.1f}"),
+)
+
+
+class CompareError(RuntimeError):
+    """The comparison cannot run (bad options, a stack that does not start); the message says why."""
+
+
+def metrics_of(records: Sequence[LiveRecord]) -> dict[str, float]:
+    """The table's metrics over the finished jobs of one run (JCT percentiles, queuing delay, throughput)."""
+    plain = [r.record for r in records]
+    summary = summarize(plain)
+    done = [r for r in plain if r.status == "done"]
+    values = {key: getattr(summary, key) for key, _, _ in METRICS if hasattr(summary, key)}
+    values["max_queuing_delay"] = max((r.queuing_delay for r in done), default=math.nan)
+    values["jobs"] = float(summary.num_jobs)
+    values["submitted"] = float(len(plain))
+    return values
+
+
+def _ratio(value: float, base: float | None) -> float:
+    if base is None or math.isnan(base) or base == 0 or math.isnan(value):
+        return math.nan
+    return value / base
+
+
+def _fmt_ratio(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.2f}"
+
+
+def comparison_table(runs: Mapping[str, Sequence[LiveRecord]]) -> tuple[list[str], list[list[str]], list[str], list[list]]:
+    """The table both ways: formatted (`value (÷FCFS / ÷bound)` per cell) and raw for the CSV."""
+    metrics = {name: metrics_of(records) for name, records in runs.items()}
+    fcfs, bound = metrics.get("fcfs"), metrics.get(BOUND)
+    header = ["run", "jobs"] + [title for _, title, _ in METRICS]
+    csv_header = ["run", "jobs", "submitted"]
+    for key, _, _ in METRICS:
+        csv_header += [key, f"{key}_vs_fcfs", f"{key}_vs_bound"]
+    rows, csv_rows = [], []
+    for name, values in metrics.items():
+        row = [name, f"{int(values['jobs'])}/{int(values['submitted'])}"]
+        csv_row: list = [name, int(values["jobs"]), int(values["submitted"])]
+        for key, _, fmt in METRICS:
+            value = values[key]
+            vs_fcfs = _ratio(value, fcfs[key] if fcfs else None)
+            vs_bound = _ratio(value, bound[key] if bound else None)
+            text = "-" if math.isnan(value) else fmt.format(value)
+            row.append(f"{text} ({_fmt_ratio(vs_fcfs)} / {_fmt_ratio(vs_bound)})")
+            csv_row += [value, vs_fcfs, vs_bound]
+        rows.append(row)
+        csv_rows.append(csv_row)
+    return header, rows, csv_header, csv_rows
+
+
+TABLE_NOTE = "Each cell: value (ratio to FCFS / ratio to the bound). jobs: done / submitted."
+
+
+def write_tables(out_dir: Path, runs: Mapping[str, Sequence[LiveRecord]], title: str = "") -> str:
+    """table.md and table.csv in `out_dir`; returns the Markdown."""
+    header, rows, csv_header, csv_rows = comparison_table(runs)
+    text = (f"## {title}\n\n" if title else "") + markdown_table(header, rows) + f"\n\n{TABLE_NOTE}\n"
+    (out_dir / "table.md").write_text(text)
+    with open(out_dir / "table.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(csv_header)
+        writer.writerows(csv_rows)
+    return text
+
+
+def print_comparison(runs: Mapping[str, Sequence[LiveRecord]], title: str | None = None) -> None:
+    header, rows, _, _ = comparison_table(runs)
+    print_table(header, rows, title=title)
+    print(TABLE_NOTE)
+
+
+def records_path(out_dir: Path, run: str) -> Path:
+    return out_dir / f"records-{run}.csv"
+
+
+def bound_items(items: Sequence[WorkItem], true_lengths: Mapping[int, int]) -> list[WorkItem]:
+    """The same items with each output forced to its recorded true length (items without one are left out)."""
+    out = []
+    for item in items:
+        if item.index not in true_lengths:
+            continue
+        body = {k: v for k, v in item.body.items() if k != "max_tokens"}
+        out.append(replace(item, body={**body, "target_output_tokens": max(1, int(true_lengths[item.index]))}))
+    return out
+
+
+def true_lengths_of(records: Sequence[LiveRecord]) -> dict[int, int]:
+    """Item -> output tokens of the jobs that finished (what the bound forces)."""
+    return {r.item: r.record.num_output_tokens for r in records if r.record.status == "done"}
+
+
+# -- the run manifest -------------------------------------------------------------------------------------
+
+
+def _git_commit() -> dict[str, object]:
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                check=False, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=False).stdout.strip() != ""
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit or None, "dirty": dirty if commit else None}
+
+
+def _ram_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _predictor_info(settings) -> dict[str, object]:
+    try:
+        from elis.predictor.checkpoint import file_sha256
+        from elis.predictor.serving import default_checkpoint_path
+
+        path = default_checkpoint_path()
+    except Exception as exc:  # noqa: BLE001  (no checkpoint: the manifest says so)
+        return {"checkpoint": None, "error": str(exc)}
+    info: dict[str, object] = {"checkpoint": str(path), "sha256": file_sha256(path)}
+    try:
+        from elis.predictor.checkpoint import load_checkpoint
+
+        meta = load_checkpoint(path).metadata
+        info.update({k: meta.get(k) for k in ("format", "encoder", "window_tokens", "dataset_sha256", "version")
+                     if k in meta})
+    except Exception as exc:  # noqa: BLE001
+        info["metadata_error"] = str(exc)
+    return info
+
+
+def _safe_url(url: str) -> str:
+    """A database/broker URL without its password."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}{':***' if ':' in credentials else ''}@{host}"
+
+
+def build_manifest(settings, options: Mapping[str, object], stack: Mapping[str, object]) -> dict[str, object]:
+    """Everything needed to read a run later: code, settings, model, predictor, machine, options."""
+    from elis.models_prepare import resolve_model
+
+    dumped = settings.model_dump(mode="json")
+    for key in ("database_url", "broker_url"):
+        dumped[key] = _safe_url(dumped.get(key) or "")
+    return {
+        "kind": "elis compare",
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "git": _git_commit(),
+        "options": dict(options),
+        "stack": dict(stack),
+        "settings": dumped,
+        "model": resolve_model(settings.model, settings.models_dir),
+        "predictor": _predictor_info(settings),
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "ram_bytes": _ram_bytes(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "hostname": platform.node(),
+        },
+        "runs": {},
+        "status": "running",
+    }
+
+
+def write_manifest(out_dir: Path, manifest: Mapping[str, object]) -> None:
+    path = out_dir / "manifest.json"
+    path.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+
+
+# -- the stack -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    """The processes a comparison uses: a worker (started here unless one is running) and one API per policy."""
+
+    settings: object
+    out_dir: Path
+    database_url: str
+    base_urls: dict[str, str] = field(default_factory=dict)  # policy -> running API given by the user
+    slots: int = 4
+    queue: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    worker: object = None
+    apis: list = field(default_factory=list)
+
+    def describe(self) -> dict[str, object]:
+        return {"database_url": _safe_url(self.database_url), "queue": self.queue, "slots": self.slots,
+                "started_worker": self.worker is not None, "given_apis": dict(self.base_urls)}
+
+    def start(self, echo: Callable[[str], None]) -> None:
+        """Start a worker on a fresh queue, unless the user gave running APIs (then their worker serves)."""
+        from elis import launch
+        from elis.storage.migrate import upgrade
+
+        settings = self.settings
+        self.queue = settings.queue_name
+        try:
+            upgrade(self.database_url)
+        except Exception as exc:
+            raise CompareError(f"cannot migrate the database {_safe_url(self.database_url)}: {exc}") from exc
+        if self.base_urls:
+            self.env = launch.elis_env(database_url=self.database_url)
+            return
+        from elis.models_prepare import prepare_default_model
+
+        echo(f"preparing the model in {settings.models_dir}")
+        prepare_default_model(settings.models_dir)
+        self.queue = f"elis.compare.{os.getpid()}"
+        try:
+            launch.purge_queue(settings.broker_url, self.queue, settings.num_priority_levels)
+        except Exception as exc:
+            raise CompareError(f"RabbitMQ is not reachable at {_safe_url(settings.broker_url)} ({exc}); start it "
+                               "first (scripts/services.sh)") from exc
+        self.env = launch.elis_env(database_url=self.database_url, queue_name=self.queue, slots=self.slots)
+        echo(f"starting a worker ({self.slots} slots, vLLM {settings.dtype}); logs in {self.out_dir}")
+        self.worker = launch.start_worker(self.env, self.out_dir, node=f"compare-{os.getpid()}")
+        try:
+            launch.wait_for_worker(self.worker)
+        except launch.LaunchError as exc:
+            raise CompareError(str(exc)) from exc
+
+    def api(self, policy: str) -> str:
+        """The base URL of an API serving `policy` (started now unless the user gave one)."""
+        from elis import launch
+
+        if policy in self.base_urls:
+            return self.base_urls[policy]
+        port = launch.free_port()
+        managed = launch.start_api({**self.env, "ELIS_POLICY": policy}, port, self.out_dir, name=f"api-{policy}")
+        self.apis.append(managed)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            launch.wait_for_api(managed, base)
+        except launch.LaunchError as exc:
+            raise CompareError(str(exc)) from exc
+        return base
+
+    def stop_apis(self) -> None:
+        while self.apis:
+            self.apis.pop().stop()
+
+    def close(self) -> None:
+        self.stop_apis()
+        if self.worker is not None:
+            self.worker.stop()
+            _delete_queue(self.settings.broker_url, self.queue)
+
+
+def _delete_queue(broker_url: str, name: str) -> None:
+    from kombu import Connection
+
+    try:
+        with Connection(broker_url, connect_timeout=5) as connection:
+            connection.default_channel.queue_delete(name)
+    except Exception:  # noqa: BLE001, S110  (a leftover empty queue is harmless)
+        pass
+
+
+def policies_of(base_urls: Sequence[str]) -> dict[str, str]:
+    """policy -> URL of each running API (its policy as /healthz reports it)."""
+    import httpx
+
+    out = {}
+    for url in base_urls:
+        url = url.rstrip("/")
+        try:
+            health = httpx.get(f"{url}/healthz", timeout=10)
+            policy = health.json()["policy"].split("+")[0]
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            raise CompareError(f"no elis API answers at {url} ({exc})") from exc
+        out[policy] = url
+    return out
+
+
+# -- the comparison ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class CompareResult:
+    """What a comparison produced: records per run (policies, then `bound`) and how it ended."""
+
+    runs: dict[str, list[LiveRecord]] = field(default_factory=dict)
+    interrupted: bool = False
+    error: str | None = None
+
+
+def run_compare(items: Sequence[WorkItem], policies: Sequence[str], stack: Stack, out_dir: Path,
+                manifest: dict, *, bound: bool = True, bound_from: Path | None = None, timeout_s: float = 3600.0,
+                echo: Callable[[str], None] = print, progress: bool = True) -> CompareResult:
+    """Run `items` under each policy and then the bound on a started `stack`; write each run's records as soon
+    as it ends and the manifest after every run, so an interruption leaves a consistent partial report."""
+    result = CompareResult()
+    stamp = time.strftime("%m%d%H%M%S")
+
+    def one(name: str, policy: str, run_items: Sequence[WorkItem]) -> RunResult:
+        base = stack.api(policy)
+        echo(f"{name}: {len(run_items)} jobs on {base} (policy {policy})")
+        try:
+            run = run_live(base, run_items, label=f"compare-{stamp}-{name}", timeout_s=timeout_s,
+                           progress=progress, desc=name)
+        finally:
+            stack.stop_apis()
+        result.runs[name] = run.records
+        write_live_records(run.records, records_path(out_dir, name))
+        manifest["runs"][name] = {"policy": policy, "jobs": len(run_items), "submitted": run.submitted,
+                                  "wall_s": round(run.wall_s, 2), "interrupted": run.interrupted,
+                                  "error": run.error, "records": records_path(out_dir, name).name}
+        write_manifest(out_dir, manifest)
+        if run.interrupted:
+            result.interrupted = True
+        if run.error:
+            result.error = f"{name}: {run.error}"
+        return run
+
+    try:
+        for policy in policies:
+            one(policy, policy, items)
+            if result.interrupted or result.error:
+                return result
+        if bound:
+            if bound_from is not None:
+                lengths = true_lengths_of(read_live_records(bound_from))
+            elif "fcfs" in result.runs:
+                lengths = true_lengths_of(result.runs["fcfs"])
+            else:
+                lengths = true_lengths_of(next(iter(result.runs.values()), []))
+            if not lengths:
+                result.error = "bound: no finished job to take true lengths from"
+                return result
+            manifest["bound_lengths_from"] = str(bound_from) if bound_from else "fcfs run"
+            one(BOUND, BOUND_POLICY, bound_items(items, lengths))
+    except KeyboardInterrupt:
+        result.interrupted = True
+    except CompareError as exc:
+        result.error = str(exc)
+    return result

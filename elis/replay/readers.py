@@ -1,0 +1,248 @@
+"""Readers for the workload files `elis compare` accepts. Each returns `Request`s in file order and raises
+`WorkloadError` naming the file, the line and what is wrong (never a bare traceback).
+
+- JSONL traces: one object a line with an arrival offset (`arrival`, `offset` or `timestamp`, seconds), a
+  prompt (`prompt`, `messages` or `instruction`), optional `max_tokens` and optional `output_tokens`.
+- Length traces as CSV: the Azure LLM inference trace (`TIMESTAMP, ContextTokens, GeneratedTokens`) and the
+  BurstGPT layout (`Timestamp, Model, Request tokens, Response tokens, Total tokens, Log Type`). They hold no
+  text, so each row becomes a filler prompt of about the recorded length and an output forced to it.
+- OpenAI batch input files: `custom_id`, `method`, `url` and `body` for /v1/chat/completions or
+  /v1/completions (no arrival times: the comparison's arrival process sets them).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+# A filler prompt: one-token words (in SmolLM2's tokenizer) after a short instruction. The instruction and the
+# chat template add about FILLER_OVERHEAD tokens; the API reports the exact prompt length of every job.
+FILLER_WORDS = ["time", "data", "system", "report", "table", "value", "river", "market", "city", "water", "number",
+                "record", "order", "signal", "paper"]
+FILLER_OVERHEAD = 34
+
+AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
+BURSTGPT_COLUMNS = ("Timestamp", "Model", "Request tokens", "Response tokens", "Total tokens", "Log Type")
+BATCH_URLS = ("/v1/chat/completions", "/v1/completions")
+
+
+class WorkloadError(ValueError):
+    """A workload file or option is unusable; the message names the file, the line and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request read from a file: its arrival offset (None: the arrival process decides), the chat
+    messages, and optionally its own max_tokens or a forced output length."""
+
+    offset_s: float | None
+    messages: tuple[dict, ...]
+    max_tokens: int | None = None
+    output_tokens: int | None = None
+    prompt_tokens: int | None = None  # the recorded prompt length (length traces)
+
+
+def filler_messages(num_prompt_tokens: int) -> tuple[dict, ...]:
+    """A user message of about `num_prompt_tokens` tokens after the chat template."""
+    count = max(1, num_prompt_tokens - FILLER_OVERHEAD)
+    words = " ".join(FILLER_WORDS[i % len(FILLER_WORDS)] for i in range(count))
+    return ({"role": "user", "content": f"Repeat these words: {words}"},)
+
+
+def _where(path: Path, line: int) -> str:
+    return f"{path}, line {line}"
+
+
+def _positive_int(value: object, what: str, where: str, allow_zero: bool = False) -> int:
+    try:
+        number = int(value) if not isinstance(value, bool) else None
+        if number is None or (isinstance(value, float) and value != number):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise WorkloadError(f"{where}: {what} must be a whole number, not {value!r}") from None
+    if number < 0 or (number == 0 and not allow_zero):
+        raise WorkloadError(f"{where}: {what} must be {'at least 0' if allow_zero else 'positive'}, not {number}")
+    return number
+
+
+def _messages_of(obj: dict, where: str) -> tuple[dict, ...]:
+    from elis.prompts import PromptFileError, _from_object
+
+    try:
+        return _from_object(obj, 0, "file").messages
+    except PromptFileError as exc:
+        raise WorkloadError(f"{where}: {str(exc).split(': ', 1)[-1]}") from None
+
+
+def _json_lines(path: Path) -> list[tuple[int, dict]]:
+    if not path.exists():
+        raise WorkloadError(f"no such file: {path}")
+    out = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise WorkloadError(f"{_where(path, number)}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(obj, dict):
+                raise WorkloadError(f"{_where(path, number)}: expected a JSON object, got {type(obj).__name__}")
+            out.append((number, obj))
+    if not out:
+        raise WorkloadError(f"{path}: no requests in the file")
+    return out
+
+
+def read_jsonl_trace(path: Path) -> list[Request]:
+    """A JSONL trace: arrival offsets (seconds; shifted so the first is 0), prompts, optional max_tokens and
+    output_tokens (a forced length)."""
+    path = Path(path)
+    requests = []
+    for number, obj in _json_lines(path):
+        where = _where(path, number)
+        key = next((k for k in ("arrival", "offset", "timestamp") if k in obj), None)
+        if key is None:
+            raise WorkloadError(f"{where}: needs an arrival time ('arrival', 'offset' or 'timestamp', in seconds)")
+        try:
+            offset = float(obj[key])
+        except (TypeError, ValueError):
+            raise WorkloadError(f"{where}: '{key}' must be a number of seconds, not {obj[key]!r}") from None
+        max_tokens = _positive_int(obj["max_tokens"], "max_tokens", where) if obj.get("max_tokens") is not None else None
+        output = obj.get("output_tokens", obj.get("target_output_tokens"))
+        output = _positive_int(output, "output_tokens", where) if output is not None else None
+        requests.append(Request(offset, _messages_of(obj, where), max_tokens, output))
+    start = min(r.offset_s for r in requests)
+    return [Request(r.offset_s - start, r.messages, r.max_tokens, r.output_tokens) for r in requests]
+
+
+def _timestamp(text: str) -> float:
+    """Seconds: a number (BurstGPT) or a date and time (Azure, seven fractional digits)."""
+    try:
+        return float(text)
+    except ValueError:
+        head, _, fraction = text.strip().partition(".")
+        return datetime.fromisoformat(head).timestamp() + (float("0." + fraction) if fraction else 0.0)
+
+
+def read_length_csv(path: Path) -> list[Request]:
+    """An Azure 2023 or BurstGPT CSV: filler prompts of the recorded length, outputs forced to the recorded
+    length, arrivals from 0. BurstGPT rows with no response (failed requests) are skipped."""
+    path = Path(path)
+    if not path.exists():
+        raise WorkloadError(f"no such file: {path}")
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = [h.strip() for h in next(reader, [])]
+        if tuple(header[:3]) == AZURE_COLUMNS:
+            time_col, prompt_col, output_col = 0, 1, 2
+        elif all(c in header for c in BURSTGPT_COLUMNS):
+            time_col, prompt_col, output_col = (header.index(c) for c in
+                                                ("Timestamp", "Request tokens", "Response tokens"))
+        else:
+            raise WorkloadError(f"{path}, line 1: unknown CSV header {header}; expected the Azure layout "
+                                f"{', '.join(AZURE_COLUMNS)} or the BurstGPT layout {', '.join(BURSTGPT_COLUMNS)}")
+        rows = []
+        for number, row in enumerate(reader, start=2):
+            if not row or not any(cell.strip() for cell in row):
+                continue
+            where = _where(path, number)
+            if len(row) != len(header):
+                raise WorkloadError(f"{where}: {len(row)} fields, the header has {len(header)}")
+            try:
+                arrival = _timestamp(row[time_col])
+            except ValueError:
+                raise WorkloadError(f"{where}: bad timestamp {row[time_col]!r}") from None
+            prompt = _positive_int(row[prompt_col].strip(), header[prompt_col], where, allow_zero=True)
+            output = _positive_int(row[output_col].strip(), header[output_col], where, allow_zero=True)
+            if output == 0:
+                continue  # a failed request: nothing was generated
+            rows.append((arrival, max(1, prompt), output))
+    if not rows:
+        raise WorkloadError(f"{path}: no requests with a recorded output")
+    start = min(r[0] for r in rows)
+    return [Request(a - start, filler_messages(p), None, o, prompt_tokens=p) for a, p, o in rows]
+
+
+def read_openai_batch(path: Path) -> list[Request]:
+    """An OpenAI batch input file: chat or text completions; max_tokens (or max_completion_tokens) kept."""
+    path = Path(path)
+    requests = []
+    for number, obj in _json_lines(path):
+        where = _where(path, number)
+        for key in ("custom_id", "method", "url", "body"):
+            if key not in obj:
+                raise WorkloadError(f"{where}: an OpenAI batch line needs '{key}'")
+        if str(obj["method"]).upper() != "POST":
+            raise WorkloadError(f"{where}: method must be POST, not {obj['method']!r}")
+        if obj["url"] not in BATCH_URLS:
+            raise WorkloadError(f"{where}: url must be one of {', '.join(BATCH_URLS)}, not {obj['url']!r}")
+        body = obj["body"]
+        if not isinstance(body, dict):
+            raise WorkloadError(f"{where}: body must be an object")
+        if obj["url"] == "/v1/completions":
+            prompt = body.get("prompt")
+            if isinstance(prompt, list) and len(prompt) == 1:
+                prompt = prompt[0]
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise WorkloadError(f"{where}: a /v1/completions body needs a non-empty string 'prompt'")
+            messages = ({"role": "user", "content": prompt},)
+        else:
+            if "messages" not in body:
+                raise WorkloadError(f"{where}: a /v1/chat/completions body needs 'messages'")
+            messages = _messages_of({"messages": body["messages"]}, where)
+        limit = body.get("max_completion_tokens", body.get("max_tokens"))
+        requests.append(Request(None, messages, _positive_int(limit, "max_tokens", where) if limit is not None else None))
+    return requests
+
+
+def detect_kind(path: Path) -> str:
+    """prompts | trace | lengths | openai-batch, from the extension and the first record."""
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        return "lengths"
+    if not path.exists():
+        raise WorkloadError(f"no such file: {path}")
+    with open(path, encoding="utf-8") as handle:
+        head = handle.read(1 << 16).lstrip()
+    if head.startswith("["):
+        return "prompts"
+    first = head.splitlines()[0] if head else ""
+    try:
+        obj = json.loads(first)
+    except json.JSONDecodeError:
+        return "prompts"  # the prompt reader reports the bad line
+    if isinstance(obj, dict) and "custom_id" in obj and "body" in obj:
+        return "openai-batch"
+    if isinstance(obj, dict) and any(k in obj for k in ("arrival", "offset", "timestamp")):
+        return "trace"
+    return "prompts"
+
+
+def read_requests(path: Path, kind: str = "auto") -> tuple[str, list[Request]]:
+    """The requests of any supported file (kind auto: detected) and the kind read."""
+    from elis.prompts import PromptFileError, read_prompts
+
+    kind = detect_kind(path) if kind == "auto" else kind
+    if kind == "prompts" and not Path(path).read_text(encoding="utf-8").lstrip().startswith("["):
+        return kind, [Request(None, _messages_of(obj, _where(Path(path), n))) for n, obj in _json_lines(Path(path))]
+    if kind == "prompts":  # a JSON list (Alpaca): errors name the record
+        try:
+            return kind, [Request(None, p.messages) for p in read_prompts(path)]
+        except PromptFileError as exc:
+            raise WorkloadError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from None
+    readers = {"trace": read_jsonl_trace, "lengths": read_length_csv, "openai-batch": read_openai_batch}
+    if kind not in readers:
+        raise WorkloadError(f"unknown workload format {kind!r}; choose auto, prompts, {', '.join(readers)}")
+    return kind, readers[kind](path)
+
+
+def mean_lengths(requests: Sequence[Request], default_output: int) -> tuple[float, float]:
+    """Mean prompt and output tokens (for the time scale of a length trace)."""
+    prompts = [r.prompt_tokens or 64 for r in requests]
+    outputs = [r.output_tokens or r.max_tokens or default_output for r in requests]
+    return sum(prompts) / len(prompts), sum(outputs) / len(outputs)

@@ -1,0 +1,144 @@
+"""Live workloads: turn a workload file plus an arrival process into the `WorkItem`s a comparison submits.
+
+Every function is deterministic in its seed, so each policy of a comparison gets the very same items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from elis.replay import workload as wl
+from elis.replay.live import WorkItem
+from elis.replay.readers import Request, WorkloadError, filler_messages, mean_lengths, read_requests
+
+__all__ = ["ARRIVALS", "Workload", "WorkloadError", "arrival_offsets", "body_of", "build_workload"]
+
+ARRIVALS = ("gamma", "poisson", "batch")
+
+
+def arrival_offsets(num: int, arrivals: str, rate: float | None = None, cv: float | None = None,
+                    seed: int = 0) -> list[float]:
+    """Seconds from the start for `num` jobs: all at 0 (batch), Poisson at `rate`, or Gamma (the ELIS fit,
+    shape 0.73 and scale 10.41, unless a rate, and optionally a CV, are given)."""
+    if arrivals not in ARRIVALS:
+        raise WorkloadError(f"--arrivals must be one of {', '.join(ARRIVALS)}, not {arrivals!r}")
+    if rate is not None and rate <= 0:
+        raise WorkloadError("--rate must be positive")
+    if cv is not None and cv <= 0:
+        raise WorkloadError("--cv must be positive")
+    if arrivals == "batch":
+        return [0.0] * num
+    if arrivals == "poisson" and rate is None:
+        raise WorkloadError("poisson arrivals need --rate (jobs per second)")
+    if arrivals == "gamma" and cv is not None and rate is None:
+        raise WorkloadError("--cv needs --rate (without both, gamma uses the ELIS fit)")
+    return [float(t) for t in wl.arrival_times(num, arrivals, rate=rate, cv=cv, seed=seed)]
+
+
+def body_of(messages: Sequence[dict], max_tokens: int, temperature: float,
+            target_output_tokens: int | None = None) -> dict:
+    """The POST /v1/jobs body of one item (a forced length replaces max_tokens)."""
+    body: dict = {"messages": [dict(m) for m in messages], "temperature": temperature}
+    if target_output_tokens is not None:
+        body["target_output_tokens"] = max(1, int(target_output_tokens))
+    else:
+        body["max_tokens"] = max_tokens
+    return body
+
+
+def _pick(requests: Sequence[Request], num: int | None, seed: int) -> list[Request]:
+    """Without times: a seeded sample (all if num is None; the file cycled if it is shorter)."""
+    if num is None:
+        return list(requests)
+    if num <= len(requests):
+        picks = sorted(np.random.default_rng(seed).choice(len(requests), size=num, replace=False))
+        return [requests[i] for i in picks]
+    return [requests[i % len(requests)] for i in range(num)]
+
+
+def _take_timed(requests: Sequence[Request], num: int | None) -> list[Request]:
+    """With times: the first `num` in arrival order, the trace repeated (shifted in time) when too short."""
+    ordered = sorted(requests, key=lambda r: r.offset_s or 0.0)
+    if num is None or num <= len(ordered):
+        return ordered[:num] if num is not None else ordered
+    last = ordered[-1].offset_s or 0.0
+    lap_s = last + (last / max(1, len(ordered) - 1))
+    return [replace(ordered[i % len(ordered)], offset_s=(ordered[i % len(ordered)].offset_s or 0.0)
+                    + (i // len(ordered)) * lap_s) for i in range(num)]
+
+
+def _rescaled(offsets: list[float], rate: float) -> list[float]:
+    span = offsets[-1] - offsets[0] if offsets else 0.0
+    if len(offsets) < 2 or span <= 0:
+        return offsets
+    factor = (len(offsets) - 1) / (rate * span)
+    return [(t - offsets[0]) * factor for t in offsets]
+
+
+def capacity_rps(slots: int, mean_prompt: float, mean_output: float) -> float:
+    """Requests/s one worker of this machine sustains (the engine cost profile's estimate)."""
+    from elis.config import get_settings
+    from elis.simulator.engine_profile import EngineProfile
+
+    return EngineProfile.load().capacity_rps(1, slots, get_settings().window_tokens, mean_prompt, mean_output)
+
+
+@dataclass
+class Workload:
+    """The items every run submits, and how they were made (for the manifest)."""
+
+    items: list[WorkItem]
+    info: dict = field(default_factory=dict)
+
+
+def build_workload(path: Path, *, kind: str = "auto", num: int | None = None, arrivals: str = "gamma",
+                   rate: float | None = None, cv: float | None = None, seed: int = 0, max_tokens: int = 256,
+                   temperature: float = 0.0, slots: int = 4, load: float = 0.8,
+                   max_prompt_tokens: int = 512) -> Workload:
+    """Read any workload file and give every request its arrival and body.
+
+    Files without times (prompts, OpenAI batch) get the arrival process (`arrivals`, `rate`, `cv`, `seed`).
+    Traces keep their own offsets, rescaled to `rate` when given. Length traces (Azure, BurstGPT) are
+    time-scaled to this machine: without `rate`, to `load` x the requests/s one worker with `slots` slots
+    serves (the engine profile's estimate). Their prompts are capped at `max_prompt_tokens` and their forced
+    outputs at `max_tokens`; a request's own max_tokens is kept.
+    """
+    kind, requests = read_requests(Path(path), kind)
+    if num is not None and num < 1:
+        raise WorkloadError("--num must be at least 1")
+    info: dict = {"file": str(path), "kind": kind, "rows_in_file": len(requests)}
+    timed = kind in ("trace", "lengths")
+    chosen = _take_timed(requests, num) if timed else _pick(requests, num, seed)
+    if timed:
+        offsets = [float(r.offset_s or 0.0) for r in chosen]
+        if rate is None and kind == "lengths":
+            mean_prompt, mean_output = mean_lengths(
+                [replace(r, prompt_tokens=min(r.prompt_tokens or 1, max_prompt_tokens),
+                         output_tokens=min(r.output_tokens or 1, max_tokens)) for r in chosen], max_tokens)
+            rate = load * capacity_rps(slots, mean_prompt, mean_output)
+            info["time_scale"] = f"load {load} x estimated capacity {rate / load:.3f} jobs/s"
+        if rate is not None:
+            if rate <= 0:
+                raise WorkloadError("--rate must be positive")
+            offsets = _rescaled(offsets, rate)
+            info["rate"] = rate
+        info["arrivals"] = "from the file"
+    else:
+        offsets = arrival_offsets(len(chosen), arrivals, rate, cv, seed)
+        info["arrivals"] = arrivals
+    items, clamped_prompts, clamped_outputs = [], 0, 0
+    for index, (request, offset) in enumerate(zip(chosen, offsets, strict=True)):
+        messages, forced = request.messages, request.output_tokens
+        if request.prompt_tokens is not None and request.prompt_tokens > max_prompt_tokens:
+            messages, clamped_prompts = filler_messages(max_prompt_tokens), clamped_prompts + 1
+        if forced is not None and forced > max_tokens:
+            forced, clamped_outputs = max_tokens, clamped_outputs + 1
+        body = body_of(messages, request.max_tokens or max_tokens, temperature, forced)
+        items.append(WorkItem(index, offset, body))
+    info.update(jobs=len(items), clamped_prompts=clamped_prompts, clamped_outputs=clamped_outputs,
+                last_arrival_s=round(max(offsets), 2))
+    return Workload(items, info)

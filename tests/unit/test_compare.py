@@ -1,0 +1,140 @@
+"""`elis compare` without the stack: the table and its ratios, the bound's items, the records CSV, the options."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import pytest
+from typer.testing import CliRunner
+
+from elis.cli import app
+from elis.replay.compare import bound_items, comparison_table, metrics_of, true_lengths_of
+from elis.replay.live import LiveRecord, WorkItem, live_record, read_live_records, write_live_records
+from elis.replay.report import JobRecord, read_records_csv
+from elis.replay.sources import WorkloadError, arrival_offsets, build_workload
+
+runner = CliRunner()
+
+
+def rec(item: int, arrival: float, finish: float, queued: float, tokens: int, status: str = "done",
+        policy: str = "fcfs", predictions: tuple[float, ...] = ()) -> LiveRecord:
+    record = JobRecord(job_id=f"j{item}", policy=policy, arrival=arrival, first_start=arrival + queued,
+                       finish=finish, jct=finish - arrival, queuing_delay=queued, num_prompt_tokens=10,
+                       num_output_tokens=tokens, num_windows=1, status=status)
+    return LiveRecord(record, item, initial_prediction=40.0 if predictions else math.nan,
+                      window_tokens=tuple(50 for _ in predictions), predictions=predictions)
+
+
+def test_metrics_and_ratios_match_hand_computed_values():
+    fcfs = [rec(0, 0, 4, 1, 10), rec(1, 1, 9, 3, 30), rec(2, 2, 6, 0, 20)]  # JCTs 4, 8, 4
+    fast = [rec(0, 0, 2, 0, 10), rec(1, 1, 9, 4, 30), rec(2, 2, 4, 0, 20)]  # JCTs 2, 8, 2
+    bound = [rec(0, 0, 1, 0, 10), rec(1, 1, 5, 2, 30), rec(2, 2, 4, 0, 20)]  # JCTs 1, 4, 2
+    values = metrics_of(fcfs)
+    assert values["mean_jct"] == pytest.approx(16 / 3)
+    assert values["p50_jct"] == 4.0
+    assert values["p90_jct"] == pytest.approx(4 + 0.8 * 4)  # sorted 4, 4, 8: position 1.8
+    assert values["mean_queuing_delay"] == pytest.approx(4 / 3)
+    assert values["max_queuing_delay"] == 3.0
+    assert values["throughput_rps"] == pytest.approx(3 / 9)  # makespan: last finish 9 - first arrival 0
+    assert values["throughput_tps"] == pytest.approx(60 / 9)
+
+    _, rows, csv_header, csv_rows = comparison_table({"fcfs": fcfs, "isrtf": fast, "bound": bound})
+    by_run = {row[0]: dict(zip(csv_header, row)) for row in csv_rows}
+    assert by_run["isrtf"]["mean_jct_vs_fcfs"] == pytest.approx(4 / (16 / 3))
+    assert by_run["isrtf"]["mean_jct_vs_bound"] == pytest.approx(4 / (7 / 3))
+    assert by_run["fcfs"]["mean_jct_vs_fcfs"] == 1.0
+    assert by_run["bound"]["mean_jct_vs_bound"] == 1.0
+    assert rows[1][2] == "4.00 (0.75 / 1.71)"
+
+
+def test_unfinished_jobs_are_counted_but_not_measured():
+    records = [rec(0, 0, 4, 1, 10), rec(1, 0, math.nan, 0, 0, status="cancelled")]
+    values = metrics_of(records)
+    assert values["jobs"] == 1 and values["submitted"] == 2
+    assert values["mean_jct"] == 4.0
+    _, rows, _, _ = comparison_table({"isrtf": records})
+    assert rows[0][1] == "1/2"
+    assert rows[0][2] == "4.00 (- / -)"  # no FCFS and no bound row: no ratios
+
+
+def test_the_bound_forces_the_recorded_lengths_of_finished_jobs_only():
+    items = [WorkItem(i, float(i), {"messages": [{"role": "user", "content": f"p{i}"}], "max_tokens": 64,
+                                    "temperature": 0.0}) for i in range(3)]
+    lengths = true_lengths_of([rec(0, 0, 1, 0, 17), rec(1, 0, 1, 0, 64), rec(2, 0, 1, 0, 5, status="failed")])
+    assert lengths == {0: 17, 1: 64}
+    forced = bound_items(items, lengths)
+    assert [i.index for i in forced] == [0, 1]
+    assert forced[0].body == {"messages": [{"role": "user", "content": "p0"}], "temperature": 0.0,
+                              "target_output_tokens": 17}
+    assert forced[1].offset_s == 1.0
+
+
+def test_records_csv_round_trips_with_predictions_and_reads_as_a_plain_report(tmp_path):
+    records = [rec(1, 0, 4, 1, 120, policy="isrtf", predictions=(70.0, 21.5, math.nan)),
+               rec(0, 1, 2, 0, 10)]
+    path = tmp_path / "records-isrtf.csv"
+    write_live_records(records, path)
+    back = read_live_records(path)
+    assert [r.item for r in back] == [0, 1]  # sorted by workload item
+    assert back[1].record == records[0].record
+    assert back[1].predictions[:2] == (70.0, 21.5) and math.isnan(back[1].predictions[2])
+    assert back[1].window_tokens == (50, 50, 50) and back[1].initial_prediction == 40.0
+    assert back[0].has_predictions is False and back[1].has_predictions is True
+    assert [r.job_id for r in read_records_csv(path)] == ["j0", "j1"]
+
+
+def test_a_job_detail_becomes_a_record_with_its_window_predictions():
+    detail = {
+        "id": "abc", "policy": "isrtf", "status": "done", "arrival_at": "2026-11-21T10:00:00+00:00",
+        "first_started_at": "2026-11-21T10:00:01+00:00", "finished_at": "2026-11-21T10:00:05+00:00",
+        "num_prompt_tokens": 12, "num_output_tokens": 70, "num_windows": 2, "initial_prediction": 55.0,
+        "finish_reason": "stop", "metrics": {"jct_s": 5.0, "queuing_delay_s": 1.5, "service_s": 3.5},
+        "windows": [
+            {"index": 1, "num_tokens": 20, "prediction_before": 10.0, "prediction_after": None,
+             "enqueued_at": "2026-11-21T10:00:03+00:00", "started_at": "2026-11-21T10:00:03.500000+00:00"},
+            {"index": 0, "num_tokens": 50, "prediction_before": 55.0, "prediction_after": 10.0,
+             "enqueued_at": "2026-11-21T10:00:00+00:00", "started_at": "2026-11-21T10:00:01+00:00"},
+        ],
+    }
+    live = live_record(detail, item=3)
+    assert live.item == 3 and live.record.jct == 5.0 and live.record.max_wait == 1.0
+    assert live.window_tokens == (50, 20)
+    assert live.predictions[0] == 10.0 and math.isnan(live.predictions[1])
+    assert live.initial_prediction == 55.0 and live.finish_reason == "stop"
+
+
+def test_prompt_workload_is_the_same_for_the_same_seed(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text("\n".join(json.dumps({"prompt": f"question {i}"}) for i in range(10)))
+    a = build_workload(path, num=6, arrivals="gamma", rate=2.0, seed=7, max_tokens=32).items
+    b = build_workload(path, num=6, arrivals="gamma", rate=2.0, seed=7, max_tokens=32).items
+    c = build_workload(path, num=6, arrivals="gamma", rate=2.0, seed=8, max_tokens=32).items
+    assert a == b and a != c
+    assert a[0].offset_s == 0.0 and all(x.offset_s <= y.offset_s for x, y in itertools.pairwise(a))
+    assert a[0].body["max_tokens"] == 32 and a[0].body["messages"][0]["role"] == "user"
+    assert len(build_workload(path, num=25, arrivals="batch").items) == 25  # cycled
+
+
+@pytest.mark.parametrize(("kind", "rate", "cv", "message"), [
+    ("poisson", None, None, "need --rate"),
+    ("gamma", None, 2.0, "--cv needs --rate"),
+    ("gamma", -1.0, None, "--rate must be positive"),
+    ("uniform", 1.0, None, "--arrivals must be one of"),
+])
+def test_bad_arrival_options_say_what_is_wrong(kind, rate, cv, message):
+    with pytest.raises(WorkloadError, match=message):
+        arrival_offsets(5, kind, rate, cv)
+
+
+def test_compare_refuses_bad_options_with_a_clear_message(tmp_path):
+    result = runner.invoke(app, ["compare", "--policies", "fcfs,fastest", "--out-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "unknown policy 'fastest'" in result.output
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "ok"}\n{"nothing": 1}\n')
+    result = runner.invoke(app, ["compare", "--prompts", str(bad), "--out-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "needs 'prompt', 'messages' or 'instruction'" in result.output
+    assert "Traceback" not in result.output
+    result = runner.invoke(app, ["compare", "--arrivals", "poisson", "--out-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "poisson arrivals need --rate" in result.output
