@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     guard_window_jobs: int = Field(default=200, ge=2)
     guard_start_in_fallback: bool = True
     guard_refresh_s: float = 10.0
+    # Pre-emption on predictions (ISRTF yields) only while the yield rule, checked on finished jobs' predictions,
+    # is right at least this often; else prediction policies order the queue but do not pre-empt.
+    guard_preempt_precision: float = 0.9
     # Scale predictions per step (mean true / mean predicted remaining, learned from finished jobs) so an
     # admission prediction and a re-prediction after k windows compare fairly.
     calibrate_steps: bool = True

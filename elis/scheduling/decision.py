@@ -91,10 +91,12 @@ class Decision:
 
 
 def decide(policy: Policy, job: JobView, head: JobView | None, now: float, levels: PriorityLevels,
-           margin: YieldMargin = NO_MARGIN, cost: SwitchCost = SwitchCost()) -> Decision:
+           margin: YieldMargin = NO_MARGIN, cost: SwitchCost = SwitchCost(),
+           predicted_preemption: bool = True) -> Decision:
     """Whether `job`, at the end of a window at time `now`, gives its slot to `head` (the job that would run
     next; None when nothing waits). Pure: the same inputs give the same decision in the worker and the
-    simulator."""
+    simulator. `predicted_preemption=False` (the guard found the yield rule unreliable) keeps a policy that
+    orders by predictions from pre-empting on them; a starving head still gets the slot."""
     score = policy.score(job, now)
     level = levels.level(score)
     if head is None:
@@ -104,6 +106,8 @@ def decide(policy: Policy, job: JobView, head: JobView | None, now: float, level
     if not policy.should_yield(job, now, head):
         reason = "runs to completion" if not policy.yields(job) else "the head is not sooner"
         return Decision(False, score, level, reason)
+    if policy.uses_predictions and not predicted_preemption:
+        return Decision(False, score, level, "pre-emption on predictions is off (guard)")
     head_score = policy.score(head, now)
     need = margin.tokens(score, job.num_generated, cost, policy.uses_predictions)
     if head_score + need < score:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 # Pooled predictions beyond this many are subsampled evenly (keeps a refresh cheap on a busy worker).
 MAX_POOLED_POINTS = 5000
+# The yield precision looks at every pair of this many pooled predictions (O(n^2)).
+MAX_PRECISION_POINTS = 400
 
 
 def _tie_pairs(values: Sequence) -> int:
@@ -78,6 +80,27 @@ def kendall_tau(xs: Sequence[float], ys: Sequence[float]) -> float | None:
     return (total - ties_x - ties_y + ties_xy - 2 * discordant) / denominator
 
 
+def yield_precision(points: Sequence[tuple[float, float]], uncertainty: float) -> tuple[float | None, int]:
+    """How often the yield rule would be right: over every ordered pair of (predicted, true remaining)
+    points where b is predicted sooner than a by the margin (pred_b < (1 - uncertainty) x pred_a), the share
+    where b is truly shorter. Returns (precision or None, number of such pairs).
+
+    Rank correlation is not enough to preempt on: a predictor with a fair tau can still be wrong in exactly
+    the extreme pairs that trigger a yield, and a wrong yield delays a job by the whole of another's work.
+    """
+    factor = 1.0 - min(max(uncertainty, 0.0), 1.0)
+    ordered = sorted(points)  # by prediction: only pairs with pred_b < factor * pred_a count
+    hits = total = 0
+    for i, (pred_a, true_a) in enumerate(ordered):
+        limit = factor * pred_a
+        for pred_b, true_b in ordered[:i]:
+            if pred_b >= limit:
+                break
+            total += 1
+            hits += true_b < true_a
+    return (hits / total if total else None), total
+
+
 def _bias(predicted: Sequence[float], true: Sequence[float]) -> float | None:
     total_true = sum(true)
     return sum(predicted) / total_true if total_true > 0 else None
@@ -117,6 +140,9 @@ class RankQuality:
     pooled_num: int = 0
     pooled_tau: float | None = None
     pooled_bias: float | None = None
+    # Of the prediction pairs that would trigger a yield at the scheduler's margin, the share truly ordered.
+    yield_precision: float | None = None
+    yield_pairs: int = 0
     per_step: tuple[StepQuality, ...] = ()
 
     def as_dict(self) -> dict:
@@ -125,6 +151,7 @@ class RankQuality:
             "admission": {"n": self.admission_num, "tau": _round(self.admission_tau),
                           "bias": _round(self.admission_bias)},
             "pooled": {"n": self.pooled_num, "tau": _round(self.pooled_tau), "bias": _round(self.pooled_bias)},
+            "yield_precision": {"pairs": self.yield_pairs, "precision": _round(self.yield_precision)},
             "per_step": [{"step": s.step, "n": s.num, "tau": _round(s.tau), "bias": _round(s.bias)}
                          for s in self.per_step],
         }
@@ -142,7 +169,7 @@ def _evenly(points: list, limit: int) -> list:
 
 
 def measure_rank_quality(jobs: Sequence[FinishedJob], max_steps: int = 8,
-                         scale: Callable[[int], float] | None = None) -> RankQuality:
+                         scale: Callable[[int], float] | None = None, margin: float = 0.0) -> RankQuality:
     """Rank quality of admission predictions, pooled re-predictions, and re-predictions per step.
 
     `scale(step)` multiplies each prediction made after `step` tokens before the pooled tau is taken: the
@@ -167,6 +194,7 @@ def measure_rank_quality(jobs: Sequence[FinishedJob], max_steps: int = 8,
     # The pooled comparison also pits newcomers (admission predictions) against running jobs.
     pooled_all = [(0, p, t) for p, t in admission] + pooled
     sample = _evenly([(s, p * (scale(s) if scale else 1.0), t) for s, p, t in pooled_all], MAX_POOLED_POINTS)
+    precision, pairs = yield_precision([(p, t) for _, p, t in _evenly(sample, MAX_PRECISION_POINTS)], margin)
     return RankQuality(
         num_jobs=len(jobs),
         admission_num=len(admission),
@@ -175,6 +203,8 @@ def measure_rank_quality(jobs: Sequence[FinishedJob], max_steps: int = 8,
         pooled_num=len(pooled),
         pooled_tau=kendall_tau([p for _, p, _ in sample], [t for _, _, t in sample]) if pooled else None,
         pooled_bias=_bias([p for _, p, _ in pooled], [t for _, _, t in pooled]),
+        yield_precision=precision if pooled else None,
+        yield_pairs=pairs if pooled else 0,
         per_step=per_step,
     )
 
@@ -194,11 +224,21 @@ class QualityGuard:
     min_jobs: int = 20
     enabled: bool = True
     start_in_fallback: bool = True
+    # Pre-emption on predictions needs more than a fair rank: the yield rule must be right this often.
+    preempt_precision: float = 0.9
     fallback: bool = field(init=False)
     reason: str = field(init=False)
     judged_tau: float | None = field(init=False, default=None)
+    # Whether a running job may yield to a head that predictions say is sooner (starving heads always win).
+    preempting: bool = field(init=False)
+    preempt_reason: str = field(init=False)
 
     def __post_init__(self) -> None:
+        # Trusting at the start (start_in_fallback=False) trusts pre-emption too, until evidence says otherwise.
+        self.preempting = not (self.enabled and self.start_in_fallback)
+        self.preempt_reason = ("guard disabled" if not self.enabled else
+                               f"pre-emption {'off' if not self.preempting else 'on'}: fewer than {self.min_jobs} "
+                               "re-predictions of finished jobs to judge it by")
         self.fallback = self.enabled and self.start_in_fallback
         self.reason = (f"no evidence yet: fewer than {self.min_jobs} finished jobs with predictions"
                        if self.fallback else "predictions trusted (not judged yet)")
@@ -217,6 +257,12 @@ class QualityGuard:
         """Take a new measurement; returns True when the fallback state changed."""
         if not self.enabled:
             return False
+        if quality.pooled_num >= self.min_jobs and quality.yield_precision is not None:
+            precision = quality.yield_precision
+            self.preempting = precision >= self.preempt_precision
+            verdict = "on" if self.preempting else "off"
+            self.preempt_reason = (f"pre-emption {verdict}: the yield rule was right in {100 * precision:.0f}% of "
+                                   f"{quality.yield_pairs} prediction pairs (needs {100 * self.preempt_precision:.0f}%)")
         tau = self.judged(quality)
         self.judged_tau = tau
         if tau is None:

@@ -124,7 +124,8 @@ class Scheduler:
                policy_name: str | None = None) -> Decision:
         """The window-end decision for an unfinished job (see `elis.scheduling.decision.decide`)."""
         head = None if head is None else self.calibrated(head)
-        return decide(self.policy(policy_name), self.calibrated(job), head, now, self.levels, self.margin, cost)
+        return decide(self.policy(policy_name), self.calibrated(job), head, now, self.levels, self.margin, cost,
+                      predicted_preemption=self.guard.preempting)
 
     def is_starving(self, job: JobView, now: float, policy_name: str | None = None) -> bool:
         policy = self.policy(policy_name)
@@ -136,7 +137,8 @@ class Scheduler:
         when the guard changed state."""
         if self.calibrate_steps:
             self.calibration = StepCalibration.fit(finished, min_points=self.guard.min_jobs)
-        quality = measure_rank_quality(finished, scale=self.calibration.factor)
+        quality = measure_rank_quality(finished, scale=self.calibration.factor,
+                                       margin=self.margin.default_uncertainty if self.margin.enabled else 0.0)
         changed = self.guard.update(quality)
         self.quality = quality
         self.aging_bound_s = self.aging.bound([j.service_s for j in finished])
@@ -155,6 +157,9 @@ class Scheduler:
                 "threshold": self.guard.threshold,
                 "hysteresis": self.guard.hysteresis,
                 "min_jobs": self.guard.min_jobs,
+                "preempting": self.guard.preempting,
+                "preempt_reason": self.guard.preempt_reason,
+                "preempt_precision": self.guard.preempt_precision,
             },
             "rank_quality": None if self.quality is None else self.quality.as_dict(),
             "aging": {"enabled": self.aging.enabled, "bound_s": round(self.aging_bound_s, 2),
@@ -174,7 +179,8 @@ class Scheduler:
                                 enabled=settings.yield_margin)
         guard = QualityGuard(threshold=settings.guard_threshold, hysteresis=settings.guard_hysteresis,
                              min_jobs=settings.guard_min_jobs, enabled=settings.guard,
-                             start_in_fallback=settings.guard_start_in_fallback)
+                             start_in_fallback=settings.guard_start_in_fallback,
+                             preempt_precision=settings.guard_preempt_precision)
         aging = AgingRule(enabled=settings.aging, fixed_s=settings.max_wait_s, factor=settings.aging_factor,
                           floor_s=settings.aging_floor_s)
         return cls(settings.policy, levels, margin, guard, aging, calibrate_steps=settings.calibrate_steps)
