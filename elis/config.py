@@ -91,6 +91,28 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
 
+    # Input bounds (docs/robustness.md). Bodies past max_body_bytes answer 413 before they are parsed.
+    max_body_bytes: int = Field(default=512 * 1024, ge=1024)
+
+    # Authentication: "keys" (API keys, one tenant each; `elis keys create`), "none" (local use: every caller is
+    # the admin of tenant "local"), or "auto": "none" when the API is bound to a loopback address, else "keys".
+    auth: str = "auto"
+    # Per-tenant admission limits (a key may lower them): jobs queued or running, tokens still to generate
+    # over those jobs, and max_tokens of one job.
+    tenant_max_active_jobs: int = Field(default=10_000, ge=1)
+    tenant_max_tokens_in_flight: int = Field(default=10_000_000, ge=1)
+
+    # Outages and lost messages (elis.tasks.recovery). A window whose database or broker is away waits with
+    # back-off up to this long before handing its message back to the queue (it never consumes it).
+    outage_wait_s: float = Field(default=600.0, ge=0.0)
+    # A running job's lease: renewed at each window; past it, no live worker holds the job.
+    lease_s: float = Field(default=120.0, gt=0.0)
+    # A queued job whose message was published this long ago and never delivered is re-published when the
+    # queue holds fewer messages than queued jobs (a purged or lost message).
+    lost_after_s: float = Field(default=60.0, gt=0.0)
+    # A job that makes no progress (no window committed) for this long is failed with the reason; 0: never.
+    stuck_after_s: float = Field(default=6 * 3600.0, ge=0.0)
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:

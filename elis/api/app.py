@@ -6,12 +6,11 @@ import logging
 import threading
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
 from elis import __version__
 from elis.api.deps import AdmissionPredictor, Tokenizer
+from elis.api.errors import BodySizeLimit, install_error_handlers
 from elis.api.routes import router
 from elis.config import Settings, get_settings
 from elis.models_prepare import resolve_model
@@ -19,14 +18,6 @@ from elis.tasks.app import configure_celery
 from elis.tasks.scheduling_setup import QualityMonitor, build_scheduler
 
 log = logging.getLogger(__name__)
-
-
-def _readable(error: dict) -> str:
-    if error.get("type") == "json_invalid":
-        return "the request body is not valid JSON"
-    where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
-    message = error.get("msg", "invalid value").removeprefix("Value error, ")
-    return f"{where}: {message}" if where else message
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -57,15 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.tokenizer = tokenizer
     configure_celery(settings)
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [_readable(e) for e in exc.errors()]
-        return JSONResponse(status_code=422, content={"detail": "; ".join(problems), "errors": problems})
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(status_code=500, content={"detail": f"internal error: {type(exc).__name__}"})
-
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(router)
     return app

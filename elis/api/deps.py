@@ -38,6 +38,11 @@ class Tokenizer:
         self.model_path = model_path
         self._tokenizer = AutoTokenizer.from_pretrained(model_path)
 
+    @property
+    def vocab_size(self) -> int:
+        """Ids below this are the model's tokens (added special tokens included)."""
+        return len(self._tokenizer)
+
     def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
         text = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return list(self._tokenizer.encode(text, add_special_tokens=False))

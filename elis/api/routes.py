@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
+from pydantic import AfterValidator
 from sqlalchemy import text
 
 from elis import clock
 from elis.api.deps import SessionDep, SettingsDep
+from elis.api.errors import CANCEL_ERRORS, LIST_ERRORS, READ_ERRORS, SUBMIT_ERRORS
 from elis.api.schemas import (
+    MAX_WORKLOAD_CHARS,
     Health,
     JobAccepted,
     JobCreate,
@@ -20,6 +24,7 @@ from elis.api.schemas import (
     JobSummary,
     SchedulerStats,
     WindowOut,
+    clean_text,
 )
 from elis.storage import jobs as store
 from elis.storage.db import session_scope
@@ -29,6 +34,12 @@ from elis.tasks.publish import publish_window
 
 log = logging.getLogger(__name__)
 router = APIRouter()
+
+# Job ids are 32 hex characters; anything else cannot name a job (and NUL or control bytes never reach SQL).
+JobId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z_-]+$")]
+QueryText = Annotated[str | None, Query(max_length=MAX_WORKLOAD_CHARS), AfterValidator(
+    lambda v: None if v is None else clean_text(v))]
+MAX_OFFSET = 1_000_000_000
 
 
 def _summary_fields(job: Job) -> dict:
@@ -62,7 +73,7 @@ def _detail(job: Job) -> JobDetail:
     )
 
 
-@router.post("/v1/jobs", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted)
+@router.post("/v1/jobs", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted, responses=SUBMIT_ERRORS)
 async def submit_job(body: JobCreate, request: Request, settings: SettingsDep) -> JobAccepted:
     state = request.app.state
     max_tokens = body.max_tokens if body.max_tokens is not None else settings.default_max_tokens
@@ -75,6 +86,11 @@ async def submit_job(body: JobCreate, request: Request, settings: SettingsDep) -
         prompt_ids = await run_in_threadpool(state.tokenizer().encode_chat, messages)
     except Exception as exc:  # e.g. a chat that the template refuses (two system turns)
         raise HTTPException(422, f"the messages cannot be formatted with the model's chat template: {exc}") from exc
+    vocab_size = state.tokenizer().vocab_size
+    outside = [i for i in body.stop_token_ids if i >= vocab_size]
+    if outside:
+        raise HTTPException(422, f"stop_token_ids: {outside} are outside the model's vocabulary "
+                                 f"(ids 0 to {vocab_size - 1})")
     if len(prompt_ids) + max_tokens > settings.max_model_len:
         raise HTTPException(
             422,
@@ -130,29 +146,30 @@ def _admit(settings, state, new: store.NewJob, prediction: float | None) -> JobA
     )
 
 
-@router.get("/v1/jobs/{job_id}", response_model=JobDetail)
-def get_job(job_id: str, session: SessionDep) -> JobDetail:
+@router.get("/v1/jobs/{job_id}", response_model=JobDetail, responses=READ_ERRORS)
+def get_job(job_id: JobId, session: SessionDep) -> JobDetail:
     try:
         return _detail(store.get_job(session, job_id=job_id))
     except store.JobNotFound:
         raise HTTPException(404, f"no job with id {job_id!r}") from None
 
 
-@router.get("/v1/jobs", response_model=JobList)
+@router.get("/v1/jobs", response_model=JobList, responses=LIST_ERRORS)
 def list_jobs(
     session: SessionDep,
     status_filter: JobStatus | None = Query(default=None, alias="status"),
-    policy: str | None = None,
-    workload: str | None = None,
+    policy: QueryText = None,
+    workload: QueryText = None,
     limit: int = Query(default=100, ge=1, le=1000),
-    offset: int = Query(default=0, ge=0),
+    offset: int = Query(default=0, ge=0, le=MAX_OFFSET),
 ) -> JobList:
     jobs, total = store.list_jobs(session, status=status_filter, policy=policy, workload=workload, limit=limit, offset=offset)
     return JobList(total=total, items=[JobSummary(**_summary_fields(j)) for j in jobs])
 
 
-@router.delete("/v1/jobs/{job_id}", response_model=JobDetail, status_code=status.HTTP_202_ACCEPTED)
-def cancel_job(job_id: str, session: SessionDep) -> JobDetail:
+@router.delete("/v1/jobs/{job_id}", response_model=JobDetail, status_code=status.HTTP_202_ACCEPTED,
+               responses=CANCEL_ERRORS)
+def cancel_job(job_id: JobId, session: SessionDep) -> JobDetail:
     """Cancel: a queued job at once; a running one at its next window boundary."""
     try:
         job = store.request_cancel(session, job_id=job_id, now=clock.now())
@@ -163,7 +180,7 @@ def cancel_job(job_id: str, session: SessionDep) -> JobDetail:
     return _detail(job)
 
 
-@router.get("/healthz", response_model=Health)
+@router.get("/healthz", response_model=Health, responses={503: {"model": Health, "description": "A dependency is away."}})
 def healthz(request: Request, response: Response, settings: SettingsDep) -> Health:
     database = broker = "ok"
     try:

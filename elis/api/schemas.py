@@ -3,9 +3,37 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Input bounds (docs/robustness.md). The model's context (2,048 tokens) holds about 8,000 characters of
+# English, so longer prompts could never run; the body limit (ELIS_MAX_BODY_BYTES) bounds the rest.
+MAX_PROMPT_CHARS = 32_000
+MAX_MESSAGES = 64
+MAX_STOP_STRINGS = 8
+MAX_STOP_CHARS = 64
+MAX_STOP_TOKEN_IDS = 16
+MAX_WORKLOAD_CHARS = 64
+
+
+def text_problem(value: str) -> str | None:
+    """Why a text cannot be stored or tokenized (NUL, a lone surrogate), or None when it is fine."""
+    if "\x00" in value:
+        return "contains a NUL character (\\u0000); remove it"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (f"contains a lone surrogate (\\u{ord(value[exc.start]):04x}), which is not valid Unicode; "
+                "send UTF-8 text (a surrogate pair must be complete)")
+    return None
+
+
+def clean_text(value: str) -> str:
+    problem = text_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
 
 
 class ChatMessage(BaseModel):
@@ -13,7 +41,12 @@ class ChatMessage(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     role: Literal["system", "user", "assistant"]
-    content: str = Field(min_length=1)
+    content: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+
+    @field_validator("content")
+    @classmethod
+    def _clean_content(cls, value: str) -> str:
+        return clean_text(value)
 
 
 class JobCreate(BaseModel):
@@ -21,22 +54,38 @@ class JobCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str | None = Field(default=None, description="Plain prompt (sent as one user message).")
-    messages: list[ChatMessage] | None = Field(default=None, description="Chat messages, instead of a prompt.")
-    max_tokens: int | None = Field(default=None, ge=1, description="Most tokens to generate.")
+    prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS,
+                               description="Plain prompt (sent as one user message).")
+    messages: list[ChatMessage] | None = Field(default=None, max_length=MAX_MESSAGES,
+                                               description="Chat messages, instead of a prompt.")
+    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000, description="Most tokens to generate.")
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    stop: list[str] = Field(default_factory=list, max_length=8, description="Stop strings.")
-    stop_token_ids: list[int] = Field(default_factory=list, max_length=16)
+    stop: list[Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]] = Field(
+        default_factory=list, max_length=MAX_STOP_STRINGS, description="Stop strings.")
+    stop_token_ids: list[Annotated[int, Field(ge=0, le=10_000_000)]] = Field(
+        default_factory=list, max_length=MAX_STOP_TOKEN_IDS, description="Token ids of the model's vocabulary.")
     target_output_tokens: int | None = Field(
-        default=None, ge=1, description="Trace replay: generate exactly this many tokens (the job's known length)."
+        default=None, ge=1, le=1_000_000,
+        description="Trace replay: generate exactly this many tokens (the job's known length).",
     )
-    workload: str | None = Field(default=None, max_length=64, description="A label to group a replay run.")
+    workload: str | None = Field(default=None, max_length=MAX_WORKLOAD_CHARS,
+                                 description="A label to group a replay run.")
 
     @field_validator("stop", mode="before")
     @classmethod
     def _one_stop_string(cls, value):
         return [value] if isinstance(value, str) else value
+
+    @field_validator("prompt", "workload")
+    @classmethod
+    def _clean_text(cls, value: str | None) -> str | None:
+        return None if value is None else clean_text(value)
+
+    @field_validator("stop")
+    @classmethod
+    def _clean_stops(cls, value: list[str]) -> list[str]:
+        return [clean_text(s) for s in value]
 
     @model_validator(mode="after")
     def _prompt_or_messages(self) -> JobCreate:
@@ -46,8 +95,8 @@ class JobCreate(BaseModel):
             raise ValueError("the prompt is empty")
         if self.messages is not None and not self.messages:
             raise ValueError("'messages' is empty")
-        if any(not s for s in self.stop):
-            raise ValueError("stop strings must not be empty")
+        if self.messages is not None and sum(len(m.content) for m in self.messages) > MAX_PROMPT_CHARS:
+            raise ValueError(f"the messages hold more than {MAX_PROMPT_CHARS} characters in all; shorten them")
         return self
 
     def chat(self) -> list[dict[str, str]]:

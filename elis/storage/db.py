@@ -17,7 +17,7 @@ def get_engine(url: str) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):  # concurrent readers while a worker writes
@@ -27,7 +27,10 @@ def get_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # hide_parameters: an error's text never carries a prompt or an output into the logs. connect_timeout: a
+    # database that is away fails a request in seconds (the API answers 503), not after the OS's TCP timeout.
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, hide_parameters=True,
+                         connect_args={"connect_timeout": 5} if url.startswith("postgresql") else {})
 
 
 @lru_cache(maxsize=8)

@@ -117,3 +117,62 @@ def test_aging_republishes_a_starving_job_once_at_the_reserved_top_level(client,
     assert reconcile_once(aged, build_scheduler(aged))["promoted"] == 1
     assert reconcile_once(aged, build_scheduler(aged))["promoted"] == 0
     assert drain(settings) == [(job_id, 0, settings.num_priority_levels - 1)]
+
+
+@pytest.mark.parametrize(
+    ("request_args", "message"),
+    [
+        (("post", "/v1/jobs", {"json": {"prompt": "a\u0000b"}}), "prompt: contains a NUL character"),
+        (("post", "/v1/jobs", {"json": {"prompt": "hi", "workload": "w\u0000"}}), "workload: contains a NUL"),
+        (("post", "/v1/jobs", {"content": b'{"prompt": "bad \\ud800 half"}',
+                                "headers": {"content-type": "application/json"}}), "prompt: contains a lone surrogate"),
+        (("post", "/v1/jobs", {"json": {"messages": [{"role": "user", "content": "x\u0000"}]}}),
+         "messages.0.content: contains a NUL"),
+        (("post", "/v1/jobs", {"json": {"prompt": "hi", "stop": ["ok\u0000"]}}), "stop: contains a NUL"),
+        (("post", "/v1/jobs", {"json": {"prompt": "x" * 32_001}}), "prompt: String should have at most 32000"),
+        (("post", "/v1/jobs", {"json": {"messages": [{"role": "user", "content": "x"}] * 65}}), "messages:"),
+        (("post", "/v1/jobs", {"json": {"prompt": "hi", "stop": ["s"] * 9}}), "stop:"),
+        (("post", "/v1/jobs", {"json": {"prompt": "hi", "stop_token_ids": [49152, 10**6]}}),
+         "stop_token_ids: [49152, 1000000] are outside the model's vocabulary"),
+        (("get", "/v1/jobs/%00", {}), "job_id: a job id is 1-64 letters"),
+        (("delete", "/v1/jobs/%00", {}), "job_id: a job id is 1-64 letters"),
+        (("get", "/v1/jobs?workload=%00", {}), "workload: contains a NUL"),
+        (("get", "/v1/jobs?policy=%00", {}), "policy:"),
+        (("get", f"/v1/jobs?offset={10**20}", {}), "offset: Input should be less than or equal to 1000000000"),
+    ],
+)
+def test_nul_surrogates_oversized_lists_and_unknown_token_ids_get_a_422_that_says_what_to_fix(client, request_args,
+                                                                                                message):
+    method, url, kwargs = request_args
+    response = getattr(client, method)(url, **kwargs)
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert message in body["detail"] and body["errors"], body
+
+
+def test_a_body_past_the_limit_is_refused_with_413_before_it_is_read(client, settings):
+    huge = b'{"prompt": "' + b"x" * (settings.max_body_bytes + 1) + b'"}'
+    response = client.post("/v1/jobs", content=huge, headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "larger than" in response.json()["detail"]
+
+    def chunks():  # no Content-Length: the streamed bytes are counted
+        for _ in range(settings.max_body_bytes // 1024 + 2):
+            yield b"x" * 1024
+
+    response = client.post("/v1/jobs", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413 and response.json()["errors"]
+
+
+def test_every_error_the_api_answers_is_in_its_openapi_spec_with_one_body_shape(client):
+    spec = client.get("/openapi.json").json()
+    documented = {(path, method): set(op["responses"]) for path, ops in spec["paths"].items()
+                  for method, op in ops.items()}
+    assert {"400", "413", "422", "429", "503"} <= documented[("/v1/jobs", "post")]
+    assert {"404", "422", "503"} <= documented[("/v1/jobs/{job_id}", "get")]
+    assert {"404", "409", "422", "503"} <= documented[("/v1/jobs/{job_id}", "delete")]
+    assert {"422", "503"} <= documented[("/v1/jobs", "get")]
+    error_refs = {op["responses"][code]["content"]["application/json"]["schema"]["$ref"]
+                  for ops in spec["paths"].values() for op in ops.values() for code in op["responses"]
+                  if code[0] in "45" and op["operationId"] != "healthz_healthz_get"}
+    assert error_refs == {"#/components/schemas/ErrorBody"}
+    assert client.get("/v1/nothing-here").json() == {"detail": "Not Found", "errors": ["Not Found"]}
