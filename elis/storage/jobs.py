@@ -12,12 +12,17 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from elis import clock
 from elis.clock import seconds_between
 from elis.storage.models import Job, JobStatus, Window
 
 
 class JobNotFound(LookupError):
-    """No job with that id."""
+    """No job with that id (or not in the caller's tenant)."""
+
+
+# A claimed job's first lease; the worker's heartbeat (elis.tasks.recovery.LeaseKeeper) renews it.
+DEFAULT_LEASE_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -36,12 +41,14 @@ class NewJob:
     true_output_tokens: int | None = None
     force_length: bool = False
     workload: str | None = None
+    tenant: str = "local"
 
 
 def create_job(session: Session, *, new: NewJob, now: datetime, initial_prediction: float | None = None) -> Job:
     job = Job(
         policy=new.policy,
         workload=new.workload,
+        tenant=new.tenant,
         prompt=new.prompt,
         messages=new.messages,
         prompt_ids=new.prompt_ids,
@@ -59,6 +66,7 @@ def create_job(session: Session, *, new: NewJob, now: datetime, initial_predicti
         latest_prediction=initial_prediction,
         arrival_at=now,
         enqueued_at=now,
+        progress_at=now,
         status=JobStatus.QUEUED.value,
     )
     session.add(job)
@@ -66,9 +74,10 @@ def create_job(session: Session, *, new: NewJob, now: datetime, initial_predicti
     return job
 
 
-def get_job(session: Session, *, job_id: str) -> Job:
-    job = session.get(Job, job_id)
-    if job is None:
+def get_job(session: Session, *, job_id: str, tenant: str | None = None, for_update: bool = False) -> Job:
+    """The job; JobNotFound when missing or, given a tenant, another tenant's (it must not learn it exists)."""
+    job = session.get(Job, job_id, with_for_update=for_update)
+    if job is None or (tenant is not None and job.tenant != tenant):
         raise JobNotFound(job_id)
     return job
 
@@ -79,10 +88,14 @@ def list_jobs(
     status: JobStatus | None = None,
     policy: str | None = None,
     workload: str | None = None,
+    tenant: str | None = None,
     limit: int = 100,
     offset: int = 0,
 ) -> tuple[list[Job], int]:
+    """Jobs in arrival order, and how many match; `tenant` None lists every tenant's (an admin)."""
     query = select(Job)
+    if tenant is not None:
+        query = query.where(Job.tenant == tenant)
     if status is not None:
         query = query.where(Job.status == status.value)
     if policy is not None:
@@ -99,13 +112,13 @@ def mark_published(session: Session, *, job_id: str, window_index: int, priority
     session.execute(
         update(Job)
         .where(Job.id == job_id, Job.next_window == window_index)
-        .values(published_window=window_index, priority=priority)
+        .values(published_window=window_index, priority=priority, published_at=clock.now())
     )
 
 
-def request_cancel(session: Session, *, job_id: str, now: datetime) -> Job:
+def request_cancel(session: Session, *, job_id: str, now: datetime, tenant: str | None = None) -> Job:
     """A queued job is cancelled at once; a running one stops at its next window boundary."""
-    job = get_job(session, job_id=job_id)
+    job = get_job(session, job_id=job_id, tenant=tenant, for_update=True)
     if job.job_status.is_final:
         return job
     if job.job_status is JobStatus.QUEUED:
@@ -117,7 +130,8 @@ def request_cancel(session: Session, *, job_id: str, now: datetime) -> Job:
 
 
 def claim_window(
-    session: Session, *, job_id: str, window_index: int, worker: str, redelivered: bool, now: datetime
+    session: Session, *, job_id: str, window_index: int, worker: str, redelivered: bool, now: datetime,
+    lease_s: float = DEFAULT_LEASE_S,
 ) -> Job | None:
     """Take a queued job for its next window. None: the message is stale or a duplicate (ack and drop).
 
@@ -138,6 +152,7 @@ def claim_window(
         job.queuing_delay_s = (job.queuing_delay_s or 0.0) + max(0.0, seconds_between(job.enqueued_at, now) or 0.0)
     job.status = JobStatus.RUNNING.value
     job.worker = worker
+    job.lease_until = now + timedelta(seconds=lease_s)
     if job.first_started_at is None:
         job.first_started_at = now
     session.flush()
@@ -183,6 +198,7 @@ def commit_window(session: Session, *, commit: WindowCommit) -> Job | None:
         "next_window": commit.window_index + 1,
         "service_s": (job.service_s or 0.0) + max(0.0, (commit.ended_at - commit.started_at).total_seconds()),
         "num_prediction_failures": job.num_prediction_failures + (1 if commit.prediction_failed else 0),
+        "progress_at": commit.ended_at,
     }
     if commit.prediction_after is not None:
         values["latest_prediction"] = commit.prediction_after

@@ -6,7 +6,18 @@ import enum
 import uuid
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -59,6 +70,7 @@ class Job(Base):
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED.value, index=True)
     policy: Mapped[str] = mapped_column(String(32))
     workload: Mapped[str | None] = mapped_column(String(64), index=True)  # a replay run's label
+    tenant: Mapped[str] = mapped_column(String(64), default="local", server_default="local")  # its key's tenant
 
     prompt: Mapped[str] = mapped_column(Text)
     messages: Mapped[list] = mapped_column(JSON)
@@ -98,6 +110,10 @@ class Job(Base):
     service_s: Mapped[float] = mapped_column(Float, default=0.0)
 
     worker: Mapped[str | None] = mapped_column(String(128))
+    # Recovery (elis.tasks.recovery): the running job's lease, the last publish, the last progress.
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    progress_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finish_reason: Mapped[str | None] = mapped_column(String(16))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     error: Mapped[str | None] = mapped_column(Text)
@@ -109,6 +125,7 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_status_enqueued", "status", "enqueued_at"),
         Index("ix_jobs_status_priority", "status", "priority"),
+        Index("ix_jobs_tenant_status", "tenant", "status"),
     )
 
     @property
@@ -140,3 +157,22 @@ class Window(Base):
     job: Mapped[Job] = relationship(back_populates="windows")
 
     __table_args__ = (UniqueConstraint("job_id", "index", name="uq_windows_job_index"),)
+
+
+class ApiKey(Base):
+    """An API key: its tenant, whether it sees every tenant (admin), its limits. Only a hash of the secret
+    is stored; the secret is shown once, by `elis keys create`."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)  # the key's public part
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    key_hash: Mapped[str] = mapped_column(String(64))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    # None: the service's default (ELIS_TENANT_MAX_*, ELIS_MAX_TOKENS_LIMIT).
+    max_active_jobs: Mapped[int | None] = mapped_column(Integer)
+    max_tokens_in_flight: Mapped[int | None] = mapped_column(Integer)
+    max_tokens: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -36,6 +36,16 @@ def configure_celery(settings: Settings | None = None) -> Celery:
     celery_app.conf.update(
         broker_url=settings.broker_url,
         broker_connection_retry_on_startup=True,
+        # A broker restart (docs/robustness.md): AMQP heartbeats every 10 s (Celery's default is 120 s) so a
+        # dead or half-open connection is noticed in about 20 s, not minutes; reconnect forever, 4 s per try.
+        broker_heartbeat=10,
+        broker_connection_retry=True,
+        broker_connection_max_retries=None,
+        broker_connection_timeout=4,
+        # With acks_late, windows still running when the connection drops cannot ack; RabbitMQ requeues their
+        # messages and the window compare-and-set turns the redelivery into a skip. Cancelling them instead
+        # is not possible in the threads pool (threads cannot be terminated), so they finish.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         # Publisher confirms: a continuation is never silently lost.
         broker_transport_options={"confirm_publish": True},
         task_queues=[window_queue(settings)],

@@ -16,12 +16,13 @@ from elis.storage import jobs as store
 from elis.storage.db import session_scope
 from elis.tasks.priority import stored_job_priority, stored_view
 from elis.tasks.publish import publish_window
+from elis.tasks.recovery import recover_once
 
 log = logging.getLogger(__name__)
 
 
 def reconcile_once(settings: Settings, scheduler: Scheduler) -> dict[str, int]:
-    """One pass. Returns how many jobs were re-published and promoted."""
+    """One pass. Returns how many jobs were re-published and promoted, and what recovery did."""
     now = clock.now()
     url = settings.resolved_database_url
     counts = {"republished": 0, "promoted": 0}
@@ -52,6 +53,7 @@ def reconcile_once(settings: Settings, scheduler: Scheduler) -> dict[str, int]:
             with session_scope(url) as session:
                 store.mark_promoted(session, job_id=job_id, window_index=window_index, priority=top)
             counts["promoted"] += 1
+    counts.update(recover_once(settings, lambda job, at: stored_job_priority(job, scheduler, at)))
     if any(counts.values()):
         log.info("reconciler: %s", counts)
     return counts

@@ -22,6 +22,7 @@ from elis.storage.models import Job, JobStatus
 from elis.tasks.app import celery_app
 from elis.tasks.contracts import EngineError, FinishReason, SamplingSettings, WindowOutput
 from elis.tasks.publish import RUN_WINDOW_TASK
+from elis.tasks.recovery import is_outage, outage_reject
 from elis.tasks.runtime import WorkerNotReady, WorkerRuntime, get_runtime
 
 log = logging.getLogger(__name__)
@@ -220,12 +221,24 @@ def run_window(self, job_id: str, window_index: int) -> str:
     try:
         return run_job_windows(runtime, job_id, window_index, redelivered)
     except Exception as exc:
-        # NOTE: a job must never be lost in RUNNING. A first failure (the database or broker briefly away)
-        # goes back to the queue and resumes from its last committed window; a redelivered one fails the
-        # job with its error, so a job that always breaks cannot loop forever.
-        log.exception("job %s window %d failed", job_id, window_index)
-        if not redelivered:
-            raise Reject(f"{type(exc).__name__}: {exc}", requeue=True) from exc
+        if is_outage(exc):  # the database or broker is away: wait for it, never consume the message
+            raise outage_reject(runtime.settings, job_id, window_index, exc) from exc
+        return _fail_or_requeue(runtime, job_id, window_index, redelivered, exc)
+
+
+def _fail_or_requeue(runtime: WorkerRuntime, job_id: str, window_index: int, redelivered: bool,
+                     exc: Exception) -> str:
+    """NOTE: a job must never be lost in RUNNING. A first unexpected failure goes back to the queue and
+    resumes from its last committed window; a redelivered one fails the job with its error, so a job that
+    always breaks cannot loop forever."""
+    log.error("job %s window %d failed: %s", job_id, window_index, type(exc).__name__, exc_info=exc)
+    if not redelivered:
+        raise Reject(f"{type(exc).__name__}", requeue=True) from exc
+    try:
         with session_scope(runtime.settings.resolved_database_url) as session:
             store.fail_job(session, job_id=job_id, error=f"{type(exc).__name__}: {exc}", now=clock.now())
-        return "failed"
+    except Exception as fail_exc:
+        if is_outage(fail_exc):
+            raise outage_reject(runtime.settings, job_id, window_index, fail_exc) from fail_exc
+        raise
+    return "failed"

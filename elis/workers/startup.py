@@ -8,13 +8,14 @@ import socket
 
 from elis.config import Settings
 from elis.models_prepare import resolve_model
+from elis.tasks import windows as _register_window_task  # noqa: F401  (registers the task)
 from elis.tasks.app import celery_app, configure_celery
 from elis.tasks.contracts import Engine
 from elis.tasks.reconcile import Reconciler
+from elis.tasks.recovery import LeaseKeeper
 from elis.tasks.runtime import WorkerRuntime, install_runtime
 from elis.tasks.scheduling_setup import QualityMonitor, build_scheduler
 from elis.tasks.switch_cost import SwitchCostMeter
-from elis.tasks import windows as _register_window_task  # noqa: F401  (registers the task)
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,8 @@ def start_worker(settings: Settings, name: str | None = None, loglevel: str = "I
     monitor.start()
     reconciler = Reconciler(settings, scheduler)
     reconciler.start()
+    lease_keeper = LeaseKeeper(settings, name)
+    lease_keeper.start()
     configure_celery(settings)
     log.info("worker %s ready: %d slots, window %d, policy %s", name, settings.slots, settings.window_tokens, settings.policy)
     try:
@@ -99,4 +102,5 @@ def start_worker(settings: Settings, name: str | None = None, loglevel: str = "I
     finally:
         reconciler.stopped.set()
         monitor.stopped.set()
+        lease_keeper.stopped.set()
         engine.close()
