@@ -1,4 +1,4 @@
-"""The one command-line entry point: `elis serve | worker | replay | compare | simulate | predictor | models | db | demo
+"""The one command-line entry point: `elis serve | worker | replay | compare | simulate | predictor | models | db | keys | demo
 | bench`."""
 
 from __future__ import annotations
@@ -76,14 +76,18 @@ def serve(
     import uvicorn
 
     from elis.api.app import create_app
+    from elis.api.auth import UnsafeExposure, auth_mode, check_exposure
     from elis.scheduling import UnknownPolicyError, make_policy
 
     _logging()
     settings = _settings(api_host=host, api_port=port, policy=policy)
     try:
         make_policy(settings.policy)
-    except UnknownPolicyError as exc:
+        check_exposure(settings)
+    except (UnknownPolicyError, UnsafeExposure, ValueError) as exc:
         _fail(str(exc))
+    logging.getLogger(__name__).info("API on %s:%d, auth %s", settings.api_host, settings.api_port,
+                                     auth_mode(settings))
     if migrate:
         from elis.storage.migrate import upgrade
 
@@ -121,11 +125,13 @@ def _register_commands() -> None:
     """Every command beyond serve/worker/models/db, registered here and nowhere else."""
     from elis.bench.cli import bench_app
     from elis.demo import demo_command
+    from elis.keys_cli import keys_app
     from elis.predictor.build_dataset import build_dataset_command
     from elis.predictor.cli import predictor_app
     from elis.replay.cli import compare_command, replay_command
     from elis.simulator.cli import simulate_app
 
+    app.add_typer(keys_app, name="keys")
     predictor_app.command("build-dataset")(build_dataset_command)
     app.command("demo")(demo_command)
     app.command("replay")(replay_command)

@@ -51,12 +51,14 @@ def run_demo(policies: list[str], num_prompts: int, max_tokens: int, slots: int,
     if not settings.database_url and not keep_db:
         (out_dir / "demo.sqlite3").unlink(missing_ok=True)
     upgrade(database_url)
+    api_key = _demo_key(database_url)
     queue = "elis.demo"
     try:
         launch.purge_queue(settings.broker_url, queue, settings.num_priority_levels)
     except Exception as exc:
         raise typer.BadParameter(f"RabbitMQ is not reachable at {settings.broker_url} ({exc}); start it first") from exc
-    env = launch.elis_env(database_url=database_url, queue_name=queue, slots=slots)
+    # The demo runs as it would be deployed: with API keys (a local key made for it), not ELIS_AUTH=none.
+    env = launch.elis_env(database_url=database_url, queue_name=queue, slots=slots, auth="keys")
     typer.echo(f"[2/4] starting a worker ({slots} slots, vLLM on {settings.dtype}); log in {out_dir}")
     worker = launch.start_worker(env, out_dir, node="demo")
     results: dict[str, list[JobRecord]] = {}
@@ -70,12 +72,22 @@ def run_demo(policies: list[str], num_prompts: int, max_tokens: int, slots: int,
                 launch.wait_for_api(api, base)
                 typer.echo(f"[3/4] policy {policy}: submitting {num_prompts} prompts at once to {base}")
                 jobs = prompt_jobs(DEMO_PROMPTS, num_prompts, max_tokens, temperature)
-                results[policy] = replay(base, jobs, label=f"demo-{policy}-{int(time.time())}")
+                results[policy] = replay(base, jobs, label=f"demo-{policy}-{int(time.time())}", api_key=api_key)
             finally:
                 api.stop()
     finally:
         worker.stop()
     return results
+
+
+def _demo_key(database_url: str) -> str:
+    """A local API key of tenant "demo" in the demo's database."""
+    from elis import clock
+    from elis.storage.db import session_scope
+    from elis.storage.keys import create_key
+
+    with session_scope(database_url) as session:
+        return create_key(session, tenant="demo", name="elis demo", is_admin=False, now=clock.now())[1]
 
 
 def demo_command(

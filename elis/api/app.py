@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from elis import __version__
+from elis.api.auth import auth_mode
 from elis.api.deps import AdmissionPredictor, Tokenizer
 from elis.api.errors import BodySizeLimit, install_error_handlers
 from elis.api.routes import router
@@ -35,6 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   lifespan=lifespan)
     app.state.settings = settings
     app.state.scheduler = scheduler
+    app.state.auth_mode = auth_mode(settings)
     app.state.predictor = AdmissionPredictor(settings.predictor_checkpoint or None, settings.predictor_threads)
     tokenizer_lock = threading.Lock()
     tokenizer_box: list[Tokenizer] = []

@@ -90,7 +90,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return error_response(exc.status_code, [str(exc.detail)], headers=exc.headers)
 
-    from sqlalchemy.exc import DBAPIError, TimeoutError as PoolTimeout
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
 
     # Registered on the database's own errors (not only on Exception, whose handler Starlette runs and then
     # re-raises to the server), so an outage is answered in the error shape and never logged as a crash.

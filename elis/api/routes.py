@@ -11,6 +11,7 @@ from pydantic import AfterValidator
 from sqlalchemy import text
 
 from elis import clock
+from elis.api.auth import Caller, CallerDep
 from elis.api.deps import SessionDep, SettingsDep
 from elis.api.errors import CANCEL_ERRORS, LIST_ERRORS, READ_ERRORS, SUBMIT_ERRORS
 from elis.api.schemas import (
@@ -74,13 +75,14 @@ def _detail(job: Job) -> JobDetail:
 
 
 @router.post("/v1/jobs", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted, responses=SUBMIT_ERRORS)
-async def submit_job(body: JobCreate, request: Request, settings: SettingsDep) -> JobAccepted:
+async def submit_job(body: JobCreate, request: Request, settings: SettingsDep, caller: CallerDep) -> JobAccepted:
     state = request.app.state
     max_tokens = body.max_tokens if body.max_tokens is not None else settings.default_max_tokens
     if body.target_output_tokens is not None:
         max_tokens = body.target_output_tokens
-    if max_tokens > settings.max_tokens_limit:
-        raise HTTPException(422, f"max_tokens is {max_tokens}; this service allows at most {settings.max_tokens_limit}")
+    if max_tokens > caller.max_tokens:
+        raise HTTPException(422, f"max_tokens is {max_tokens}; this service allows at most {caller.max_tokens}"
+                                 + ("" if caller.max_tokens == settings.max_tokens_limit else " for your key"))
     messages = body.chat()
     try:
         prompt_ids = await run_in_threadpool(state.tokenizer().encode_chat, messages)
@@ -118,16 +120,32 @@ async def submit_job(body: JobCreate, request: Request, settings: SettingsDep) -
         true_output_tokens=body.target_output_tokens,
         force_length=body.target_output_tokens is not None,
         workload=body.workload,
+        tenant=caller.tenant,
     )
-    return await run_in_threadpool(_admit, settings, state, new, prediction)
+    return await run_in_threadpool(_admit, settings, state, new, prediction, caller)
 
 
-def _admit(settings, state, new: store.NewJob, prediction: float | None) -> JobAccepted:
+def _check_tenant_limits(session, caller: Caller, max_tokens: int) -> None:
+    """429 when the tenant's active jobs or tokens in flight would pass its limits (a check, then an insert:
+    concurrent submissions may pass a limit by a few jobs)."""
+    num_active, tokens = store.tenant_usage(session, tenant=caller.tenant)
+    retry = {"Retry-After": "5"}
+    if num_active >= caller.max_active_jobs:
+        raise HTTPException(429, f"tenant {caller.tenant!r} has {num_active} jobs queued or running, its limit; "
+                                 "submit more when some finish", headers=retry)
+    if tokens + max_tokens > caller.max_tokens_in_flight:
+        raise HTTPException(429, f"tenant {caller.tenant!r} has {tokens} tokens in flight; {max_tokens} more "
+                                 f"would pass its limit of {caller.max_tokens_in_flight}; submit when jobs finish "
+                                 "or lower max_tokens", headers=retry)
+
+
+def _admit(settings, state, new: store.NewJob, prediction: float | None, caller: Caller) -> JobAccepted:
     """Store the job, then publish its first window. A failed publish leaves the job stored and queued:
     the reconciler publishes it later, so the job is never lost."""
     now = clock.now()
     url = settings.resolved_database_url
     with session_scope(url) as session:
+        _check_tenant_limits(session, caller, new.max_tokens)
         job = store.create_job(session, new=new, now=now, initial_prediction=prediction)
         # The same scheduler (level edges, guard, aging) as every worker: admissions and continuations share
         # one queue.
@@ -147,9 +165,9 @@ def _admit(settings, state, new: store.NewJob, prediction: float | None) -> JobA
 
 
 @router.get("/v1/jobs/{job_id}", response_model=JobDetail, responses=READ_ERRORS)
-def get_job(job_id: JobId, session: SessionDep) -> JobDetail:
+def get_job(job_id: JobId, session: SessionDep, caller: CallerDep) -> JobDetail:
     try:
-        return _detail(store.get_job(session, job_id=job_id))
+        return _detail(store.get_job(session, job_id=job_id, tenant=caller.visible_tenant))
     except store.JobNotFound:
         raise HTTPException(404, f"no job with id {job_id!r}") from None
 
@@ -157,22 +175,24 @@ def get_job(job_id: JobId, session: SessionDep) -> JobDetail:
 @router.get("/v1/jobs", response_model=JobList, responses=LIST_ERRORS)
 def list_jobs(
     session: SessionDep,
+    caller: CallerDep,
     status_filter: JobStatus | None = Query(default=None, alias="status"),
     policy: QueryText = None,
     workload: QueryText = None,
     limit: int = Query(default=100, ge=1, le=1000),
     offset: int = Query(default=0, ge=0, le=MAX_OFFSET),
 ) -> JobList:
-    jobs, total = store.list_jobs(session, status=status_filter, policy=policy, workload=workload, limit=limit, offset=offset)
+    jobs, total = store.list_jobs(session, status=status_filter, policy=policy, workload=workload,
+                                  tenant=caller.visible_tenant, limit=limit, offset=offset)
     return JobList(total=total, items=[JobSummary(**_summary_fields(j)) for j in jobs])
 
 
 @router.delete("/v1/jobs/{job_id}", response_model=JobDetail, status_code=status.HTTP_202_ACCEPTED,
                responses=CANCEL_ERRORS)
-def cancel_job(job_id: JobId, session: SessionDep) -> JobDetail:
+def cancel_job(job_id: JobId, session: SessionDep, caller: CallerDep) -> JobDetail:
     """Cancel: a queued job at once; a running one at its next window boundary."""
     try:
-        job = store.request_cancel(session, job_id=job_id, now=clock.now())
+        job = store.request_cancel(session, job_id=job_id, now=clock.now(), tenant=caller.visible_tenant)
     except store.JobNotFound:
         raise HTTPException(404, f"no job with id {job_id!r}") from None
     if job.job_status in (JobStatus.DONE, JobStatus.FAILED):

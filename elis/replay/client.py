@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -101,11 +102,18 @@ def wait_for(client: httpx.Client, ids: Sequence[str], label: str, timeout_s: fl
             time.sleep(0.5)
 
 
+def auth_headers(api_key: str | None = None) -> dict[str, str]:
+    """The Authorization header for an API key (given, or ELIS_API_KEY); none when there is no key."""
+    key = api_key if api_key is not None else os.environ.get("ELIS_API_KEY", "")
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 def replay(
-    base_url: str, jobs: Sequence[ReplayJob], label: str, timeout_s: float = 1800.0, progress: bool = True
+    base_url: str, jobs: Sequence[ReplayJob], label: str, timeout_s: float = 1800.0, progress: bool = True,
+    api_key: str | None = None,
 ) -> list[JobRecord]:
-    """Run a workload against a live API and return one record per job."""
-    with httpx.Client(base_url=base_url, timeout=30.0) as client:
+    """Run a workload against a live API and return one record per job (`api_key`: ELIS_API_KEY if None)."""
+    with httpx.Client(base_url=base_url, timeout=30.0, headers=auth_headers(api_key)) as client:
         ids = submit_all(client, jobs, label, progress)
         wait_for(client, ids, label, timeout_s, progress)
         details = []

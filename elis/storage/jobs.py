@@ -349,3 +349,13 @@ def recent_finished(session: Session, *, limit: int) -> list[FinishedFacts]:
         facts.append(FinishedFacts(job.id, job.num_output_tokens, job.service_s or 0.0, job.initial_prediction,
                                    tuple(steps)))
     return facts
+
+
+def tenant_usage(session: Session, *, tenant: str) -> tuple[int, int]:
+    """(jobs queued or running, tokens they may still generate) of one tenant: its admission load."""
+    active = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+    num_jobs, tokens = session.execute(
+        select(func.count(), func.coalesce(func.sum(Job.max_tokens - Job.num_output_tokens), 0))
+        .where(Job.tenant == tenant, Job.status.in_(active))
+    ).one()
+    return int(num_jobs), int(tokens)

@@ -1,0 +1,116 @@
+"""Helpers of the fault tests: a private stack (its own PostgreSQL cluster, worker and API on the shared
+RabbitMQ), polling that tolerates 503s, the end-state checks and a guarded RabbitMQ restart."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+from elis import launch
+from elis.storage.migrate import upgrade
+from tests.conftest import BROKER_URL, delete_queue, unique_queue
+from tests.private_postgres import PrivatePostgres
+
+SERVICES_LOCK = Path("/tmp/elis-services.lock")
+SERVICES_DOWN = Path("/tmp/elis-team/SERVICES-DOWN")
+
+
+class PrivateStack:
+    """A worker (MLFQ, so every window yields and is re-published) and an API on a private PostgreSQL."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.pg = PrivatePostgres()
+        upgrade(self.pg.url)
+        self.queue = unique_queue("elis.fault")
+        self.env = launch.elis_env(database_url=self.pg.url, broker_url=BROKER_URL, queue_name=self.queue,
+                                   policy="mlfq", slots=2, dtype="float32", window_tokens=50,
+                                   reconcile_interval_s=1.0, lease_s=20.0, lost_after_s=5.0, outage_wait_s=300.0)
+        self.worker = launch.start_worker(self.env, tmp, name="fault-worker", node=f"fault-{self.queue[-8:]}")
+        port = launch.free_port()
+        self.base = f"http://127.0.0.1:{port}"
+        self.api = launch.start_api(self.env, port, tmp, name="fault-api")
+        launch.wait_for_api(self.api, self.base)
+        launch.wait_for_worker(self.worker)
+        self.client = httpx.Client(base_url=self.base, timeout=30)
+
+    def submit(self, workload: str, num_jobs: int, num_tokens: int) -> list[str]:
+        body = {"prompt": "Write a long story about a lighthouse.", "target_output_tokens": num_tokens,
+                "workload": workload}
+        return [self.client.post("/v1/jobs", json=body).json()["id"] for _ in range(num_jobs)]
+
+    def num_windows(self, workload: str) -> int | None:
+        """Windows committed so far in the workload; None while the API answers 503 (database away)."""
+        response = self.client.get("/v1/jobs", params={"workload": workload, "limit": 1000})
+        if response.status_code == 503:
+            return None
+        response.raise_for_status()
+        return sum(item["num_windows"] for item in response.json()["items"])
+
+    def close(self) -> None:
+        self.client.close()
+        self.api.stop()
+        self.worker.stop()
+        delete_queue(self.queue)
+        self.pg.close()
+
+
+def wait_for_progress(stack: PrivateStack, workload: str, beyond: int, timeout_s: float = 180.0) -> float:
+    """Seconds until the workload has more than `beyond` windows committed (the recovery time)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        count = stack.num_windows(workload)
+        if count is not None and count > beyond:
+            return time.monotonic() - started
+        time.sleep(0.2)
+    raise AssertionError(f"no window committed in {timeout_s:.0f} s after the fault ended")
+
+
+def wait_all_done(stack: PrivateStack, ids: list[str], timeout_s: float = 300.0) -> list[dict]:
+    deadline = time.monotonic() + timeout_s
+    jobs: dict[str, dict] = {}
+    while time.monotonic() < deadline:
+        for job_id in ids:
+            if jobs.get(job_id, {}).get("status") in {"done", "failed", "cancelled"}:
+                continue
+            response = stack.client.get(f"/v1/jobs/{job_id}")
+            if response.status_code == 200:
+                jobs[job_id] = response.json()
+        if len(jobs) == len(ids) and all(j["status"] in {"done", "failed", "cancelled"} for j in jobs.values()):
+            return [jobs[i] for i in ids]
+        time.sleep(0.5)
+    raise AssertionError(f"jobs not finished after {timeout_s:.0f} s: "
+                         f"{ {i: j.get('status') for i, j in jobs.items()} }")
+
+
+def assert_each_done_once(jobs: list[dict], num_tokens: int, window_tokens: int = 50) -> None:
+    """Every job done, with exactly its tokens, each window index committed once and in order."""
+    num_windows = -(-num_tokens // window_tokens)
+    for job in jobs:
+        assert job["status"] == "done", job
+        assert job["num_output_tokens"] == num_tokens, (job["id"], job["num_output_tokens"])
+        assert [w["index"] for w in job["windows"]] == list(range(num_windows)), job["windows"]
+        assert sum(w["num_tokens"] for w in job["windows"]) == num_tokens
+
+
+@contextlib.contextmanager
+def shared_services_down():
+    """Hold the services lock and announce the outage to the other checkouts while a shared service is down."""
+    with open(SERVICES_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        marker = SERVICES_DOWN if SERVICES_DOWN.parent.is_dir() else None
+        if marker:
+            marker.write_text("robust fault test: RabbitMQ restart\n")
+        try:
+            yield
+        finally:
+            if marker:
+                marker.unlink(missing_ok=True)
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)

@@ -1,0 +1,106 @@
+"""Tenants and API keys against the real PostgreSQL and RabbitMQ (ELIS_AUTH=keys)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+from fastapi.testclient import TestClient
+
+from elis import clock
+from elis.api.app import create_app
+from elis.storage.db import session_scope
+from elis.storage.keys import KeyLimits, create_key, revoke_key
+
+pytestmark = pytest.mark.integration
+
+
+def make_key(settings, tenant: str, admin: bool = False, **limits) -> str:
+    with session_scope(settings.resolved_database_url) as session:
+        return create_key(session, tenant=tenant, name=tenant, is_admin=admin, now=clock.now(),
+                          limits=KeyLimits(**limits))[1]
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture()
+def keyed(settings):
+    keyed_settings = settings.model_copy(update={"auth": "keys"})
+    with TestClient(create_app(keyed_settings)) as client:
+        yield client, keyed_settings
+
+
+def test_without_a_valid_key_every_job_route_answers_401_and_healthz_stays_open(keyed):
+    client, settings = keyed
+    for method, url in [("get", "/v1/jobs"), ("get", "/v1/jobs/abc"), ("delete", "/v1/jobs/abc")]:
+        response = getattr(client, method)(url)
+        assert response.status_code == 401 and "API key is required" in response.json()["detail"]
+        assert response.headers["www-authenticate"] == "Bearer"
+    assert client.post("/v1/jobs", json={"prompt": "hi"}, headers=bearer("elis_0123456789ab_nope")).status_code == 401
+    key = make_key(settings, "acme")
+    with session_scope(settings.resolved_database_url) as session:
+        revoke_key(session, key_id=key.split("_")[1], now=clock.now())
+    response = client.get("/v1/jobs", headers=bearer(key))
+    assert response.status_code == 401 and "unknown or revoked" in response.json()["detail"]
+    assert client.get("/healthz").status_code == 200
+
+
+def test_another_tenants_job_is_404_on_read_list_and_cancel_and_an_admin_sees_all(keyed):
+    client, settings = keyed
+    acme, globex, admin = make_key(settings, "acme"), make_key(settings, "globex"), make_key(settings, "ops", admin=True)
+    acme_job = client.post("/v1/jobs", json={"prompt": "mine"}, headers=bearer(acme)).json()["id"]
+    globex_job = client.post("/v1/jobs", json={"prompt": "theirs"}, headers=bearer(globex)).json()["id"]
+    assert client.get(f"/v1/jobs/{acme_job}", headers=bearer(globex)).status_code == 404
+    assert client.delete(f"/v1/jobs/{acme_job}", headers=bearer(globex)).status_code == 404
+    assert [j["id"] for j in client.get("/v1/jobs", headers=bearer(globex)).json()["items"]] == [globex_job]
+    assert client.get(f"/v1/jobs/{acme_job}", headers=bearer(acme)).json()["status"] == "queued"  # not cancelled
+    assert {j["id"] for j in client.get("/v1/jobs", headers=bearer(admin)).json()["items"]} == {acme_job, globex_job}
+    assert client.delete(f"/v1/jobs/{globex_job}", headers=bearer(admin)).json()["status"] == "cancelled"
+
+
+def test_per_tenant_limits_answer_429_or_422_in_words(keyed):
+    client, settings = keyed
+    few = make_key(settings, "few", max_active_jobs=1)
+    assert client.post("/v1/jobs", json={"prompt": "a", "max_tokens": 8}, headers=bearer(few)).status_code == 202
+    response = client.post("/v1/jobs", json={"prompt": "b", "max_tokens": 8}, headers=bearer(few))
+    assert response.status_code == 429 and "has 1 jobs queued or running, its limit" in response.json()["detail"]
+    assert response.headers["retry-after"] == "5"
+    small = make_key(settings, "small", max_tokens_in_flight=100)
+    assert client.post("/v1/jobs", json={"prompt": "a", "max_tokens": 64}, headers=bearer(small)).status_code == 202
+    response = client.post("/v1/jobs", json={"prompt": "b", "max_tokens": 64}, headers=bearer(small))
+    assert response.status_code == 429 and "64 tokens in flight" in response.json()["detail"]
+    short = make_key(settings, "short", max_tokens=16)
+    response = client.post("/v1/jobs", json={"prompt": "a", "max_tokens": 32}, headers=bearer(short))
+    assert response.status_code == 422 and "at most 16 for your key" in response.json()["detail"]
+
+
+def test_prompts_and_outputs_never_reach_the_logs_at_info(keyed, caplog):
+    client, settings = keyed
+    caplog.set_level(logging.INFO)
+    secret_prompt = "the launch code is 7431-zebra"
+    client.post("/v1/jobs", json={"prompt": secret_prompt}, headers=bearer(make_key(settings, "acme")))
+    client.post("/v1/jobs", json={"prompt": secret_prompt, "max_tokens": 10**6})  # an error path too
+    assert caplog.records and "7431-zebra" not in caplog.text
+
+
+def test_the_keys_command_creates_lists_and_revokes_keys_stored_only_as_hashes(settings):
+    env = {**os.environ, "ELIS_DATABASE_URL": settings.resolved_database_url}
+
+    def elis(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "elis.cli", "keys", *args], env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    created = elis("create", "--tenant", "acme", "--max-active-jobs", "5")
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    key_id = key.split("_")[1]
+    listed = elis("list")
+    assert key_id in listed.stdout and "acme" in listed.stdout and key.split("_", 2)[2] not in listed.stdout
+    assert elis("revoke", key_id).returncode == 0
+    again = elis("revoke", key_id)
+    assert again.returncode == 2 and "no live key" in again.stderr
