@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from elis import __version__
-from elis.api.auth import auth_mode
+from elis.api.auth import auth_mode, document_auth
 from elis.api.deps import AdmissionPredictor, Tokenizer
 from elis.api.errors import BodySizeLimit, install_error_handlers
 from elis.api.routes import router
@@ -53,4 +53,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(router)
+    document_auth(app, app.state.auth_mode)
     return app

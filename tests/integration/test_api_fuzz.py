@@ -46,6 +46,8 @@ def run_cases(strategy, num_cases: dict[str, int], key: str) -> None:
 
 def test_the_served_spec_holds_for_at_least_a_thousand_generated_requests(settings):
     app = create_app(settings)
+    app.state.tokenizer()  # loaded up front, as `elis serve` does: the first request must not time out
+    app.state.predictor.get()
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     num_cases: dict[str, int] = {}
     for result in schema.get_all_operations():
