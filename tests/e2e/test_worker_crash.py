@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import httpx
 import pytest
@@ -36,7 +37,13 @@ def test_a_job_survives_its_worker_being_killed_mid_window(stack, tmp_path):
             assert killed_at["status"] == "running" and killed_at["num_output_tokens"] < 400
             rescuer = launch.start_worker(env, tmp_path, name="rescuer", node="rescuer")
             launch.wait_for_worker(rescuer)
+            ready = time.monotonic()
+            done_before = killed_at["num_windows"]
+            wait_until(lambda: client.get(f"/v1/jobs/{job_id}").json()["num_windows"] > done_before,
+                       what="a window after the kill")
+            recovery_s = time.monotonic() - ready
             job = wait_done(client, job_id)
+            print(f"\nworker SIGKILL: the rescuer ran the job's next window {recovery_s:.1f} s after it was ready")
     finally:
         for managed in (api, victim, rescuer):
             if managed is not None:
