@@ -14,7 +14,6 @@ from sqlalchemy import update
 from elis import clock
 from elis.api.app import create_app
 from elis.config import Settings
-from elis.scheduling import PriorityLevels
 from elis.storage import jobs as store
 from elis.storage.db import session_scope
 from elis.storage.migrate import upgrade
@@ -22,9 +21,9 @@ from elis.storage.models import Job
 from elis.tasks import recovery
 from elis.tasks.app import configure_celery
 from elis.tasks.contracts import Engine, WindowOutput
-from elis.tasks.priority import levels_for
 from elis.tasks.reconcile import reconcile_once
 from elis.tasks.runtime import WorkerRuntime, install_runtime
+from elis.tasks.scheduling_setup import build_scheduler
 from elis.tasks.windows import run_window
 from tests.conftest import BROKER_URL, delete_queue, unique_queue
 from tests.integration.broker import drain
@@ -83,7 +82,7 @@ def test_a_window_whose_database_goes_away_waits_for_it_and_hands_its_message_ba
     with session_scope(outage_settings.resolved_database_url) as session:
         job_id = store.create_job(session, new=new_job(), now=clock.now()).id
     install_runtime(WorkerRuntime(settings=outage_settings, engine=CountingEngine(), worker_name="w",
-                                  levels=PriorityLevels.log_spaced(10)))
+                                  scheduler=build_scheduler(outage_settings)))
     private_pg.stop()
     restart = threading.Thread(target=private_pg.start_after, args=(3.0,))
     restart.start()
@@ -106,11 +105,11 @@ def test_a_purged_queue_is_noticed_and_its_jobs_republished_once(settings):
     with TestClient(create_app(settings)) as client:
         ids = [client.post("/v1/jobs", json={"prompt": f"p{i}", "max_tokens": 8}).json()["id"] for i in range(3)]
     assert len(drain(settings)) == 3  # the queue is emptied behind the jobs' backs (a purge)
-    levels = levels_for(settings, None)
-    assert reconcile_once(settings, levels)["republished_lost"] == 0  # too recent to call lost
+    scheduler = build_scheduler(settings)
+    assert reconcile_once(settings, scheduler)["republished_lost"] == 0  # too recent to call lost
     with session_scope(settings.resolved_database_url) as session:
         session.execute(update(Job).values(published_at=clock.now() - timedelta(seconds=settings.lost_after_s + 1)))
-    assert reconcile_once(settings, levels)["republished_lost"] == 3
+    assert reconcile_once(settings, scheduler)["republished_lost"] == 3
     assert sorted(m[0] for m in drain(settings, timeout_s=1.0)) == sorted(ids)
 
 
@@ -121,7 +120,7 @@ def test_a_long_healthy_backlog_is_not_republished(settings):
             client.post("/v1/jobs", json={"prompt": f"p{i}", "max_tokens": 8})
     with session_scope(settings.resolved_database_url) as session:
         session.execute(update(Job).values(published_at=clock.now() - timedelta(hours=1)))
-    assert reconcile_once(settings, levels_for(settings, None))["republished_lost"] == 0
+    assert reconcile_once(settings, build_scheduler(settings))["republished_lost"] == 0
     assert len(drain(settings)) == 3
 
 
@@ -133,10 +132,10 @@ def test_a_running_job_whose_worker_vanished_is_requeued_when_its_lease_runs_out
         store.claim_window(session, job_id=job_id, window_index=0, worker="ghost", redelivered=False,
                            now=clock.now(), lease_s=0.5)
     assert recovery.renew(settings, "someone-else") == 0
-    assert reconcile_once(settings, levels_for(settings, None))["released"] == 0  # the lease still holds
+    assert reconcile_once(settings, build_scheduler(settings))["released"] == 0  # the lease still holds
     with session_scope(settings.resolved_database_url) as session:
         session.execute(update(Job).values(lease_until=clock.now() - timedelta(seconds=1)))
-    assert reconcile_once(settings, levels_for(settings, None))["released"] == 1
+    assert reconcile_once(settings, build_scheduler(settings))["released"] == 1
     assert [(m[0], m[1]) for m in drain(settings)] == [(job_id, 0)]
     with session_scope(settings.resolved_database_url) as session:
         job = store.get_job(session, job_id=job_id)
@@ -159,7 +158,7 @@ def test_a_job_that_cannot_progress_is_failed_with_the_reason_and_counted(settin
         old = store.create_job(session, new=new_job(), now=clock.now() - timedelta(seconds=31)).id
         fresh = store.create_job(session, new=new_job(), now=clock.now()).id
     before = recovery.COUNTS["jobs_failed_stuck"]
-    assert reconcile_once(stuck, levels_for(stuck, None))["failed_stuck"] == 1
+    assert reconcile_once(stuck, build_scheduler(stuck))["failed_stuck"] == 1
     assert recovery.COUNTS["jobs_failed_stuck"] == before + 1
     with session_scope(settings.resolved_database_url) as session:
         failed = store.get_job(session, job_id=old)
