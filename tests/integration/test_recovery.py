@@ -164,3 +164,21 @@ def test_a_job_that_cannot_progress_is_failed_with_the_reason_and_counted(settin
         failed = store.get_job(session, job_id=old)
         assert failed.status == "failed" and "no progress for 30 s" in failed.error
         assert store.get_job(session, job_id=fresh).status == "queued"
+
+
+def test_cancelling_a_stranded_running_job_ends_it_once_its_lease_runs_out(settings):
+    configure_celery(settings)
+    with TestClient(create_app(settings)) as client:
+        job_id = client.post("/v1/jobs", json={"prompt": "stranded", "max_tokens": 8}).json()["id"]
+        drain(settings)
+        with session_scope(settings.resolved_database_url) as session:  # a worker took it, then vanished
+            store.claim_window(session, job_id=job_id, window_index=0, worker="ghost", redelivered=False,
+                               now=clock.now(), lease_s=0.0)
+        response = client.delete(f"/v1/jobs/{job_id}")
+        assert response.status_code == 202 and response.json()["cancel_requested"] is True
+        assert reconcile_once(settings, build_scheduler(settings))["released"] == 1
+        [(published_id, window_index, _)] = drain(settings)
+        with session_scope(settings.resolved_database_url) as session:  # the re-published message arrives
+            assert store.claim_window(session, job_id=published_id, window_index=window_index, worker="w",
+                                      redelivered=False, now=clock.now()) is None
+        assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "cancelled"
