@@ -50,7 +50,7 @@ def _from_object(obj: dict, index: int, source: str) -> PromptItem:
         return PromptItem(item_id, source, _user(_join(obj["instruction"], instances[0].get("input", ""))))
     if "instruction" in obj:  # Alpaca
         return PromptItem(item_id, source, _user(_join(obj["instruction"], obj.get("input", ""))))
-    for key in ("prompt", "text"):
+    for key in ("prompt", "text", "question"):  # "question": GSM8K
         if isinstance(obj.get(key), str) and obj[key].strip():
             return PromptItem(item_id, source, _user(obj[key]))
     raise PromptFileError(f"record {index}: needs 'prompt', 'messages' or 'instruction'")
