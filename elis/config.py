@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     # torch threads for the predictor in API and workers: on a CPU shared with vLLM one thread answered in
     # 121 ms per job, two in 2,232 ms (docs/predictor.md).
     predictor_threads: int = 1
+    # Seconds between checks for a new predictor checkpoint version (`elis predictor update`); 0: never reload.
+    predictor_reload_s: float = 10.0
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000

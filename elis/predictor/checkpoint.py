@@ -29,8 +29,12 @@ class CheckpointError(RuntimeError):
 class Checkpoint:
     """A loaded checkpoint: the head (eval mode, float32) and its metadata."""
 
-    head: LengthHead
+    head: torch.nn.Module  # LengthHead, or RankerHead when metadata["kind"] == "ranker"
     metadata: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return self.metadata.get("kind", "elis")
 
     @property
     def transform(self) -> TargetTransform:
@@ -46,7 +50,12 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def build_head(metadata: dict[str, Any]) -> LengthHead:
+def build_head(metadata: dict[str, Any]) -> torch.nn.Module:
+    """The head a checkpoint's metadata describes: the ELIS MLP (`LengthHead`) or a `RankerHead`."""
+    if metadata.get("kind") == "ranker":
+        from elis.predictor.ranker import build_ranker_head
+
+        return build_ranker_head(metadata["head"])
     shape = metadata["head"]
     return LengthHead(
         input_dim=int(shape["input_dim"]),
@@ -58,12 +67,12 @@ def build_head(metadata: dict[str, Any]) -> LengthHead:
     )
 
 
-def save_checkpoint(path: str | Path, head: LengthHead, metadata: dict[str, Any], half: bool = True) -> Path:
+def save_checkpoint(path: str | Path, head: torch.nn.Module, metadata: dict[str, Any], half: bool = True) -> Path:
     """Write the checkpoint atomically (temp file, then rename); `half` stores float16 weights."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # NOTE: the normalization and projection buffers stay float32 (small, and precision-sensitive).
-    buffers = {"mean", "std", "center", "projection"}
+    buffers = {"mean", "std", "center", "projection", "centers", "projections"}
     state = {
         k: (
             v.detach().to(torch.float16)

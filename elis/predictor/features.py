@@ -53,6 +53,10 @@ class Example:
     step: int
     remaining: int
     max_tokens: int | None = None
+    # Where the record came from (corpus records; empty for older datasets): for splits and the noise ceiling.
+    prompt_id: str = ""
+    source: str = ""
+    sample: int = 0
 
 
 class _Tokenizer(Protocol):
@@ -106,6 +110,19 @@ def join_text(
     head, used = _cut_head(tokenizer, prompt, max(prompt_budget, room - output_tokens))
     tail = _cut_tail(tokenizer, output_text, room - used)
     return f"{head} {sep} {tail}"
+
+
+TAIL_TOKENS = 64  # encoder tokens of the output's tail the ranker reads (about the last 50-token window)
+
+
+def prompt_head(tokenizer: _Tokenizer, prompt: str, max_length: int) -> str:
+    """The prompt as the ranker's prompt tower reads it: its head, within the encoder's length."""
+    return _cut_head(tokenizer, prompt, max_length - 2)[0]
+
+
+def output_tail(tokenizer: _Tokenizer, output_text: str, tail_tokens: int = TAIL_TOKENS) -> str:
+    """The last `tail_tokens` encoder tokens of the output: about what the last window added."""
+    return _cut_tail(tokenizer, output_text, tail_tokens) if output_text else ""
 
 
 def step_feature(num_generated: int) -> float:
@@ -180,6 +197,9 @@ def examples_from_record(record: dict[str, Any]) -> list[Example]:
                 step=step,
                 remaining=total - generated,
                 max_tokens=record.get("max_tokens"),
+                prompt_id=str(record.get("prompt_id", record["id"])),
+                source=str(record.get("source", "")),
+                sample=int(record.get("sample", 0)),
             )
         )
     return examples

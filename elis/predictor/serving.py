@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import queue
+from collections import OrderedDict
 import threading
 import time
 from collections.abc import Sequence
@@ -70,21 +71,65 @@ def default_checkpoint_path() -> Path:
     )
 
 
-class LengthPredictor:
-    """Predicts a job's remaining tokens from its prompt and partial output (a frozen encoder + MLP head)."""
+def checkpoint_version(path: Path) -> tuple[int, int]:
+    """What changes when a checkpoint file is replaced (update writes a temp file and renames it)."""
+    stat = path.stat()
+    return stat.st_mtime_ns, stat.st_size
 
-    def __init__(self, encoder: Encoder, checkpoint: Checkpoint, path: Path | None = None) -> None:
+
+class LengthPredictor:
+    """Predicts a job's remaining tokens from its prompt and partial output (a frozen encoder + a head).
+
+    Two kinds of checkpoint: the ELIS MLP on one joined text (`prompt head [SEP] output tail`), and the
+    ranker (`ranker.py`): the prompt's embedding (cached per prompt, so computed once per job) + the
+    embedding of the output's last 64 encoder tokens + scalars, then a per-step calibration.
+
+    Hot reload: when built with `watch=True`, `predict` checks at most every `reload_s` seconds whether
+    the checkpoint file changed (or, for the default checkpoint, whether another one now takes
+    precedence) and swaps in the new version (`elis predictor update` writes new versions).
+    """
+
+    PROMPT_CACHE_SIZE = 4096
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        checkpoint: Checkpoint,
+        path: Path | None = None,
+        watch: bool = False,
+        reload_s: float = 10.0,
+        follow_default: bool = False,
+    ) -> None:
+        self._check_encoder(encoder, checkpoint)
+        self.encoder = encoder
+        self.checkpoint = checkpoint
+        self.path = path
+        self._lock = threading.Lock()  # the fast tokenizer is not safe to share between threads
+        self._levels = PriorityLevels(tuple(float(e) for e in checkpoint.metadata["edges"]))
+        self._prompt_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._calibration = self._calibration_of(checkpoint)
+        self.watch = watch and path is not None
+        self.reload_s = reload_s
+        self.follow_default = follow_default
+        self.reloads = 0
+        self._version = checkpoint_version(path) if self.watch else None
+        self._next_check = time.monotonic() + reload_s
+
+    @staticmethod
+    def _check_encoder(encoder: Encoder, checkpoint: Checkpoint) -> None:
         meta = checkpoint.metadata
         if encoder.name != meta["encoder"] or encoder.dim != meta["encoder_dim"]:
             raise PredictorUnavailable(
                 f"checkpoint wants encoder {meta['encoder']} ({meta['encoder_dim']}-dim), "
                 f"got {encoder.name} ({encoder.dim}-dim)"
             )
-        self.encoder = encoder
-        self.checkpoint = checkpoint
-        self.path = path
-        self._lock = threading.Lock()  # the fast tokenizer is not safe to share between threads
-        self._levels = PriorityLevels(tuple(float(e) for e in meta["edges"]))
+
+    @staticmethod
+    def _calibration_of(checkpoint: Checkpoint):
+        from elis.predictor.calibration import StepCalibration
+
+        blob = checkpoint.metadata.get("calibration")
+        return StepCalibration.from_json(blob) if blob else None
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -99,6 +144,11 @@ class LengthPredictor:
         """Priority levels calibrated on the training targets (the checkpoint's edges)."""
         return self._levels
 
+    @property
+    def version(self) -> str:
+        """The loaded checkpoint's version label (update writes `version`; older checkpoints: created_at)."""
+        return str(self.metadata.get("version", self.metadata.get("created_at", "")))
+
     def texts(self, items: Sequence[PredictionInput]) -> list[str]:
         meta = self.metadata
         return [
@@ -112,16 +162,96 @@ class LengthPredictor:
             for item in items
         ]
 
+    # -- hot reload ------------------------------------------------------------------------------------
+    def maybe_reload(self, force: bool = False) -> bool:
+        """Swap in a changed checkpoint (checked at most every `reload_s` s); True when one was loaded.
+
+        A checkpoint that fails to load is logged and ignored: the current one keeps serving."""
+        if not self.watch or (not force and time.monotonic() < self._next_check):
+            return False
+        self._next_check = time.monotonic() + self.reload_s
+        try:
+            path = self.path
+            if self.follow_default:
+                path = default_checkpoint_path().resolve()
+            version = checkpoint_version(path)
+            if path == self.path and version == self._version:
+                return False
+            loaded = load_checkpoint(path)
+            encoder = self.encoder
+            if loaded.metadata["encoder"] != self.encoder.name:
+                encoder = load_encoder(loaded.metadata["encoder"])
+            self._check_encoder(encoder, loaded)
+        except Exception as exc:  # a half-written or foreign file must not stop serving
+            log.warning("predictor checkpoint not reloaded: %s", exc)
+            return False
+        with self._lock:
+            if encoder is not self.encoder:
+                self._prompt_vectors.clear()
+            self.encoder, self.checkpoint, self.path, self._version = encoder, loaded, path, version
+            self._levels = PriorityLevels(tuple(float(e) for e in loaded.metadata["edges"]))
+            self._calibration = self._calibration_of(loaded)
+            self.reloads += 1
+        log.info("predictor reloaded from %s (version %s)", path, self.version)
+        return True
+
+    # -- prediction ------------------------------------------------------------------------------------
+    def _embed_prompts(self, prompts: list[str]) -> np.ndarray:
+        """Prompt-head embeddings, cached (LRU) so a job's prompt is encoded once, at admission."""
+        from elis.predictor.features import prompt_head
+
+        heads = [prompt_head(self.encoder.tokenizer, p, self.encoder.max_length) for p in prompts]
+        missing = list(dict.fromkeys(h for h in heads if h not in self._prompt_vectors))
+        if missing:
+            for head, vector in zip(missing, self.encoder.encode(missing)):
+                self._prompt_vectors[head] = vector
+        for head in heads:
+            self._prompt_vectors.move_to_end(head)
+        while len(self._prompt_vectors) > self.PROMPT_CACHE_SIZE:
+            self._prompt_vectors.popitem(last=False)
+        return np.stack([self._prompt_vectors[h] for h in heads])
+
+    def _ranker_scores(self, items: Sequence[PredictionInput]) -> np.ndarray:
+        from elis.predictor.features import output_tail
+        from elis.predictor.ranker import scalar_features
+
+        meta = self.metadata
+        parts = [self._embed_prompts([item.prompt for item in items])]
+        if meta["head"]["use_tail"]:
+            tails = [
+                output_tail(self.encoder.tokenizer, item.output_text, int(meta["tail_tokens"]))
+                if item.num_generated > 0 else ""
+                for item in items
+            ]
+            need = [t for t in dict.fromkeys(tails) if t]
+            vectors = dict(zip(need, self.encoder.encode(need))) if need else {}
+            zero = np.zeros(self.encoder.dim, dtype=np.float32)
+            parts.append(np.stack([vectors[t] if t else zero for t in tails]))
+        use_repetition = bool(meta.get("use_repetition", True))
+        parts.append(np.array([scalar_features(i.num_generated, i.output_text, i.prompt, use_repetition)
+                               for i in items], dtype=np.float32))
+        x = np.concatenate(parts, axis=1).astype(np.float32)
+        with torch.no_grad():
+            scores = self.checkpoint.head(torch.from_numpy(x)).numpy().astype(np.float64)
+        steps = np.array([i.num_generated // self.window_tokens for i in items])
+        if self._calibration is not None:
+            return self._calibration.apply(scores, steps)
+        return self.checkpoint.transform.inverse(torch.from_numpy(scores)).numpy()
+
     def predict(self, items: Sequence[PredictionInput]) -> list[float]:
         """Predicted remaining tokens (>= 0, at most max_tokens - num_generated when the item knows its
         limit), one per item, in one encoder batch."""
         if not items:
             return []
+        self.maybe_reload()
         with self._lock:
-            embeddings = self.encoder.encode(self.texts(items))
-            x = features_of(embeddings, items, self.metadata["features"])
-            with torch.no_grad():
-                out = self.checkpoint.transform.inverse(self.checkpoint.head(torch.from_numpy(x)))
+            if self.checkpoint.kind == "ranker":
+                out = self._ranker_scores(items)
+            else:
+                embeddings = self.encoder.encode(self.texts(items))
+                x = features_of(embeddings, items, self.metadata["features"])
+                with torch.no_grad():
+                    out = self.checkpoint.transform.inverse(self.checkpoint.head(torch.from_numpy(x)))
         return [cap_remaining(float(v), item) for v, item in zip(np.asarray(out, dtype=np.float64), items)]
 
 
@@ -130,9 +260,14 @@ _load_lock = threading.Lock()
 
 
 def load_predictor(checkpoint: str | Path | None = None) -> LengthPredictor:
-    """The process's predictor for `checkpoint` (None: `default_checkpoint_path()`), loaded once."""
+    """The process's predictor for `checkpoint` (None: `default_checkpoint_path()`), loaded once, then
+    reloaded when the file changes (every `ELIS_PREDICTOR_RELOAD_S` seconds at most; 0 turns it off)."""
+    from elis.config import get_settings
+
+    follow_default = checkpoint is None
     path = Path(checkpoint).expanduser() if checkpoint is not None else default_checkpoint_path()
     path = path.resolve()
+    reload_s = float(get_settings().predictor_reload_s)
     with _load_lock:
         if path in _loaded:
             return _loaded[path]
@@ -141,7 +276,9 @@ def load_predictor(checkpoint: str | Path | None = None) -> LengthPredictor:
             encoder = load_encoder(loaded.metadata["encoder"])
         except (CheckpointError, EncoderUnavailable) as exc:
             raise PredictorUnavailable(str(exc)) from exc
-        predictor = LengthPredictor(encoder, loaded, path)
+        # NOTE: watch the file so `elis predictor update` reaches running APIs and workers without a restart
+        predictor = LengthPredictor(encoder, loaded, path, watch=reload_s > 0, reload_s=reload_s,
+                                    follow_default=follow_default)
         _loaded[path] = predictor
         log.info("predictor loaded from %s (encoder %s)", path, encoder.name)
         return predictor

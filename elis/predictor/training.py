@@ -102,14 +102,24 @@ class EmbeddingCache:
             )
             for e in examples
         ]
+        return self.embed_texts(texts)
+
+    def embed_texts(self, texts: Sequence[str], chunk: int = 2048) -> np.ndarray:
+        """Embeddings of texts as given (cached); encodes and saves the missing ones in chunks with a progress bar."""
         keys = [self._key(t) for t in texts]
-        missing = {k: t for k, t in zip(keys, texts) if k not in self._vectors}
+        missing = list({k: t for k, t in zip(keys, texts) if k not in self._vectors}.items())
         if missing:
+            from tqdm import tqdm
+
             started = time.perf_counter()
-            vectors = self.encoder.encode(list(missing.values()))
-            self._vectors.update(zip(missing.keys(), vectors))
+            with tqdm(total=len(missing), desc="encoding", disable=len(missing) < chunk) as bar:
+                for i in range(0, len(missing), chunk):
+                    part = missing[i : i + chunk]
+                    vectors = self.encoder.encode([t for _, t in part])
+                    self._vectors.update(zip([k for k, _ in part], vectors))
+                    self.save()  # NOTE: a long encoding run keeps what it did if stopped
+                    bar.update(len(part))
             log.info("encoded %d texts in %.1f s", len(missing), time.perf_counter() - started)
-            self.save()
         if not keys:
             return np.zeros((0, self.encoder.dim), dtype=np.float32)
         return np.stack([self._vectors[k] for k in keys]).astype(np.float32)

@@ -1,0 +1,138 @@
+"""The measurements behind docs/predictor.md: leave-one-source-out and in-distribution runs of the ranker,
+and the ablation of its choices on validation. Called by `elis predictor evaluate --loso` and
+`elis predictor ablate`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from elis.predictor.corpus_eval import (
+    leaked_prompts,
+    markdown,
+    split_in_distribution,
+    split_leave_one_out,
+    step_rows,
+    summary_line,
+    write_csv,
+)
+from elis.predictor.features import flatten
+from elis.predictor.ranker import Ranker, RankerConfig, arrays_of, score_array, train_ranker
+
+log = logging.getLogger(__name__)
+
+
+def sources_of(records: Sequence[dict]) -> list[str]:
+    return sorted({r.get("source", "") for r in records})
+
+
+def run_split(cache, splits: dict[str, list[dict]], config: RankerConfig) -> tuple[Ranker, dict, Any]:
+    """Train on splits['train'] (early stopping + calibration on 'val'); returns the ranker, info, test arrays."""
+    if leaked_prompts(splits):
+        raise AssertionError("a prompt is in two splits")
+    arrays = {name: arrays_of(cache, flatten(splits[name]), config) for name in ("train", "val", "test")}
+    ranker, info = train_ranker(arrays["train"], arrays["val"], config, cache.encoder.dim)
+    return ranker, info, arrays
+
+
+def evaluate_protocols(
+    cache,
+    records: Sequence[dict],
+    config: RankerConfig,
+    out_dir: Path,
+    window_tokens: int,
+    held_out: Sequence[str] | None = None,
+    greedy: dict[str, Sequence[dict]] | None = None,
+    in_distribution: bool = True,
+    max_step: int = 12,
+) -> list[dict[str, Any]]:
+    """LOSO for each source (and the in-distribution split); tables + CSV per set; greedy test sets of a
+    held-out source are scored by that source's LOSO model. Returns the summary rows."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plans: list[tuple[str, dict[str, list[dict]]]] = []
+    if in_distribution:
+        plans.append(("in-distribution", split_in_distribution(records)))
+    for source in held_out if held_out is not None else sources_of(records):
+        plans.append((f"loso-{source}", split_leave_one_out(records, source)))
+    summaries = []
+    named_rows = {}
+    for name, splits in plans:
+        ranker, info, arrays = run_split(cache, splits, config)
+        test = arrays["test"]
+        rows = step_rows(test.examples, ranker.predict(test), window_tokens, max_step=max_step)
+        named_rows[name] = rows
+        (out_dir / f"{name}.md").write_text(markdown(rows))
+        summary = summary_line(name, rows) | {"train_records": len(splits["train"]), "best_epoch": info["best_epoch"]}
+        summaries.append(summary)
+        log.info("%s: %s", name, summary)
+        source = name.removeprefix("loso-")
+        for greedy_name, greedy_records in (greedy or {}).items():
+            if name.startswith("loso-") and all(r.get("source") == source for r in greedy_records):
+                g = arrays_of(cache, flatten(greedy_records), config)
+                g_rows = step_rows(g.examples, ranker.predict(g), window_tokens, max_step=max_step)
+                named_rows[f"{name}-greedy"] = g_rows
+                (out_dir / f"{name}-greedy.md").write_text(markdown(g_rows))
+                summaries.append(summary_line(f"{name}-greedy ({greedy_name})", g_rows))
+    write_csv(out_dir / "per_step.csv", named_rows)
+    (out_dir / "summary.json").write_text(json.dumps(summaries, indent=2))
+    return summaries
+
+
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "regression only, no calibration": {"rank_weight": 0.0, "calibrate": False},
+    "regression + calibration": {"rank_weight": 0.0},
+    "ranking only + calibration": {"regression_weight": 0.0},
+    "ranking + regression + calibration": {},
+    "  without the tail embedding": {"use_tail": False},
+    "  without the repetition features": {"use_repetition": False},
+    "  raw target (tokens/100)": {"transform": "raw"},
+}
+
+
+def ablate(cache, records: Sequence[dict], base: RankerConfig, window_tokens: int,
+           variants: dict[str, dict[str, Any]] | None = None, held_out: str | None = None) -> list[dict[str, Any]]:
+    """Each variant trained on the in-distribution train split (or LOSO train when `held_out`), scored on
+    its validation split (never the test split): within-step tau mean, pooled tau, worst bias, min R2."""
+    splits = split_leave_one_out(records, held_out) if held_out else split_in_distribution(records)
+    results = []
+    for label, change in (variants or ABLATIONS).items():
+        config = replace(base, **change)
+        arrays = {name: arrays_of(cache, flatten(splits[name]), config) for name in ("train", "val")}
+        ranker, info = train_ranker(arrays["train"], arrays["val"], config, cache.encoder.dim)
+        val = arrays["val"]
+        rows = step_rows(val.examples, ranker.predict(val), window_tokens, max_step=8)
+        steps = [r for r in rows if r.step != "all"]
+        results.append({
+            "variant": label,
+            "val_tau_step0": steps[0].tau,
+            "val_mean_step_tau_0_4": float(np.nanmean([r.tau for r in steps if int(r.step) <= 4])),
+            "val_pooled_tau": rows[-1].tau,
+            "val_worst_bias_0_8": max(abs(r.bias - 1) for r in steps),
+            "val_min_r2_0_8": min(r.r2 for r in steps),
+            "best_epoch": info["best_epoch"],
+            "train_s": info["train_seconds"],
+        })
+        log.info("%s", results[-1])
+    return results
+
+
+def ablation_markdown(results: Sequence[dict[str, Any]]) -> str:
+    lines = ["| variant | val tau step 0 | val tau mean steps 0-4 | val pooled tau | worst bias steps 0-8 | "
+             "min R2 steps 0-8 | best epoch | train s |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in results:
+        lines.append(
+            f"| {r['variant']} | {r['val_tau_step0']:.3f} | {r['val_mean_step_tau_0_4']:.3f} | {r['val_pooled_tau']:.3f} "
+            f"| {r['val_worst_bias_0_8']:.2f} | {r['val_min_r2_0_8']:.2f} | {r['best_epoch']} | {r['train_s']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def scores_for(ranker: Ranker, arrays) -> np.ndarray:
+    return score_array(ranker.head, arrays.x)

@@ -1,0 +1,243 @@
+"""Online learning: `elis predictor update` learns from the service's own finished jobs.
+
+Every finished job is a labelled example: its prompt, its text after each window (decoded from its token ids
+at the window boundaries) and its true remaining length at each of them. An update:
+
+1. takes the last N finished jobs (or corpus-format records, for a replay) and splits them by prompt into an
+   ADAPT part and a held-back HOLDOUT part (`holdout_fraction`);
+2. builds candidates from the current ranker checkpoint: (a) the same head with the per-step calibration
+   refitted on ADAPT; (b) if `refit_head`, the head fine-tuned on ADAPT (ranking + regression loss, a few
+   epochs, a lower learning rate) and then recalibrated;
+3. scores the current checkpoint and each candidate on HOLDOUT by the POOLED Kendall tau (every step at
+   once: the scheduler compares admission predictions with re-predictions, so ranking across steps is
+   what it needs);
+4. writes a new checkpoint VERSION (version + 1, atomically, with its level-edges file) only when the best
+   candidate ranks better than the current one by at least `min_gain`; otherwise it refuses and says why.
+
+Running APIs and workers watch the checkpoint file and reload it (`serving.LengthPredictor.maybe_reload`).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from elis.predictor.calibration import fit_step_calibration
+from elis.predictor.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from elis.predictor.corpus_eval import step_rows
+from elis.predictor.evaluation import kendall_tau_b
+from elis.predictor.features import flatten, split_of
+from elis.predictor.head import TargetTransform
+from elis.predictor.ranker import (
+    Ranker,
+    RankerArrays,
+    RankerConfig,
+    arrays_of,
+    mean_step_tau,
+    pairwise_rank_loss,
+    ranker_metadata,
+    score_array,
+)
+
+log = logging.getLogger(__name__)
+
+
+class UpdateRefused(RuntimeError):
+    """The candidate did not rank the held-back jobs better than the current checkpoint."""
+
+
+def ranker_of(checkpoint: Checkpoint) -> Ranker:
+    from elis.predictor.calibration import StepCalibration
+
+    meta = checkpoint.metadata
+    if meta.get("kind") != "ranker":
+        raise ValueError("online update needs a ranker checkpoint (elis predictor train --kind ranker)")
+    known = RankerConfig.__dataclass_fields__
+    config = RankerConfig(**{k: v for k, v in meta["ranker_config"].items() if k in known})
+    calibration = StepCalibration.from_json(meta["calibration"]) if meta.get("calibration") else None
+    return Ranker(checkpoint.head, config, calibration)
+
+
+# -- finished jobs -> records ----------------------------------------------------------------------------
+
+
+def job_record(job: Any, decode, window_tokens: int) -> dict[str, Any]:
+    """A finished job as a corpus-format record (text at each window boundary decoded from its token ids)."""
+    ids = list(job.generated_ids or [])
+    offsets = [len(decode(ids[: k * window_tokens])) for k in range(0, (len(ids) - 1) // window_tokens + 1)]
+    return {
+        "id": job.id,
+        "prompt_id": job.id,
+        "sample": 0,
+        "source": job.workload or "service",
+        "prompt": job.prompt,
+        "output_ids": ids,
+        "output_text": decode(ids),
+        "window_char_offsets": offsets,
+        "window_tokens": window_tokens,
+        "max_tokens": job.max_tokens,
+        "temperature": job.temperature,
+    }
+
+
+def finished_job_records(database_url: str, limit: int, window_tokens: int, decode) -> list[dict[str, Any]]:
+    """The last `limit` jobs that ended on their own (EOS, stop or max_tokens), newest first."""
+    from sqlalchemy import select
+
+    from elis.storage.db import session_scope
+    from elis.storage.models import Job, JobStatus
+
+    with session_scope(database_url) as session:
+        jobs = session.scalars(
+            select(Job)
+            .where(Job.status == JobStatus.DONE.value, Job.force_length.is_(False), Job.num_output_tokens > 0)
+            .order_by(Job.finished_at.desc())
+            .limit(limit)
+        ).all()
+        return [job_record(job, decode, window_tokens) for job in jobs]
+
+
+# -- the update ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class UpdateResult:
+    """What an update measured and did."""
+
+    accepted: bool
+    reason: str
+    current_tau: float
+    candidates: dict[str, float]
+    version: int | None = None
+    path: Path | None = None
+    adapt_jobs: int = 0
+    holdout_jobs: int = 0
+
+
+def pooled_tau(ranker: Ranker, arrays: RankerArrays) -> float:
+    return kendall_tau_b(arrays.y, ranker.predict(arrays))
+
+
+def split_adapt_holdout(records: Sequence[dict], holdout_fraction: float) -> tuple[list[dict], list[dict]]:
+    """By prompt hash: all samples of a prompt on one side."""
+    adapt, holdout = [], []
+    for record in records:
+        side = split_of(record["prompt"], (1 - holdout_fraction, holdout_fraction, 0.0))
+        (adapt if side == "train" else holdout).append(record)
+    return adapt, holdout
+
+
+def fine_tune(ranker: Ranker, adapt: RankerArrays, epochs: int = 8, lr: float = 3e-4, seed: int = 0) -> Ranker:
+    """A copy of the head trained a few more epochs on `adapt` (80%; the best epoch on the other 20% kept),
+    then recalibrated on all of `adapt`."""
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    keys = sorted({e.prompt_id or e.prompt for e in adapt.examples})
+    rng.shuffle(keys)
+    inner_val = set(keys[: max(1, len(keys) // 5)])
+    val_mask = np.array([(e.prompt_id or e.prompt) in inner_val for e in adapt.examples])
+    train, val = adapt.subset(~val_mask), adapt.subset(val_mask)
+    head = copy.deepcopy(ranker.head)
+    config = ranker.config
+    transform = TargetTransform(config.transform)
+    x = torch.from_numpy(train.x)
+    y = transform.forward(torch.from_numpy(train.y))
+    huber = nn.SmoothL1Loss(beta=1.0)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=config.weight_decay)
+    best = (mean_step_tau(score_array(head, val.x), val.y, val.step, min_n=5), {k: v.clone() for k, v in head.state_dict().items()})
+    for _ in range(epochs):
+        head.train()
+        order = list(range(len(train)))
+        rng.shuffle(order)
+        for i in range(0, len(order), config.batch_size):
+            batch = torch.tensor(order[i : i + config.batch_size])
+            optimizer.zero_grad()
+            scores = head(x[batch])
+            loss = config.regression_weight * huber(scores, y[batch]) + config.rank_weight * pairwise_rank_loss(scores, y[batch])
+            loss.backward()
+            optimizer.step()
+        tau = mean_step_tau(score_array(head, val.x), val.y, val.step, min_n=5)
+        if tau > best[0]:
+            best = (tau, {k: v.clone() for k, v in head.state_dict().items()})
+    head.load_state_dict(best[1])
+    head.eval()
+    calibration = fit_step_calibration(score_array(head, adapt.x), adapt.y, adapt.step, min_points=20)
+    return Ranker(head, config, calibration)
+
+
+def recalibrated(ranker: Ranker, adapt: RankerArrays) -> Ranker:
+    return Ranker(ranker.head, ranker.config, fit_step_calibration(score_array(ranker.head, adapt.x), adapt.y,
+                                                                    adapt.step, min_points=20))
+
+
+def update_checkpoint(
+    checkpoint_path: Path,
+    records: Sequence[dict],
+    cache,
+    out_path: Path | None = None,
+    holdout_fraction: float = 0.3,
+    refit_head: bool = True,
+    min_gain: float = 0.0,
+    dry_run: bool = False,
+) -> UpdateResult:
+    """One update from `records` (see the module docstring). Raises UpdateRefused when nothing is better."""
+    from elis.predictor.ranker_train import uncertainty_by_step, write_level_file
+
+    checkpoint = load_checkpoint(checkpoint_path)
+    current = ranker_of(checkpoint)
+    config = replace(current.config)
+    adapt_records, holdout_records = split_adapt_holdout(records, holdout_fraction)
+    if len(adapt_records) < 10 or len(holdout_records) < 5:
+        raise UpdateRefused(f"too few finished jobs ({len(adapt_records)} to adapt, {len(holdout_records)} held "
+                            "back; need 10 and 5)")
+    adapt = arrays_of(cache, flatten(adapt_records), config)
+    holdout = arrays_of(cache, flatten(holdout_records), config)
+    current_tau = pooled_tau(current, holdout)
+    candidates = {"recalibrated": recalibrated(current, adapt)}
+    if refit_head:
+        candidates["fine-tuned"] = fine_tune(current, adapt)
+    taus = {name: pooled_tau(r, holdout) for name, r in candidates.items()}
+    best_name = max(taus, key=lambda n: taus[n])
+    result = UpdateResult(False, "", current_tau, taus, adapt_jobs=len(adapt_records), holdout_jobs=len(holdout_records))
+    if not taus[best_name] > current_tau + min_gain:
+        result.reason = (f"refused: best candidate ({best_name}) pooled tau {taus[best_name]:.3f} on "
+                         f"{len(holdout_records)} held-back jobs does not beat the current {current_tau:.3f}")
+        raise UpdateRefused(result.reason)
+    best = candidates[best_name]
+    version = int(checkpoint.metadata.get("version", 1)) + 1
+    window = int(checkpoint.metadata["window_tokens"])
+    rows = step_rows(holdout.examples, best.predict(holdout), window, min_n=5, max_step=8)
+    metadata = {
+        **checkpoint.metadata,
+        **ranker_metadata(best),
+        "version": version,
+        "update": {
+            "candidate": best_name,
+            "adapt_jobs": len(adapt_records),
+            "holdout_jobs": len(holdout_records),
+            "holdout_pooled_tau_before": current_tau,
+            "holdout_pooled_tau_after": taus[best_name],
+            "holdout_bias_by_step": {r.step: round(r.bias, 4) for r in rows if r.step != "all"},
+            "previous_version": int(checkpoint.metadata.get("version", 1)),
+        },
+    }
+    result.accepted, result.version = True, version
+    result.reason = f"accepted {best_name}: pooled tau {current_tau:.3f} -> {taus[best_name]:.3f}"
+    if dry_run:
+        return result
+    out_path = Path(out_path or checkpoint_path)
+    save_checkpoint(out_path, best.head, metadata, half=True)
+    write_level_file(out_path, metadata["edges"], int(metadata.get("num_priority_levels", len(metadata["edges"]) + 2)),
+                     f"edges of version 1; uncertainty from the update to version {version}",
+                     uncertainty_by_step(holdout.examples, best.predict(holdout), window))
+    result.path = out_path
+    return result
