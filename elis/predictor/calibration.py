@@ -5,7 +5,7 @@ k), so predictions must be on one scale at every step. A head trained with a ran
 is not. For each step bucket we fit an isotonic (monotone non-decreasing) regression of the true remaining
 tokens on the raw prediction (pool-adjacent-violators, on a validation slice the head never trained on), so
 a calibrated value estimates E[remaining | raw prediction, step]. Within a bucket the order is kept: a tiny
-slope (1e-3 x raw) breaks the isotonic steps' ties in the raw order, so Kendall tau within a step is the
+increasing term (at most 0.01 token) breaks the isotonic steps' ties in the raw order, so Kendall tau within a step is the
 raw model's. Pure numpy; stored as JSON in the checkpoint's metadata.
 """
 
@@ -19,7 +19,7 @@ import numpy as np
 # Step buckets (window index ranges, inclusive): later steps are rarer, so their buckets are wider.
 DEFAULT_BUCKETS: tuple[tuple[int, int], ...] = ((0, 0), (1, 1), (2, 2), (3, 3), (4, 5), (6, 8), (9, 13), (14, 10**6))
 MIN_POINTS = 40  # a bucket with fewer validation points is merged into the one before it
-TIE_SLOPE = 1e-3
+TIE_TOKENS = 0.01  # at most 0.01 token added, strictly increasing in the raw score: breaks ties in its order
 
 
 def isotonic_fit(x: Sequence[float], y: Sequence[float], max_knots: int = 64) -> tuple[list[float], list[float]]:
@@ -67,11 +67,11 @@ class StepCalibration:
         for i, (xs, ys) in enumerate(self.knots):
             mask = buckets == i
             if mask.any():
-                out[mask] = np.interp(raw[mask], xs, ys) + TIE_SLOPE * raw[mask]
+                out[mask] = np.interp(raw[mask], xs, ys) + TIE_TOKENS / (1.0 + np.exp(-np.clip(raw[mask], -30, 30)))
         return np.maximum(out, 0.0)
 
     def to_json(self) -> dict:
-        return {"buckets": [list(b) for b in self.buckets], "knots": [[list(xs), list(ys)] for xs, ys in self.knots]}
+        return {"buckets": [list(b) for b in self.buckets], "knots": [[[float(v) for v in xs], [float(v) for v in ys]] for xs, ys in self.knots]}
 
     @classmethod
     def from_json(cls, blob: dict) -> StepCalibration:

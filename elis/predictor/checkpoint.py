@@ -10,6 +10,7 @@ float16 (half the bytes); they are loaded back as float32.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,8 @@ def save_checkpoint(path: str | Path, head: torch.nn.Module, metadata: dict[str,
         ).clone()
         for k, v in head.state_dict().items()
     }
+    # NOTE: plain JSON types only (numpy scalars would make the file unloadable with weights_only=True)
+    metadata = json.loads(json.dumps(metadata, default=float))
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save({"format": FORMAT_VERSION, "metadata": metadata, "state_dict": state}, tmp)
     tmp.replace(path)

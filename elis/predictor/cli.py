@@ -15,6 +15,42 @@ predictor_app = typer.Typer(
 )
 
 DEFAULT_DATASET = Path(__file__).resolve().parent.parent / "data" / "predictor_dataset.jsonl.gz"
+DEFAULT_CORPUS = Path(__file__).resolve().parent.parent / "data" / "predictor_corpus.jsonl.gz"
+
+
+def _read_corpus(files: list[Path]) -> list[dict]:
+    from elis.predictor.build_dataset import read_records
+
+    missing = [f for f in files if not Path(f).exists()]
+    if missing:
+        typer.secho(f"error: no such corpus file: {missing[0]}", fg="red", err=True)
+        raise typer.Exit(2)
+    return [r for f in files for r in read_records(f)]
+
+
+def _embedding_cache():
+    from elis.predictor.encoder import load_encoder
+    from elis.predictor.training import EmbeddingCache
+
+    return EmbeddingCache(load_encoder(""), _settings().cache_dir, 96)
+
+
+def _train_ranker(files, out, seed, max_epochs, rank_weight, regression_weight, float32) -> None:
+    from elis.predictor.ranker import RankerConfig
+    from elis.predictor.ranker_train import train_ranker_checkpoint
+    from elis.predictor.serving import user_checkpoint_path
+
+    started = time.perf_counter()
+    records = _read_corpus(files)
+    out = out or user_checkpoint_path(_settings().cache_dir)
+    config = RankerConfig(seed=seed, max_epochs=min(max_epochs, 60), rank_weight=rank_weight,
+                          regression_weight=regression_weight)
+    path, meta = train_ranker_checkpoint(records, out, _embedding_cache(), config, files, half=not float32)
+    val = meta["validation"]
+    typer.echo(f"validation: pooled tau {val['val_pooled_tau']:.3f}; tau by step {val['val_tau_by_step']}; "
+               f"bias by step {val['val_bias_by_step']}")
+    typer.echo(f"checkpoint: {path} ({path.stat().st_size / 1e6:.2f} MB) and {path.parent / 'level_edges.json'} "
+               f"in {time.perf_counter() - started:.0f} s")
 
 
 def _setup_logging() -> None:
@@ -66,10 +102,27 @@ def train(
     ] = None,
     float32: Annotated[bool, typer.Option(help="store float32 weights (default float16)")] = False,
     threads: ThreadsOption = 0,
+    kind: Annotated[
+        str, typer.Option(help="elis: the paper's MLP on one joined text | ranker: prompt + tail towers, "
+                               "ranking loss, per-step calibration (docs/predictor.md)")
+    ] = "elis",
+    corpus: Annotated[
+        list[Path] | None, typer.Option(help="ranker: corpus files (repeatable) [default: the shipped corpus]")
+    ] = None,
+    rank_weight: Annotated[float, typer.Option(help="ranker: weight of the pairwise ranking loss")] = 1.0,
+    regression_weight: Annotated[float, typer.Option(help="ranker: weight of the Huber regression loss")] = 1.0,
 ) -> None:
-    """Cache the frozen embeddings, train the head, save a checkpoint with its metadata."""
+    """Cache the frozen embeddings, train the head, save a checkpoint with its metadata.
+
+    With --kind ranker it also writes level_edges.json next to the checkpoint."""
     _setup_logging()
     _set_threads(threads)
+    if kind == "ranker":
+        _train_ranker(corpus or [DEFAULT_CORPUS], out, seed, max_epochs, rank_weight, regression_weight, float32)
+        return
+    if kind != "elis":
+        typer.secho(f"error: unknown --kind {kind!r} (elis | ranker)", fg="red", err=True)
+        raise typer.Exit(2)
     from elis.predictor.encoder import load_encoder
     from elis.predictor.serving import user_checkpoint_path
     from elis.predictor.training import DEFAULT_OOD_SOURCES, TrainConfig, train_predictor
@@ -114,10 +167,28 @@ def evaluate(
     ] = None,
     out_dir: Annotated[Path | None, typer.Option(help="[default: <cache_dir>/predictor/eval]")] = None,
     threads: ThreadsOption = 0,
+    loso: Annotated[
+        bool, typer.Option(help="train a ranker per protocol on --corpus and test it: leave-one-source-out "
+                                "for each source, plus the in-distribution split (no checkpoint needed)")
+    ] = False,
+    corpus: Annotated[list[Path] | None, typer.Option(help="--loso: corpus files [default: the shipped corpus]")] = None,
+    greedy: Annotated[
+        list[Path] | None, typer.Option(help="--loso: greedy (temperature 0) records of one source, scored by "
+                                             "the model that never saw that source")
+    ] = None,
+    source: Annotated[list[str] | None, typer.Option(help="--loso: sources to hold out [default: all]")] = None,
+    max_epochs: Annotated[int, typer.Option(help="--loso: training epochs at most")] = 40,
 ) -> None:
-    """MAE, RMSE, R2, Kendall tau overall and per step; tables, per-example errors CSV, MAE-per-step PNG."""
+    """MAE, RMSE, R2, Kendall tau overall and per step; tables, per-example errors CSV, MAE-per-step PNG.
+
+    With --loso: per step MAE, R2, Kendall tau, bias (mean predicted / mean true remaining) and the noise
+    ceiling (the other samples of a prompt ranking a held-out sample) with tau as a fraction of it; a
+    Markdown table per protocol, per_step.csv and summary.json in --out-dir."""
     _setup_logging()
     _set_threads(threads)
+    if loso:
+        _evaluate_loso(corpus or [DEFAULT_CORPUS], greedy or [], source, out_dir, max_epochs)
+        return
     from elis.predictor.evaluation import evaluate_checkpoint
     from elis.predictor.serving import default_checkpoint_path
 
@@ -129,6 +200,106 @@ def evaluate(
         typer.echo(f"\n## {name} ({report['num_records']} prompts)\n")
         typer.echo(report["table"])
     typer.echo(f"reports in {out_dir}")
+
+
+def _evaluate_loso(files, greedy_files, held_out, out_dir, max_epochs) -> None:
+    from elis.predictor.experiments import evaluate_protocols
+    from elis.predictor.ranker import RankerConfig
+
+    started = time.perf_counter()
+    records = _read_corpus(files)
+    greedy = {Path(f).name: _read_corpus([f]) for f in greedy_files}
+    out_dir = out_dir or _settings().cache_dir / "predictor" / "loso"
+    window = int(records[0]["window_tokens"])
+    summaries = evaluate_protocols(_embedding_cache(), records, RankerConfig(max_epochs=max_epochs), out_dir,
+                                   window, held_out=held_out, greedy=greedy)
+    for name in sorted(p.stem for p in out_dir.glob("*.md")):
+        typer.echo(f"\n## {name}\n")
+        typer.echo((out_dir / f"{name}.md").read_text())
+    typer.echo("| set | admission tau | ceiling | fraction | tau step 4 | worst |bias-1| steps 0-8 | min R2 0-8 | pooled tau |")
+    typer.echo("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for s in summaries:
+        typer.echo(f"| {s['set']} | {s['admission_tau']:.3f} | {s['admission_ceiling']:.3f} | {s['admission_fraction']:.2f} "
+                   f"| {s['tau_step4']:.3f} | {s['worst_bias_0_8']:.2f} | {s['min_r2_0_8']:.2f} | {s['pooled_tau']:.3f} |")
+    typer.echo(f"reports in {out_dir} ({time.perf_counter() - started:.0f} s)")
+
+
+@predictor_app.command()
+def ablate(
+    corpus: Annotated[list[Path] | None, typer.Option(help="corpus files [default: the shipped corpus]")] = None,
+    held_out: Annotated[str | None, typer.Option(help="ablate on a LOSO split's validation (a source name)")] = None,
+    max_epochs: int = 40,
+    threads: ThreadsOption = 0,
+) -> None:
+    """What each ranker choice does (loss, calibration, tail embedding, repetition features, target), on the
+    validation split only."""
+    _setup_logging()
+    _set_threads(threads)
+    from elis.predictor.experiments import ablate as run_ablation
+    from elis.predictor.experiments import ablation_markdown
+    from elis.predictor.ranker import RankerConfig
+
+    records = _read_corpus(corpus or [DEFAULT_CORPUS])
+    results = run_ablation(_embedding_cache(), records, RankerConfig(max_epochs=max_epochs),
+                           int(records[0]["window_tokens"]), held_out=held_out)
+    typer.echo(ablation_markdown(results))
+
+
+@predictor_app.command()
+def update(
+    checkpoint: Annotated[Path | None, typer.Option(help="the ranker checkpoint to improve [default: the serving default]")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="where the new version goes [default: <cache_dir>/predictor/predictor.pt, "
+                                       "which serving prefers and watches]")
+    ] = None,
+    jobs: Annotated[int, typer.Option(help="learn from the last N finished jobs")] = 300,
+    records: Annotated[
+        Path | None, typer.Option(help="replay: learn from this corpus file's records instead of the database")
+    ] = None,
+    holdout: Annotated[float, typer.Option(help="fraction of the jobs (by prompt) held back to validate")] = 0.3,
+    head: Annotated[bool, typer.Option(help="also try fine-tuning the head (else calibration only)")] = True,
+    min_gain: Annotated[float, typer.Option(help="required pooled-tau gain on the held-back jobs")] = 0.0,
+    every: Annotated[float, typer.Option(help="repeat every S seconds (0: once)")] = 0.0,
+    dry_run: Annotated[bool, typer.Option(help="measure, write nothing")] = False,
+    threads: ThreadsOption = 1,
+) -> None:
+    """Refit the calibration (and the head, if it pays) from finished jobs; write a new checkpoint version
+    only when it ranks the held-back jobs better. Running APIs and workers reload it without a restart."""
+    _setup_logging()
+    _set_threads(threads)
+    from elis.predictor.online import UpdateRefused, finished_job_records, update_checkpoint
+    from elis.predictor.serving import default_checkpoint_path, user_checkpoint_path
+
+    settings = _settings()
+    cache = _embedding_cache()
+    out = out or user_checkpoint_path(settings.cache_dir)
+    while True:
+        source = Path(checkpoint) if checkpoint else (out if out.exists() else default_checkpoint_path())
+        if records is not None:
+            data = _read_corpus([records])[-jobs:]
+        else:
+            from transformers import AutoTokenizer
+
+            from elis.models_prepare import resolve_model
+
+            tokenizer = AutoTokenizer.from_pretrained(resolve_model(settings.model, settings.models_dir))
+            data = finished_job_records(settings.resolved_database_url(), jobs, settings.window_tokens,
+                                        lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
+        try:
+            result = update_checkpoint(source, data, cache, out_path=out, holdout_fraction=holdout,
+                                       refit_head=head, min_gain=min_gain, dry_run=dry_run)
+            typer.echo(f"{result.reason} ({result.adapt_jobs} jobs to adapt, {result.holdout_jobs} held back); "
+                       f"version {result.version}{'' if dry_run else f' written to {result.path}'}")
+        except UpdateRefused as exc:
+            typer.echo(str(exc))
+            if not every:
+                raise typer.Exit(1)
+        except ValueError as exc:
+            typer.secho(f"error: {exc}", fg="red", err=True)
+            raise typer.Exit(2)
+        if not every:
+            return
+        time.sleep(every)
 
 
 @predictor_app.command()
@@ -196,44 +367,52 @@ def sweep(
 @predictor_app.command()
 def bench(
     checkpoint: Annotated[Path | None, typer.Option()] = None,
-    dataset: Annotated[Path, typer.Option()] = DEFAULT_DATASET,
-    batch: Annotated[list[int] | None, typer.Option(help="batch sizes [default: 1, 16]")] = None,
-    repeats: int = 10,
-    threads: ThreadsOption = 0,
+    dataset: Annotated[Path, typer.Option(help="records to replay (prompts and outputs)")] = DEFAULT_DATASET,
+    batch: Annotated[list[int] | None, typer.Option(help="jobs re-predicted together (slots) [default: 1, 4, 16]")] = None,
+    windows: Annotated[int, typer.Option(help="windows replayed per job")] = 6,
+    repeats: Annotated[int, typer.Option(help="groups of jobs per batch size")] = 3,
+    threads: ThreadsOption = 1,
 ) -> None:
-    """Predictor latency per job (encoder + head, end to end) at each batch size, on real dataset inputs."""
+    """Milliseconds per job-window of re-prediction, as a worker pays it: each job's admission prediction
+    first (the ranker encodes and caches the prompt then), then after each window one batched call for the
+    slots' jobs with their text so far. Prints the admission cost too."""
     _setup_logging()
     _set_threads(threads)
     import numpy as np
     import torch
 
-    from elis.predictor.features import PredictionInput, flatten
+    from elis.predictor.build_dataset import read_records
+    from elis.predictor.features import PredictionInput
     from elis.predictor.serving import load_predictor
-    from elis.predictor.training import read_dataset, split_records
 
     predictor = load_predictor(checkpoint)
-    if dataset.exists():
-        examples = flatten(split_records(read_dataset(dataset))["test"])
-        items = [PredictionInput(e.prompt, e.output_text, e.num_generated) for e in examples]
-    else:
-        items = [
-            PredictionInput("Write a short poem about the sea.", "The sea is wide " * i, 4 * i)
-            for i in range(64)
-        ]
+    window = predictor.window_tokens
+    jobs = [r for r in read_records(dataset) if len(r["window_char_offsets"]) > windows] if dataset.exists() else []
+    if not jobs:
+        typer.secho(f"error: no record with more than {windows} windows in {dataset}", fg="red", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"checkpoint {predictor.path} (kind {predictor.checkpoint.kind}); torch threads "
+               f"{torch.get_num_threads()}; {len(jobs)} jobs with > {windows} windows")
     rng = np.random.default_rng(0)
-    typer.echo(f"torch threads: {torch.get_num_threads()}; {len(items)} candidate inputs")
-    for size in batch or [1, 16]:
-        predictor.predict([items[0]] * size)  # warm-up
-        timings = []
+    predictor.predict([PredictionInput(jobs[0]["prompt"])])  # warm-up
+    for size in batch or [1, 4, 16]:
+        admission, per_window = [], []
         for _ in range(repeats):
-            chosen = [items[i] for i in rng.choice(len(items), size=size, replace=False)]
+            group = [jobs[i] for i in rng.choice(len(jobs), size=min(size, len(jobs)), replace=False)]
             started = time.perf_counter()
-            predictor.predict(chosen)
-            timings.append(time.perf_counter() - started)
-        per_job = 1000 * np.array(timings) / size
+            predictor.predict([PredictionInput(r["prompt"], max_tokens=r["max_tokens"]) for r in group])
+            admission.append((time.perf_counter() - started) / len(group))
+            for k in range(1, windows + 1):
+                items = [PredictionInput(r["prompt"], r["output_text"][: r["window_char_offsets"][k]], k * window,
+                                         r["max_tokens"]) for r in group]
+                started = time.perf_counter()
+                predictor.predict(items)
+                per_window.append((time.perf_counter() - started) / len(group))
+        per_window_ms = 1000 * np.array(per_window)
         typer.echo(
-            f"batch {size:3d}: {np.median(per_job):7.1f} ms/job median (p90 {np.percentile(per_job, 90):.1f}), "
-            f"{1000 * np.median(timings):.0f} ms/batch"
+            f"batch {size:3d}: re-prediction {np.median(per_window_ms):6.1f} ms per job-window median "
+            f"(mean {per_window_ms.mean():.1f}, p90 {np.percentile(per_window_ms, 90):.1f}); "
+            f"admission {1000 * np.median(admission):.1f} ms per job"
         )
 
 

@@ -82,3 +82,52 @@ class FakePredictor:
         if self.fail:
             raise RuntimeError("fake predictor failure")
         return [max(1.0, self.guess - item.num_generated) for item in items]
+
+
+class FakeTokenizer:
+    """Whitespace tokens with character offsets (the slice of the HF tokenizer API the text helpers use)."""
+
+    sep_token = "[SEP]"
+
+    def __call__(self, text: str, **_: Any) -> dict[str, list]:
+        import re
+
+        spans = [m.span() for m in re.finditer(r"\S+", text)]
+        return {"input_ids": list(range(len(spans))), "offset_mapping": spans}
+
+
+class FakeEncoder:
+    """A deterministic stand-in for the frozen encoder: dimension 0 says whether the text asks for a long
+    answer (the `fake_record` prompts' signal), the rest is a hash of the text. No weights."""
+
+    name = "fake-encoder"
+    max_length = 64
+
+    def __init__(self, dim: int = 8) -> None:
+        self.dim = dim
+        self.tokenizer = FakeTokenizer()
+        self.calls: list[int] = []
+
+    def encode(self, texts: list[str]) -> "Any":
+        import hashlib
+
+        import numpy as np
+
+        self.calls.append(len(texts))
+        rows = []
+        for text in texts:
+            seed = int(hashlib.sha1(text.encode()).hexdigest()[:8], 16)
+            row = np.random.default_rng(seed).normal(size=self.dim).astype(np.float32) * 0.1
+            row[0] = 1.0 if any(w in text for w in ("essay", "step by step", "story")) else 0.0
+            rows.append(row)
+        return np.stack(rows) if rows else np.zeros((0, self.dim), dtype=np.float32)
+
+
+class FakeEmbeddingCache:
+    """`training.EmbeddingCache`'s interface over a `FakeEncoder` (no file)."""
+
+    def __init__(self, encoder: FakeEncoder | None = None) -> None:
+        self.encoder = encoder or FakeEncoder()
+
+    def embed_texts(self, texts: Sequence[str]) -> "Any":
+        return self.encoder.encode(list(texts))

@@ -1,0 +1,193 @@
+"""The ranker's evaluation, calibration, online update and hot reload (a fake encoder, no weights)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from elis.predictor.build_dataset import plan_tasks, record_id
+from elis.predictor.calibration import StepCalibration, fit_step_calibration, isotonic_fit
+from elis.predictor.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+from elis.predictor.corpus_eval import (
+    ceiling_predictions,
+    leaked_prompts,
+    split_in_distribution,
+    split_leave_one_out,
+    step_rows,
+)
+from elis.predictor.fakes import FakeEmbeddingCache, FakeEncoder, fake_record
+from elis.predictor.features import Example, PredictionInput, flatten
+from elis.predictor.online import UpdateRefused, ranker_of, update_checkpoint
+from elis.prompts import PromptItem
+from elis.predictor.ranker import RankerConfig, arrays_of, ranker_metadata, train_ranker
+from elis.predictor.serving import LengthPredictor
+
+
+def prompt_item(item_id: str, source: str) -> PromptItem:
+    return PromptItem(item_id, source, ({"role": "user", "content": f"prompt {item_id}"},))
+
+
+def _example(prompt_id: str, sample: int, step: int, remaining: int) -> Example:
+    return Example(f"{prompt_id}#{sample}", prompt_id, "", step * 50, step, remaining, 1024, prompt_id, "s", sample)
+
+
+def test_noise_ceiling_is_the_mean_length_of_a_prompts_other_samples():
+    # prompt a: samples of 100, 200, 300 tokens; prompt b: 10, 30; prompt c: one sample (no ceiling)
+    examples = [_example("a", 0, 0, 100), _example("a", 1, 0, 200), _example("a", 2, 0, 300),
+                _example("b", 0, 0, 10), _example("b", 1, 0, 30), _example("c", 0, 0, 50)]
+    ceiling = ceiling_predictions(examples)
+    assert ceiling[:5].tolist() == [250.0, 200.0, 150.0, 30.0, 10.0]
+    assert np.isnan(ceiling[5])
+
+
+def test_noise_ceiling_tau_per_step_uses_only_prompts_with_other_samples():
+    rng = random.Random(0)
+    examples = []
+    for p in range(30):  # each prompt's samples agree closely: the ceiling ranks them almost perfectly
+        base = 60 * (p + 1)
+        for s in range(3):
+            total = base + rng.randint(-5, 5)
+            examples += [_example(f"p{p}", s, k, total - 50 * k) for k in range((total - 1) // 50 + 1)]
+    examples.append(_example("lonely", 0, 0, 999))
+    predicted = np.array([e.remaining for e in examples], dtype=float)
+    rows = step_rows(examples, predicted, 50)
+    step0 = rows[0]
+    assert step0.step == "0" and step0.n == 91 and step0.ceiling_n == 90
+    assert step0.ceiling_tau > 0.95
+    assert step0.model_tau_on_ceiling == pytest.approx(1.0)
+    assert step0.bias == pytest.approx(1.0)
+    assert rows[-1].step == "all"
+
+
+def _records(n: int, sources: tuple[str, ...] = ("alpaca", "code_alpaca", "gsm8k"), samples: int = 2, seed: int = 0):
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        base = fake_record(i, rng, source=sources[i % len(sources)])
+        for s in range(samples):
+            again = fake_record(i, random.Random(f"{seed}-{i}-{s}"), source=base["source"])
+            out.append({**again, "prompt": base["prompt"], "prompt_id": f"{base['source']}-{i}", "sample": s,
+                        "id": record_id(f"{base['source']}-{i}", s)})
+    return out
+
+
+def test_no_prompt_leaks_between_splits_or_sources():
+    records = _records(120)
+    # the same prompt text under two sources: it must not be in train when either source is held out
+    records.append({**records[0], "source": "gsm8k", "prompt_id": "gsm8k-dup", "id": "gsm8k-dup"})
+    splits = split_in_distribution(records)
+    assert not leaked_prompts(splits)
+    for source in ("alpaca", "code_alpaca", "gsm8k"):
+        loso = split_leave_one_out(records, source)
+        assert not leaked_prompts(loso)
+        assert all(r["source"] == source for r in loso["test"])
+        assert not any(r["source"] == source for r in loso["train"] + loso["val"])
+        assert loso["train"] and loso["val"]
+    # every sample of a prompt sits in one split
+    where = {}
+    for name, rs in splits.items():
+        for r in rs:
+            assert where.setdefault(r["prompt_id"], name) == name
+
+
+def test_calibration_is_monotone_per_step_and_on_the_true_scale():
+    rng = np.random.default_rng(0)
+    raw = rng.normal(size=2000)
+    steps = rng.integers(0, 6, size=2000)
+    true = np.maximum(np.exp(raw + 3) * (1 + steps) + rng.normal(scale=5, size=2000), 1)  # scale differs per step
+    calibration = fit_step_calibration(raw, true, steps)
+    grid = np.linspace(-4, 4, 200)
+    for k in range(8):
+        values = calibration.apply(grid, np.full_like(grid, k, dtype=int))
+        assert np.all(np.diff(values) > 0), f"not strictly increasing at step {k}"
+    calibrated = calibration.apply(raw, steps)
+    for k in range(6):
+        mask = steps == k
+        assert calibrated[mask].mean() / true[mask].mean() == pytest.approx(1.0, abs=0.1)
+    again = StepCalibration.from_json(calibration.to_json())
+    assert np.allclose(again.apply(raw, steps), calibrated)
+
+
+def test_isotonic_fit_pools_violators():
+    xs, ys = isotonic_fit([1, 2, 3, 4], [1.0, 3.0, 2.0, 4.0])
+    assert ys == [1.0, 2.5, 4.0]
+    assert xs[1] == 2.5
+
+
+def test_the_plan_puts_the_repeated_samples_first_and_interleaves_sources():
+    by_source = {s: [prompt_item(f"{s}-{i}", s) for i in range(10)] for s in ("a", "b")}
+    tasks = plan_tasks(by_source, ceiling_prompts=2, samples=3, total_prompts=8, first={"a-7"})
+    assert [t.sample for t in tasks[:6]] == [0, 1, 2, 0, 1, 2]
+    assert tasks[0].item.id == "a-7"  # a prompt that already has a record leads its source
+    assert len({t.item.id for t in tasks}) == 8
+    assert all(t.sample == 0 for t in tasks[12:])
+    assert [t.item.source for t in tasks[12:]] == ["a", "b", "a", "b"]
+
+
+# -- the online update and hot reload -------------------------------------------------------------------
+
+
+def _checkpoint(tmp_path: Path, records, broken_scale: float = 1.0, name: str = "predictor.pt") -> Path:
+    cache = FakeEmbeddingCache()
+    config = RankerConfig(max_epochs=15, hidden=32, projection_dim=4, patience=5)
+    splits = split_in_distribution(records)
+    train = arrays_of(cache, flatten(splits["train"]), config)
+    val = arrays_of(cache, flatten(splits["val"]), config)
+    ranker, _ = train_ranker(train, val, config, cache.encoder.dim)
+    if broken_scale != 1.0:  # admission predictions far too high: newcomers look longer than running jobs
+        xs, ys = ranker.calibration.knots[0]
+        knots = ((xs, tuple(y * broken_scale for y in ys)),) + ranker.calibration.knots[1:]
+        ranker.calibration = StepCalibration(ranker.calibration.buckets, knots)
+    metadata = {**ranker_metadata(ranker), "encoder": "fake-encoder", "encoder_dim": cache.encoder.dim,
+                "max_length": 64, "prompt_budget": 16, "features": "ranker", "window_tokens": 50,
+                "edges": [10.0, 50.0, 200.0], "num_priority_levels": 5, "version": 1}
+    return save_checkpoint(tmp_path / name, ranker.head, metadata)
+
+
+@pytest.fixture(scope="module")
+def records():
+    return _records(240, samples=1)
+
+
+def test_update_accepts_a_better_calibration_and_writes_a_new_version(tmp_path: Path, records):
+    path = _checkpoint(tmp_path, records, broken_scale=8.0)
+    result = update_checkpoint(path, _records(160, samples=1, seed=1), FakeEmbeddingCache(), refit_head=False)
+    assert result.accepted and result.version == 2
+    assert result.candidates["recalibrated"] > result.current_tau
+    reloaded = load_checkpoint(path)
+    assert reloaded.metadata["version"] == 2
+    assert (tmp_path / "level_edges.json").exists()
+
+
+def test_update_refuses_a_model_that_does_not_rank_better(tmp_path: Path, records):
+    path = _checkpoint(tmp_path, records)
+    before = file_sha256(path)
+    with pytest.raises(UpdateRefused, match="refused"):
+        update_checkpoint(path, _records(160, samples=1, seed=1), FakeEmbeddingCache(), min_gain=0.5)
+    assert file_sha256(path) == before
+
+
+def test_a_hot_reload_changes_what_the_predictor_returns(tmp_path: Path, records):
+    path = _checkpoint(tmp_path, records)
+    predictor = LengthPredictor(FakeEncoder(), load_checkpoint(path), path, watch=True, reload_s=0.0)
+    item = PredictionInput("Write a detailed essay about the sea. (#1)")
+    before = predictor.predict([item])[0]
+    assert ranker_of(load_checkpoint(path)).calibration is not None
+    _checkpoint(tmp_path, records, broken_scale=8.0)  # a new version replaces the file
+    after = predictor.predict([item])[0]
+    assert predictor.reloads == 1
+    assert after == pytest.approx(8.0 * before, rel=0.05)
+
+
+def test_the_prompt_is_encoded_once_per_job(tmp_path: Path, records):
+    path = _checkpoint(tmp_path, records)
+    encoder = FakeEncoder()
+    predictor = LengthPredictor(encoder, load_checkpoint(path), path)
+    prompt = "Tell a long story about jazz. (#3)"
+    predictor.predict([PredictionInput(prompt)])
+    predictor.predict([PredictionInput(prompt, "the and of " * 30, 50)])
+    predictor.predict([PredictionInput(prompt, "the and of " * 60, 100)])
+    assert encoder.calls == [1, 1, 1]  # the prompt once, then only each window's tail
