@@ -89,7 +89,9 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "regression + calibration": {"rank_weight": 0.0},
     "ranking only + calibration": {"regression_weight": 0.0},
     "ranking + regression + calibration": {},
-    "  without the tail embedding": {"use_tail": False},
+    "  tail: hashed tokens instead of the encoder": {"use_tail": False, "use_tail_hash": True},
+    "  tail: encoder + hashed tokens": {"use_tail_hash": True},
+    "  tail: none (prompt + step + repetition)": {"use_tail": False},
     "  without the repetition features": {"use_repetition": False},
     "  raw target (tokens/100)": {"transform": "raw"},
 }

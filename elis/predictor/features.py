@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -144,6 +145,31 @@ def repetition_features(output_text: str) -> list[float]:
     grams = [tuple(words[i : i + 4]) for i in range(len(words) - 3)]
     distinct = len(set(grams)) / len(grams) if grams else 1.0
     return [ratio, distinct]
+
+
+TAIL_HASH_DIMS = 64
+TAIL_HASH_CHARS = 1000
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+def tail_hash_features(output_text: str, dims: int = TAIL_HASH_DIMS) -> list[float]:
+    """A cheap stand-in for encoding the output's tail (no transformer): the frequencies of its last 1000
+    characters' word and punctuation tokens hashed into `dims` buckets (CRC32, stable across runs), then the
+    fractions of digits, newlines and upper-case letters. Zeros before any output."""
+    tail = output_text[-TAIL_HASH_CHARS:]
+    if not tail:
+        return [0.0] * (dims + 3)
+    counts = [0.0] * dims
+    tokens = _TOKEN.findall(tail.lower())
+    for token in tokens:
+        counts[zlib.crc32(token.encode("utf-8")) % dims] += 1.0
+    total = max(len(tokens), 1)
+    n = len(tail)
+    return [c / total for c in counts] + [
+        sum(ch.isdigit() for ch in tail) / n,
+        tail.count("\n") / n,
+        sum(ch.isupper() for ch in tail) / n,
+    ]
 
 
 class _HasOutput(Protocol):

@@ -36,18 +36,23 @@ from elis.predictor.features import (
     prompt_head,
     repetition_features,
     step_feature,
+    tail_hash_features,
 )
 from elis.predictor.head import TargetTransform
 
 KIND = "ranker"
 
 
-def scalar_features(num_generated: int, output_text: str, prompt: str, use_repetition: bool = True) -> list[float]:
-    """[log step, linear step, (zlib ratio, distinct 4-grams), log prompt length]."""
+def scalar_features(
+    num_generated: int, output_text: str, prompt: str, use_repetition: bool = True, use_tail_hash: bool = False
+) -> list[float]:
+    """[log step, linear step, (zlib ratio, distinct 4-grams), log prompt length, (hashed tail tokens)]."""
     row = [step_feature(num_generated), min(num_generated, 4096) / 1024.0]
     if use_repetition:
         row += repetition_features(output_text)
     row.append(math.log1p(len(prompt)) / math.log(10000.0))
+    if use_tail_hash:
+        row += tail_hash_features(output_text)
     return row
 
 
@@ -58,7 +63,10 @@ class RankerConfig:
     transform: str = "log1p"
     regression_weight: float = 1.0
     rank_weight: float = 1.0
+    # the output's tail: encoded by the transformer (use_tail; about 50-200 ms per job-window on this CPU)
+    # and/or as hashed token frequencies (use_tail_hash; well under 1 ms)
     use_tail: bool = True
+    use_tail_hash: bool = False
     use_repetition: bool = True
     projection_dim: int = 16
     hidden: int = 256
@@ -183,7 +191,7 @@ class RankerArrays:
 
 def ranker_inputs(
     embed_texts, tokenizer, max_length: int, items: Sequence[Any], use_tail: bool, use_repetition: bool,
-    tail_tokens: int = TAIL_TOKENS,
+    tail_tokens: int = TAIL_TOKENS, use_tail_hash: bool = False,
 ) -> np.ndarray:
     """Head inputs for items with .prompt, .output_text, .num_generated; `embed_texts(list[str]) -> array`."""
     prompts = [prompt_head(tokenizer, item.prompt, max_length) for item in items]
@@ -198,7 +206,8 @@ def ranker_inputs(
         zero = np.zeros(dim, dtype=np.float32)
         parts.append(np.stack([tail_vectors[t] if t else zero for t in tails]))
     scalars = np.array(
-        [scalar_features(i.num_generated, i.output_text, i.prompt, use_repetition) for i in items], dtype=np.float32
+        [scalar_features(i.num_generated, i.output_text, i.prompt, use_repetition, use_tail_hash) for i in items],
+        dtype=np.float32,
     )
     parts.append(scalars.reshape(len(items), -1))
     return np.concatenate(parts, axis=1).astype(np.float32)
@@ -208,7 +217,7 @@ def arrays_of(cache, examples: list[Example], config: RankerConfig) -> RankerArr
     """`cache` is a training.EmbeddingCache (its `embed_texts`)."""
     x = ranker_inputs(
         cache.embed_texts, cache.encoder.tokenizer, cache.encoder.max_length, examples,
-        config.use_tail, config.use_repetition, config.tail_tokens,
+        config.use_tail, config.use_repetition, config.tail_tokens, config.use_tail_hash,
     )
     y = np.array([e.remaining for e in examples], dtype=np.float32)
     step = np.array([e.step for e in examples], dtype=np.int64)
@@ -333,4 +342,5 @@ def ranker_metadata(ranker: Ranker) -> dict[str, Any]:
         "calibration": ranker.calibration.to_json() if ranker.calibration else None,
         "tail_tokens": ranker.config.tail_tokens,
         "use_repetition": ranker.config.use_repetition,
+        "use_tail_hash": ranker.config.use_tail_hash,
     }

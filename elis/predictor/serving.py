@@ -228,7 +228,8 @@ class LengthPredictor:
             zero = np.zeros(self.encoder.dim, dtype=np.float32)
             parts.append(np.stack([vectors[t] if t else zero for t in tails]))
         use_repetition = bool(meta.get("use_repetition", True))
-        parts.append(np.array([scalar_features(i.num_generated, i.output_text, i.prompt, use_repetition)
+        use_tail_hash = bool(meta.get("use_tail_hash", False))
+        parts.append(np.array([scalar_features(i.num_generated, i.output_text, i.prompt, use_repetition, use_tail_hash)
                                for i in items], dtype=np.float32))
         x = np.concatenate(parts, axis=1).astype(np.float32)
         with torch.no_grad():
