@@ -230,6 +230,8 @@ def ablate(
     held_out: Annotated[str | None, typer.Option(help="ablate on a LOSO split's validation (a source name)")] = None,
     max_epochs: int = 40,
     threads: ThreadsOption = 0,
+    round_two: Annotated[bool, typer.Option(help="the second round: loss and PCA size with the hashed tail")] = False,
+    only: Annotated[str, typer.Option(help="run only the variants whose label contains this")] = "",
 ) -> None:
     """What each ranker choice does (loss, calibration, tail embedding, repetition features, target), on the
     validation split only."""
@@ -240,8 +242,14 @@ def ablate(
     from elis.predictor.ranker import RankerConfig
 
     records = _read_corpus(corpus or [DEFAULT_CORPUS])
-    results = run_ablation(_embedding_cache(), records, RankerConfig(max_epochs=max_epochs),
-                           int(records[0]["window_tokens"]), held_out=held_out)
+    from elis.predictor.experiments import ABLATIONS, ROUND_TWO
+
+    base = RankerConfig(max_epochs=max_epochs)
+    if round_two:
+        base = RankerConfig(max_epochs=max_epochs, use_tail=False, use_tail_hash=True, projection_dim=64)
+    results = run_ablation(_embedding_cache(), records, base, int(records[0]["window_tokens"]),
+                           variants={k: v for k, v in (ROUND_TWO if round_two else ABLATIONS).items() if only in k},
+                           held_out=held_out)
     typer.echo(ablation_markdown(results))
 
 

@@ -88,12 +88,25 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "regression only, no calibration": {"rank_weight": 0.0, "calibrate": False},
     "regression + calibration": {"rank_weight": 0.0},
     "ranking only + calibration": {"regression_weight": 0.0},
-    "ranking + regression + calibration": {},
-    "  tail: hashed tokens instead of the encoder": {"use_tail": False, "use_tail_hash": True},
-    "  tail: encoder + hashed tokens": {"use_tail_hash": True},
-    "  tail: none (prompt + step + repetition)": {"use_tail": False},
+    "ranking + regression + calibration (the default)": {},
+    "  tail: the encoder's embedding of the last 64 tokens instead": {"use_tail": True, "use_tail_hash": False},
+    "  tail: encoder + hashed tokens": {"use_tail": True},
+    "  tail: none (prompt + step + repetition)": {"use_tail_hash": False},
+    "  PCA dims 16 instead of 64": {"projection_dim": 16},
     "  without the repetition features": {"use_repetition": False},
     "  raw target (tokens/100)": {"transform": "raw"},
+}
+
+
+ROUND_TWO: dict[str, dict[str, Any]] = {
+    "hashed tail, ranking + regression, 16 PCA dims": {"projection_dim": 16},
+    "hashed tail, ranking only, 16 PCA dims": {"regression_weight": 0.0, "projection_dim": 16},
+    "hashed tail, ranking only, 64 PCA dims": {"regression_weight": 0.0, "projection_dim": 64},
+    "hashed tail, ranking + regression, 64 PCA dims": {"projection_dim": 64},
+    "hashed tail, ranking only, 4 PCA dims": {"regression_weight": 0.0, "projection_dim": 4},
+    "hashed tail, ranking + regression, 128 PCA dims": {"projection_dim": 128},
+    "hashed tail, ranking only, 128 PCA dims": {"regression_weight": 0.0, "projection_dim": 128},
+    "hashed tail, ranking + regression, all 384 dims": {"projection_dim": 384},
 }
 
 

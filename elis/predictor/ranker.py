@@ -65,10 +65,10 @@ class RankerConfig:
     rank_weight: float = 1.0
     # the output's tail: encoded by the transformer (use_tail; about 50-200 ms per job-window on this CPU)
     # and/or as hashed token frequencies (use_tail_hash; well under 1 ms)
-    use_tail: bool = True
-    use_tail_hash: bool = False
+    use_tail: bool = False
+    use_tail_hash: bool = True
     use_repetition: bool = True
-    projection_dim: int = 16
+    projection_dim: int = 64
     hidden: int = 256
     num_layers: int = 2
     dropout: float = 0.1
@@ -90,7 +90,7 @@ class RankerHead(nn.Module):
         embedding_dim: int,
         num_scalars: int,
         use_tail: bool = True,
-        projection_dim: int = 16,
+        projection_dim: int = 64,
         hidden: int = 256,
         num_layers: int = 2,
         dropout: float = 0.1,
