@@ -178,6 +178,10 @@ def evaluate(
     ] = None,
     source: Annotated[list[str] | None, typer.Option(help="--loso: sources to hold out [default: all]")] = None,
     max_epochs: Annotated[int, typer.Option(help="--loso: training epochs at most")] = 40,
+    baseline_source: Annotated[
+        list[str] | None, typer.Option(help="--loso: also score the previous checkpoint (--checkpoint, default "
+                                            "the shipped one) on these held-out sources, steps 0-8")
+    ] = None,
 ) -> None:
     """MAE, RMSE, R2, Kendall tau overall and per step; tables, per-example errors CSV, MAE-per-step PNG.
 
@@ -187,7 +191,8 @@ def evaluate(
     _setup_logging()
     _set_threads(threads)
     if loso:
-        _evaluate_loso(corpus or [DEFAULT_CORPUS], greedy or [], source, out_dir, max_epochs)
+        _evaluate_loso(corpus or [DEFAULT_CORPUS], greedy or [], source, out_dir, max_epochs,
+                       checkpoint, baseline_source or [])
         return
     from elis.predictor.evaluation import evaluate_checkpoint
     from elis.predictor.serving import default_checkpoint_path
@@ -202,7 +207,8 @@ def evaluate(
     typer.echo(f"reports in {out_dir}")
 
 
-def _evaluate_loso(files, greedy_files, held_out, out_dir, max_epochs) -> None:
+def _evaluate_loso(files, greedy_files, held_out, out_dir, max_epochs, baseline_checkpoint=None,
+                   baseline_sources=()) -> None:
     from elis.predictor.experiments import evaluate_protocols
     from elis.predictor.ranker import RankerConfig
 
@@ -211,8 +217,18 @@ def _evaluate_loso(files, greedy_files, held_out, out_dir, max_epochs) -> None:
     greedy = {Path(f).name: _read_corpus([f]) for f in greedy_files}
     out_dir = out_dir or _settings().cache_dir / "predictor" / "loso"
     window = int(records[0]["window_tokens"])
-    summaries = evaluate_protocols(_embedding_cache(), records, RankerConfig(max_epochs=max_epochs), out_dir,
-                                   window, held_out=held_out, greedy=greedy)
+    cache = _embedding_cache()
+    baseline = None
+    if baseline_sources:
+        from elis.predictor.checkpoint import load_checkpoint
+        from elis.predictor.serving import SHIPPED_CHECKPOINT
+
+        old = load_checkpoint(baseline_checkpoint or SHIPPED_CHECKPOINT)
+        cache.prompt_budget = int(old.metadata["prompt_budget"])  # its text join (the ranker does not use it)
+        baseline = (old, cache)
+    summaries = evaluate_protocols(cache, records, RankerConfig(max_epochs=max_epochs), out_dir,
+                                   window, held_out=held_out, greedy=greedy, baseline=baseline,
+                                   baseline_sources=baseline_sources)
     for name in sorted(p.stem for p in out_dir.glob("*.md")):
         typer.echo(f"\n## {name}\n")
         typer.echo((out_dir / f"{name}.md").read_text())

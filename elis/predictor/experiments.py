@@ -51,6 +51,8 @@ def evaluate_protocols(
     greedy: dict[str, Sequence[dict]] | None = None,
     in_distribution: bool = True,
     max_step: int = 12,
+    baseline: Any = None,
+    baseline_sources: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """LOSO for each source (and the in-distribution split); tables + CSV per set; greedy test sets of a
     held-out source are scored by that source's LOSO model. Returns the summary rows."""
@@ -72,6 +74,16 @@ def evaluate_protocols(
         summaries.append(summary)
         log.info("%s: %s", name, summary)
         source = name.removeprefix("loso-")
+        if baseline is not None and name.startswith("loso-") and source in baseline_sources:
+            # the previous checkpoint (ELIS MLP on the joined text) on the same test examples, steps 0-8
+            from elis.predictor.evaluation import predict_examples
+
+            checkpoint, join_cache = baseline
+            keep = [e for e in test.examples if e.step <= 8]
+            old_rows = step_rows(keep, predict_examples(checkpoint, join_cache, keep), window_tokens, max_step=8)
+            named_rows[f"{name}-previous-checkpoint"] = old_rows
+            (out_dir / f"{name}-previous-checkpoint.md").write_text(markdown(old_rows))
+            summaries.append(summary_line(f"{name} (previous checkpoint)", old_rows))
         for greedy_name, greedy_records in (greedy or {}).items():
             if name.startswith("loso-") and all(r.get("source") == source for r in greedy_records):
                 g = arrays_of(cache, flatten(greedy_records), config)

@@ -128,6 +128,13 @@ class EmbeddingCache:
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():  # NOTE: another process may have added vectors since: keep them too
+            try:
+                blob = np.load(self.path)
+                for key, vector in zip(blob["keys"].tolist(), blob["vectors"]):
+                    self._vectors.setdefault(key, vector)
+            except (OSError, ValueError, KeyError):
+                pass
         tmp = self.path.with_name(self.path.name + ".tmp.npz")
         np.savez(tmp, keys=np.array(list(self._vectors)), vectors=np.stack(list(self._vectors.values())))
         tmp.replace(self.path)
