@@ -326,6 +326,29 @@ def update(
         time.sleep(every)
 
 
+@predictor_app.command("update-curve")
+def update_curve(
+    source: Annotated[str, typer.Option(help="the source the checkpoint never sees")] = "gsm8k",
+    corpus: Annotated[list[Path] | None, typer.Option(help="corpus files [default: the shipped corpus]")] = None,
+    out_dir: Annotated[Path | None, typer.Option(help="[default: <cache_dir>/predictor/update-curve]")] = None,
+    point: Annotated[list[int] | None, typer.Option(help="finished jobs per update [default: 100, 300]")] = None,
+    max_epochs: int = 40,
+    threads: ThreadsOption = 1,
+) -> None:
+    """The online-update curve by replaying a held-out source's finished jobs through `update`."""
+    _setup_logging()
+    _set_threads(threads)
+    from elis.predictor.experiments import curve_markdown, online_curve
+    from elis.predictor.ranker import RankerConfig
+
+    records = _read_corpus(corpus or [DEFAULT_CORPUS])
+    out_dir = out_dir or _settings().cache_dir / "predictor" / "update-curve"
+    results = online_curve(_embedding_cache(), records, source, out_dir, RankerConfig(max_epochs=max_epochs),
+                           point or [100, 300])
+    typer.echo(curve_markdown(results))
+    typer.echo(f"tables in {out_dir}")
+
+
 @predictor_app.command()
 def sweep(
     dataset: Annotated[Path, typer.Option()] = DEFAULT_DATASET,

@@ -163,3 +163,63 @@ def ablation_markdown(results: Sequence[dict[str, Any]]) -> str:
 
 def scores_for(ranker: Ranker, arrays) -> np.ndarray:
     return score_array(ranker.head, arrays.x)
+
+
+def online_curve(cache, records: Sequence[dict], source: str, out_dir: Path, config: RankerConfig,
+                 points: Sequence[int] = (100, 300), holdout_fraction: float = 0.3) -> list[dict[str, Any]]:
+    """The online-update curve by replay: a checkpoint trained without `source`, then `elis predictor
+    update` fed the first 100, then the first 300 finished jobs of `source` (corpus records in the order
+    they were generated), each update from the checkpoint the previous one left. Every point is scored on a
+    fixed test slice of `source` (30% of its prompts by hash, never fed to an update)."""
+    from elis.predictor.checkpoint import load_checkpoint
+    from elis.predictor.features import split_of
+    from elis.predictor.online import UpdateRefused, ranker_of, update_checkpoint
+    from elis.predictor.ranker_train import train_ranker_checkpoint
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    others = [r for r in records if r.get("source") != source]
+    target = [r for r in records if r.get("source") == source]
+    test_records = [r for r in target if split_of(r["prompt"], (1 - holdout_fraction, holdout_fraction, 0.0)) != "train"]
+    stream = [r for r in target if split_of(r["prompt"], (1 - holdout_fraction, holdout_fraction, 0.0)) == "train"]
+    path = out_dir / "predictor.pt"
+    train_ranker_checkpoint(others, path, cache, config, [])
+    test = arrays_of(cache, flatten(test_records), config)
+    window = int(records[0]["window_tokens"])
+    results = []
+
+    def score(label: str, jobs: int, note: str) -> None:
+        ranker = ranker_of(load_checkpoint(path))
+        rows = step_rows(test.examples, ranker.predict(test), window, max_step=8)
+        steps = [r for r in rows if r.step != "all"]
+        results.append({"after_jobs": jobs, "label": label, "note": note, "admission_tau": steps[0].tau,
+                        "admission_fraction": steps[0].fraction, "pooled_tau": rows[-1].tau,
+                        "worst_bias_0_8": max(abs(r.bias - 1) for r in steps),
+                        "bias_step0": steps[0].bias, "r2_step0": steps[0].r2,
+                        "version": load_checkpoint(path).metadata.get("version")})
+        (out_dir / f"after_{jobs}.md").write_text(markdown(rows))
+        log.info("%s", results[-1])
+
+    score("trained without the source", 0, "")
+    for n in points:
+        if n > len(stream):
+            log.warning("only %d finished jobs of %s to replay; stopping before %d", len(stream), source, n)
+            break
+        try:
+            result = update_checkpoint(path, stream[:n], cache, holdout_fraction=holdout_fraction)
+            note = result.reason
+        except UpdateRefused as exc:
+            note = str(exc)
+        score(f"after update with {n} jobs", n, note)
+    (out_dir / "curve.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+def curve_markdown(results: Sequence[dict[str, Any]], test_n: str = "") -> str:
+    lines = ["| finished jobs fed to update | checkpoint version | admission tau | fraction of ceiling | "
+             "pooled tau | bias at admission | worst bias steps 0-8 | R2 at admission | update said |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in results:
+        lines.append(f"| {r['after_jobs']} | {r['version']} | {r['admission_tau']:.3f} | {r['admission_fraction']:.2f} "
+                     f"| {r['pooled_tau']:.3f} | {r['bias_step0']:.2f} | {r['worst_bias_0_8']:.2f} | {r['r2_step0']:.2f} "
+                     f"| {r['note'] or '-'} |")
+    return "\n".join(lines) + "\n"

@@ -128,10 +128,11 @@ def pooled_tau(ranker: Ranker, arrays: RankerArrays) -> float:
 
 
 def split_adapt_holdout(records: Sequence[dict], holdout_fraction: float) -> tuple[list[dict], list[dict]]:
-    """By prompt hash: all samples of a prompt on one side."""
+    """By prompt hash (salted, so it is independent of the train/val/test rule): all samples of a prompt
+    on one side."""
     adapt, holdout = [], []
     for record in records:
-        side = split_of(record["prompt"], (1 - holdout_fraction, holdout_fraction, 0.0))
+        side = split_of("update\0" + record["prompt"], (1 - holdout_fraction, holdout_fraction, 0.0))
         (adapt if side == "train" else holdout).append(record)
     return adapt, holdout
 
