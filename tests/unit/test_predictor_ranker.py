@@ -191,3 +191,16 @@ def test_the_prompt_is_encoded_once_per_job(tmp_path: Path, records):
     predictor.predict([PredictionInput(prompt, "the and of " * 30, 50)])
     predictor.predict([PredictionInput(prompt, "the and of " * 60, 100)])
     assert encoder.calls == [1, 1, 1]  # the prompt once, then only each window's tail
+
+
+def test_hashed_tail_features_are_fixed_width_stable_and_read_the_text():
+    from elis.predictor.features import TAIL_HASH_DIMS, tail_hash_features
+
+    empty = tail_hash_features("")
+    code = tail_hash_features("def f(x):\n    return x + 1\n```")
+    prose = tail_hash_features("The sea is wide and the sky is blue.")
+    assert len(empty) == len(code) == len(prose) == TAIL_HASH_DIMS + 3
+    assert not any(empty)
+    assert code != prose
+    assert tail_hash_features("The sea is wide and the sky is blue.") == prose  # CRC32: the same every run
+    assert sum(prose[:TAIL_HASH_DIMS]) == pytest.approx(1.0)
