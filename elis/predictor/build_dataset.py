@@ -178,6 +178,19 @@ def append_record(output: Path, record: dict) -> None:
         handle.write(json.dumps(record) + "\n")
 
 
+def compact(output: Path) -> tuple[int, int]:
+    """Rewrite the file as one gzip stream (a run appends one member per record, which compresses poorly);
+    returns (bytes before, bytes after)."""
+    before = output.stat().st_size
+    records = read_records(output)
+    tmp = output.with_suffix(".tmp")
+    with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=9) as handle:
+        for record in records:
+            handle.write(json.dumps(record) + "\n")
+    tmp.replace(output)
+    return before, output.stat().st_size
+
+
 def include_records(output: Path, include: Path) -> set[str]:
     """Copy `include`'s records missing from `output` into it; returns the prompt ids `include` holds."""
     records = read_records(include)
@@ -253,6 +266,9 @@ def build_dataset_command(
     temperature: Annotated[float, typer.Option(help="sampling temperature (as served; 0 = greedy)")] = 0.7,
     concurrency: Annotated[int, typer.Option(help="prompts in flight (the engine batches them)")] = 128,
     seed: Annotated[int, typer.Option(help="seed of the prompt order")] = 0,
+    compact_only: Annotated[
+        bool, typer.Option("--compact", help="only rewrite --output as one gzip stream (smaller), then exit")
+    ] = False,
 ) -> None:
     """Run prompts through the served model and record its real response lengths for the predictor.
 
@@ -266,6 +282,10 @@ def build_dataset_command(
     from elis.workers.vllm_engine import VllmConfig, VllmEngine
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if compact_only:
+        before, after = compact(output)
+        typer.echo(f"{output}: {before / 1e6:.2f} MB -> {after / 1e6:.2f} MB")
+        return
     settings = get_settings()
     data_dir = data_dir or shared_data_dir()
     if data_dir is None:

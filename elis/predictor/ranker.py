@@ -44,15 +44,19 @@ KIND = "ranker"
 
 
 def scalar_features(
-    num_generated: int, output_text: str, prompt: str, use_repetition: bool = True, use_tail_hash: bool = False
+    num_generated: int, output_text: str, prompt: str, use_repetition: bool = True, use_tail_hash: bool = False,
+    use_prompt_hash: bool = False,
 ) -> list[float]:
-    """[log step, linear step, (zlib ratio, distinct 4-grams), log prompt length, (hashed tail tokens)]."""
+    """[log step, linear step, (zlib ratio, distinct 4-grams), log prompt length, (hashed tail tokens),
+    (hashed prompt tokens)]."""
     row = [step_feature(num_generated), min(num_generated, 4096) / 1024.0]
     if use_repetition:
         row += repetition_features(output_text)
     row.append(math.log1p(len(prompt)) / math.log(10000.0))
     if use_tail_hash:
         row += tail_hash_features(output_text)
+    if use_prompt_hash:
+        row += tail_hash_features(prompt)
     return row
 
 
@@ -68,6 +72,7 @@ class RankerConfig:
     use_tail: bool = False
     use_tail_hash: bool = True
     use_repetition: bool = True
+    use_prompt_hash: bool = False  # the prompt's hashed token frequencies besides its embedding
     projection_dim: int = 64
     hidden: int = 256
     num_layers: int = 2
@@ -191,7 +196,7 @@ class RankerArrays:
 
 def ranker_inputs(
     embed_texts, tokenizer, max_length: int, items: Sequence[Any], use_tail: bool, use_repetition: bool,
-    tail_tokens: int = TAIL_TOKENS, use_tail_hash: bool = False,
+    tail_tokens: int = TAIL_TOKENS, use_tail_hash: bool = False, use_prompt_hash: bool = False,
 ) -> np.ndarray:
     """Head inputs for items with .prompt, .output_text, .num_generated; `embed_texts(list[str]) -> array`."""
     prompts = [prompt_head(tokenizer, item.prompt, max_length) for item in items]
@@ -206,7 +211,8 @@ def ranker_inputs(
         zero = np.zeros(dim, dtype=np.float32)
         parts.append(np.stack([tail_vectors[t] if t else zero for t in tails]))
     scalars = np.array(
-        [scalar_features(i.num_generated, i.output_text, i.prompt, use_repetition, use_tail_hash) for i in items],
+        [scalar_features(i.num_generated, i.output_text, i.prompt, use_repetition, use_tail_hash, use_prompt_hash)
+         for i in items],
         dtype=np.float32,
     )
     parts.append(scalars.reshape(len(items), -1))
@@ -217,7 +223,7 @@ def arrays_of(cache, examples: list[Example], config: RankerConfig) -> RankerArr
     """`cache` is a training.EmbeddingCache (its `embed_texts`)."""
     x = ranker_inputs(
         cache.embed_texts, cache.encoder.tokenizer, cache.encoder.max_length, examples,
-        config.use_tail, config.use_repetition, config.tail_tokens, config.use_tail_hash,
+        config.use_tail, config.use_repetition, config.tail_tokens, config.use_tail_hash, config.use_prompt_hash,
     )
     y = np.array([e.remaining for e in examples], dtype=np.float32)
     step = np.array([e.step for e in examples], dtype=np.int64)
@@ -343,4 +349,5 @@ def ranker_metadata(ranker: Ranker) -> dict[str, Any]:
         "tail_tokens": ranker.config.tail_tokens,
         "use_repetition": ranker.config.use_repetition,
         "use_tail_hash": ranker.config.use_tail_hash,
+        "use_prompt_hash": ranker.config.use_prompt_hash,
     }

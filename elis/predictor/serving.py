@@ -229,8 +229,9 @@ class LengthPredictor:
             parts.append(np.stack([vectors[t] if t else zero for t in tails]))
         use_repetition = bool(meta.get("use_repetition", True))
         use_tail_hash = bool(meta.get("use_tail_hash", False))
-        parts.append(np.array([scalar_features(i.num_generated, i.output_text, i.prompt, use_repetition, use_tail_hash)
-                               for i in items], dtype=np.float32))
+        use_prompt_hash = bool(meta.get("use_prompt_hash", False))
+        parts.append(np.array([scalar_features(i.num_generated, i.output_text, i.prompt, use_repetition, use_tail_hash,
+                                               use_prompt_hash) for i in items], dtype=np.float32))
         x = np.concatenate(parts, axis=1).astype(np.float32)
         with torch.no_grad():
             scores = self.checkpoint.head(torch.from_numpy(x)).numpy().astype(np.float64)
