@@ -74,9 +74,18 @@ def test_repredicting_uses_the_partial_output(shipped: LengthPredictor):
 
 def test_serving_and_evaluation_build_the_same_inputs(shipped: LengthPredictor, encoder, tmp_path: Path):
     examples = flatten(read_dataset(DEFAULT_DATASET)[:6])
-    served = shipped.predict([PredictionInput(e.prompt, e.output_text, e.num_generated) for e in examples])
+    served = shipped.predict(
+        [PredictionInput(e.prompt, e.output_text, e.num_generated, e.max_tokens) for e in examples]
+    )
     cache = EmbeddingCache(encoder, None, int(shipped.metadata["prompt_budget"]))
-    evaluated = predict_examples(shipped.checkpoint, cache, examples)
+    if shipped.checkpoint.kind == "ranker":
+        from elis.predictor.online import ranker_of
+        from elis.predictor.ranker import arrays_of
+
+        ranker = ranker_of(shipped.checkpoint)
+        evaluated = ranker.predict(arrays_of(cache, examples, ranker.config))
+    else:
+        evaluated = predict_examples(shipped.checkpoint, cache, examples)
     assert np.allclose(served, evaluated, rtol=1e-3, atol=0.5)
 
 
@@ -97,6 +106,13 @@ def test_the_default_checkpoint_loads_with_no_manual_step(monkeypatch, tmp_path:
 
 
 def test_the_shipped_checkpoint_was_trained_on_the_shipped_dataset(shipped: LengthPredictor):
-    assert shipped.metadata["dataset"]["sha256"] == file_sha256(DEFAULT_DATASET), (
+    recorded = shipped.metadata["dataset"]["sha256"]
+    if shipped.checkpoint.kind == "ranker":  # {file name: sha256} of the corpus files it was trained on
+        from elis.predictor.cli import DEFAULT_CORPUS
+
+        recorded, expected = recorded.get(DEFAULT_CORPUS.name), file_sha256(DEFAULT_CORPUS)
+    else:
+        expected = file_sha256(DEFAULT_DATASET)
+    assert recorded == expected, (
         "the dataset changed since the default checkpoint was trained: re-run the command in docs/predictor.md"
     )
