@@ -165,6 +165,12 @@ def predict_examples(checkpoint: Any, cache: Any, examples: list[Any]) -> np.nda
     """Predicted remaining tokens for dataset examples, through the embedding cache (same join as serving)."""
     from elis.predictor.training import capped, features_of, predict_array
 
+    if getattr(checkpoint, "kind", "elis") == "ranker":
+        from elis.predictor.online import ranker_of
+        from elis.predictor.ranker import arrays_of
+
+        ranker = ranker_of(checkpoint)
+        return ranker.predict(arrays_of(cache, list(examples), ranker.config))
     embeddings = cache.embed(examples)
     x = features_of(embeddings, examples, checkpoint.metadata["features"])
     return capped(predict_array(checkpoint.head, checkpoint.transform, x), examples)

@@ -204,3 +204,17 @@ def test_hashed_tail_features_are_fixed_width_stable_and_read_the_text():
     assert code != prose
     assert tail_hash_features("The sea is wide and the sky is blue.") == prose  # CRC32: the same every run
     assert sum(prose[:TAIL_HASH_DIMS]) == pytest.approx(1.0)
+
+
+def test_a_finished_job_becomes_a_record_with_the_text_at_each_window_boundary():
+    from types import SimpleNamespace
+
+    from elis.predictor.online import job_record
+
+    job = SimpleNamespace(id="j1", workload="live", prompt="Count.", generated_ids=list(range(120)),
+                          max_tokens=256, temperature=0.7)
+    record = job_record(job, lambda ids: " ".join(str(i) for i in ids), window_tokens=50)
+    assert record["window_char_offsets"] == [0, len(" ".join(map(str, range(50)))), len(" ".join(map(str, range(100))))]
+    examples = flatten([record])
+    assert [e.remaining for e in examples] == [120, 70, 20]
+    assert examples[1].output_text == " ".join(map(str, range(50)))
