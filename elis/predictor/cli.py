@@ -271,7 +271,7 @@ def ablate(
 
 @predictor_app.command()
 def update(
-    checkpoint: Annotated[Path | None, typer.Option(help="the ranker checkpoint to improve [default: the serving default]")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="the ranker checkpoint to improve [default: --out if it exists, else the serving default when it is a ranker, else the shipped ranker]")] = None,
     out: Annotated[
         Path | None, typer.Option(help="where the new version goes [default: <cache_dir>/predictor/predictor.pt, "
                                        "which serving prefers and watches]")
@@ -292,13 +292,16 @@ def update(
     _setup_logging()
     _set_threads(threads)
     from elis.predictor.online import UpdateRefused, finished_job_records, update_checkpoint
-    from elis.predictor.serving import default_checkpoint_path, user_checkpoint_path
+    from elis.predictor.checkpoint import load_checkpoint
+    from elis.predictor.serving import SHIPPED_RANKER, default_checkpoint_path, user_checkpoint_path
 
     settings = _settings()
     cache = _embedding_cache()
     out = out or user_checkpoint_path(settings.cache_dir)
     while True:
         source = Path(checkpoint) if checkpoint else (out if out.exists() else default_checkpoint_path())
+        if not checkpoint and load_checkpoint(source).kind != "ranker":
+            source = SHIPPED_RANKER  # the ELIS head cannot be updated online: start from the shipped ranker
         if records is not None:
             data = _read_corpus([records])[-jobs:]
         else:

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "predictor.pt"
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parent.parent / "data" / "predictor" / CHECKPOINT_NAME
+# The ranker trained on the four-source corpus (issue 9): not the default (docs/predictor.md says why);
+# select it with ELIS_PREDICTOR_CHECKPOINT; `elis predictor update` starts from it.
+SHIPPED_RANKER = Path(__file__).resolve().parent.parent / "data" / "predictor" / "ranker" / CHECKPOINT_NAME
 
 __all__ = [
     "BatchingPredictor",
