@@ -189,8 +189,12 @@ def test_the_prompt_is_encoded_once_per_job(tmp_path: Path, records):
     prompt = "Tell a long story about jazz. (#3)"
     predictor.predict([PredictionInput(prompt)])
     predictor.predict([PredictionInput(prompt, "the and of " * 30, 50)])
-    predictor.predict([PredictionInput(prompt, "the and of " * 60, 100)])
-    assert encoder.calls == [1, 1, 1]  # the prompt once, then only each window's tail
+    second = predictor.predict([PredictionInput(prompt, "the and of " * 60, 100)])
+    third = predictor.predict([PredictionInput(prompt, "1 2 3 4 5 6 7 8 9 " * 20, 100)])
+    # the default ranker reads the output through hashed token frequencies: the prompt is encoded once, at
+    # admission, and no re-prediction runs the encoder, yet the text read changes the prediction
+    assert encoder.calls == [1]
+    assert second != third
 
 
 def test_hashed_tail_features_are_fixed_width_stable_and_read_the_text():
