@@ -146,7 +146,7 @@ def plan_tasks(
 
 def window_char_offsets(engine: Engine, output_ids: list[int], window_tokens: int) -> list[int]:
     """Offset k = length of the text of the first k*W output tokens, for every k with k*W < len(output)."""
-    return [len(engine.decode(output_ids[: k * window_tokens])) for k in range(0, (len(output_ids) - 1) // window_tokens + 1)]
+    return [len(engine.decode(output_ids[: k * window_tokens])) for k in range((len(output_ids) - 1) // window_tokens + 1)]
 
 
 def build_record(engine, task: Task, max_tokens: int, sampling: SamplingSettings, window_tokens: int, model: str) -> dict:

@@ -32,7 +32,7 @@ def isotonic_fit(x: Sequence[float], y: Sequence[float], max_knots: int = 64) ->
     for xv, yv in zip(xs, ys):
         blocks.append([yv, 1.0, xv, xv])
         while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] >= blocks[-1][0] / blocks[-1][1]:
-            s, c, lo, hi = blocks.pop()
+            s, c, _, hi = blocks.pop()
             blocks[-1][0] += s
             blocks[-1][1] += c
             blocks[-1][3] = hi

@@ -291,8 +291,8 @@ def update(
     only when it ranks the held-back jobs better. Running APIs and workers reload it without a restart."""
     _setup_logging()
     _set_threads(threads)
-    from elis.predictor.online import UpdateRefused, finished_job_records, update_checkpoint
     from elis.predictor.checkpoint import load_checkpoint
+    from elis.predictor.online import UpdateRefused, finished_job_records, update_checkpoint
     from elis.predictor.serving import SHIPPED_RANKER, default_checkpoint_path, user_checkpoint_path
 
     settings = _settings()
@@ -311,7 +311,7 @@ def update(
 
             tokenizer = AutoTokenizer.from_pretrained(resolve_model(settings.model, settings.models_dir))
             data = finished_job_records(settings.resolved_database_url(), jobs, settings.window_tokens,
-                                        lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
+                                        lambda ids, tok=tokenizer: tok.decode(ids, skip_special_tokens=True))
         try:
             result = update_checkpoint(source, data, cache, out_path=out, holdout_fraction=holdout,
                                        refit_head=head, min_gain=min_gain, dry_run=dry_run)

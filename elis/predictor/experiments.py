@@ -150,8 +150,8 @@ def ablate(cache, records: Sequence[dict], base: RankerConfig, window_tokens: in
 
 
 def ablation_markdown(results: Sequence[dict[str, Any]]) -> str:
-    lines = ["| variant | val tau step 0 | val tau mean steps 0-4 | val pooled tau | worst bias steps 0-8 | "
-             "min R2 steps 0-8 | best epoch | train s |",
+    lines = [("| variant | val tau step 0 | val tau mean steps 0-4 | val pooled tau | worst bias steps 0-8 | "
+              "min R2 steps 0-8 | best epoch | train s |"),
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
         lines.append(
@@ -214,9 +214,9 @@ def online_curve(cache, records: Sequence[dict], source: str, out_dir: Path, con
     return results
 
 
-def curve_markdown(results: Sequence[dict[str, Any]], test_n: str = "") -> str:
-    lines = ["| finished jobs fed to update | checkpoint version | admission tau | fraction of ceiling | "
-             "pooled tau | bias at admission | worst bias steps 0-8 | R2 at admission | update said |",
+def curve_markdown(results: Sequence[dict[str, Any]]) -> str:
+    lines = [("| finished jobs fed to update | checkpoint version | admission tau | fraction of ceiling | "
+              "pooled tau | bias at admission | worst bias steps 0-8 | R2 at admission | update said |"),
              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in results:
         lines.append(f"| {r['after_jobs']} | {r['version']} | {r['admission_tau']:.3f} | {r['admission_fraction']:.2f} "

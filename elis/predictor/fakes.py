@@ -108,7 +108,7 @@ class FakeEncoder:
         self.tokenizer = FakeTokenizer()
         self.calls: list[int] = []
 
-    def encode(self, texts: list[str]) -> "Any":
+    def encode(self, texts: list[str]) -> Any:
         import hashlib
 
         import numpy as np
@@ -129,5 +129,5 @@ class FakeEmbeddingCache:
     def __init__(self, encoder: FakeEncoder | None = None) -> None:
         self.encoder = encoder or FakeEncoder()
 
-    def embed_texts(self, texts: Sequence[str]) -> "Any":
+    def embed_texts(self, texts: Sequence[str]) -> Any:
         return self.encoder.encode(list(texts))

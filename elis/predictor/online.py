@@ -73,7 +73,7 @@ def ranker_of(checkpoint: Checkpoint) -> Ranker:
 def job_record(job: Any, decode, window_tokens: int) -> dict[str, Any]:
     """A finished job as a corpus-format record (text at each window boundary decoded from its token ids)."""
     ids = list(job.generated_ids or [])
-    offsets = [len(decode(ids[: k * window_tokens])) for k in range(0, (len(ids) - 1) // window_tokens + 1)]
+    offsets = [len(decode(ids[: k * window_tokens])) for k in range((len(ids) - 1) // window_tokens + 1)]
     return {
         "id": job.id,
         "prompt_id": job.id,

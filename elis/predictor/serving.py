@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import logging
 import queue
-from collections import OrderedDict
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -185,7 +185,7 @@ class LengthPredictor:
             if loaded.metadata["encoder"] != self.encoder.name:
                 encoder = load_encoder(loaded.metadata["encoder"])
             self._check_encoder(encoder, loaded)
-        except Exception as exc:  # a half-written or foreign file must not stop serving
+        except Exception as exc:  # noqa: BLE001 -- a half-written or foreign file must not stop serving
             log.warning("predictor checkpoint not reloaded: %s", exc)
             return False
         with self._lock:

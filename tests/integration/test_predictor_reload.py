@@ -11,10 +11,10 @@ from fastapi.testclient import TestClient
 from elis.api.app import create_app
 from elis.config import get_settings
 from elis.predictor import serving
+from elis.predictor.calibration import StepCalibration
 from elis.predictor.checkpoint import save_checkpoint
 from elis.predictor.corpus_eval import split_in_distribution
 from elis.predictor.fakes import FakeEmbeddingCache, FakeEncoder, fake_record
-from elis.predictor.calibration import StepCalibration
 from elis.predictor.features import flatten
 from elis.predictor.ranker import RankerConfig, arrays_of, ranker_metadata, train_ranker
 

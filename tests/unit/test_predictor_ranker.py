@@ -21,9 +21,9 @@ from elis.predictor.corpus_eval import (
 from elis.predictor.fakes import FakeEmbeddingCache, FakeEncoder, fake_record
 from elis.predictor.features import Example, PredictionInput, flatten
 from elis.predictor.online import UpdateRefused, ranker_of, update_checkpoint
-from elis.prompts import PromptItem
 from elis.predictor.ranker import RankerConfig, arrays_of, ranker_metadata, train_ranker
 from elis.predictor.serving import LengthPredictor
+from elis.prompts import PromptItem
 
 
 def prompt_item(item_id: str, source: str) -> PromptItem:
