@@ -80,6 +80,9 @@ class Settings(BaseSettings):
 
     max_tokens_limit: int = 1024
     default_max_tokens: int = 256
+    # OpenAI-style batches: the largest input file and the most requests in one (OpenAI's own limits).
+    max_batch_file_mb: int = 200
+    max_batch_requests: int = 50_000
 
     # Length predictor checkpoint; empty means the default one in cache_dir.
     predictor_checkpoint: str = ""

@@ -46,7 +46,7 @@ def truncate(url: str) -> None:
     from elis.storage.db import get_engine
 
     with get_engine(url).begin() as connection:
-        connection.execute(text("TRUNCATE windows, jobs"))
+        connection.execute(text("TRUNCATE windows, jobs, batches, files"))
 
 
 def unique_queue(prefix: str) -> str:

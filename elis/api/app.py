@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from elis import __version__
+from elis.api.batches import router as batch_router
 from elis.api.deps import AdmissionPredictor, Tokenizer
 from elis.api.routes import router
 from elis.config import Settings, get_settings
@@ -68,4 +69,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(status_code=500, content={"detail": f"internal error: {type(exc).__name__}"})
 
     app.include_router(router)
+    app.include_router(batch_router)
     return app

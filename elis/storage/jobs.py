@@ -36,12 +36,16 @@ class NewJob:
     true_output_tokens: int | None = None
     force_length: bool = False
     workload: str | None = None
+    batch_id: str | None = None  # a request of an OpenAI-style batch, and its line's custom_id
+    custom_id: str | None = None
 
 
 def create_job(session: Session, *, new: NewJob, now: datetime, initial_prediction: float | None = None) -> Job:
     job = Job(
         policy=new.policy,
         workload=new.workload,
+        batch_id=new.batch_id,
+        custom_id=new.custom_id,
         prompt=new.prompt,
         messages=new.messages,
         prompt_ids=new.prompt_ids,
