@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     # 121 ms per job, two in 2,232 ms (docs/predictor.md).
     predictor_threads: int = 1
 
+    # A worker's Prometheus /metrics port (0: not served); one port per worker process on a host.
+    worker_metrics_port: int = 0
+
     api_host: str = "127.0.0.1"
     api_port: int = 8000
 

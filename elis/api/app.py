@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from elis import __version__
 from elis.api.batches import router as batch_router
 from elis.api.deps import AdmissionPredictor, Tokenizer
+from elis.api.metrics import install_metrics
 from elis.api.routes import router
 from elis.config import Settings, get_settings
 from elis.models_prepare import resolve_model
@@ -70,4 +71,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(router)
     app.include_router(batch_router)
+    install_metrics(app)
     return app
