@@ -94,6 +94,13 @@ class Settings(BaseSettings):
     # A worker's Prometheus /metrics port (0: not served); one port per worker process on a host.
     worker_metrics_port: int = 0
 
+    # `elis flower`: basic authentication (no default password: Flower refuses to start without one) and
+    # RabbitMQ's management API for queue lengths (empty: the broker's host and credentials, port 15672).
+    flower_user: str = "admin"
+    flower_password: str = ""
+    flower_port: int = 5555
+    broker_api_url: str = ""
+
     api_host: str = "127.0.0.1"
     api_port: int = 8000
 
