@@ -81,3 +81,14 @@ def test_a_file_that_is_not_jsonl_fails_whole_naming_the_line(text, line_number,
     with pytest.raises(BatchFileError, match=message) as caught:
         parse_batch(text)
     assert caught.value.line_number == line_number
+
+
+def test_replay_reads_an_openai_batch_file_as_the_same_prompts(tmp_path):
+    from elis.prompts import read_prompts
+
+    path = tmp_path / "batch.jsonl"
+    path.write_text(line("q1") + "\n" + line("q2", url="/v1/completions", prompt="Once") + "\n")
+    items = read_prompts(path)
+    assert [(i.id, i.messages) for i in items] == [
+        ("q1", ({"role": "user", "content": "Hi"},)), ("q2", ({"role": "user", "content": "Once"},)),
+    ]
