@@ -35,13 +35,23 @@ def flower_command(settings: Settings, port: int, address: str) -> tuple[list[st
     """The Flower command line and its environment."""
     user, password = settings.flower_user, settings.flower_password
     if not password:
-        raise FlowerConfigError("set ELIS_FLOWER_PASSWORD (and ELIS_FLOWER_USER, default 'admin'): "
-                                "Flower has no default password")
+        raise FlowerConfigError(
+            "set ELIS_FLOWER_PASSWORD (and ELIS_FLOWER_USER, default 'admin'): Flower has no default password"
+        )
     if ":" in user or "," in user or "," in password:
         raise FlowerConfigError("ELIS_FLOWER_USER must not contain ':' or ','; ELIS_FLOWER_PASSWORD not ','")
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWER_")}  # Flower refuses unknown ones
     env.update(FLOWER_BASIC_AUTH=f"{user}:{password}", FLOWER_BROKER_API=broker_api_url(settings))
-    args = [sys.executable, "-m", "celery", "-A", CELERY_APP, "flower", f"--port={port}", f"--address={address}"]
+    args = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        CELERY_APP,
+        "flower",
+        f"--port={port}",
+        f"--address={address}",
+    ]
     return args, env
 
 

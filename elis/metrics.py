@@ -18,19 +18,30 @@ _WINDOW_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 _PREDICT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _OCCUPANCY_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256)
 
-WINDOW_SECONDS = Histogram("elis_worker_window_seconds", "Engine time of one job-window", buckets=_WINDOW_BUCKETS)
-WINDOWS = Counter("elis_worker_windows_total", "Job-windows by outcome (run, skipped, duplicate)", ["outcome"])
+WINDOW_SECONDS = Histogram(
+    "elis_worker_window_seconds", "Engine time of one job-window", buckets=_WINDOW_BUCKETS
+)
+WINDOWS = Counter(
+    "elis_worker_windows_total", "Job-windows by outcome (run, skipped, duplicate)", ["outcome"]
+)
 OUTPUT_TOKENS = Counter("elis_worker_output_tokens_total", "Tokens generated")
-TOKENS_PER_SECOND = Gauge("elis_worker_output_tokens_per_second", "Output tokens per engine second, last window")
-BATCH_OCCUPANCY = Histogram("elis_worker_batch_occupancy", "Sequences in the engine at each step",
-                            buckets=_OCCUPANCY_BUCKETS)
+TOKENS_PER_SECOND = Gauge(
+    "elis_worker_output_tokens_per_second", "Output tokens per engine second, last window"
+)
+BATCH_OCCUPANCY = Histogram(
+    "elis_worker_batch_occupancy", "Sequences in the engine at each step", buckets=_OCCUPANCY_BUCKETS
+)
 RUNNING_SEQUENCES = Gauge("elis_worker_running_sequences", "Sequences in the engine now")
 SLOTS = Gauge("elis_worker_slots", "Job-windows this worker runs at once (Celery threads)")
-REPREDICT_SECONDS = Histogram("elis_worker_reprediction_seconds", "Re-prediction latency after a window",
-                              buckets=_PREDICT_BUCKETS)
+REPREDICT_SECONDS = Histogram(
+    "elis_worker_reprediction_seconds", "Re-prediction latency after a window", buckets=_PREDICT_BUCKETS
+)
 YIELDS = Counter("elis_worker_yields_total", "Windows after which the job yielded its slot (re-queued)")
-DELIVERIES = Counter("elis_worker_deliveries_total", "Window messages received, by whether RabbitMQ redelivered",
-                     ["redelivered"])
+DELIVERIES = Counter(
+    "elis_worker_deliveries_total",
+    "Window messages received, by whether RabbitMQ redelivered",
+    ["redelivered"],
+)
 
 
 def serve_worker_metrics(port: int, slots: int) -> None:

@@ -28,7 +28,7 @@ MEANINGS = {
     "num_priority_levels": "RabbitMQ priority levels (x-max-priority, fixed at first declaration)",
     "policy": "`fcfs`, `sjf` (alias `ssjf`), `isrtf`, `srtf-oracle`, `mlfq`",
     "window_tokens": "iteration window W (tokens per window)",
-    "reconcile_interval_s": "how often each worker's reconciler re-publishes lost jobs and promotes aged ones",
+    "reconcile_interval_s": "how often each worker's reconciler re-publishes lost jobs, promotes aged ones",
     "max_tokens_limit": "the largest max_tokens a job may ask for",
     "default_max_tokens": "max_tokens of a job that gives none",
     "api_host": "`elis serve` bind address",

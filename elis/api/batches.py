@@ -276,7 +276,8 @@ def validate_and_queue(state, settings: Settings, batch_id: str) -> None:
                 url,
                 batch_id,
                 "too_many_requests",
-                f"the file has {num_requests} requests; at most {settings.max_batch_requests} (ELIS_MAX_BATCH_REQUESTS)",
+                f"the file has {num_requests} requests; at most {settings.max_batch_requests} "
+                "(ELIS_MAX_BATCH_REQUESTS)",
             )
             return
         line_errors = [_line_error(e) for e in bad_lines]

@@ -31,10 +31,16 @@ log = logging.getLogger(__name__)
 
 def histogram_rows(session, column, buckets: tuple[float, ...]) -> list[tuple]:
     """Per policy over done jobs: (policy, count, sum, cumulative count per bucket)."""
-    query = select(
-        Job.policy, func.count(), func.coalesce(func.sum(column), 0.0),
-        *[func.sum(case((column <= edge, 1), else_=0)) for edge in buckets],
-    ).where(Job.status == JobStatus.DONE.value, column.is_not(None)).group_by(Job.policy)
+    query = (
+        select(
+            Job.policy,
+            func.count(),
+            func.coalesce(func.sum(column), 0.0),
+            *[func.sum(case((column <= edge, 1), else_=0)) for edge in buckets],
+        )
+        .where(Job.status == JobStatus.DONE.value, column.is_not(None))
+        .group_by(Job.policy)
+    )
     return [tuple(row) for row in session.execute(query)]
 
 
@@ -82,7 +88,9 @@ class ApiCollector(Collector):
         with session_scope(url) as session:
             by_status = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
             depth = session.execute(
-                select(Job.priority, func.count()).where(Job.status == JobStatus.QUEUED.value).group_by(Job.priority)
+                select(Job.priority, func.count())
+                .where(Job.status == JobStatus.QUEUED.value)
+                .group_by(Job.priority)
             ).all()
             jct = histogram_rows(session, Job.jct_s, JCT_BUCKETS)
             delay = histogram_rows(session, Job.queuing_delay_s, DELAY_BUCKETS)
@@ -90,21 +98,29 @@ class ApiCollector(Collector):
         for status in JobStatus:
             jobs.add_metric([status.value], by_status.get(status.value, 0))
         yield jobs
-        queue = GaugeMetricFamily("elis_queue_depth", "Queued jobs per broker priority level (higher runs sooner; "
-                                  "'none': not yet published)", labels=["level"])
+        queue = GaugeMetricFamily(
+            "elis_queue_depth",
+            "Queued jobs per broker priority level (higher runs sooner; 'none': not yet published)",
+            labels=["level"],
+        )
         for level, count in depth:
             queue.add_metric(["none" if level is None else str(level)], count)
         yield queue
-        yield _histogram("elis_job_completion_seconds", "Job completion time (JCT) of done jobs", jct, JCT_BUCKETS)
-        yield _histogram("elis_job_queuing_delay_seconds", "Total queuing delay of done jobs", delay, DELAY_BUCKETS)
+        yield _histogram(
+            "elis_job_completion_seconds", "Job completion time (JCT) of done jobs", jct, JCT_BUCKETS
+        )
+        yield _histogram(
+            "elis_job_queuing_delay_seconds", "Total queuing delay of done jobs", delay, DELAY_BUCKETS
+        )
 
     def _rank_quality(self, state) -> Iterator[Metric]:
         # The scheduler's rank-quality guard, where the service has one (elis.scheduling.guard).
         snapshot_of = getattr(getattr(state, "scheduler", None), "guard_snapshot", None)
         if snapshot_of is None:
             return
-        gauge = GaugeMetricFamily("elis_predictor_rank_quality", "The predictor's live rank quality (guard)",
-                                  labels=["measure"])
+        gauge = GaugeMetricFamily(
+            "elis_predictor_rank_quality", "The predictor's live rank quality (guard)", labels=["measure"]
+        )
         try:
             for measure, value in rank_quality_values(snapshot_of()).items():
                 gauge.add_metric([measure], value)

@@ -13,8 +13,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 def scrape(client: httpx.Client, path: str = "/metrics") -> dict[tuple, float]:
     text = client.get(path).text
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def moved(before: dict, after: dict, name: str, **labels) -> float:
@@ -28,11 +31,17 @@ def test_worker_and_api_metrics_move_as_jobs_run_yield_and_are_repredicted(stack
         worker_before, api_before = scrape(worker), scrape(mlfq)
         assert worker_before[("elis_worker_slots", ())] == 1
         # MLFQ: a long job yields its slot to a short one that arrives while it runs.
-        long_id = mlfq.post("/v1/jobs", json={"prompt": "Tell a story.", "target_output_tokens": 120}).json()["id"]
-        wait_until(lambda: mlfq.get(f"/v1/jobs/{long_id}").json()["status"] == "running", what="long job running")
+        long_id = mlfq.post("/v1/jobs", json={"prompt": "Tell a story.", "target_output_tokens": 120}).json()[
+            "id"
+        ]
+        wait_until(
+            lambda: mlfq.get(f"/v1/jobs/{long_id}").json()["status"] == "running", what="long job running"
+        )
         short_id = mlfq.post("/v1/jobs", json={"prompt": "Say yes.", "target_output_tokens": 10}).json()["id"]
         # ISRTF: re-predicted after its first window.
-        repredicted_id = isrtf.post("/v1/jobs", json={"prompt": "Count.", "target_output_tokens": 60}).json()["id"]
+        repredicted_id = isrtf.post("/v1/jobs", json={"prompt": "Count.", "target_output_tokens": 60}).json()[
+            "id"
+        ]
         jobs = [wait_done(mlfq, long_id), wait_done(mlfq, short_id), wait_done(isrtf, repredicted_id)]
         worker_after, api_after = scrape(worker), scrape(mlfq)
     assert [j["status"] for j in jobs] == ["done"] * 3

@@ -12,9 +12,17 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def request(custom_id: str, content: str, max_tokens: int) -> dict:
-    return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
-            "body": {"model": "SmolLM2", "messages": [{"role": "user", "content": content}],
-                     "max_tokens": max_tokens, "temperature": 0}}
+    return {
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {
+            "model": "SmolLM2",
+            "messages": [{"role": "user", "content": content}],
+            "max_tokens": max_tokens,
+            "temperature": 0,
+        },
+    }
 
 
 def openai_client(stack, policy: str) -> OpenAI:
@@ -44,11 +52,18 @@ def jsonl(client: OpenAI, file_id: str) -> list[dict]:
 
 def test_the_openai_client_runs_a_batch_and_reads_its_output_and_error_files(stack):
     client = openai_client(stack, "mlfq")
-    file_id = upload(client, [request("capital", "What is the capital of France?", 12),
-                              {"custom_id": "broken", "method": "POST", "url": "/v1/chat/completions", "body": {}},
-                              request("haiku", "Write a haiku about rain.", 12)])
+    file_id = upload(
+        client,
+        [
+            request("capital", "What is the capital of France?", 12),
+            {"custom_id": "broken", "method": "POST", "url": "/v1/chat/completions", "body": {}},
+            request("haiku", "Write a haiku about rain.", 12),
+        ],
+    )
     assert client.files.retrieve(file_id).purpose == "batch"
-    batch = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h")
+    batch = client.batches.create(
+        input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
     done = wait_for(client, batch.id, {"completed", "failed"})
     assert done.status == "completed", done
     assert (done.request_counts.total, done.request_counts.completed, done.request_counts.failed) == (3, 2, 1)
@@ -68,7 +83,9 @@ def test_the_openai_client_runs_a_batch_and_reads_its_output_and_error_files(sta
 def test_a_file_that_is_not_jsonl_fails_at_validation_through_the_client(stack):
     client = openai_client(stack, "mlfq")
     file_id = upload(client, [request("ok", "Hi", 4), "{this is not json"])
-    batch = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h")
+    batch = client.batches.create(
+        input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
     failed = wait_for(client, batch.id, {"failed", "completed"}, timeout_s=60)
     assert failed.status == "failed"
     assert failed.errors.data[0].line == 2 and "not JSONL" in failed.errors.data[0].message
@@ -77,7 +94,9 @@ def test_a_file_that_is_not_jsonl_fails_at_validation_through_the_client(stack):
 def test_cancelling_through_the_client_keeps_the_requests_that_finished(stack):
     client = openai_client(stack, "fcfs")  # FCFS: one request at a time on the one slot, so most are left
     file_id = upload(client, [request(f"r{i}", f"Count from {i} to {i + 40}.", 32) for i in range(6)])
-    batch = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h")
+    batch = client.batches.create(
+        input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
     deadline = time.monotonic() + 240
     while client.batches.retrieve(batch.id).request_counts.completed < 1:
         assert time.monotonic() < deadline, "no request finished"

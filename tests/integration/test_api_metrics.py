@@ -15,8 +15,11 @@ pytestmark = pytest.mark.integration
 def scrape(client) -> dict[tuple, float]:
     response = client.get("/metrics")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(response.text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
 
 
 def test_jobs_by_status_queue_depth_and_jct_histograms_follow_the_jobs(settings):
@@ -24,7 +27,9 @@ def test_jobs_by_status_queue_depth_and_jct_histograms_follow_the_jobs(settings)
         empty = scrape(client)
         assert empty[("elis_jobs", (("status", "queued"),))] == 0
         assert empty[("elis_metrics_database_up", ())] == 1
-        ids = [client.post("/v1/jobs", json={"prompt": f"p{i}", "max_tokens": 8}).json()["id"] for i in range(2)]
+        ids = [
+            client.post("/v1/jobs", json={"prompt": f"p{i}", "max_tokens": 8}).json()["id"] for i in range(2)
+        ]
         queued = scrape(client)
         assert queued[("elis_jobs", (("status", "queued"),))] == 2
         top = str(settings.num_priority_levels - 2)  # MLFQ admits at the highest non-aged level

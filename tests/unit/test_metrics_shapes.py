@@ -20,8 +20,11 @@ class Snapshot:
 
 def test_rank_quality_reads_the_numbers_of_a_mapping_a_dataclass_or_a_number():
     assert rank_quality_values({"kendall_tau": 0.4, "note": "x"}) == {"kendall_tau": 0.4}
-    assert rank_quality_values(Snapshot(0.6, 120, True, "isrtf")) == {"spearman": 0.6, "num_pairs": 120.0,
-                                                                        "tripped": 1.0}
+    assert rank_quality_values(Snapshot(0.6, 120, True, "isrtf")) == {
+        "spearman": 0.6,
+        "num_pairs": 120.0,
+        "tripped": 1.0,
+    }
     assert rank_quality_values(0.5) == {"value": 0.5}
 
 
@@ -30,12 +33,20 @@ def sample(name: str, **labels) -> float:
 
 
 def test_a_window_observation_moves_latency_tokens_yields_and_reprediction():
-    before = (sample("elis_worker_window_seconds_count"), sample("elis_worker_output_tokens_total"),
-              sample("elis_worker_yields_total"), sample("elis_worker_reprediction_seconds_count"))
+    before = (
+        sample("elis_worker_window_seconds_count"),
+        sample("elis_worker_output_tokens_total"),
+        sample("elis_worker_yields_total"),
+        sample("elis_worker_reprediction_seconds_count"),
+    )
     metrics.observe_window(compute_s=0.5, num_tokens=50, predict_s=0.02, yielded=True)
     metrics.observe_window(compute_s=0.25, num_tokens=10, predict_s=None, yielded=False)
-    after = (sample("elis_worker_window_seconds_count"), sample("elis_worker_output_tokens_total"),
-             sample("elis_worker_yields_total"), sample("elis_worker_reprediction_seconds_count"))
+    after = (
+        sample("elis_worker_window_seconds_count"),
+        sample("elis_worker_output_tokens_total"),
+        sample("elis_worker_yields_total"),
+        sample("elis_worker_reprediction_seconds_count"),
+    )
     assert [a - b for a, b in zip(after, before)] == [2, 60, 1, 1]
     assert sample("elis_worker_output_tokens_per_second") == 40.0
 
