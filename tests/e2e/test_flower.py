@@ -64,10 +64,10 @@ def test_flower_requires_its_password_and_shows_the_live_worker_its_window_tasks
         ).json()
         return [t for t in tasks.values() if job["id"] in str(t.get("args"))]
 
-    wait_until(
-        lambda: len(window_tasks()) == job["num_windows"], timeout_s=30, what="the job's windows in Flower"
-    )
-    assert {t["state"] for t in window_tasks()} == {"SUCCESS"}
+    # One message per yield (a job that keeps its slot runs its next windows under the same message).
+    wait_until(lambda: window_tasks() and all(t["state"] == "SUCCESS" for t in window_tasks()), timeout_s=30,
+               what="the job's window tasks in Flower")
+    assert 1 <= len(window_tasks()) <= job["num_windows"]
     assert all(t["worker"].startswith(worker_node(stack)) for t in window_tasks())
     queues = httpx.get(f"{flower}/api/queues/length", auth=AUTH, timeout=10).json()["active_queues"]
     assert stack.queue in [q["name"] for q in queues]  # read from RabbitMQ's management API
