@@ -342,12 +342,13 @@ def admit_batch_request(state, settings: Settings, batch_id: str, request: Batch
             f"context of {settings.max_model_len} tokens"
         )
     prediction = None
-    if state.policy.needs_initial_prediction:
+    # As POST /v1/jobs: shadow predictions let the quality guard judge the predictor whatever the policy.
+    if settings.shadow_predictions or state.scheduler.needs_prediction():
         prediction = state.predictor.predict(body.prompt_text(), max_tokens)
         if prediction is not None:
             prediction = min(max(prediction, 0.0), float(max_tokens))
     new = job_store.NewJob(
-        policy=state.policy.name.split("+")[0],
+        policy=state.scheduler.base_policy().name,
         prompt=body.prompt_text(),
         messages=body.chat() if request.is_chat else [],
         prompt_ids=prompt_ids,

@@ -52,15 +52,21 @@ def _histogram(name: str, documentation: str, rows: list[tuple], buckets: tuple[
     return family
 
 
-def rank_quality_values(snapshot) -> dict[str, float]:
-    """Numbers of the scheduler's rank-quality guard snapshot (a mapping, a dataclass or one number)."""
+def rank_quality_values(snapshot, prefix: str = "") -> dict[str, float]:
+    """The numbers of the scheduler's guard snapshot (a mapping, possibly nested, a dataclass or one number),
+    named by their path (`guard_judged_tau`, `rank_quality_kendall_tau`, ...); booleans as 0/1."""
     if isinstance(snapshot, Real):
-        return {"value": float(snapshot)}
+        return {prefix or "value": float(snapshot)}
     if dataclasses.is_dataclass(snapshot):
         snapshot = dataclasses.asdict(snapshot)
     elif not isinstance(snapshot, dict):
         snapshot = getattr(snapshot, "__dict__", {})
-    return {key: float(value) for key, value in snapshot.items() if isinstance(value, Real)}  # bools: 0/1
+    values: dict[str, float] = {}
+    for key, value in snapshot.items():
+        name = f"{prefix}_{key}" if prefix else str(key)
+        if isinstance(value, Real) or isinstance(value, dict) or dataclasses.is_dataclass(value):
+            values.update(rank_quality_values(value, name))
+    return values
 
 
 class ApiCollector(Collector):
@@ -114,8 +120,9 @@ class ApiCollector(Collector):
         )
 
     def _rank_quality(self, state) -> Iterator[Metric]:
-        # The scheduler's rank-quality guard, where the service has one (elis.scheduling.guard).
-        snapshot_of = getattr(getattr(state, "scheduler", None), "guard_snapshot", None)
+        # The scheduler's rank-quality guard (elis.scheduling.guard), where the service has one.
+        scheduler = getattr(state, "scheduler", None)
+        snapshot_of = getattr(scheduler, "guard_snapshot", None) or getattr(scheduler, "snapshot", None)
         if snapshot_of is None:
             return
         gauge = GaugeMetricFamily(

@@ -28,6 +28,12 @@ def test_rank_quality_reads_the_numbers_of_a_mapping_a_dataclass_or_a_number():
     assert rank_quality_values(0.5) == {"value": 0.5}
 
 
+def test_a_nested_scheduler_snapshot_is_flattened_by_path():
+    snapshot = {"policy": "isrtf", "guard": {"fallback": False, "judged_tau": 0.41, "reason": "ok"},
+                "rank_quality": None, "aging": {"bound_s": 12.5}}
+    assert rank_quality_values(snapshot) == {"guard_fallback": 0.0, "guard_judged_tau": 0.41, "aging_bound_s": 12.5}
+
+
 def sample(name: str, **labels) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
