@@ -1,5 +1,5 @@
-"""The one command-line entry point: `elis serve | worker | replay | compare | simulate | predictor | models | db | keys | demo
-| bench`."""
+"""The one command-line entry point: `elis serve | worker | flower | replay | compare | simulate | predictor |
+models | db | keys | demo | bench`."""
 
 from __future__ import annotations
 
@@ -121,8 +121,25 @@ def worker(
         _fail(str(exc))
 
 
+@app.command()
+def flower(
+    port: Annotated[int | None, typer.Option(help="port [ELIS_FLOWER_PORT]")] = None,
+    address: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
+) -> None:
+    """Run Flower (workers, window tasks, queue length) with basic auth from ELIS_FLOWER_USER and
+    ELIS_FLOWER_PASSWORD (required) and RabbitMQ's management API (ELIS_BROKER_API_URL)."""
+    from elis.flower import FlowerConfigError, flower_command
+
+    settings = _settings(flower_port=port)
+    try:
+        args, env = flower_command(settings, settings.flower_port, address)
+    except FlowerConfigError as exc:
+        _fail(str(exc))
+    os.execve(args[0], args, env)  # Flower replaces this process (signals reach it directly)
+
+
 def _register_commands() -> None:
-    """Every command beyond serve/worker/models/db, registered here and nowhere else."""
+    """Every command beyond serve/worker/flower/models/db, registered here and nowhere else."""
     from elis.bench.cli import bench_app
     from elis.demo import demo_command
     from elis.keys_cli import keys_app

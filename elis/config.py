@@ -80,6 +80,8 @@ class Settings(BaseSettings):
 
     max_tokens_limit: int = 1024
     default_max_tokens: int = 256
+    max_batch_file_mb: int = 200  # the largest batch input file (POST /v1/files), as OpenAI's limit
+    max_batch_requests: int = 50_000  # the most requests in one batch, as OpenAI's limit
 
     # Length predictor checkpoint; empty means the default one in cache_dir.
     predictor_checkpoint: str = ""
@@ -89,6 +91,15 @@ class Settings(BaseSettings):
     predictor_threads: int = 1
     # Seconds between checks for a new predictor checkpoint version (`elis predictor update`); 0: never reload.
     predictor_reload_s: float = 10.0
+
+    # A worker's Prometheus /metrics port (0: not served); one port per worker process on a host.
+    worker_metrics_port: int = 0
+
+    flower_user: str = "admin"  # `elis flower` basic-auth user
+    flower_password: str = ""  # required by `elis flower`: there is no default password
+    flower_port: int = 5555  # `elis flower` port
+    # RabbitMQ's management API, for Flower's queue lengths; empty: the broker's host and credentials, port 15672.
+    broker_api_url: str = ""
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000

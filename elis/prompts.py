@@ -37,6 +37,8 @@ def _join(instruction: str, extra: str) -> str:
 
 
 def _from_object(obj: dict, index: int, source: str) -> PromptItem:
+    if "custom_id" in obj and "body" in obj:  # a line of an OpenAI batch input file
+        return _from_batch_line(obj, index, source)
     item_id = str(obj.get("id", f"{source}-{index}"))
     if "messages" in obj:
         messages = obj["messages"]
@@ -54,6 +56,18 @@ def _from_object(obj: dict, index: int, source: str) -> PromptItem:
         if isinstance(obj.get(key), str) and obj[key].strip():
             return PromptItem(item_id, source, _user(obj[key]))
     raise PromptFileError(f"record {index}: needs 'prompt', 'messages' or 'instruction'")
+
+
+def _from_batch_line(obj: dict, index: int, source: str) -> PromptItem:
+    """The request's messages (a completions prompt as one user turn); its sampling settings are the
+    replay's own."""
+    from elis.replay.openai_batch import BatchLineError, parse_request
+
+    try:
+        request = parse_request(index + 1, obj)
+    except BatchLineError as exc:
+        raise PromptFileError(f"record {index}: {exc}") from None
+    return PromptItem(request.custom_id, source, tuple(request.messages or _user(request.prompt or "")))
 
 
 def read_prompts(path: Path, source: str | None = None) -> list[PromptItem]:

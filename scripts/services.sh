@@ -24,4 +24,17 @@ if [ "${1:-}" != "--broker-only" ] && ! port_open 5432; then
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start
   wait_port PostgreSQL 5432
 fi
+# RabbitMQ's management API: Flower reads queue lengths from it (idempotent; online on a running node).
+if ! port_open 15672; then
+  echo "== enabling the RabbitMQ management plugin"
+  rabbitmq-plugins enable rabbitmq_management >/dev/null
+  wait_port "RabbitMQ management" 15672
+fi
+# Debian's headless chromium and its driver: the Flower browser test (tests/e2e/test_flower.py).
+if [ "${1:-}" != "--broker-only" ] && ! command -v chromedriver >/dev/null; then
+  echo "== installing chromium and chromium-driver (Debian)"
+  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
 echo "== RabbitMQ and PostgreSQL are up"

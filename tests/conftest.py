@@ -46,7 +46,7 @@ def truncate(url: str) -> None:
     from elis.storage.db import get_engine
 
     with get_engine(url).begin() as connection:
-        connection.execute(text("TRUNCATE windows, jobs, api_keys"))
+        connection.execute(text("TRUNCATE windows, jobs, api_keys, batches, files"))
 
 
 def unique_queue(prefix: str) -> str:

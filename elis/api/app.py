@@ -10,8 +10,10 @@ from fastapi import FastAPI
 
 from elis import __version__
 from elis.api.auth import auth_mode, document_auth
+from elis.api.batches import router as batch_router
 from elis.api.deps import AdmissionPredictor, Tokenizer
 from elis.api.errors import BodySizeLimit, install_error_handlers
+from elis.api.metrics import install_metrics
 from elis.api.routes import router
 from elis.config import Settings, get_settings
 from elis.models_prepare import resolve_model
@@ -53,5 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(router)
+    app.include_router(batch_router)
+    install_metrics(app)
     document_auth(app, app.state.auth_mode)
     return app

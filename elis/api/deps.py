@@ -47,6 +47,10 @@ class Tokenizer:
         text = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return list(self._tokenizer.encode(text, add_special_tokens=False))
 
+    def encode_text(self, text: str) -> list[int]:
+        """A raw prompt, no chat template (OpenAI's completions endpoint)."""
+        return list(self._tokenizer.encode(text, add_special_tokens=True))
+
 
 class AdmissionPredictor:
     """Loads the length predictor on first use; a failure is logged and counted, never raised to the caller."""

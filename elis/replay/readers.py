@@ -27,7 +27,6 @@ FILLER_OVERHEAD = 34
 
 AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 BURSTGPT_COLUMNS = ("Timestamp", "Model", "Request tokens", "Response tokens", "Total tokens", "Log Type")
-BATCH_URLS = ("/v1/chat/completions", "/v1/completions")
 
 
 class WorkloadError(ValueError):
@@ -169,33 +168,21 @@ def read_length_csv(path: Path) -> list[Request]:
 
 
 def read_openai_batch(path: Path) -> list[Request]:
-    """An OpenAI batch input file: chat or text completions; max_tokens (or max_completion_tokens) kept."""
+    """An OpenAI batch input file, read line by line with the Batch API's own parser (elis.replay.openai_batch),
+    so a file replays exactly as the service's /v1/batches would run it; max_tokens (or max_completion_tokens)
+    kept. A completions prompt becomes one user message (/v1/jobs applies the chat template)."""
+    from elis.replay.openai_batch import BatchLineError, parse_request
+
     path = Path(path)
     requests = []
     for number, obj in _json_lines(path):
         where = _where(path, number)
-        for key in ("custom_id", "method", "url", "body"):
-            if key not in obj:
-                raise WorkloadError(f"{where}: an OpenAI batch line needs '{key}'")
-        if str(obj["method"]).upper() != "POST":
-            raise WorkloadError(f"{where}: method must be POST, not {obj['method']!r}")
-        if obj["url"] not in BATCH_URLS:
-            raise WorkloadError(f"{where}: url must be one of {', '.join(BATCH_URLS)}, not {obj['url']!r}")
-        body = obj["body"]
-        if not isinstance(body, dict):
-            raise WorkloadError(f"{where}: body must be an object")
-        if obj["url"] == "/v1/completions":
-            prompt = body.get("prompt")
-            if isinstance(prompt, list) and len(prompt) == 1:
-                prompt = prompt[0]
-            if not isinstance(prompt, str) or not prompt.strip():
-                raise WorkloadError(f"{where}: a /v1/completions body needs a non-empty string 'prompt'")
-            messages = ({"role": "user", "content": prompt},)
-        else:
-            if "messages" not in body:
-                raise WorkloadError(f"{where}: a /v1/chat/completions body needs 'messages'")
-            messages = _messages_of({"messages": body["messages"]}, where)
-        limit = body.get("max_completion_tokens", body.get("max_tokens"))
+        try:
+            request = parse_request(number, obj)
+        except BatchLineError as exc:
+            raise WorkloadError(f"{where}: {str(exc).removeprefix(f'line {number}: ')}") from None
+        messages = tuple(request.messages or ({"role": "user", "content": request.prompt or ""},))
+        limit = request.sampling.get("max_tokens")
         requests.append(Request(None, messages, _positive_int(limit, "max_tokens", where) if limit is not None else None))
     return requests
 

@@ -42,6 +42,8 @@ class NewJob:
     force_length: bool = False
     workload: str | None = None
     tenant: str = "local"
+    batch_id: str | None = None  # a request of an OpenAI-style batch, and its line's custom_id
+    custom_id: str | None = None
 
 
 def create_job(session: Session, *, new: NewJob, now: datetime, initial_prediction: float | None = None) -> Job:
@@ -49,6 +51,8 @@ def create_job(session: Session, *, new: NewJob, now: datetime, initial_predicti
         policy=new.policy,
         workload=new.workload,
         tenant=new.tenant,
+        batch_id=new.batch_id,
+        custom_id=new.custom_id,
         prompt=new.prompt,
         messages=new.messages,
         prompt_ids=new.prompt_ids,

@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -71,6 +72,9 @@ class Job(Base):
     policy: Mapped[str] = mapped_column(String(32))
     workload: Mapped[str | None] = mapped_column(String(64), index=True)  # a replay run's label
     tenant: Mapped[str] = mapped_column(String(64), default="local", server_default="local")  # its key's tenant
+    # A request of an OpenAI-style batch: the batch and the line's custom_id.
+    batch_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    custom_id: Mapped[str | None] = mapped_column(String(256))
 
     prompt: Mapped[str] = mapped_column(Text)
     messages: Mapped[list] = mapped_column(JSON)
@@ -176,3 +180,56 @@ class ApiKey(Base):
     max_tokens: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+class StoredFile(Base):
+    """An uploaded batch input file, or a batch's output or error file (OpenAI's Files API)."""
+
+    __tablename__ = "files"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), default="local", server_default="local", index=True)
+    purpose: Mapped[str] = mapped_column(String(32))
+    filename: Mapped[str] = mapped_column(String(256))
+    num_bytes: Mapped[int] = mapped_column(Integer)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class BatchStatus(str, enum.Enum):
+    """OpenAI's batch statuses (`expired` is never reached: completion windows are not enforced)."""
+
+    VALIDATING = "validating"
+    FAILED = "failed"
+    IN_PROGRESS = "in_progress"
+    FINALIZING = "finalizing"
+    COMPLETED = "completed"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+
+
+class Batch(Base):
+    """A batch of requests read from one input file; its jobs carry its id."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), default="local", server_default="local", index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    endpoint: Mapped[str] = mapped_column(String(64))
+    input_file_id: Mapped[str] = mapped_column(String(40))
+    completion_window: Mapped[str] = mapped_column(String(16))
+    output_file_id: Mapped[str | None] = mapped_column(String(40))
+    error_file_id: Mapped[str | None] = mapped_column(String(40))
+    # Why validation failed: [{code, message, line}].
+    errors: Mapped[list | None] = mapped_column(JSON)
+    # Requests that could not run (malformed lines): [{line, custom_id, code, message}].
+    line_errors: Mapped[list] = mapped_column(JSON, default=list)
+    num_requests: Mapped[int] = mapped_column(Integer, default=0)
+    batch_metadata: Mapped[dict | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    in_progress_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finalizing_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancelling_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from elis import metrics
 from elis.config import Settings
 from elis.scheduling.scheduler import Scheduler
 from elis.tasks.contracts import Engine
@@ -48,6 +49,7 @@ class WorkerRuntime:
 
     def count(self, key: str, amount: int = 1) -> None:
         self.counters[key] = self.counters.get(key, 0) + amount
+        metrics.observe_outcome(key, amount)
 
 
 _runtime: WorkerRuntime | None = None

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from celery.exceptions import Reject
 
-from elis import clock
+from elis import clock, metrics
 from elis.scheduling import JobView
 from elis.scheduling.policy import with_prediction
 from elis.storage import jobs as store
@@ -185,6 +185,7 @@ def run_job_windows(runtime: WorkerRuntime, job_id: str, window_index: int, rede
         # A yield pays this overhead again at the resume (claim); a continuing window pays only the commit.
         runtime.switch_cost.window_done(output.compute_s, len(output.new_ids), overhead_s if yielded else None)
         runtime.count("windows_run")
+        metrics.observe_window(output.compute_s, len(output.new_ids), predict_s, yielded)
         if status is not JobStatus.RUNNING:
             return status.value if status else "done"
         # A job that does not yield keeps its slot and runs its next window at once.
@@ -218,6 +219,7 @@ def run_window(self, job_id: str, window_index: int) -> str:
     except WorkerNotReady:
         raise Reject("worker not ready", requeue=True)
     redelivered = bool((self.request.delivery_info or {}).get("redelivered", False))
+    metrics.observe_delivery(redelivered)
     try:
         return run_job_windows(runtime, job_id, window_index, redelivered)
     except Exception as exc:

@@ -7,6 +7,7 @@ import logging
 import socket
 
 from elis.config import Settings
+from elis.metrics import serve_worker_metrics
 from elis.models_prepare import resolve_model
 from elis.tasks import windows as _register_window_task  # noqa: F401  (registers the task)
 from elis.tasks.app import celery_app, configure_celery
@@ -79,6 +80,8 @@ def start_worker(settings: Settings, name: str | None = None, loglevel: str = "I
                                   predictor=predictor, switch_cost=meter))
     monitor = QualityMonitor(scheduler, settings)
     monitor.start()
+    if settings.worker_metrics_port:
+        serve_worker_metrics(settings.worker_metrics_port, settings.slots)
     reconciler = Reconciler(settings, scheduler)
     reconciler.start()
     lease_keeper = LeaseKeeper(settings, name)

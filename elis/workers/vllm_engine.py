@@ -17,6 +17,7 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 
+from elis.metrics import observe_engine_step
 from elis.tasks.contracts import Engine, EngineError, FinishReason, SamplingSettings, WindowOutput
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,7 @@ class VllmEngine(Engine):
             self._admit_waiting(block=not self._running)
             if not self._running:
                 continue
+            observe_engine_step(len({id(p) for p in self._running.values()}))
             try:
                 outputs = self._engine.step()
             except Exception as exc:  # fail every running window; the tasks redeliver or fail the jobs

@@ -22,8 +22,10 @@ class Stack:
         self.db_url = ensure_database("elis_e2e")
         reset_schema(self.db_url)
         self.queue = unique_queue("elis.e2e")
+        self.worker_metrics_port = launch.free_port()
         self.env = launch.elis_env(database_url=self.db_url, broker_url=BROKER_URL, queue_name=self.queue,
-                                   reconcile_interval_s=1.0, **worker_settings)
+                                   reconcile_interval_s=1.0, worker_metrics_port=self.worker_metrics_port,
+                                   **worker_settings)
         self.log_dir = tmp
         self.apis: dict[str, tuple[launch.Managed, str]] = {}
         self.worker = launch.start_worker(self.env, tmp, node=f"e2e-{self.queue[-8:]}")

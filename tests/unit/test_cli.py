@@ -12,7 +12,7 @@ runner = CliRunner()
 def test_help_lists_every_command():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("serve", "worker", "replay", "simulate", "predictor", "models", "db", "demo", "bench"):
+    for command in ("serve", "worker", "flower", "replay", "simulate", "predictor", "models", "db", "demo", "bench"):
         assert command in result.output
 
 

@@ -1,0 +1,411 @@
+"""OpenAI-compatible Files and Batch APIs: /v1/files and /v1/batches.
+
+A batch's input file is validated in the background after `POST /v1/batches` answers (status `validating`);
+each runnable line becomes one ordinary job (so it is scheduled by the service's policy like any other), a
+malformed line becomes a line of the error file. When every job has ended, the next read of the batch writes
+its output and error files (JSONL in OpenAI's batch output format) and the batch is `completed` (or
+`cancelled`, keeping the requests that finished).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from fastapi import APIRouter, BackgroundTasks, Form, HTTPException, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from pydantic import BaseModel, ValidationError
+
+from elis import clock
+from elis.api import openai_format as fmt
+from elis.api.auth import Caller, CallerDep
+from elis.api.deps import SessionDep, SettingsDep
+from elis.api.routes import _admit
+from elis.api.schemas import JobCreate
+from elis.config import Settings
+from elis.replay.openai_batch import (
+    SUPPORTED_URLS,
+    BatchFileError,
+    BatchLineError,
+    BatchRequest,
+    parse_batch,
+)
+from elis.storage import batches as store
+from elis.storage import jobs as job_store
+from elis.storage.db import session_scope
+from elis.storage.models import BatchStatus, JobStatus
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["openai batch"])
+
+UPLOAD_PURPOSES = ("batch",)
+# A finalization that has not finished after this long (its API process died) may be claimed again.
+STALE_FINALIZATION_S = 300.0
+
+
+class BatchCreate(BaseModel):
+    """The body of `POST /v1/batches`, as the OpenAI client sends it."""
+
+    input_file_id: str
+    endpoint: str
+    completion_window: str = "24h"
+    metadata: dict[str, str] | None = None
+
+
+def served_model_name(settings: Settings) -> str:
+    return settings.model or "SmolLM2-135M-Instruct"
+
+
+# -- files -----------------------------------------------------------------------------------------------
+
+
+@router.post("/v1/files")
+async def upload_file(settings: SettingsDep, caller: CallerDep, file: UploadFile, purpose: str = Form(...)) -> dict:
+    """Upload a batch input file (multipart: `file`, `purpose=batch`)."""
+    if purpose not in UPLOAD_PURPOSES:
+        raise HTTPException(400, f"purpose must be 'batch', not {purpose!r}")
+    max_bytes = settings.max_batch_file_mb * 1024 * 1024
+    content = await file.read(max_bytes + 1)
+    if len(content) > max_bytes:
+        raise HTTPException(
+            413, f"the file is larger than {settings.max_batch_file_mb} MB (ELIS_MAX_BATCH_FILE_MB)"
+        )
+    if not content.strip():
+        raise HTTPException(400, "the file is empty")
+
+    def store_file() -> dict:
+        with session_scope(settings.resolved_database_url) as session:
+            stored = store.create_file(
+                session,
+                purpose=purpose,
+                filename=file.filename or "upload.jsonl",
+                content=content,
+                now=clock.now(),
+                tenant=caller.tenant,
+            )
+            return fmt.file_object(stored)
+
+    return await run_in_threadpool(store_file)
+
+
+@router.get("/v1/files/{file_id}")
+def get_file(file_id: str, session: SessionDep, caller: CallerDep) -> dict:
+    return fmt.file_object(_file_or_404(session, file_id, caller))
+
+
+@router.get("/v1/files/{file_id}/content")
+def get_file_content(file_id: str, session: SessionDep, caller: CallerDep) -> Response:
+    return Response(content=_file_or_404(session, file_id, caller).content, media_type="application/octet-stream")
+
+
+def _file_or_404(session, file_id: str, caller: Caller):
+    """The file if it is the caller's tenant's (an admin sees all); another tenant's answers 404."""
+    try:
+        return store.get_file(session, file_id=file_id, tenant=caller.visible_tenant)
+    except store.FileNotFound:
+        raise HTTPException(404, f"no file with id {file_id!r}") from None
+
+
+# -- batches ---------------------------------------------------------------------------------------------
+
+
+@router.post("/v1/batches")
+def create_batch(
+    body: BatchCreate,
+    request: Request,
+    settings: SettingsDep,
+    session: SessionDep,
+    background: BackgroundTasks,
+    caller: CallerDep,
+) -> dict:
+    """Create a batch from an uploaded file; its lines are validated and queued in the background."""
+    if body.endpoint not in SUPPORTED_URLS:
+        raise HTTPException(
+            400, f"endpoint must be one of {', '.join(SUPPORTED_URLS)}, not {body.endpoint!r}"
+        )
+    if body.completion_window not in store.COMPLETION_WINDOWS:
+        raise HTTPException(400, f"completion_window must be one of {', '.join(store.COMPLETION_WINDOWS)}")
+    stored = _file_or_404(session, body.input_file_id, caller)
+    if stored.purpose != "batch":
+        raise HTTPException(400, f"file {stored.id} has purpose {stored.purpose!r}, not 'batch'")
+    batch = store.create_batch(
+        session,
+        input_file_id=stored.id,
+        endpoint=body.endpoint,
+        completion_window=body.completion_window,
+        metadata=body.metadata,
+        now=clock.now(),
+        tenant=caller.tenant,
+    )
+    answer = fmt.batch_object(batch, {})
+    session.commit()
+    background.add_task(validate_and_queue, request.app.state, settings, batch.id)
+    return answer
+
+
+@router.get("/v1/batches/{batch_id}")
+def get_batch(batch_id: str, settings: SettingsDep, session: SessionDep, caller: CallerDep) -> dict:
+    _batch_or_404(session, batch_id, caller)
+    return refresh_batch(settings, batch_id)
+
+
+def _batch_or_404(session, batch_id: str, caller: Caller):
+    """The batch if it is the caller's tenant's (an admin sees all); another tenant's answers 404."""
+    try:
+        return store.get_batch(session, batch_id=batch_id, tenant=caller.visible_tenant)
+    except store.BatchNotFound:
+        raise HTTPException(404, f"no batch with id {batch_id!r}") from None
+
+
+@router.get("/v1/batches")
+def list_batches(
+    settings: SettingsDep,
+    session: SessionDep,
+    caller: CallerDep,
+    limit: int = Query(default=20, ge=1, le=100),
+    after: str | None = None,
+) -> dict:
+    try:
+        page, has_more = store.list_batches(session, limit=limit, after=after, tenant=caller.visible_tenant)
+    except store.BatchNotFound:
+        raise HTTPException(404, f"no batch with id {after!r} (the 'after' cursor)") from None
+    data = [refresh_batch(settings, batch.id) for batch in page]
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": has_more,
+    }
+
+
+@router.post("/v1/batches/{batch_id}/cancel")
+def cancel_batch(batch_id: str, settings: SettingsDep, caller: CallerDep) -> dict:
+    """Stop the batch: requests not finished are cancelled; finished ones stay in the output file."""
+    with session_scope(settings.resolved_database_url) as session:
+        _batch_or_404(session, batch_id, caller)
+        try:
+            batch = store.request_cancel(session, batch_id=batch_id, now=clock.now())
+        except store.BatchNotFound:
+            raise HTTPException(404, f"no batch with id {batch_id!r}") from None
+        if batch.status in (
+            BatchStatus.COMPLETED.value,
+            BatchStatus.FAILED.value,
+            BatchStatus.FINALIZING.value,
+        ):
+            raise HTTPException(409, f"batch {batch_id} is {batch.status}; nothing to cancel")
+    return refresh_batch(settings, batch_id)
+
+
+def refresh_batch(settings: Settings, batch_id: str) -> dict:
+    """The batch object; when every request has ended, write the output files first."""
+    url = settings.resolved_database_url
+    with session_scope(url) as session:
+        try:
+            batch = store.get_batch(session, batch_id=batch_id)
+        except store.BatchNotFound:
+            raise HTTPException(404, f"no batch with id {batch_id!r}") from None
+        counts = store.job_counts(session, batch_id=batch_id)
+        ready = _ready_to_finalize(batch, counts)
+        if not ready:
+            return fmt.batch_object(batch, counts)
+    finalize_batch(settings, batch_id)
+    with session_scope(url) as session:
+        return fmt.batch_object(
+            store.get_batch(session, batch_id=batch_id), store.job_counts(session, batch_id=batch_id)
+        )
+
+
+def _ready_to_finalize(batch, counts: dict[str, int]) -> bool:
+    running = counts.get(JobStatus.QUEUED.value, 0) + counts.get(JobStatus.RUNNING.value, 0)
+    if running or batch.in_progress_at is None:
+        return False
+    if (
+        batch.status in (BatchStatus.IN_PROGRESS.value, BatchStatus.CANCELLING.value)
+        and batch.finalizing_at is None
+    ):
+        return True
+    # A finalization whose process died: the files were never written.
+    stale = (
+        batch.finalizing_at is not None
+        and clock.seconds_between(batch.finalizing_at, clock.now()) > STALE_FINALIZATION_S
+    )
+    return batch.status in (BatchStatus.FINALIZING.value, BatchStatus.CANCELLING.value) and stale
+
+
+def finalize_batch(settings: Settings, batch_id: str) -> None:
+    """Write the output file (done requests) and the error file (malformed lines, failed and cancelled
+    requests), then mark the batch completed or cancelled. Only the caller that claims it does the work."""
+    url = settings.resolved_database_url
+    now = clock.now()
+    with session_scope(url) as session:
+        stale_before = now - timedelta(seconds=STALE_FINALIZATION_S)
+        if not store.claim_finalization(session, batch_id=batch_id, now=now, stale_before=stale_before):
+            return
+    with session_scope(url) as session:
+        batch = store.get_batch(session, batch_id=batch_id)
+        outputs, errors = [], [fmt.line_error_line(e) for e in batch.line_errors or []]
+        for job in store.batch_jobs(session, batch_id=batch_id):
+            if job.status == JobStatus.DONE.value:
+                outputs.append(fmt.output_line(job, batch.endpoint, served_model_name(settings)))
+            else:
+                errors.append(fmt.job_error_line(job))
+        files = {}
+        for kind, lines in (("output", outputs), ("errors", errors)):
+            if lines:
+                files[kind] = store.create_file(
+                    session,
+                    purpose="batch_output",
+                    filename=f"{batch_id}_{kind}.jsonl",
+                    content=fmt.to_jsonl(lines),
+                    now=clock.now(),
+                    tenant=batch.tenant,
+                ).id
+        store.finish_batch(
+            session,
+            batch_id=batch_id,
+            output_file_id=files.get("output"),
+            error_file_id=files.get("errors"),
+            now=clock.now(),
+        )
+
+
+# -- validation and admission (background) --------------------------------------------------------------
+
+
+def validate_and_queue(state, settings: Settings, batch_id: str) -> None:
+    """Read the input file; fail the batch if it is not JSONL, else queue one job per runnable line."""
+    url = settings.resolved_database_url
+    try:
+        with session_scope(url) as session:
+            batch = store.get_batch(session, batch_id=batch_id)
+            endpoint, content = batch.endpoint, store.get_file(session, file_id=batch.input_file_id).content
+        try:
+            requests, bad_lines = parse_batch(content, endpoint)
+        except (BatchFileError, UnicodeDecodeError) as exc:
+            line = exc.line_number if isinstance(exc, BatchFileError) else None
+            _fail(url, batch_id, "invalid_jsonl", f"the input file is not JSONL: {exc}", line)
+            return
+        num_requests = len(requests) + len(bad_lines)
+        if num_requests > settings.max_batch_requests:
+            _fail(
+                url,
+                batch_id,
+                "too_many_requests",
+                f"the file has {num_requests} requests; at most {settings.max_batch_requests} "
+                "(ELIS_MAX_BATCH_REQUESTS)",
+            )
+            return
+        line_errors = [_line_error(e) for e in bad_lines]
+        for request in requests:
+            with session_scope(url) as session:
+                cancelled = store.is_cancelling(session, batch_id=batch_id)
+            if cancelled:
+                line_errors.append(
+                    {
+                        "line": request.line_number,
+                        "custom_id": request.custom_id,
+                        "code": "batch_cancelled",
+                        "message": "the batch was cancelled before this request ran",
+                    }
+                )
+                continue
+            try:
+                admit_batch_request(state, settings, batch_id, request)
+            except BatchLineError as exc:
+                line_errors.append(_line_error(exc))
+        line_errors.sort(key=lambda e: e["line"])
+        with session_scope(url) as session:
+            store.start_batch(
+                session,
+                batch_id=batch_id,
+                num_requests=num_requests,
+                line_errors=line_errors,
+                now=clock.now(),
+            )
+    except Exception as exc:  # never leave a batch validating forever
+        log.exception("validating batch %s failed", batch_id)
+        _fail(url, batch_id, "internal_error", f"validation failed: {type(exc).__name__}: {exc}")
+
+
+def admit_batch_request(state, settings: Settings, batch_id: str, request: BatchRequest) -> str:
+    """Check one request as `POST /v1/jobs` would, then store and publish it as a job of the batch.
+
+    Every batch job is created here (the one place to add what jobs carry, e.g. a tenant).
+    Raises BatchLineError when the request cannot run.
+    """
+
+    def fail(message: str) -> BatchLineError:
+        return BatchLineError(request.line_number, request.custom_id, message)
+
+    with session_scope(settings.resolved_database_url) as session:
+        tenant = store.get_batch(session, batch_id=batch_id).tenant
+
+    try:
+        body = JobCreate(**request.job_body(), workload=f"batch:{batch_id[-12:]}")
+    except ValidationError as exc:
+        raise fail("; ".join(_readable(e) for e in exc.errors())) from None
+    max_tokens = body.max_tokens if body.max_tokens is not None else settings.default_max_tokens
+    if max_tokens > settings.max_tokens_limit:
+        raise fail(f"max_tokens is {max_tokens}; this service allows at most {settings.max_tokens_limit}")
+    tokenizer = state.tokenizer()
+    try:
+        prompt_ids = (
+            tokenizer.encode_chat(body.chat()) if request.is_chat else tokenizer.encode_text(request.prompt)
+        )
+    except Exception as exc:
+        raise fail(f"the messages cannot be formatted with the model's chat template: {exc}") from None
+    if len(prompt_ids) + max_tokens > settings.max_model_len:
+        raise fail(
+            f"the prompt is {len(prompt_ids)} tokens; with max_tokens {max_tokens} it exceeds the model's "
+            f"context of {settings.max_model_len} tokens"
+        )
+    prediction = None
+    # As POST /v1/jobs: shadow predictions let the quality guard judge the predictor whatever the policy.
+    if settings.shadow_predictions or state.scheduler.needs_prediction():
+        prediction = state.predictor.predict(body.prompt_text(), max_tokens)
+        if prediction is not None:
+            prediction = min(max(prediction, 0.0), float(max_tokens))
+    new = job_store.NewJob(
+        policy=state.scheduler.base_policy().name,
+        prompt=body.prompt_text(),
+        messages=body.chat() if request.is_chat else [],
+        prompt_ids=prompt_ids,
+        max_tokens=max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        stop=body.stop,
+        stop_token_ids=body.stop_token_ids,
+        workload=body.workload,
+        batch_id=batch_id,
+        custom_id=request.custom_id,
+        tenant=tenant,
+    )
+    # The batch's tenant owns its jobs, with the service's per-tenant limits (a line over them fails alone).
+    owner = Caller(tenant=tenant, is_admin=False, max_active_jobs=settings.tenant_max_active_jobs,
+                   max_tokens_in_flight=settings.tenant_max_tokens_in_flight, max_tokens=settings.max_tokens_limit)
+    try:
+        return _admit(settings, state, new, prediction, owner).id
+    except HTTPException as exc:
+        raise fail(str(exc.detail)) from None
+
+
+def _readable(error: dict) -> str:
+    where = ".".join(str(p) for p in error.get("loc", ()))
+    message = error.get("msg", "invalid value").removeprefix("Value error, ")
+    return f"body.{where}: {message}" if where else message
+
+
+def _line_error(exc: BatchLineError) -> dict:
+    return {"line": exc.line_number, "custom_id": exc.custom_id, "code": exc.code, "message": str(exc)}
+
+
+def _fail(url: str, batch_id: str, code: str, message: str, line: int | None = None) -> None:
+    with session_scope(url) as session:
+        store.fail_batch(
+            session,
+            batch_id=batch_id,
+            now=clock.now(),
+            errors=[{"code": code, "message": message, "param": None, "line": line}],
+        )
