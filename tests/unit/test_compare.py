@@ -46,7 +46,7 @@ def test_metrics_and_ratios_match_hand_computed_values():
     assert by_run["isrtf"]["mean_jct_vs_bound"] == pytest.approx(4 / (7 / 3))
     assert by_run["fcfs"]["mean_jct_vs_fcfs"] == 1.0
     assert by_run["bound"]["mean_jct_vs_bound"] == 1.0
-    assert rows[1][2] == "4.00 (0.75 / 1.71)"
+    assert rows[1][2] == "4.00 (0.75/1.71)"
 
 
 def test_unfinished_jobs_are_counted_but_not_measured():
@@ -56,7 +56,7 @@ def test_unfinished_jobs_are_counted_but_not_measured():
     assert values["mean_jct"] == 4.0
     _, rows, _, _ = comparison_table({"isrtf": records})
     assert rows[0][1] == "1/2"
-    assert rows[0][2] == "4.00 (- / -)"  # no FCFS and no bound row: no ratios
+    assert rows[0][2] == "4.00 (-/-)"  # no FCFS and no bound row: no ratios
 
 
 def test_the_bound_forces_the_recorded_lengths_of_finished_jobs_only():
