@@ -138,3 +138,10 @@ def test_compare_refuses_bad_options_with_a_clear_message(tmp_path):
     assert "Traceback" not in result.output
     result = runner.invoke(app, ["compare", "--arrivals", "poisson", "--out-dir", str(tmp_path)])
     assert result.exit_code == 2 and "poisson arrivals need --rate" in result.output
+
+
+def test_compare_and_report_are_registered_with_help():
+    result = runner.invoke(app, ["--help"])
+    assert "compare" in result.output and "report" in result.output
+    for command in ("compare", "report", "replay", "demo"):
+        assert runner.invoke(app, [command, "--help"]).exit_code == 0
