@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from elis.replay.live import LiveRecord
+from elis.scheduling import guard
 
 # Output-length buckets (tokens): edges of half-open intervals [lo, hi).
 LENGTH_EDGES = (0, 32, 64, 128, 256, 512, 1024, math.inf)
@@ -39,26 +40,9 @@ def queuing_over_time(records: Sequence[LiveRecord]) -> list[tuple[float, float]
 
 
 def kendall_tau(xs: Sequence[float], ys: Sequence[float]) -> float:
-    """Kendall's tau-b (ties in either variable corrected); NaN with fewer than two pairs or no variation."""
-    n = len(xs)
-    if n != len(ys):
-        raise ValueError("xs and ys differ in length")
-    concordant = discordant = ties_x = ties_y = 0
-    for i in range(n):
-        for j in range(i + 1, n):
-            dx, dy = xs[i] - xs[j], ys[i] - ys[j]
-            if dx == 0 and dy == 0:
-                continue
-            if dx == 0:
-                ties_x += 1
-            elif dy == 0:
-                ties_y += 1
-            elif (dx > 0) == (dy > 0):
-                concordant += 1
-            else:
-                discordant += 1
-    denominator = math.sqrt((concordant + discordant + ties_x) * (concordant + discordant + ties_y))
-    return (concordant - discordant) / denominator if denominator else math.nan
+    """Kendall's tau-b (the scheduler's guard computes it the same way); NaN where it is undefined."""
+    tau = guard.kendall_tau(xs, ys)
+    return math.nan if tau is None else tau
 
 
 @dataclass(frozen=True)
