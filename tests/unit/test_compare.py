@@ -145,3 +145,13 @@ def test_compare_and_report_are_registered_with_help():
     assert "compare" in result.output and "report" in result.output
     for command in ("compare", "report", "replay", "demo"):
         assert runner.invoke(app, [command, "--help"]).exit_code == 0
+
+
+def test_an_unreachable_api_ends_the_run_with_a_message_not_a_traceback():
+    from elis.launch import free_port
+    from elis.replay.live import run_live
+
+    items = [WorkItem(0, 0.0, {"prompt": "hi", "max_tokens": 4})]
+    result = run_live(f"http://127.0.0.1:{free_port()}", items, label="nobody-home", progress=False)
+    assert result.error and "lost the API" in result.error
+    assert result.records == [] and result.submitted == 0
