@@ -49,9 +49,10 @@ def test_compare_runs_policies_and_the_bound_on_the_same_workload(stack, tmp_pat
     assert [fcfs[i].record.num_prompt_tokens for i in range(6)] == [isrtf[i].record.num_prompt_tokens for i in range(6)]
     assert [bound[i].record.num_output_tokens for i in range(6)] == [fcfs[i].record.num_output_tokens for i in range(6)]
     assert all(r.record.policy == "srtf-oracle" for r in bound.values())
-    # ISRTF carries the predictor's estimates: at admission, and after each window the job went on from.
+    # The oracle's "prediction" is the forced length; ISRTF carries the predictor's estimates: at admission,
+    # and after each window the job went on from.
+    assert all(r.initial_prediction == r.record.num_output_tokens for r in bound.values())
     assert all(not math.isnan(r.initial_prediction) for r in isrtf.values())
-    assert all(math.isnan(r.initial_prediction) for r in fcfs.values())
     for r in isrtf.values():
         assert sum(r.window_tokens) == r.record.num_output_tokens
         assert all(not math.isnan(p) for p in r.predictions[:-1])
