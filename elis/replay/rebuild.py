@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 from elis.replay import analysis
-from elis.replay.compare import comparison_table, write_tables
+from elis.replay.compare import BOUND_POLICY, comparison_table, write_tables
 from elis.replay.live import LiveRecord
 from elis.replay.report import markdown_table, print_table
 from elis.replay.runs import RunDirError, SavedRun, load_run
@@ -139,7 +139,10 @@ def report_run(saved: SavedRun, out_dir: Path) -> list[Path]:
     written = [out_dir / n for n in ("table.md", "table.csv", "jct_cdf.png", "jct_by_length.md", "jct_by_length.csv",
                                      "jct_by_length.png", "queuing_over_time.png")]
 
-    points = {name: analysis.prediction_points(records) for name, records in saved.runs.items()}
+    # The oracle schedules by the true length: its stored admission prediction is only clamped to the forced
+    # length, so it says nothing about the predictor.
+    points = {name: analysis.prediction_points(records) for name, records in saved.runs.items()
+              if not any(r.record.policy == BOUND_POLICY for r in records)}
     points = {name: pts for name, pts in points.items() if pts}
     if points:
         rows_ = [[name, step, n, _fmt(mae), _fmt(tau)] for name, pts in points.items()
