@@ -1,5 +1,5 @@
 """The one command-line entry point: `elis serve | worker | replay | compare | report | simulate | predictor | models
-| db | keys | demo| bench`."""
+| db | keys | demo | bench`."""
 
 from __future__ import annotations
 
