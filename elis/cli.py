@@ -1,5 +1,5 @@
-"""The one command-line entry point: `elis serve | worker | flower | replay | compare | simulate | predictor |
-models | db | keys | demo | bench`."""
+"""The one command-line entry point: `elis serve | worker | flower | replay | compare | report | simulate |
+predictor | models | db | keys | demo | bench`."""
 
 from __future__ import annotations
 
@@ -146,6 +146,7 @@ def _register_commands() -> None:
     from elis.predictor.build_dataset import build_dataset_command
     from elis.predictor.cli import predictor_app
     from elis.replay.cli import compare_command, replay_command
+    from elis.replay.rebuild import report_command
     from elis.simulator.cli import simulate_app
 
     app.add_typer(keys_app, name="keys")
@@ -153,6 +154,7 @@ def _register_commands() -> None:
     app.command("demo")(demo_command)
     app.command("replay")(replay_command)
     app.command("compare")(compare_command)
+    app.command("report")(report_command)
     app.add_typer(bench_app, name="bench")
     app.add_typer(predictor_app, name="predictor")
     app.add_typer(simulate_app, name="simulate")

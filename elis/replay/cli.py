@@ -126,7 +126,7 @@ def compare_command(
                                                       "[runs/compare-<time>]")] = None,
     database_url: Annotated[str | None, typer.Option(envvar="ELIS_DATABASE_URL",
                                                      help="database of the stack [a SQLite file in --out-dir, as "
-                                                          "`elis demo`]")] = None,
+                                                          "`elis demo`; with --base-url: the ELIS_* default]")] = None,
     base_url: Annotated[list[str] | None, typer.Option(help="a running API to use (repeatable; its policy is read "
                                                             "from /healthz). Then no worker is started: the running "
                                                             "one serves, and missing policies get an API on the "
@@ -168,7 +168,9 @@ def compare_command(
         given = cmp.policies_of(base_url) if base_url else {}
     except cmp.CompareError as exc:
         _fail(str(exc))
-    database = database_url or settings.database_url or f"sqlite:///{out_dir.resolve() / 'compare.sqlite3'}"
+    # A running stack's database is the one its ELIS_* settings name; a stack started here gets its own file.
+    own_file = f"sqlite:///{out_dir.resolve() / 'compare.sqlite3'}"
+    database = database_url or (settings.resolved_database_url if given else settings.database_url or own_file)
     stack = cmp.Stack(settings=settings, out_dir=out_dir, database_url=database, base_urls=given, slots=slots)
     options = {"workload": str(prompts), "format": kind, "num": num, "arrivals": arrivals, "rate": rate, "cv": cv,
                "seed": seed, "policies": names, "bound": bound, "bound_from": str(bound_from) if bound_from else None,

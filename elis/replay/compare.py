@@ -65,7 +65,7 @@ def _fmt_ratio(value: float) -> str:
 
 
 def comparison_table(runs: Mapping[str, Sequence[LiveRecord]]) -> tuple[list[str], list[list[str]], list[str], list[list]]:
-    """The table both ways: formatted (`value (÷FCFS / ÷bound)` per cell) and raw for the CSV."""
+    """The table both ways: formatted (`value (÷FCFS/÷bound)` per cell) and raw for the CSV."""
     metrics = {name: metrics_of(records) for name, records in runs.items()}
     fcfs, bound = metrics.get("fcfs"), metrics.get(BOUND)
     header = ["run", "jobs"] + [title for _, title, _ in METRICS]
@@ -81,14 +81,14 @@ def comparison_table(runs: Mapping[str, Sequence[LiveRecord]]) -> tuple[list[str
             vs_fcfs = _ratio(value, fcfs[key] if fcfs else None)
             vs_bound = _ratio(value, bound[key] if bound else None)
             text = "-" if math.isnan(value) else fmt.format(value)
-            row.append(f"{text} ({_fmt_ratio(vs_fcfs)} / {_fmt_ratio(vs_bound)})")
+            row.append(f"{text} ({_fmt_ratio(vs_fcfs)}/{_fmt_ratio(vs_bound)})")
             csv_row += [value, vs_fcfs, vs_bound]
         rows.append(row)
         csv_rows.append(csv_row)
     return header, rows, csv_header, csv_rows
 
 
-TABLE_NOTE = "Each cell: value (ratio to FCFS / ratio to the bound). jobs: done / submitted."
+TABLE_NOTE = "Each cell: value (ratio to FCFS/ratio to the bound). jobs: done/submitted."
 
 
 def write_tables(out_dir: Path, runs: Mapping[str, Sequence[LiveRecord]], title: str = "") -> str:

@@ -205,7 +205,8 @@ def run_live(base_url: str, items: Sequence[WorkItem], label: str, timeout_s: fl
                 statuses = _statuses(client, label)
                 done = sum(1 for s in statuses.values() if s in FINAL_STATUSES)
                 running = sum(1 for s in statuses.values() if s == "running")
-                bar.set_postfix(submitted=max(submitter.submitted, len(statuses)), running=running, done=done, refresh=False)
+                bar.set_postfix(submitted=max(submitter.submitted, len(statuses)), running=running, done=done,
+                                refresh=False)
                 bar.update(done - bar.n)
                 if submitter.error is not None:
                     failure = submitter.error
@@ -218,18 +219,23 @@ def run_live(base_url: str, items: Sequence[WorkItem], label: str, timeout_s: fl
                 time.sleep(0.5)
         except KeyboardInterrupt:
             result.interrupted = True
+        except httpx.HTTPError as exc:
+            failure = ReplayError(f"lost the API at {base_url}: {exc}")
         finally:
             bar.close()
             submitter.stop.set()
             submitter.join()
         ids = dict(submitter.ids)
         result.submitted = len(ids)
-        if result.interrupted or failure is not None:
-            _cancel_unfinished(client, label)
-        for index, job_id in sorted(ids.items()):
-            response = client.get(f"/v1/jobs/{job_id}")
-            response.raise_for_status()
-            result.records.append(live_record(response.json(), index))
+        try:
+            if result.interrupted or failure is not None:
+                _cancel_unfinished(client, label)
+            for index, job_id in sorted(ids.items()):
+                response = client.get(f"/v1/jobs/{job_id}")
+                response.raise_for_status()
+                result.records.append(live_record(response.json(), index))
+        except httpx.HTTPError as exc:  # keep what was read; the report says the run failed
+            failure = failure or ReplayError(f"lost the API at {base_url}: {exc}")
     result.wall_s = time.monotonic() - start
     result.error = None if failure is None else str(failure)
     return result

@@ -46,7 +46,7 @@ def test_metrics_and_ratios_match_hand_computed_values():
     assert by_run["isrtf"]["mean_jct_vs_bound"] == pytest.approx(4 / (7 / 3))
     assert by_run["fcfs"]["mean_jct_vs_fcfs"] == 1.0
     assert by_run["bound"]["mean_jct_vs_bound"] == 1.0
-    assert rows[1][2] == "4.00 (0.75 / 1.71)"
+    assert rows[1][2] == "4.00 (0.75/1.71)"
 
 
 def test_unfinished_jobs_are_counted_but_not_measured():
@@ -56,7 +56,7 @@ def test_unfinished_jobs_are_counted_but_not_measured():
     assert values["mean_jct"] == 4.0
     _, rows, _, _ = comparison_table({"isrtf": records})
     assert rows[0][1] == "1/2"
-    assert rows[0][2] == "4.00 (- / -)"  # no FCFS and no bound row: no ratios
+    assert rows[0][2] == "4.00 (-/-)"  # no FCFS and no bound row: no ratios
 
 
 def test_the_bound_forces_the_recorded_lengths_of_finished_jobs_only():
@@ -138,3 +138,20 @@ def test_compare_refuses_bad_options_with_a_clear_message(tmp_path):
     assert "Traceback" not in result.output
     result = runner.invoke(app, ["compare", "--arrivals", "poisson", "--out-dir", str(tmp_path)])
     assert result.exit_code == 2 and "poisson arrivals need --rate" in result.output
+
+
+def test_compare_and_report_are_registered_with_help():
+    result = runner.invoke(app, ["--help"])
+    assert "compare" in result.output and "report" in result.output
+    for command in ("compare", "report", "replay", "demo"):
+        assert runner.invoke(app, [command, "--help"]).exit_code == 0
+
+
+def test_an_unreachable_api_ends_the_run_with_a_message_not_a_traceback():
+    from elis.launch import free_port
+    from elis.replay.live import run_live
+
+    items = [WorkItem(0, 0.0, {"prompt": "hi", "max_tokens": 4})]
+    result = run_live(f"http://127.0.0.1:{free_port()}", items, label="nobody-home", progress=False)
+    assert result.error and "lost the API" in result.error
+    assert result.records == [] and result.submitted == 0

@@ -1,0 +1,183 @@
+"""`elis report RUN_DIR...`: rebuild the tables and plots of saved `elis compare` runs.
+
+Per run folder (into RUN_DIR/report/ unless --out-dir): the comparison table, the JCT CDF per policy, the mean
+JCT by true output-length bucket, the queuing delay over time and, when the run had a predictor, the predicted
+against true remaining length per step with Kendall's tau. A sweep folder (rate-* subfolders) also gets its
+sweep table and plots back.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from elis.replay import analysis
+from elis.replay.compare import BOUND_POLICY, comparison_table, write_tables
+from elis.replay.live import LiveRecord
+from elis.replay.report import markdown_table, print_table
+from elis.replay.runs import RunDirError, SavedRun, load_run
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_jct_cdf(runs: dict[str, list[LiveRecord]], path: Path, title: str) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=110)
+    for name, records in runs.items():
+        jcts = sorted(r.record.jct for r in records if r.record.status == "done")
+        if jcts:
+            ax.step(jcts, [(i + 1) / len(jcts) for i in range(len(jcts))], where="post", label=name)
+    ax.set_xlabel("job completion time (s)")
+    ax.set_ylabel("fraction of jobs done")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_jct_by_length(table: dict[str, list[tuple[str, int, float]]], path: Path, title: str) -> None:
+    plt = _pyplot()
+    present = {b for rows in table.values() for b, _, _ in rows}
+    edges = analysis.LENGTH_EDGES
+    buckets = [label for label in (analysis.bucket_label(lo, hi) for lo, hi in itertools.pairwise(edges))
+               if label in present]
+    order = {b: i for i, b in enumerate(buckets)}
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=110)
+    width = 0.8 / max(1, len(table))
+    for k, (name, rows) in enumerate(table.items()):
+        xs = [order[b] + k * width for b, _, _ in rows if b in order]
+        ax.bar(xs, [mean for b, _, mean in rows if b in order], width=width, label=name)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(buckets))], buckets)
+    ax.set_xlabel("true output length (tokens)")
+    ax.set_ylabel("mean JCT (s)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_queuing(runs: dict[str, list[LiveRecord]], path: Path, title: str) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=110)
+    for name, records in runs.items():
+        points = analysis.queuing_over_time(records)
+        if points:
+            ax.plot([t for t, _ in points], [q for _, q in points], marker="o", markersize=3, linewidth=1, label=name)
+    ax.set_xlabel("arrival (s from the first job)")
+    ax.set_ylabel("queuing delay (s)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_predictions(points: dict[str, list[analysis.PredictionPoint]], path: Path, title: str) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=110)
+    top = 1.0
+    for name, pts in points.items():
+        ax.scatter([p.true for p in pts], [p.predicted for p in pts], s=10, alpha=0.6, label=name)
+        top = max([top] + [p.true for p in pts] + [p.predicted for p in pts])
+    ax.plot([0, top], [0, top], linestyle="--", color="grey", label="exact")
+    ax.set_xlabel("true remaining tokens")
+    ax.set_ylabel("predicted remaining tokens")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _write(out_dir: Path, stem: str, header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    text = markdown_table(header, rows)
+    (out_dir / f"{stem}.md").write_text(text + "\n")
+    with open(out_dir / f"{stem}.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return text
+
+
+def _fmt(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.2f}"
+
+
+def report_run(saved: SavedRun, out_dir: Path) -> list[Path]:
+    """All tables and plots of one saved run into `out_dir`; returns the files written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    title = saved.label
+    write_tables(out_dir, saved.runs, title=f"elis compare: {title}")
+    header, rows, _, _ = comparison_table(saved.runs)
+    print_table(header, rows, title=title)
+    plot_jct_cdf(saved.runs, out_dir / "jct_cdf.png", f"JCT distribution per policy ({title})")
+
+    by_length = {name: analysis.jct_by_length(records) for name, records in saved.runs.items()}
+    _write(out_dir, "jct_by_length", ["run", "true output tokens", "jobs", "mean JCT s"],
+           [[name, bucket, jobs, f"{mean:.2f}"] for name, rows_ in by_length.items() for bucket, jobs, mean in rows_])
+    plot_jct_by_length(by_length, out_dir / "jct_by_length.png", f"mean JCT by true output length ({title})")
+    plot_queuing(saved.runs, out_dir / "queuing_over_time.png", f"queuing delay over time ({title})")
+    written = [out_dir / n for n in ("table.md", "table.csv", "jct_cdf.png", "jct_by_length.md", "jct_by_length.csv",
+                                     "jct_by_length.png", "queuing_over_time.png")]
+
+    # The oracle schedules by the true length: its stored admission prediction is only clamped to the forced
+    # length, so it says nothing about the predictor.
+    points = {name: analysis.prediction_points(records) for name, records in saved.runs.items()
+              if not any(r.record.policy == BOUND_POLICY for r in records)}
+    points = {name: pts for name, pts in points.items() if pts}
+    if points:
+        rows_ = [[name, step, n, _fmt(mae), _fmt(tau)] for name, pts in points.items()
+                 for step, n, mae, tau in analysis.prediction_table(pts)]
+        text = _write(out_dir, "predictions", ["run", "step", "predictions", "MAE tokens", "Kendall tau"], rows_)
+        print(text)
+        plot_predictions(points, out_dir / "predictions.png", f"predicted vs true remaining length ({title})")
+        written += [out_dir / "predictions.md", out_dir / "predictions.csv", out_dir / "predictions.png"]
+    return written
+
+
+def report_command(
+    run_dirs: Annotated[list[Path], typer.Argument(help="folders written by `elis compare` (a sweep folder too)")],
+    out_dir: Annotated[Path | None, typer.Option(help="where to write [RUN_DIR/report for each folder]")] = None,
+) -> None:
+    """Rebuild the tables and plots of saved `elis compare` runs: the comparison table, the JCT CDF per policy,
+    mean JCT by true output-length bucket, queuing delay over time and, when the run had a predictor, predicted
+    vs true remaining length per step with Kendall's tau. PNG plots, Markdown and CSV tables."""
+    from elis.replay.sweep import write_sweep
+
+    for run_dir in run_dirs:
+        rate_dirs = sorted(p for p in Path(run_dir).glob("rate-*") if p.is_dir())
+        targets = rate_dirs or [Path(run_dir)]
+        try:
+            saved_runs = [load_run(t) for t in targets]
+        except RunDirError as exc:
+            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(code=2) from None
+        for saved in saved_runs:
+            dest = (out_dir / saved.label if len(saved_runs) > 1 or len(run_dirs) > 1 else out_dir) if out_dir \
+                else saved.path / "report"
+            files = report_run(saved, dest)
+            typer.echo(f"{saved.path}: wrote {len(files)} files to {dest}")
+        if rate_dirs:
+            dest = out_dir / Path(run_dir).name if out_dir and len(run_dirs) > 1 else out_dir or Path(run_dir)
+            dest.mkdir(parents=True, exist_ok=True)
+            typer.echo(write_sweep(dest, rate_dirs))
+            typer.echo(f"sweep: {dest / 'sweep.md'}, {dest / 'sweep_mean_jct.png'}, {dest / 'sweep_p99_jct.png'}")
