@@ -12,15 +12,18 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from fastapi import APIRouter, BackgroundTasks, Form, HTTPException, Query, Request, UploadFile
+from typing import Annotated
+
+from fastapi import APIRouter, BackgroundTasks, Form, HTTPException, Path, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, StringConstraints, ValidationError
 
 from elis import clock
 from elis.api import openai_format as fmt
 from elis.api.auth import Caller, CallerDep
 from elis.api.deps import SessionDep, SettingsDep
+from elis.api.errors import INVALID, NOT_FOUND, UNAUTHORIZED, UNAVAILABLE, _doc
 from elis.api.routes import _admit
 from elis.api.schemas import JobCreate
 from elis.config import Settings
@@ -37,20 +40,34 @@ from elis.storage.db import session_scope
 from elis.storage.models import BatchStatus, JobStatus
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["openai batch"])
+# Every status the Batch and Files routes answer, with the one error body.
+BATCH_ERRORS = {
+    **UNAUTHORIZED, **NOT_FOUND, **INVALID, **UNAVAILABLE,
+    400: _doc("The request names an unsupported endpoint, purpose or completion window, or an empty file."),
+    409: _doc("The batch already ended."),
+    413: _doc("The file is larger than ELIS_MAX_BATCH_FILE_MB."),
+}
+router = APIRouter(tags=["openai batch"], responses=BATCH_ERRORS)
 
 UPLOAD_PURPOSES = ("batch",)
 # A finalization that has not finished after this long (its API process died) may be claimed again.
 STALE_FINALIZATION_S = 300.0
 
 
+# File and batch ids are ours ("file-<hex>", "batch_<hex>"): anything else names nothing, and NUL or control
+# bytes never reach SQL.
+ObjectId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z_-]+$")]
+CursorId = Annotated[str | None, Query(max_length=64, pattern=r"^[0-9A-Za-z_-]+$")]
+SafeText = Annotated[str, StringConstraints(max_length=512, pattern=r"^[^\x00]*$")]
+
+
 class BatchCreate(BaseModel):
     """The body of `POST /v1/batches`, as the OpenAI client sends it."""
 
-    input_file_id: str
-    endpoint: str
-    completion_window: str = "24h"
-    metadata: dict[str, str] | None = None
+    input_file_id: Annotated[str, StringConstraints(max_length=64, pattern=r"^[0-9A-Za-z_-]+$")]
+    endpoint: SafeText
+    completion_window: SafeText = "24h"
+    metadata: dict[SafeText, SafeText] | None = None
 
 
 def served_model_name(settings: Settings) -> str:
@@ -90,16 +107,16 @@ async def upload_file(settings: SettingsDep, caller: CallerDep, file: UploadFile
 
 
 @router.get("/v1/files/{file_id}")
-def get_file(file_id: str, session: SessionDep, caller: CallerDep) -> dict:
+def get_file(file_id: ObjectId, session: SessionDep, caller: CallerDep) -> dict:
     return fmt.file_object(_file_or_404(session, file_id, caller))
 
 
 @router.get("/v1/files/{file_id}/content")
-def get_file_content(file_id: str, session: SessionDep, caller: CallerDep) -> Response:
+def get_file_content(file_id: ObjectId, session: SessionDep, caller: CallerDep) -> Response:
     return Response(content=_file_or_404(session, file_id, caller).content, media_type="application/octet-stream")
 
 
-def _file_or_404(session, file_id: str, caller: Caller):
+def _file_or_404(session, file_id: ObjectId, caller: Caller):
     """The file if it is the caller's tenant's (an admin sees all); another tenant's answers 404."""
     try:
         return store.get_file(session, file_id=file_id, tenant=caller.visible_tenant)
@@ -145,7 +162,7 @@ def create_batch(
 
 
 @router.get("/v1/batches/{batch_id}")
-def get_batch(batch_id: str, settings: SettingsDep, session: SessionDep, caller: CallerDep) -> dict:
+def get_batch(batch_id: ObjectId, settings: SettingsDep, session: SessionDep, caller: CallerDep) -> dict:
     _batch_or_404(session, batch_id, caller)
     return refresh_batch(settings, batch_id)
 
@@ -164,7 +181,7 @@ def list_batches(
     session: SessionDep,
     caller: CallerDep,
     limit: int = Query(default=20, ge=1, le=100),
-    after: str | None = None,
+    after: CursorId = None,
 ) -> dict:
     try:
         page, has_more = store.list_batches(session, limit=limit, after=after, tenant=caller.visible_tenant)
@@ -181,7 +198,7 @@ def list_batches(
 
 
 @router.post("/v1/batches/{batch_id}/cancel")
-def cancel_batch(batch_id: str, settings: SettingsDep, caller: CallerDep) -> dict:
+def cancel_batch(batch_id: ObjectId, settings: SettingsDep, caller: CallerDep) -> dict:
     """Stop the batch: requests not finished are cancelled; finished ones stay in the output file."""
     with session_scope(settings.resolved_database_url) as session:
         _batch_or_404(session, batch_id, caller)
