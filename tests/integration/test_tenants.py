@@ -104,3 +104,31 @@ def test_the_keys_command_creates_lists_and_revokes_keys_stored_only_as_hashes(s
     assert elis("revoke", key_id).returncode == 0
     again = elis("revoke", key_id)
     assert again.returncode == 2 and "no live key" in again.stderr
+
+
+def test_another_tenants_batch_and_files_are_404_and_its_batches_are_not_listed(keyed):
+    client, settings = keyed
+    acme, globex, admin = make_key(settings, "acme"), make_key(settings, "globex"), make_key(settings, "ops", admin=True)
+    line = b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", ' \
+           b'"body": {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}}\n'
+    upload = client.post("/v1/files", files={"file": ("in.jsonl", line)}, data={"purpose": "batch"},
+                         headers=bearer(acme))
+    assert upload.status_code == 200, upload.text
+    file_id = upload.json()["id"]
+    assert client.get(f"/v1/files/{file_id}", headers=bearer(globex)).status_code == 404
+    assert client.get(f"/v1/files/{file_id}/content", headers=bearer(globex)).status_code == 404
+    # globex cannot start a batch on acme's file either
+    refused = client.post("/v1/batches", json={"input_file_id": file_id, "endpoint": "/v1/chat/completions"},
+                          headers=bearer(globex))
+    assert refused.status_code == 404
+    batch = client.post("/v1/batches", json={"input_file_id": file_id, "endpoint": "/v1/chat/completions"},
+                        headers=bearer(acme)).json()
+    assert client.get(f"/v1/batches/{batch['id']}", headers=bearer(globex)).status_code == 404
+    assert client.post(f"/v1/batches/{batch['id']}/cancel", headers=bearer(globex)).status_code == 404
+    assert client.get("/v1/batches", headers=bearer(globex)).json()["data"] == []
+    assert [b["id"] for b in client.get("/v1/batches", headers=bearer(acme)).json()["data"]] == [batch["id"]]
+    assert client.get(f"/v1/batches/{batch['id']}", headers=bearer(admin)).status_code == 200
+    # The batch's request became a job of acme's (validation ran as the response's background task).
+    acme_jobs = client.get("/v1/jobs", headers=bearer(acme)).json()["items"]
+    assert [j["workload"] for j in acme_jobs] == [f"batch:{batch['id'][-12:]}"]
+    assert client.get("/v1/jobs", headers=bearer(globex)).json()["items"] == []
