@@ -19,7 +19,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 def test_a_job_survives_its_worker_being_killed_mid_window(stack, tmp_path):
     queue = unique_queue("elis.crash")
-    env = {**stack.env, "ELIS_QUEUE_NAME": queue, "ELIS_SLOTS": "1", "ELIS_POLICY": "fcfs"}
+    # Its own queue; no metrics port (the session worker holds the stack's, and two workers cannot share one).
+    env = {**stack.env, "ELIS_QUEUE_NAME": queue, "ELIS_SLOTS": "1", "ELIS_POLICY": "fcfs",
+           "ELIS_WORKER_METRICS_PORT": "0"}
     port = launch.free_port()
     api = launch.start_api(env, port, tmp_path, name="api-crash")
     victim = launch.start_worker(env, tmp_path, name="victim", node="victim")
