@@ -77,6 +77,12 @@ def check_exposure(settings: Settings) -> None:
                                  f"is bound to {settings.api_host}; set a password of your own.")
 
 
+def tenant_caller(settings: Settings, tenant: str, is_admin: bool = False) -> Caller:
+    """A caller of `tenant` with the service's default limits (no key: ELIS_AUTH=none, or a batch's owner)."""
+    return Caller(tenant=tenant, is_admin=is_admin, max_active_jobs=settings.tenant_max_active_jobs,
+                  max_tokens_in_flight=settings.tenant_max_tokens_in_flight, max_tokens=settings.max_tokens_limit)
+
+
 def _caller_of_key(settings: Settings, key) -> Caller:
     return Caller(
         tenant=key.tenant, is_admin=key.is_admin,
@@ -90,9 +96,7 @@ def get_caller(request: Request,
                credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Caller:
     settings: Settings = request.app.state.settings
     if request.app.state.auth_mode == "none":
-        return Caller(tenant=LOCAL_TENANT, is_admin=True, max_active_jobs=settings.tenant_max_active_jobs,
-                      max_tokens_in_flight=settings.tenant_max_tokens_in_flight,
-                      max_tokens=settings.max_tokens_limit)
+        return tenant_caller(settings, LOCAL_TENANT, is_admin=True)
     challenge = {"WWW-Authenticate": "Bearer"}
     if credentials is None:
         raise HTTPException(401, "an API key is required: send 'Authorization: Bearer <key>' "

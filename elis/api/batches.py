@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Form, HTTPException, Path, Query, Request, UploadFile
@@ -21,10 +20,10 @@ from pydantic import BaseModel, StringConstraints, ValidationError
 
 from elis import clock
 from elis.api import openai_format as fmt
-from elis.api.auth import Caller, CallerDep
+from elis.api.admission import AdmissionRefused, Origin, admit
+from elis.api.auth import Caller, CallerDep, tenant_caller
 from elis.api.deps import SessionDep, SettingsDep
 from elis.api.errors import INVALID, NOT_FOUND, UNAUTHORIZED, UNAVAILABLE, _doc
-from elis.api.routes import _admit
 from elis.api.schemas import JobCreate
 from elis.config import Settings
 from elis.replay.openai_batch import (
@@ -35,7 +34,6 @@ from elis.replay.openai_batch import (
     parse_batch,
 )
 from elis.storage import batches as store
-from elis.storage import jobs as job_store
 from elis.storage.db import session_scope
 from elis.storage.models import BatchStatus, JobStatus
 
@@ -347,65 +345,24 @@ def validate_and_queue(state, settings: Settings, batch_id: str) -> None:
 
 
 def admit_batch_request(state, settings: Settings, batch_id: str, request: BatchRequest) -> str:
-    """Check one request as `POST /v1/jobs` would, then store and publish it as a job of the batch.
-
-    Every batch job is created here (the one place to add what jobs carry, e.g. a tenant).
-    Raises BatchLineError when the request cannot run.
-    """
+    """Admit one request as `POST /v1/jobs` would, as a job of the batch (the batch's tenant owns it, with the
+    service's per-tenant limits: a line over them fails alone). Raises BatchLineError when it cannot run."""
 
     def fail(message: str) -> BatchLineError:
         return BatchLineError(request.line_number, request.custom_id, message)
 
     with session_scope(settings.resolved_database_url) as session:
         tenant = store.get_batch(session, batch_id=batch_id).tenant
-
     try:
         body = JobCreate(**request.job_body(), workload=f"batch:{batch_id[-12:]}")
     except ValidationError as exc:
         raise fail("; ".join(_readable(e) for e in exc.errors())) from None
-    max_tokens = body.max_tokens if body.max_tokens is not None else settings.default_max_tokens
-    if max_tokens > settings.max_tokens_limit:
-        raise fail(f"max_tokens is {max_tokens}; this service allows at most {settings.max_tokens_limit}")
-    tokenizer = state.tokenizer()
+    origin = Origin(batch_id=batch_id, custom_id=request.custom_id,
+                    raw_prompt=None if request.is_chat else request.prompt)
     try:
-        prompt_ids = (
-            tokenizer.encode_chat(body.chat()) if request.is_chat else tokenizer.encode_text(request.prompt)
-        )
-    except Exception as exc:
-        raise fail(f"the messages cannot be formatted with the model's chat template: {exc}") from None
-    if len(prompt_ids) + max_tokens > settings.max_model_len:
-        raise fail(
-            f"the prompt is {len(prompt_ids)} tokens; with max_tokens {max_tokens} it exceeds the model's "
-            f"context of {settings.max_model_len} tokens"
-        )
-    prediction = None
-    # As POST /v1/jobs: shadow predictions let the quality guard judge the predictor whatever the policy.
-    if settings.shadow_predictions or state.scheduler.needs_prediction():
-        prediction = state.predictor.predict(body.prompt_text(), max_tokens)
-        if prediction is not None:
-            prediction = min(max(prediction, 0.0), float(max_tokens))
-    new = job_store.NewJob(
-        policy=state.scheduler.base_policy().name,
-        prompt=body.prompt_text(),
-        messages=body.chat() if request.is_chat else [],
-        prompt_ids=prompt_ids,
-        max_tokens=max_tokens,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        stop=body.stop,
-        stop_token_ids=body.stop_token_ids,
-        workload=body.workload,
-        batch_id=batch_id,
-        custom_id=request.custom_id,
-        tenant=tenant,
-    )
-    # The batch's tenant owns its jobs, with the service's per-tenant limits (a line over them fails alone).
-    owner = Caller(tenant=tenant, is_admin=False, max_active_jobs=settings.tenant_max_active_jobs,
-                   max_tokens_in_flight=settings.tenant_max_tokens_in_flight, max_tokens=settings.max_tokens_limit)
-    try:
-        return _admit(settings, state, new, prediction, owner).id
-    except HTTPException as exc:
-        raise fail(str(exc.detail)) from None
+        return admit(state, settings, tenant_caller(settings, tenant), body, origin).id
+    except AdmissionRefused as exc:
+        raise fail(exc.message) from None
 
 
 def _readable(error: dict) -> str:

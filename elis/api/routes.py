@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
@@ -11,7 +10,8 @@ from pydantic import AfterValidator
 from sqlalchemy import text
 
 from elis import clock
-from elis.api.auth import Caller, CallerDep
+from elis.api.admission import AdmissionRefused, admit
+from elis.api.auth import CallerDep
 from elis.api.deps import SessionDep, SettingsDep
 from elis.api.errors import CANCEL_ERRORS, LIST_ERRORS, READ_ERRORS, SUBMIT_ERRORS
 from elis.api.schemas import (
@@ -30,10 +30,7 @@ from elis.api.schemas import (
 from elis.storage import jobs as store
 from elis.storage.db import session_scope
 from elis.storage.models import Job, JobStatus
-from elis.tasks.priority import stored_job_priority
-from elis.tasks.publish import publish_window
 
-log = logging.getLogger(__name__)
 router = APIRouter()
 
 # Job ids are 32 hex characters; anything else cannot name a job (and NUL or control bytes never reach SQL).
@@ -76,92 +73,11 @@ def _detail(job: Job) -> JobDetail:
 
 @router.post("/v1/jobs", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted, responses=SUBMIT_ERRORS)
 async def submit_job(body: JobCreate, request: Request, settings: SettingsDep, caller: CallerDep) -> JobAccepted:
-    state = request.app.state
-    max_tokens = body.max_tokens if body.max_tokens is not None else settings.default_max_tokens
-    if body.target_output_tokens is not None:
-        max_tokens = body.target_output_tokens
-    if max_tokens > caller.max_tokens:
-        raise HTTPException(422, f"max_tokens is {max_tokens}; this service allows at most {caller.max_tokens}"
-                                 + ("" if caller.max_tokens == settings.max_tokens_limit else " for your key"))
-    messages = body.chat()
     try:
-        prompt_ids = await run_in_threadpool(state.tokenizer().encode_chat, messages)
-    except Exception as exc:  # e.g. a chat that the template refuses (two system turns)
-        raise HTTPException(422, f"the messages cannot be formatted with the model's chat template: {exc}") from exc
-    vocab_size = state.tokenizer().vocab_size
-    outside = [i for i in body.stop_token_ids if i >= vocab_size]
-    if outside:
-        raise HTTPException(422, f"stop_token_ids: {outside} are outside the model's vocabulary "
-                                 f"(ids 0 to {vocab_size - 1})")
-    if len(prompt_ids) + max_tokens > settings.max_model_len:
-        raise HTTPException(
-            422,
-            f"the prompt is {len(prompt_ids)} tokens; with max_tokens {max_tokens} it exceeds the model's context "
-            f"of {settings.max_model_len} tokens. Shorten the prompt or lower max_tokens.",
-        )
-    scheduler = state.scheduler
-    prediction = None
-    # Shadow predictions: every job gets one when a predictor is loaded, whatever the policy, so the quality
-    # guard can judge the predictor on this traffic (also while it holds the order at FCFS).
-    if settings.shadow_predictions or scheduler.needs_prediction():
-        prediction = await run_in_threadpool(state.predictor.predict, body.prompt_text(), max_tokens)
-        if prediction is not None:
-            prediction = min(max(prediction, 0.0), float(max_tokens))
-    new = store.NewJob(
-        policy=scheduler.base_policy().name,
-        prompt=body.prompt_text(),
-        messages=messages,
-        prompt_ids=prompt_ids,
-        max_tokens=max_tokens,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        stop=body.stop,
-        stop_token_ids=body.stop_token_ids,
-        true_output_tokens=body.target_output_tokens,
-        force_length=body.target_output_tokens is not None,
-        workload=body.workload,
-        tenant=caller.tenant,
-    )
-    return await run_in_threadpool(_admit, settings, state, new, prediction, caller)
-
-
-def _check_tenant_limits(session, caller: Caller, max_tokens: int) -> None:
-    """429 when the tenant's active jobs or tokens in flight would pass its limits (a check, then an insert:
-    concurrent submissions may pass a limit by a few jobs)."""
-    num_active, tokens = store.tenant_usage(session, tenant=caller.tenant)
-    retry = {"Retry-After": "5"}
-    if num_active >= caller.max_active_jobs:
-        raise HTTPException(429, f"tenant {caller.tenant!r} has {num_active} jobs queued or running, its limit; "
-                                 "submit more when some finish", headers=retry)
-    if tokens + max_tokens > caller.max_tokens_in_flight:
-        raise HTTPException(429, f"tenant {caller.tenant!r} has {tokens} tokens in flight; {max_tokens} more "
-                                 f"would pass its limit of {caller.max_tokens_in_flight}; submit when jobs finish "
-                                 "or lower max_tokens", headers=retry)
-
-
-def _admit(settings, state, new: store.NewJob, prediction: float | None, caller: Caller) -> JobAccepted:
-    """Store the job, then publish its first window. A failed publish leaves the job stored and queued:
-    the reconciler publishes it later, so the job is never lost."""
-    now = clock.now()
-    url = settings.resolved_database_url
-    with session_scope(url) as session:
-        _check_tenant_limits(session, caller, new.max_tokens)
-        job = store.create_job(session, new=new, now=now, initial_prediction=prediction)
-        # The same scheduler (level edges, guard, aging) as every worker: admissions and continuations share
-        # one queue.
-        priority = stored_job_priority(job, state.scheduler, now)
-        job_id = job.id
-    try:
-        publish_window(settings, job_id=job_id, window_index=0, priority=priority)
-        with session_scope(url) as session:
-            store.mark_published(session, job_id=job_id, window_index=0, priority=priority)
-    except Exception as exc:
-        log.error("publishing job %s failed (%s); the reconciler will re-publish it", job_id, exc)
-    return JobAccepted(
-        id=job_id, status=JobStatus.QUEUED.value, policy=new.policy, ordering=state.scheduler.ordering(new.policy),
-        initial_prediction=prediction,
-        priority=priority, url=f"/v1/jobs/{job_id}",
-    )
+        return await run_in_threadpool(admit, request.app.state, settings, caller, body)
+    except AdmissionRefused as exc:
+        headers = None if exc.retry_after_s is None else {"Retry-After": str(exc.retry_after_s)}
+        raise HTTPException(exc.status, exc.message, headers=headers) from None
 
 
 @router.get("/v1/jobs/{job_id}", response_model=JobDetail, responses=READ_ERRORS)
