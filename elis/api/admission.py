@@ -116,8 +116,12 @@ def _initial_prediction(settings: Settings, state, body: JobCreate, max_tokens: 
 
 
 def _check_tenant_limits(session, caller: Caller, max_tokens: int) -> None:
-    """Refuse (429) when the tenant's active jobs or tokens in flight would pass its limits (a check, then an
-    insert: concurrent submissions may pass a limit by a few jobs)."""
+    """Refuse (429) when the tenant's active jobs or tokens in flight would pass its limits.
+
+    The tenant's admission lock, taken first, is held until the caller's transaction commits the new job, so
+    concurrent submissions of one tenant are counted one after the other.
+    """
+    store.lock_tenant_admission(session, tenant=caller.tenant)
     num_active, tokens = store.tenant_usage(session, tenant=caller.tenant)
     if num_active >= caller.max_active_jobs:
         raise AdmissionRefused(429, f"tenant {caller.tenant!r} has {num_active} jobs queued or running, its limit; "

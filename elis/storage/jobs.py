@@ -6,6 +6,7 @@ redelivered or re-published window message cannot append tokens twice.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -363,3 +364,18 @@ def tenant_usage(session: Session, *, tenant: str) -> tuple[int, int]:
         .where(Job.tenant == tenant, Job.status.in_(active))
     ).one()
     return int(num_jobs), int(tokens)
+
+
+def lock_tenant_admission(session: Session, *, tenant: str) -> None:
+    """Take the tenant's admission lock until this transaction ends (PostgreSQL), so that counting the tenant's
+    load (`tenant_usage`) and inserting the job it allows cannot interleave with another admission's: two
+    concurrent submissions would otherwise both count the room for one and both be stored.
+
+    NOTE: no lock on SQLite (local, single-user use): there concurrent submissions may pass a limit by a few.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    # A transaction-level advisory lock on a 64-bit key from the tenant's name: released by commit or rollback,
+    # and it locks no row (the tenant has no row of its own; its key rows may be many or none).
+    digest = hashlib.blake2b(f"elis.tenant-admission:{tenant}".encode(), digest_size=8).digest()
+    session.execute(select(func.pg_advisory_xact_lock(int.from_bytes(digest, "big", signed=True))))

@@ -6,12 +6,16 @@ import logging
 import os
 import subprocess
 import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fastapi.testclient import TestClient
 
 from elis import clock
 from elis.api.app import create_app
+from elis.storage import jobs as job_store
 from elis.storage.db import session_scope
 from elis.storage.keys import KeyLimits, create_key, revoke_key
 
@@ -77,6 +81,40 @@ def test_per_tenant_limits_answer_429_or_422_in_words(keyed):
     short = make_key(settings, "short", max_tokens=16)
     response = client.post("/v1/jobs", json={"prompt": "a", "max_tokens": 32}, headers=bearer(short))
     assert response.status_code == 422 and "at most 16 for your key" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("limits", [{"max_active_jobs": 3}, {"max_tokens_in_flight": 3 * 8}],
+                         ids=["active_jobs", "tokens_in_flight"])
+def test_concurrent_submissions_of_one_tenant_never_pass_its_limit(keyed, monkeypatch, limits):
+    client, settings = keyed
+    num_submissions, limit = 8, 3
+    key = make_key(settings, "burst", **limits)
+    # Load the tokenizer and the predictor first (another tenant), so the burst's requests reach the limit check
+    # together rather than one by one behind the first load.
+    assert client.post("/v1/jobs", json={"prompt": "warm"}, headers=bearer(make_key(settings, "warm"))).status_code == 202
+    real_usage = job_store.tenant_usage
+
+    def slow_usage(session, *, tenant):
+        # Widen the gap between the count and the insert, as a loaded database does: without a lock held from
+        # the count to the commit, every submission counts the others' jobs as absent.
+        usage = real_usage(session, tenant=tenant)
+        time.sleep(0.2)
+        return usage
+
+    monkeypatch.setattr(job_store, "tenant_usage", slow_usage)
+    start = threading.Barrier(num_submissions)
+
+    def submit(i: int):
+        start.wait()
+        return client.post("/v1/jobs", json={"prompt": f"job {i}", "max_tokens": 8}, headers=bearer(key))
+
+    with ThreadPoolExecutor(num_submissions) as pool:
+        responses = list(pool.map(submit, range(num_submissions)))
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [202] * limit + [429] * (num_submissions - limit)
+    assert all("its limit" in r.json()["detail"] for r in responses if r.status_code == 429)
+    with session_scope(settings.resolved_database_url) as session:
+        assert real_usage(session, tenant="burst") == (limit, limit * 8)
 
 
 def test_prompts_and_outputs_never_reach_the_logs_at_info(keyed, caplog):
