@@ -10,6 +10,8 @@ its output and error files (JSONL in OpenAI's batch output format) and the batch
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Annotated
 
@@ -114,12 +116,19 @@ def get_file_content(file_id: ObjectId, session: SessionDep, caller: CallerDep) 
     return Response(content=_file_or_404(session, file_id, caller).content, media_type="application/octet-stream")
 
 
-def _file_or_404(session, file_id: ObjectId, caller: Caller):
-    """The file if it is the caller's tenant's (an admin sees all); another tenant's answers 404."""
+@contextmanager
+def _or_404(kind: str, object_id: str | None, note: str = "") -> Iterator[None]:
+    """A lookup inside that finds nothing (or another tenant's object) answers 404 "no <kind> with id ..."."""
     try:
+        yield
+    except (store.FileNotFound, store.BatchNotFound):
+        raise HTTPException(404, f"no {kind} with id {object_id!r}{note}") from None
+
+
+def _file_or_404(session, file_id: ObjectId, caller: Caller):
+    """The file if it is the caller's tenant's (an admin sees all)."""
+    with _or_404("file", file_id):
         return store.get_file(session, file_id=file_id, tenant=caller.visible_tenant)
-    except store.FileNotFound:
-        raise HTTPException(404, f"no file with id {file_id!r}") from None
 
 
 # -- batches ---------------------------------------------------------------------------------------------
@@ -161,16 +170,9 @@ def create_batch(
 
 @router.get("/v1/batches/{batch_id}")
 def get_batch(batch_id: ObjectId, settings: SettingsDep, session: SessionDep, caller: CallerDep) -> dict:
-    _batch_or_404(session, batch_id, caller)
+    with _or_404("batch", batch_id):  # the caller's tenant's batch only (an admin sees all)
+        store.get_batch(session, batch_id=batch_id, tenant=caller.visible_tenant)
     return refresh_batch(settings, batch_id)
-
-
-def _batch_or_404(session, batch_id: str, caller: Caller):
-    """The batch if it is the caller's tenant's (an admin sees all); another tenant's answers 404."""
-    try:
-        return store.get_batch(session, batch_id=batch_id, tenant=caller.visible_tenant)
-    except store.BatchNotFound:
-        raise HTTPException(404, f"no batch with id {batch_id!r}") from None
 
 
 @router.get("/v1/batches")
@@ -181,10 +183,8 @@ def list_batches(
     limit: int = Query(default=20, ge=1, le=100),
     after: CursorId = None,
 ) -> dict:
-    try:
+    with _or_404("batch", after, " (the 'after' cursor)"):
         page, has_more = store.list_batches(session, limit=limit, after=after, tenant=caller.visible_tenant)
-    except store.BatchNotFound:
-        raise HTTPException(404, f"no batch with id {after!r} (the 'after' cursor)") from None
     data = [refresh_batch(settings, batch.id) for batch in page]
     return {
         "object": "list",
@@ -199,11 +199,9 @@ def list_batches(
 def cancel_batch(batch_id: ObjectId, settings: SettingsDep, caller: CallerDep) -> dict:
     """Stop the batch: requests not finished are cancelled; finished ones stay in the output file."""
     with session_scope(settings.resolved_database_url) as session:
-        _batch_or_404(session, batch_id, caller)
-        try:
+        with _or_404("batch", batch_id):
+            store.get_batch(session, batch_id=batch_id, tenant=caller.visible_tenant)
             batch = store.request_cancel(session, batch_id=batch_id, now=clock.now())
-        except store.BatchNotFound:
-            raise HTTPException(404, f"no batch with id {batch_id!r}") from None
         if batch.status in (
             BatchStatus.COMPLETED.value,
             BatchStatus.FAILED.value,
@@ -217,10 +215,8 @@ def refresh_batch(settings: Settings, batch_id: str) -> dict:
     """The batch object; when every request has ended, write the output files first."""
     url = settings.resolved_database_url
     with session_scope(url) as session:
-        try:
+        with _or_404("batch", batch_id):
             batch = store.get_batch(session, batch_id=batch_id)
-        except store.BatchNotFound:
-            raise HTTPException(404, f"no batch with id {batch_id!r}") from None
         counts = store.job_counts(session, batch_id=batch_id)
         ready = _ready_to_finalize(batch, counts)
         if not ready:
