@@ -11,7 +11,8 @@ from __future__ import annotations
 import csv
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -33,79 +34,63 @@ def _pyplot():
     return plt
 
 
-def plot_jct_cdf(runs: dict[str, list[LiveRecord]], path: Path, title: str) -> None:
+@contextmanager
+def _figure(path: Path, title: str, xlabel: str, ylabel: str, size: tuple[float, float] = (6.5, 4.2),
+            grid_axis: str = "both") -> Iterator:
+    """Axes to draw on; on exit the labels, grid and legend every report plot has, then the PNG at `path`."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=110)
-    for name, records in runs.items():
-        jcts = sorted(r.record.jct for r in records if r.record.status == "done")
-        if jcts:
-            ax.step(jcts, [(i + 1) / len(jcts) for i in range(len(jcts))], where="post", label=name)
-    ax.set_xlabel("job completion time (s)")
-    ax.set_ylabel("fraction of jobs done")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    fig, ax = plt.subplots(figsize=size, dpi=110)
+    try:
+        yield ax
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(alpha=0.3, axis=grid_axis)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+
+
+def plot_jct_cdf(runs: dict[str, list[LiveRecord]], path: Path, title: str) -> None:
+    with _figure(path, title, "job completion time (s)", "fraction of jobs done") as ax:
+        for name, records in runs.items():
+            jcts = sorted(r.record.jct for r in records if r.record.status == "done")
+            if jcts:
+                ax.step(jcts, [(i + 1) / len(jcts) for i in range(len(jcts))], where="post", label=name)
 
 
 def plot_jct_by_length(table: dict[str, list[tuple[str, int, float]]], path: Path, title: str) -> None:
-    plt = _pyplot()
     present = {b for rows in table.values() for b, _, _ in rows}
     edges = analysis.LENGTH_EDGES
     buckets = [label for label in (analysis.bucket_label(lo, hi) for lo, hi in itertools.pairwise(edges))
                if label in present]
     order = {b: i for i, b in enumerate(buckets)}
-    fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=110)
-    width = 0.8 / max(1, len(table))
-    for k, (name, rows) in enumerate(table.items()):
-        xs = [order[b] + k * width for b, _, _ in rows if b in order]
-        ax.bar(xs, [mean for b, _, mean in rows if b in order], width=width, label=name)
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(buckets))], buckets)
-    ax.set_xlabel("true output length (tokens)")
-    ax.set_ylabel("mean JCT (s)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    with _figure(path, title, "true output length (tokens)", "mean JCT (s)", grid_axis="y") as ax:
+        width = 0.8 / max(1, len(table))
+        for k, (name, rows) in enumerate(table.items()):
+            xs = [order[b] + k * width for b, _, _ in rows if b in order]
+            ax.bar(xs, [mean for b, _, mean in rows if b in order], width=width, label=name)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(buckets))], buckets)
 
 
 def plot_queuing(runs: dict[str, list[LiveRecord]], path: Path, title: str) -> None:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=110)
-    for name, records in runs.items():
-        points = analysis.queuing_over_time(records)
-        if points:
-            ax.plot([t for t, _ in points], [q for _, q in points], marker="o", markersize=3, linewidth=1, label=name)
-    ax.set_xlabel("arrival (s from the first job)")
-    ax.set_ylabel("queuing delay (s)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    with _figure(path, title, "arrival (s from the first job)", "queuing delay (s)") as ax:
+        for name, records in runs.items():
+            points = analysis.queuing_over_time(records)
+            if points:
+                ax.plot([t for t, _ in points], [q for _, q in points], marker="o", markersize=3, linewidth=1,
+                        label=name)
 
 
 def plot_predictions(points: dict[str, list[analysis.PredictionPoint]], path: Path, title: str) -> None:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=110)
-    top = 1.0
-    for name, pts in points.items():
-        ax.scatter([p.true for p in pts], [p.predicted for p in pts], s=10, alpha=0.6, label=name)
-        top = max([top] + [p.true for p in pts] + [p.predicted for p in pts])
-    ax.plot([0, top], [0, top], linestyle="--", color="grey", label="exact")
-    ax.set_xlabel("true remaining tokens")
-    ax.set_ylabel("predicted remaining tokens")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    with _figure(path, title, "true remaining tokens", "predicted remaining tokens", size=(5.5, 5)) as ax:
+        top = 1.0
+        for name, pts in points.items():
+            ax.scatter([p.true for p in pts], [p.predicted for p in pts], s=10, alpha=0.6, label=name)
+            top = max([top] + [p.true for p in pts] + [p.predicted for p in pts])
+        ax.plot([0, top], [0, top], linestyle="--", color="grey", label="exact")
 
 
 def _write(out_dir: Path, stem: str, header: Sequence[str], rows: Sequence[Sequence]) -> str:
