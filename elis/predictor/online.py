@@ -39,7 +39,6 @@ from elis.predictor.features import flatten, split_of
 from elis.predictor.head import TargetTransform
 from elis.predictor.ranker import (
     Ranker,
-    RankerArrays,
     RankerConfig,
     arrays_of,
     mean_step_tau,
@@ -47,6 +46,7 @@ from elis.predictor.ranker import (
     ranker_metadata,
     score_array,
 )
+from elis.predictor.training import Arrays
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class UpdateResult:
     holdout_jobs: int = 0
 
 
-def pooled_tau(ranker: Ranker, arrays: RankerArrays) -> float:
+def pooled_tau(ranker: Ranker, arrays: Arrays) -> float:
     return kendall_tau_b(arrays.y, ranker.predict(arrays))
 
 
@@ -137,7 +137,7 @@ def split_adapt_holdout(records: Sequence[dict], holdout_fraction: float) -> tup
     return adapt, holdout
 
 
-def fine_tune(ranker: Ranker, adapt: RankerArrays, epochs: int = 8, lr: float = 3e-4, seed: int = 0) -> Ranker:
+def fine_tune(ranker: Ranker, adapt: Arrays, epochs: int = 8, lr: float = 3e-4, seed: int = 0) -> Ranker:
     """A copy of the head trained a few more epochs on `adapt` (80%; the best epoch on the other 20% kept),
     then recalibrated on all of `adapt`."""
     torch.manual_seed(seed)
@@ -175,7 +175,7 @@ def fine_tune(ranker: Ranker, adapt: RankerArrays, epochs: int = 8, lr: float = 
     return Ranker(head, config, calibration)
 
 
-def recalibrated(ranker: Ranker, adapt: RankerArrays) -> Ranker:
+def recalibrated(ranker: Ranker, adapt: Arrays) -> Ranker:
     return Ranker(ranker.head, ranker.config, fit_step_calibration(score_array(ranker.head, adapt.x), adapt.y,
                                                                     adapt.step, min_points=20))
 

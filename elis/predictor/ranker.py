@@ -21,7 +21,7 @@ import math
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,7 @@ from elis.predictor.features import (
     tail_hash_features,
 )
 from elis.predictor.head import TargetTransform
+from elis.predictor.training import Arrays
 
 KIND = "ranker"
 
@@ -177,28 +178,17 @@ def build_ranker_head(shape: dict[str, Any]) -> RankerHead:
 # -- inputs ----------------------------------------------------------------------------------------------
 
 
-@dataclass
-class RankerArrays:
-    """One split's head inputs, targets, steps and examples."""
-
-    x: np.ndarray
-    y: np.ndarray
-    step: np.ndarray
-    examples: list[Example] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def subset(self, mask: np.ndarray) -> RankerArrays:
-        idx = np.flatnonzero(mask)
-        return RankerArrays(self.x[idx], self.y[idx], self.step[idx], [self.examples[i] for i in idx])
-
-
 def ranker_inputs(
     embed_texts, tokenizer, max_length: int, items: Sequence[Any], use_tail: bool, use_repetition: bool,
     tail_tokens: int = TAIL_TOKENS, use_tail_hash: bool = False, use_prompt_hash: bool = False,
+    embed_tails=None,
 ) -> np.ndarray:
-    """Head inputs for items with .prompt, .output_text, .num_generated; `embed_texts(list[str]) -> array`."""
+    """Head inputs for items with .prompt, .output_text, .num_generated, in training and serving alike.
+
+    `embed_texts(list[str]) -> array` embeds the prompts' heads, `embed_tails` the outputs' tails (default:
+    `embed_texts`; serving caches the prompts' vectors but not the tails').
+    """
+    embed_tails = embed_tails or embed_texts
     prompts = [prompt_head(tokenizer, item.prompt, max_length) for item in items]
     unique = list(dict.fromkeys(prompts))
     prompt_vectors = dict(zip(unique, embed_texts(unique))) if unique else {}
@@ -206,7 +196,7 @@ def ranker_inputs(
     if use_tail:
         tails = [output_tail(tokenizer, item.output_text, tail_tokens) if item.num_generated > 0 else "" for item in items]
         need = list(dict.fromkeys(t for t in tails if t))
-        tail_vectors = dict(zip(need, embed_texts(need))) if need else {}
+        tail_vectors = dict(zip(need, embed_tails(need))) if need else {}
         dim = parts[0].shape[1]
         zero = np.zeros(dim, dtype=np.float32)
         parts.append(np.stack([tail_vectors[t] if t else zero for t in tails]))
@@ -219,15 +209,13 @@ def ranker_inputs(
     return np.concatenate(parts, axis=1).astype(np.float32)
 
 
-def arrays_of(cache, examples: list[Example], config: RankerConfig) -> RankerArrays:
-    """`cache` is a training.EmbeddingCache (its `embed_texts`)."""
+def arrays_of(cache, examples: list[Example], config: RankerConfig) -> Arrays:
+    """The RankerHead's inputs; `cache` is a training.EmbeddingCache (its `embed_texts`)."""
     x = ranker_inputs(
         cache.embed_texts, cache.encoder.tokenizer, cache.encoder.max_length, examples,
         config.use_tail, config.use_repetition, config.tail_tokens, config.use_tail_hash, config.use_prompt_hash,
     )
-    y = np.array([e.remaining for e in examples], dtype=np.float32)
-    step = np.array([e.step for e in examples], dtype=np.int64)
-    return RankerArrays(x, y, step, examples)
+    return Arrays.of(x, examples)
 
 
 # -- training --------------------------------------------------------------------------------------------
@@ -262,7 +250,7 @@ def mean_step_tau(scores: np.ndarray, y: np.ndarray, steps: np.ndarray, max_step
     return float(np.nanmean(taus)) if taus else float("nan")
 
 
-def fit_ranker(train: RankerArrays, val: RankerArrays, config: RankerConfig, embedding_dim: int) -> tuple[RankerHead, dict]:
+def fit_ranker(train: Arrays, val: Arrays, config: RankerConfig, embedding_dim: int) -> tuple[RankerHead, dict]:
     """Train the head; keep the epoch with the best validation mean within-step tau; early stopping."""
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
@@ -322,14 +310,14 @@ class Ranker:
             return self.uncalibrated(scores)
         return self.calibration.apply(scores, steps)
 
-    def predict(self, arrays: RankerArrays) -> np.ndarray:
+    def predict(self, arrays: Arrays) -> np.ndarray:
         """Calibrated remaining tokens, capped at each example's max_tokens - generated."""
         out = self.tokens(score_array(self.head, arrays.x), arrays.step)
         limits = np.array([(e.max_tokens or 10**9) - e.num_generated for e in arrays.examples], dtype=np.float64)
         return np.clip(out, 0.0, np.maximum(limits, 0.0))
 
 
-def train_ranker(train: RankerArrays, val: RankerArrays, config: RankerConfig, embedding_dim: int) -> tuple[Ranker, dict]:
+def train_ranker(train: Arrays, val: Arrays, config: RankerConfig, embedding_dim: int) -> tuple[Ranker, dict]:
     """Fit the head on train, then the per-step calibration on val (when `config.calibrate`)."""
     head, info = fit_ranker(train, val, config, embedding_dim)
     calibration = None

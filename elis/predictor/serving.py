@@ -199,43 +199,30 @@ class LengthPredictor:
         return True
 
     # -- prediction ------------------------------------------------------------------------------------
-    def _embed_prompts(self, prompts: list[str]) -> np.ndarray:
+    def _embed_prompt_heads(self, heads: list[str]) -> np.ndarray:
         """Prompt-head embeddings, cached (LRU) so a job's prompt is encoded once, at admission."""
-        from elis.predictor.features import prompt_head
-
-        heads = [prompt_head(self.encoder.tokenizer, p, self.encoder.max_length) for p in prompts]
         missing = list(dict.fromkeys(h for h in heads if h not in self._prompt_vectors))
         if missing:
             for head, vector in zip(missing, self.encoder.encode(missing)):
                 self._prompt_vectors[head] = vector
+        vectors = np.stack([self._prompt_vectors[h] for h in heads])
         for head in heads:
             self._prompt_vectors.move_to_end(head)
         while len(self._prompt_vectors) > self.PROMPT_CACHE_SIZE:
             self._prompt_vectors.popitem(last=False)
-        return np.stack([self._prompt_vectors[h] for h in heads])
+        return vectors
 
     def _ranker_scores(self, items: Sequence[PredictionInput]) -> np.ndarray:
-        from elis.predictor.features import output_tail
-        from elis.predictor.ranker import scalar_features
+        from elis.predictor.ranker import ranker_inputs
 
         meta = self.metadata
-        parts = [self._embed_prompts([item.prompt for item in items])]
-        if meta["head"]["use_tail"]:
-            tails = [
-                output_tail(self.encoder.tokenizer, item.output_text, int(meta["tail_tokens"]))
-                if item.num_generated > 0 else ""
-                for item in items
-            ]
-            need = [t for t in dict.fromkeys(tails) if t]
-            vectors = dict(zip(need, self.encoder.encode(need))) if need else {}
-            zero = np.zeros(self.encoder.dim, dtype=np.float32)
-            parts.append(np.stack([vectors[t] if t else zero for t in tails]))
-        use_repetition = bool(meta.get("use_repetition", True))
-        use_tail_hash = bool(meta.get("use_tail_hash", False))
-        use_prompt_hash = bool(meta.get("use_prompt_hash", False))
-        parts.append(np.array([scalar_features(i.num_generated, i.output_text, i.prompt, use_repetition, use_tail_hash,
-                                               use_prompt_hash) for i in items], dtype=np.float32))
-        x = np.concatenate(parts, axis=1).astype(np.float32)
+        # The inputs training builds (ranker_inputs); only the prompts' vectors come from the LRU cache.
+        x = ranker_inputs(
+            self._embed_prompt_heads, self.encoder.tokenizer, self.encoder.max_length, items,
+            use_tail=bool(meta["head"]["use_tail"]), use_repetition=bool(meta.get("use_repetition", True)),
+            tail_tokens=int(meta["tail_tokens"]), use_tail_hash=bool(meta.get("use_tail_hash", False)),
+            use_prompt_hash=bool(meta.get("use_prompt_hash", False)), embed_tails=self.encoder.encode,
+        )
         with torch.no_grad():
             scores = self.checkpoint.head(torch.from_numpy(x)).numpy().astype(np.float64)
         steps = np.array([i.num_generated // self.window_tokens for i in items])

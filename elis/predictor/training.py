@@ -179,13 +179,21 @@ class Arrays:
     def __len__(self) -> int:
         return len(self.y)
 
+    @classmethod
+    def of(cls, x: np.ndarray, examples: list[Example]) -> Arrays:
+        """The head inputs `x` of `examples` (one row each), with their true remaining tokens and steps."""
+        y = np.array([e.remaining for e in examples], dtype=np.float32)
+        step = np.array([e.step for e in examples], dtype=np.int64)
+        return cls(x=x, y=y, step=step, examples=examples)
+
+    def subset(self, mask: np.ndarray) -> Arrays:
+        idx = np.flatnonzero(mask)
+        return Arrays(self.x[idx], self.y[idx], self.step[idx], [self.examples[i] for i in idx])
+
 
 def arrays_for(cache: EmbeddingCache, examples: list[Example], feature_set: str) -> Arrays:
-    embeddings = cache.embed(examples)
-    x = features_of(embeddings, examples, feature_set)
-    y = np.array([e.remaining for e in examples], dtype=np.float32)
-    step = np.array([e.step for e in examples], dtype=np.int64)
-    return Arrays(x=x, y=y, step=step, examples=examples)
+    """The LengthHead's inputs: the joined text's embedding, then the feature set's scalars."""
+    return Arrays.of(features_of(cache.embed(examples), examples, feature_set), examples)
 
 
 def _loss_fn(name: str) -> nn.Module:
