@@ -64,11 +64,12 @@ def elis_env(**settings: object) -> dict[str, str]:
 def start(name: str, args: list[str], env: dict[str, str], log_dir: Path) -> Managed:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
-    handle = open(log_path, "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "elis.cli", *args], env=env, stdout=handle, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    # The child gets its own copy of the descriptor: the parent closes its handle at once.
+    with open(log_path, "w") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "elis.cli", *args], env=env, stdout=handle, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     return Managed(name, process, log_path)
 
 

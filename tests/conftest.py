@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import uuid
 
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

@@ -64,7 +64,7 @@ def rank_quality_values(snapshot, prefix: str = "") -> dict[str, float]:
     values: dict[str, float] = {}
     for key, value in snapshot.items():
         name = f"{prefix}_{key}" if prefix else str(key)
-        if isinstance(value, Real) or isinstance(value, dict) or dataclasses.is_dataclass(value):
+        if isinstance(value, (Real, dict)) or dataclasses.is_dataclass(value):
             values.update(rank_quality_values(value, name))
     return values
 

@@ -1,6 +1,13 @@
 """The policy core: pure scheduling logic, standard library only (a test enforces it)."""
 
-from elis.scheduling.balance import Routing, SharedQueue, Sticky, UnknownRoutingError, least_loaded, make_routing
+from elis.scheduling.balance import (
+    Routing,
+    SharedQueue,
+    Sticky,
+    UnknownRoutingError,
+    least_loaded,
+    make_routing,
+)
 from elis.scheduling.levels import PriorityLevels, calibrate_levels, remaining_length_targets
 from elis.scheduling.policy import (
     AGED_SCORE,

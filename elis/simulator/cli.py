@@ -10,13 +10,19 @@ from typing import Annotated
 import typer
 from tqdm import tqdm
 
-from elis.simulator import figures
-from elis.simulator.figures import ALL_POLICIES, PredictorSpec
-from elis.replay.report import markdown_table, print_summaries, print_table, write_records_csv, write_table_csv
-from elis.simulator.engine_profile import EngineProfile
-from elis.simulator.core import SimConfig
+from elis.replay.report import (
+    markdown_table,
+    print_summaries,
+    print_table,
+    write_records_csv,
+    write_table_csv,
+)
 from elis.replay.workload import read_azure_trace, rescale_to_rate, synthetic_workload
 from elis.scheduling.levels import PriorityLevels, calibrate_levels, remaining_length_targets
+from elis.simulator import figures
+from elis.simulator.core import SimConfig
+from elis.simulator.engine_profile import EngineProfile
+from elis.simulator.figures import ALL_POLICIES, PredictorSpec
 
 simulate_app = typer.Typer(help="Simulate the scheduler at any scale with the live policy code (no engine, no "
                                 "broker): N workers x B slots, W-token windows, a calibrated engine cost model.",

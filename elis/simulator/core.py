@@ -20,16 +20,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from elis.replay.report import JobRecord, Summary, summarize
-from elis.simulator.engine_profile import EngineProfile
-from elis.simulator.length_models import Exact, LengthModel
 from elis.replay.workload import TraceJob
 from elis.scheduling.balance import Routing, make_routing
 from elis.scheduling.decision import NO_MARGIN, SwitchCost, YieldMargin, decide
+from elis.scheduling.guard import FinishedJob
 from elis.scheduling.levels import PriorityLevels
 from elis.scheduling.policy import JobView, Policy
 from elis.scheduling.queue import PolicyQueue
-from elis.scheduling.guard import FinishedJob
 from elis.scheduling.scheduler import ScheduledPolicy, Scheduler
+from elis.simulator.engine_profile import EngineProfile
+from elis.simulator.length_models import Exact, LengthModel
 
 _WORKER, _FREE, _REQUEUE, _CONTINUE = 0, 1, 2, 3
 _EPS = 1e-9

@@ -9,12 +9,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from elis.replay.report import Summary, plot_lines
-from elis.simulator.engine_profile import EngineProfile
-from elis.simulator.length_models import LengthModel, make_length_model
-from elis.simulator.core import SimConfig, SimResult, simulate
 from elis.replay.workload import TraceJob, read_azure_trace, rescale_to_rate, synthetic_workload, take_cycled
 from elis.scheduling.levels import PriorityLevels, calibrate_levels, remaining_length_targets
 from elis.scheduling.policy import make_policy
+from elis.simulator.core import SimConfig, SimResult, simulate
+from elis.simulator.engine_profile import EngineProfile
+from elis.simulator.length_models import LengthModel, make_length_model
 
 ALL_POLICIES = ("fcfs", "sjf", "isrtf", "srtf-oracle", "mlfq")
 

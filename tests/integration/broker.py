@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 from kombu import Connection
 
 from elis.tasks.app import window_queue
@@ -23,5 +21,5 @@ def drain(settings, timeout_s: float = 2.0) -> list[tuple[str, int, int]]:
             while True:
                 try:
                     connection.drain_events(timeout=timeout_s)
-                except (socket.timeout, TimeoutError):
+                except TimeoutError:  # socket.timeout too (an alias since Python 3.10)
                     return out

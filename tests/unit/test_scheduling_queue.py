@@ -5,7 +5,17 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from elis.scheduling import FCFS, ISRTF, SJF, Aging, JobView, PolicyQueue, PriorityLevels, make_policy, policy_names
+from elis.scheduling import (
+    FCFS,
+    ISRTF,
+    SJF,
+    Aging,
+    JobView,
+    PolicyQueue,
+    PriorityLevels,
+    make_policy,
+    policy_names,
+)
 
 job_fields = st.tuples(
     st.integers(0, 40),  # arrival

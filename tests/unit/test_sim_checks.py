@@ -9,12 +9,12 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from elis.simulator.figures import ALL_POLICIES, measure_capacity
-from elis.simulator.engine_profile import EngineProfile
-from elis.simulator.length_models import LognormalNoise
-from elis.simulator.core import SimConfig, simulate
 from elis.replay.workload import TraceJob, arrival_times, read_azure_trace, synthetic_workload
 from elis.scheduling import make_policy, policy_names
+from elis.simulator.core import SimConfig, simulate
+from elis.simulator.engine_profile import EngineProfile
+from elis.simulator.figures import ALL_POLICIES, measure_capacity
+from elis.simulator.length_models import LognormalNoise
 
 
 @pytest.fixture(scope="module")
