@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     predictor_threads: int = 1
     # Seconds between checks for a new predictor checkpoint version (`elis predictor update`); 0: never reload.
     predictor_reload_s: float = 10.0
+    # Every this many seconds each worker runs `elis predictor update` (from the last predictor_update_jobs
+    # finished jobs) in a low-priority child process; 0: never (run the command yourself).
+    predictor_update_every_s: float = Field(default=0.0, ge=0.0)
+    predictor_update_jobs: int = Field(default=300, ge=15)
 
     # A worker's Prometheus /metrics port (0: not served); one port per worker process on a host.
     worker_metrics_port: int = 0

@@ -43,6 +43,7 @@ MEANINGS = {
     "guard_window_jobs": "the guard judges the last this many finished jobs",
     "guard_start_in_fallback": "start in FCFS until the guard has judged the predictor",
     "guard_refresh_s": "how often API and workers refresh the guard and the aging bound",
+    "predictor_update_jobs": "the periodic predictor update learns from the last this many finished jobs",
     "api_host": "`elis serve` bind address",
     "api_port": "`elis serve` port",
 }

@@ -145,8 +145,10 @@ def plan_tasks(
 
 
 def window_char_offsets(engine: Engine, output_ids: list[int], window_tokens: int) -> list[int]:
-    """Offset k = length of the text of the first k*W output tokens, for every k with k*W < len(output)."""
-    return [len(engine.decode(output_ids[: k * window_tokens])) for k in range((len(output_ids) - 1) // window_tokens + 1)]
+    """Offset k = where the text of the first k*W output tokens ends (features.window_char_offsets)."""
+    from elis.predictor.features import window_char_offsets as offsets
+
+    return offsets(engine.decode, output_ids, window_tokens)
 
 
 def build_record(engine, task: Task, max_tokens: int, sampling: SamplingSettings, window_tokens: int, model: str) -> dict:

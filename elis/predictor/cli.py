@@ -273,8 +273,9 @@ def ablate(
 def update(
     checkpoint: Annotated[Path | None, typer.Option(help="the ranker checkpoint to improve [default: --out if it exists, else the serving default when it is a ranker, else the shipped ranker]")] = None,
     out: Annotated[
-        Path | None, typer.Option(help="where the new version goes [default: <cache_dir>/predictor/predictor.pt, "
-                                       "which serving prefers and watches]")
+        Path | None, typer.Option(help="where the new version goes [default: the file serving watches: "
+                                       "ELIS_PREDICTOR_CHECKPOINT if set and not a shipped file, else "
+                                       "<cache_dir>/predictor/predictor.pt]")
     ] = None,
     jobs: Annotated[int, typer.Option(help="learn from the last N finished jobs")] = 300,
     records: Annotated[
@@ -283,6 +284,9 @@ def update(
     holdout: Annotated[float, typer.Option(help="fraction of the jobs (by prompt) held back to validate")] = 0.3,
     head: Annotated[bool, typer.Option(help="also try fine-tuning the head (else calibration only)")] = True,
     min_gain: Annotated[float, typer.Option(help="required pooled-tau gain on the held-back jobs")] = 0.0,
+    database_url: Annotated[
+        str | None, typer.Option(help="the service's database [default: the ELIS_DATABASE_URL setting]")
+    ] = None,
     every: Annotated[float, typer.Option(help="repeat every S seconds (0: once)")] = 0.0,
     dry_run: Annotated[bool, typer.Option(help="measure, write nothing")] = False,
     threads: ThreadsOption = 1,
@@ -293,11 +297,16 @@ def update(
     _set_threads(threads)
     from elis.predictor.checkpoint import load_checkpoint
     from elis.predictor.online import UpdateRefused, finished_job_records, update_checkpoint
-    from elis.predictor.serving import SHIPPED_RANKER, default_checkpoint_path, user_checkpoint_path
+    from elis.predictor.serving import SHIPPED_RANKER, default_checkpoint_path, update_target_path
 
     settings = _settings()
     cache = _embedding_cache()
-    out = out or user_checkpoint_path(settings.cache_dir)
+    out = Path(out) if out else update_target_path(settings)
+    if settings.predictor_checkpoint and Path(settings.predictor_checkpoint).expanduser().resolve() != out.resolve():
+        typer.secho(f"note: serving loads ELIS_PREDICTOR_CHECKPOINT={settings.predictor_checkpoint} and will not "
+                    f"see versions written to {out}; unset it (serving then prefers {out}) or point it there",
+                    fg="yellow", err=True)
+    tokenizer = None
     while True:
         source = Path(checkpoint) if checkpoint else (out if out.exists() else default_checkpoint_path())
         if not checkpoint and load_checkpoint(source).kind != "ranker":
@@ -305,18 +314,17 @@ def update(
         if records is not None:
             data = _read_corpus([records])[-jobs:]
         else:
-            from transformers import AutoTokenizer
-
-            from elis.models_prepare import resolve_model
-
-            tokenizer = AutoTokenizer.from_pretrained(resolve_model(settings.model, settings.models_dir))
-            data = finished_job_records(settings.resolved_database_url(), jobs, settings.window_tokens,
+            tokenizer = tokenizer or _served_tokenizer(settings)
+            data = finished_job_records(database_url or settings.resolved_database_url, jobs, settings.window_tokens,
                                         lambda ids, tok=tokenizer: tok.decode(ids, skip_special_tokens=True))
         try:
             result = update_checkpoint(source, data, cache, out_path=out, holdout_fraction=holdout,
                                        refit_head=head, min_gain=min_gain, dry_run=dry_run)
             typer.echo(f"{result.reason} ({result.adapt_jobs} jobs to adapt, {result.holdout_jobs} held back); "
                        f"version {result.version}{'' if dry_run else f' written to {result.path}'}")
+            if not dry_run:
+                # The next round improves on this version, not again on the one it started from.
+                checkpoint = out
         except UpdateRefused as exc:
             typer.echo(str(exc))
             if not every:
@@ -327,6 +335,19 @@ def update(
         if not every:
             return
         time.sleep(every)
+
+
+def _served_tokenizer(settings):
+    """The served model's tokenizer: finished jobs store its token ids, decoded here as the worker did."""
+    from transformers import AutoTokenizer
+
+    from elis.models_prepare import ModelPrepareError, resolve_model
+
+    try:
+        return AutoTokenizer.from_pretrained(resolve_model(settings.model, settings.models_dir))
+    except ModelPrepareError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
 
 
 @predictor_app.command("update-curve")

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import re
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -202,6 +203,23 @@ def cap_remaining(predicted: float, item: PredictionInput | Example) -> float:
     if item.max_tokens:
         value = min(value, float(max(item.max_tokens - item.num_generated, 0)))
     return value
+
+
+def window_char_offsets(decode: Callable[[list[int]], str], output_ids: Sequence[int], window_tokens: int) -> list[int]:
+    """Offset k: where the text of the first k*W output tokens ends in the whole output's text, for every k
+    with k*W < len(output).
+
+    The length of the common prefix of decode(first k*W ids) and decode(all ids), not the length of the
+    former: a window boundary may split a character's bytes (an emoji, a CJK character), whose partial
+    decode is U+FFFD replacement characters. Counting those would let the text at step k include the
+    character, or more, generated after it."""
+    ids = list(output_ids)
+    full = decode(ids)
+    offsets = []
+    for k in range((len(ids) - 1) // window_tokens + 1):
+        prefix = decode(ids[: k * window_tokens])
+        offsets.append(len(os.path.commonprefix([prefix, full])))
+    return offsets
 
 
 def examples_from_record(record: dict[str, Any]) -> list[Example]:

@@ -35,7 +35,7 @@ from elis.predictor.calibration import fit_step_calibration
 from elis.predictor.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from elis.predictor.corpus_eval import step_rows
 from elis.predictor.evaluation import kendall_tau_b
-from elis.predictor.features import flatten, split_of
+from elis.predictor.features import flatten, prompt_key, split_of, window_char_offsets
 from elis.predictor.head import TargetTransform
 from elis.predictor.ranker import (
     Ranker,
@@ -70,14 +70,18 @@ def ranker_of(checkpoint: Checkpoint) -> Ranker:
 # -- finished jobs -> records ----------------------------------------------------------------------------
 
 
-def job_record(job: Any, decode, window_tokens: int) -> dict[str, Any]:
-    """A finished job as a corpus-format record (text at each window boundary decoded from its token ids)."""
+def job_record(job: Any, decode, window_tokens: int, sample: int = 0) -> dict[str, Any]:
+    """A finished job as a corpus-format record (text at each window boundary decoded from its token ids).
+
+    Its prompt id is the prompt's identity, not the job's: jobs that asked the same prompt are samples of
+    one prompt (`sample` tells them apart), which keeps them on one side of every split and makes the
+    update repeatable (a random job id would reshuffle the fine-tuning's inner split on every run)."""
     ids = list(job.generated_ids or [])
-    offsets = [len(decode(ids[: k * window_tokens])) for k in range((len(ids) - 1) // window_tokens + 1)]
+    offsets = window_char_offsets(decode, ids, window_tokens)
     return {
         "id": job.id,
-        "prompt_id": job.id,
-        "sample": 0,
+        "prompt_id": prompt_key(job.prompt),
+        "sample": sample,
         "source": job.workload or "service",
         "prompt": job.prompt,
         "output_ids": ids,
@@ -90,8 +94,10 @@ def job_record(job: Any, decode, window_tokens: int) -> dict[str, Any]:
 
 
 def finished_job_records(database_url: str, limit: int, window_tokens: int, decode) -> list[dict[str, Any]]:
-    """The last `limit` jobs that ended on their own (EOS, stop or max_tokens), newest first."""
+    """The last `limit` jobs that ended on their own (EOS, stop or max_tokens), newest first. Jobs with a
+    forced length (trace replay) are left out: their length says nothing about the prompt."""
     from sqlalchemy import select
+    from sqlalchemy.orm import lazyload
 
     from elis.storage.db import session_scope
     from elis.storage.models import Job, JobStatus
@@ -99,11 +105,19 @@ def finished_job_records(database_url: str, limit: int, window_tokens: int, deco
     with session_scope(database_url) as session:
         jobs = session.scalars(
             select(Job)
+            .options(lazyload(Job.windows))  # the token ids say all: the window rows are not read
             .where(Job.status == JobStatus.DONE.value, Job.force_length.is_(False), Job.num_output_tokens > 0)
-            .order_by(Job.finished_at.desc())
+            # the id breaks ties: jobs finished at one instant come in a stable order, so a limit is repeatable
+            .order_by(Job.finished_at.desc(), Job.id)
             .limit(limit)
         ).all()
-        return [job_record(job, decode, window_tokens) for job in jobs]
+        samples: dict[str, int] = {}
+        records = []
+        for job in reversed(jobs):  # oldest first: a prompt's first job is its sample 0
+            key = prompt_key(job.prompt)
+            samples[key] = samples.get(key, -1) + 1
+            records.append(job_record(job, decode, window_tokens, samples[key]))
+        return records[::-1]
 
 
 # -- the update ------------------------------------------------------------------------------------------

@@ -58,6 +58,17 @@ def user_checkpoint_path(cache_dir: Path) -> Path:
     return Path(cache_dir) / "predictor" / CHECKPOINT_NAME
 
 
+def update_target_path(settings) -> Path:
+    """Where `elis predictor update` writes a new version by default: the file serving loads and watches,
+    ELIS_PREDICTOR_CHECKPOINT when it is set, unless that names a checkpoint shipped inside the package
+    (never overwritten); else `<cache_dir>/predictor/predictor.pt`, which the default serving prefers."""
+    if settings.predictor_checkpoint:
+        configured = Path(settings.predictor_checkpoint).expanduser().resolve()
+        if not configured.is_relative_to(SHIPPED_CHECKPOINT.parent.resolve()):
+            return configured
+    return user_checkpoint_path(settings.cache_dir)
+
+
 def default_checkpoint_path() -> Path:
     """The checkpoint `load_predictor(None)` uses (see the module docstring); raises if none exists."""
     from elis.config import get_settings

@@ -84,6 +84,12 @@ def start_worker(settings: Settings, name: str | None = None, loglevel: str = "I
         serve_worker_metrics(settings.worker_metrics_port, settings.slots)
     reconciler = Reconciler(settings, scheduler)
     reconciler.start()
+    updater = None
+    if settings.predictor_update_every_s > 0:
+        from elis.predictor.periodic import PeriodicUpdate
+
+        updater = PeriodicUpdate.from_settings(settings)
+        updater.start()
     lease_keeper = LeaseKeeper(settings, name)
     lease_keeper.start()
     configure_celery(settings)
@@ -104,6 +110,8 @@ def start_worker(settings: Settings, name: str | None = None, loglevel: str = "I
         )
     finally:
         reconciler.stopped.set()
+        if updater is not None:
+            updater.stopped.set()
         monitor.stopped.set()
         lease_keeper.stopped.set()
         engine.close()
