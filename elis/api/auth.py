@@ -31,13 +31,15 @@ class UnsafeExposure(ValueError):
 
 @dataclass(frozen=True)
 class Caller:
-    """The tenant a request acts for, whether it sees every tenant, and its admission limits."""
+    """The tenant a request acts for, whether it sees every tenant, its admission limits, and the key it
+    presented (None without keys)."""
 
     tenant: str
     is_admin: bool
     max_active_jobs: int
     max_tokens_in_flight: int
     max_tokens: int
+    key_id: str | None = None
 
     @property
     def visible_tenant(self) -> str | None:
@@ -78,7 +80,7 @@ def check_exposure(settings: Settings) -> None:
 
 
 def tenant_caller(settings: Settings, tenant: str, is_admin: bool = False) -> Caller:
-    """A caller of `tenant` with the service's default limits (no key: ELIS_AUTH=none, or a batch's owner)."""
+    """A caller of `tenant` with the service's default limits (no key: ELIS_AUTH=none)."""
     return Caller(tenant=tenant, is_admin=is_admin, max_active_jobs=settings.tenant_max_active_jobs,
                   max_tokens_in_flight=settings.tenant_max_tokens_in_flight, max_tokens=settings.max_tokens_limit)
 
@@ -89,7 +91,18 @@ def _caller_of_key(settings: Settings, key) -> Caller:
         max_active_jobs=key.max_active_jobs or settings.tenant_max_active_jobs,
         max_tokens_in_flight=key.max_tokens_in_flight or settings.tenant_max_tokens_in_flight,
         max_tokens=min(key.max_tokens or settings.max_tokens_limit, settings.max_tokens_limit),
+        key_id=key.id,
     )
+
+
+def creator_caller(settings: Settings, session, *, tenant: str, key_id: str | None) -> Caller | None:
+    """The caller that a batch's requests are admitted as: the key that created the batch, with its limits as
+    they are now (a batch created without a key gets the tenant's default limits). None: that key was revoked
+    since, so the batch's requests not yet queued must not run."""
+    if key_id is None:
+        return tenant_caller(settings, tenant)
+    key = key_store.live_key(session, key_id=key_id)
+    return None if key is None else _caller_of_key(settings, key)
 
 
 def get_caller(request: Request,

@@ -23,7 +23,7 @@ from pydantic import BaseModel, StringConstraints, ValidationError
 from elis import clock
 from elis.api import openai_format as fmt
 from elis.api.admission import AdmissionRefused, Origin, admit
-from elis.api.auth import Caller, CallerDep, tenant_caller
+from elis.api.auth import Caller, CallerDep, creator_caller
 from elis.api.deps import SessionDep, SettingsDep
 from elis.api.errors import INVALID, NOT_FOUND, UNAUTHORIZED, UNAVAILABLE, _doc
 from elis.api.schemas import JobCreate
@@ -52,6 +52,8 @@ router = APIRouter(tags=["openai batch"], responses=BATCH_ERRORS)
 UPLOAD_PURPOSES = ("batch",)
 # A finalization that has not finished after this long (its API process died) may be claimed again.
 STALE_FINALIZATION_S = 300.0
+# The error line of each request not yet queued when the key that created its batch is revoked.
+KEY_REVOKED_MESSAGE = "the API key that created this batch was revoked"
 
 
 # File and batch ids are ours ("file-<hex>", "batch_<hex>"): anything else names nothing, and NUL or control
@@ -161,6 +163,7 @@ def create_batch(
         metadata=body.metadata,
         now=clock.now(),
         tenant=caller.tenant,
+        api_key_id=caller.key_id,  # its requests are admitted with this key's limits, not the defaults
     )
     answer = fmt.batch_object(batch, {})
     session.commit()
@@ -341,14 +344,18 @@ def validate_and_queue(state, settings: Settings, batch_id: str) -> None:
 
 
 def admit_batch_request(state, settings: Settings, batch_id: str, request: BatchRequest) -> str:
-    """Admit one request as `POST /v1/jobs` would, as a job of the batch (the batch's tenant owns it, with the
-    service's per-tenant limits: a line over them fails alone). Raises BatchLineError when it cannot run."""
+    """Admit one request as `POST /v1/jobs` would, as a job of the batch: the batch's tenant owns it, and the
+    limits are those of the key that created the batch, read now (a line over them fails alone; once that key
+    is revoked, every line not yet queued fails). Raises BatchLineError when it cannot run."""
 
-    def fail(message: str) -> BatchLineError:
-        return BatchLineError(request.line_number, request.custom_id, message)
+    def fail(message: str, code: str = "invalid_request") -> BatchLineError:
+        return BatchLineError(request.line_number, request.custom_id, message, code)
 
     with session_scope(settings.resolved_database_url) as session:
-        tenant = store.get_batch(session, batch_id=batch_id).tenant
+        batch = store.get_batch(session, batch_id=batch_id)
+        caller = creator_caller(settings, session, tenant=batch.tenant, key_id=batch.api_key_id)
+    if caller is None:
+        raise fail(KEY_REVOKED_MESSAGE, code="api_key_revoked")
     try:
         body = JobCreate(**request.job_body(), workload=f"batch:{batch_id[-12:]}")
     except ValidationError as exc:
@@ -356,7 +363,7 @@ def admit_batch_request(state, settings: Settings, batch_id: str, request: Batch
     origin = Origin(batch_id=batch_id, custom_id=request.custom_id,
                     raw_prompt=None if request.is_chat else request.prompt)
     try:
-        return admit(state, settings, tenant_caller(settings, tenant), body, origin).id
+        return admit(state, settings, caller, body, origin).id
     except AdmissionRefused as exc:
         raise fail(exc.message) from None
 

@@ -61,9 +61,11 @@ def create_batch(
     metadata: dict | None,
     now: datetime,
     tenant: str = "local",
+    api_key_id: str | None = None,
 ) -> Batch:
     batch = Batch(
         tenant=tenant,
+        api_key_id=api_key_id,
         id=f"batch_{uuid.uuid4().hex}",
         status=BatchStatus.VALIDATING.value,
         endpoint=endpoint,

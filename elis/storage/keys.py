@@ -50,10 +50,16 @@ def find_key(session: Session, *, presented: str) -> ApiKey | None:
     parts = presented.split("_", 2)
     if len(parts) != 3 or parts[0] != PREFIX or len(parts[1]) != 12:
         return None
-    key = session.get(ApiKey, parts[1])
-    if key is None or key.revoked_at is not None:
+    key = live_key(session, key_id=parts[1])
+    if key is None:
         return None
     return key if hmac.compare_digest(key.key_hash, _hash(parts[2])) else None
+
+
+def live_key(session: Session, *, key_id: str) -> ApiKey | None:
+    """The key with this id unless it is revoked (or unknown)."""
+    key = session.get(ApiKey, key_id)
+    return None if key is None or key.revoked_at is not None else key
 
 
 def revoke_key(session: Session, *, key_id: str, now: datetime) -> bool:

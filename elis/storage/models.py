@@ -213,6 +213,11 @@ class Batch(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant: Mapped[str] = mapped_column(String(64), default="local", server_default="local", index=True)
+    # The key that created it: its requests are admitted with that key's limits (None: no key, ELIS_AUTH=none,
+    # and the service's default limits).
+    api_key_id: Mapped[str | None] = mapped_column(
+        String(16), ForeignKey("api_keys.id", name="fk_batches_api_key_id")
+    )
     status: Mapped[str] = mapped_column(String(16), index=True)
     endpoint: Mapped[str] = mapped_column(String(64))
     input_file_id: Mapped[str] = mapped_column(String(40))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -14,10 +15,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from elis import clock
+from elis.api import batches as batch_routes
 from elis.api.app import create_app
 from elis.storage import jobs as job_store
 from elis.storage.db import session_scope
 from elis.storage.keys import KeyLimits, create_key, revoke_key
+from tests.integration.test_batch_api import CHAT, batch_jobs, finish
 
 pytestmark = pytest.mark.integration
 
@@ -170,3 +173,65 @@ def test_another_tenants_batch_and_files_are_404_and_its_batches_are_not_listed(
     acme_jobs = client.get("/v1/jobs", headers=bearer(acme)).json()["items"]
     assert [j["workload"] for j in acme_jobs] == [f"batch:{batch['id'][-12:]}"]
     assert client.get("/v1/jobs", headers=bearer(globex)).json()["items"] == []
+
+
+def submit_batch(client, key: str, lines: list[tuple[str, int]]) -> dict:
+    """Upload a chat batch of (custom_id, max_tokens) lines with `key` and start it; the batch after its
+    validation (the response's background task) has run."""
+    text = "\n".join(
+        json.dumps({"custom_id": custom_id, "method": "POST", "url": CHAT,
+                    "body": {"messages": [{"role": "user", "content": "hi"}], "max_tokens": max_tokens}})
+        for custom_id, max_tokens in lines
+    )
+    upload = client.post("/v1/files", files={"file": ("in.jsonl", text.encode())}, data={"purpose": "batch"},
+                         headers=bearer(key))
+    assert upload.status_code == 200, upload.text
+    created = client.post("/v1/batches", json={"input_file_id": upload.json()["id"], "endpoint": CHAT},
+                          headers=bearer(key))
+    assert created.status_code == 200, created.text
+    return created.json()
+
+
+def finish_jobs_and_read_errors(client, settings, key: str, batch_id: str) -> dict[str, dict]:
+    """End the batch's jobs as a worker would (done), then its error file's lines by custom_id."""
+    jobs = batch_jobs(settings, batch_id)
+    for job_id in jobs.values():
+        finish(settings, job_id, "ok", 1)
+    done = client.get(f"/v1/batches/{batch_id}", headers=bearer(key)).json()
+    assert done["status"] == "completed", done
+    content = client.get(f"/v1/files/{done['error_file_id']}/content", headers=bearer(key)).text
+    return {line["custom_id"]: line["error"] for line in map(json.loads, content.splitlines())}
+
+
+def test_a_batchs_requests_are_admitted_with_the_limits_of_the_key_that_created_it(keyed):
+    client, settings = keyed
+    key = make_key(settings, "short", max_tokens=16, max_active_jobs=2)
+    batch = submit_batch(client, key, [("small", 8), ("long", 64), ("second", 8), ("third", 8)])
+    # "long" asks more than the key's max_tokens; "third" would be the tenant's third active job of two.
+    assert sorted(batch_jobs(settings, batch["id"])) == ["second", "small"]
+    errors = finish_jobs_and_read_errors(client, settings, key, batch["id"])
+    assert sorted(errors) == ["long", "third"]
+    assert "max_tokens is 64; this service allows at most 16 for your key" in errors["long"]["message"]
+    assert "has 2 jobs queued or running, its limit" in errors["third"]["message"]
+
+
+def test_once_a_batchs_key_is_revoked_its_requests_not_yet_queued_fail_in_words(keyed, monkeypatch):
+    client, settings = keyed
+    key, admin = make_key(settings, "acme"), make_key(settings, "ops", admin=True)
+    real_admit = batch_routes.admit
+
+    def admit_then_revoke(*args, **kwargs):
+        # The key is revoked while the batch is being queued: after its first request became a job.
+        accepted = real_admit(*args, **kwargs)
+        with session_scope(settings.resolved_database_url) as session:
+            revoke_key(session, key_id=key.split("_")[1], now=clock.now())
+        return accepted
+
+    monkeypatch.setattr(batch_routes, "admit", admit_then_revoke)
+    batch = submit_batch(client, key, [("first", 8), ("second", 8), ("third", 8)])
+    assert list(batch_jobs(settings, batch["id"])) == ["first"]
+    assert client.get(f"/v1/batches/{batch['id']}", headers=bearer(key)).status_code == 401
+    errors = finish_jobs_and_read_errors(client, settings, admin, batch["id"])
+    assert sorted(errors) == ["second", "third"]
+    assert {e["code"] for e in errors.values()} == {"api_key_revoked"}
+    assert all("the API key that created this batch was revoked" in e["message"] for e in errors.values())
