@@ -199,6 +199,7 @@ def build_manifest(settings, options: Mapping[str, object], stack: Mapping[str, 
         "predictor": _predictor_info(settings),
         "machine": {
             "cpu_count": os.cpu_count(),
+            **_cpu_model(),
             "ram_bytes": _ram_bytes(),
             "platform": platform.platform(),
             "python": platform.python_version(),
@@ -207,6 +208,26 @@ def build_manifest(settings, options: Mapping[str, object], stack: Mapping[str, 
         "runs": {},
         "status": "running",
     }
+
+
+# CPU features that decide vLLM-CPU's speed: without native bfloat16 (AVX512-BF16 or AMX) the same model ran
+# about 8x slower on a machine of the same kind (docs/benchmarks.md), so a run's numbers need them beside it.
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def _cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, object]:
+    """The CPU's model name and which of SPEED_FLAGS it has (empty where /proc/cpuinfo is not readable)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return {}
+    fields = dict(
+        line.split(":", 1) for line in text.splitlines() if ":" in line and line.split(":", 1)[0].strip()
+        in ("model name", "flags")
+    )
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    return {"cpu_model": fields.get("model name", ""), "cpu_flags": [f for f in SPEED_FLAGS if f in flags]}
 
 
 def write_manifest(out_dir: Path, manifest: Mapping[str, object]) -> None:

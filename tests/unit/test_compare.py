@@ -155,3 +155,16 @@ def test_an_unreachable_api_ends_the_run_with_a_message_not_a_traceback():
     result = run_live(f"http://127.0.0.1:{free_port()}", items, label="nobody-home", progress=False)
     assert result.error and "lost the API" in result.error
     assert result.records == [] and result.submitted == 0
+
+
+def test_the_manifest_names_the_cpu_and_its_speed_flags(tmp_path):
+    from elis.replay.compare import _cpu_model
+
+    cpuinfo = tmp_path / "cpuinfo"
+    block = "processor\t: {n}\nmodel name\t: Intel(R) Xeon(R) Processor @ 2.50GHz\nflags\t\t: fpu avx2 avx512f avx512_vnni\n\n"
+    cpuinfo.write_text(block.format(n=0) + block.format(n=1))
+    assert _cpu_model(cpuinfo) == {"cpu_model": "Intel(R) Xeon(R) Processor @ 2.50GHz",
+                                   "cpu_flags": ["avx2", "avx512f", "avx512_vnni"]}
+    cpuinfo.write_text(block.format(n=0).replace("avx512_vnni", "avx512_vnni avx512_bf16 amx_bf16 amx_tile"))
+    assert _cpu_model(cpuinfo)["cpu_flags"][-3:] == ["avx512_bf16", "amx_bf16", "amx_tile"]
+    assert _cpu_model(tmp_path / "missing") == {}
