@@ -35,6 +35,9 @@ METRICS = (
     ("max_queuing_delay", "max queuing s", "{:.2f}"),
     ("throughput_rps", "jobs/s", "{:.3f}"),
     ("throughput_tps", "tokens/s", "{:.1f}"),
+    # At temperature > 0 the same prompts and seeds can give other outputs under another batch composition:
+    # a run that generated more tokens is slower for that reason, not for its order.
+    ("mean_output_tokens", "mean output tokens", "{:.0f}"),
 )
 
 
@@ -49,6 +52,9 @@ def metrics_of(records: Sequence[LiveRecord]) -> dict[str, float]:
     done = [r for r in plain if r.status == "done"]
     values = {key: getattr(summary, key) for key, _, _ in METRICS if hasattr(summary, key)}
     values["max_queuing_delay"] = max((r.queuing_delay for r in done), default=math.nan)
+    values["mean_output_tokens"] = (
+        sum(r.num_output_tokens for r in done) / len(done) if done else math.nan
+    )
     values["jobs"] = float(summary.num_jobs)
     values["submitted"] = float(len(plain))
     return values

@@ -39,6 +39,7 @@ def test_metrics_and_ratios_match_hand_computed_values():
     assert values["max_queuing_delay"] == 3.0
     assert values["throughput_rps"] == pytest.approx(3 / 9)  # makespan: last finish 9 - first arrival 0
     assert values["throughput_tps"] == pytest.approx(60 / 9)
+    assert values["mean_output_tokens"] == pytest.approx(20)
 
     _, rows, csv_header, csv_rows = comparison_table({"fcfs": fcfs, "isrtf": fast, "bound": bound})
     by_run = {row[0]: dict(zip(csv_header, row)) for row in csv_rows}
