@@ -302,3 +302,36 @@ def guard(
             _save_table(path, header, rows)
             figures.plot_load_sweep(load_points, sweep, path, f"Service scheduler vs papers ({scenario.name})")
     typer.echo(f"tables and figures: {out.parent}")
+
+
+@simulate_app.command()
+def blind(
+    loads: Annotated[str, typer.Option(help="Loads (arrival rate / FCFS capacity).")] = "0.7,0.9",
+    sources: Annotated[str, typer.Option(help="Corpus sources to take lengths from (besides the Azure "
+                                              "trace).")] = "alpaca,seed_tasks,code_alpaca,gsm8k",
+    max_tokens: Annotated[int, typer.Option(help="Cap of the corpus lengths (the service's max_tokens).")] = 512,
+    slots: Slots = 4, window: Window = 50, jobs: Jobs = 400,
+    seeds: Annotated[str, typer.Option(help="Seeds to average over.")] = "0,1,2",
+    trace: Trace = None, profile: ProfileOpt = None,
+    out: Out = Path("docs/figures/blind_policies.png"),
+) -> None:
+    """Can a scheduler that knows NO job's length beat FCFS on these lengths? The blind Gittins index policy
+    (the best such policy on one server) and MLFQ against FCFS and the exact-length bound, on the Azure trace
+    and on each source of the served model's corpus. Writes a .md/.csv table at --out."""
+    from elis.simulator.blind import BLIND_HEADER, CORPUS_PATH, blind_study, corpus_pool
+
+    engine = _profile(profile, None, None)
+    config = SimConfig(1, slots, window)
+    pools = {"azure 2023 conv": read_azure_trace(trace)}
+    for source in _names(sources):
+        pool = corpus_pool(CORPUS_PATH, source, max_tokens)
+        if not pool:
+            raise typer.BadParameter(f"no corpus records of source {source!r}", param_hint="--sources")
+        pools[f"{source} (T=0.7, cap {max_tokens})"] = pool
+    load_points, seed_list = _floats(loads), _ints(seeds)
+    with tqdm(total=len(pools) * len(load_points) * len(seed_list) * 4, desc="blind", unit="run") as bar:
+        rows = blind_study(pools, load_points, num_jobs=jobs, seeds=seed_list, profile=engine, config=config,
+                           tick=lambda: bar.update())
+    print_table(BLIND_HEADER, rows, title="mean JCT relative to FCFS; no policy here sees a predicted length")
+    _save_table(out, BLIND_HEADER, rows)
+    typer.echo(f"table: {out.with_suffix('.md')}")
