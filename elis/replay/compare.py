@@ -227,11 +227,10 @@ def _cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, object]:
         text = cpuinfo.read_text()
     except OSError:
         return {}
-    fields = dict(
-        line.split(":", 1) for line in text.splitlines() if ":" in line and line.split(":", 1)[0].strip()
-        in ("model name", "flags")
-    )
-    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())  # every core repeats the same lines: keep the first
     flags = set(fields.get("flags", "").split())
     return {"cpu_model": fields.get("model name", ""), "cpu_flags": [f for f in SPEED_FLAGS if f in flags]}
 

@@ -102,6 +102,7 @@ def blind_study(pools: dict, loads: Sequence[float], *, num_jobs: int, seeds: Se
     rows = []
     for name, pool in pools.items():
         lengths = [job.num_output_tokens for job in pool]
+        longest = max(lengths)
         table = GittinsTable(lengths, step=config.window_tokens)
         capacity = measure_capacity(profile, config, pool)
         for load in loads:
@@ -113,7 +114,7 @@ def blind_study(pools: dict, loads: Sequence[float], *, num_jobs: int, seeds: Se
                     totals[label] = totals.get(label, 0.0) + simulate(jobs, policy, profile, config).summary.mean_jct
                     if tick:
                         tick()
-            at_cap = sum(length >= max(lengths) for length in lengths) / len(lengths)
+            at_cap = lengths.count(longest) / len(lengths)
             rows.append([name, f"{np.mean(lengths):.0f}", f"{at_cap:.0%}", f"{load:g}", f"{totals['fcfs'] / len(seeds):.1f}"]
                         + [f"{totals[label] / totals['fcfs']:.2f}" for label in ("mlfq", "gittins", "bound")])
     return rows
