@@ -269,6 +269,44 @@ def ablate(
     typer.echo(ablation_markdown(results))
 
 
+@predictor_app.command("finetune-encoder")
+def finetune_encoder(
+    corpus: Annotated[list[Path] | None, typer.Option(help="corpus files [default: the shipped corpus]")] = None,
+    held_out: Annotated[list[str] | None, typer.Option(
+        help="sets to score: a source name (left out of training) or 'in-distribution' [default: every source]")] = None,
+    layers: Annotated[list[int] | None, typer.Option(
+        help="trainable top layers to compare; 0 = frozen encoder [default: 0 and 2]")] = None,
+    max_epochs: int = 4,
+    out_dir: Annotated[Path | None, typer.Option(help="write results.json and results.md here")] = None,
+    threads: ThreadsOption = 1,
+) -> None:
+    """Fine-tune the encoder's top layers for the admission prediction and compare with the frozen encoder,
+    on sources left out of training (same data, seed, loss and early stopping for both)."""
+    _setup_logging()
+    _set_threads(threads)
+    from elis.predictor.encoder import load_encoder
+    from elis.predictor.experiments import sources_of
+    from elis.predictor.finetune import FinetuneConfig, finetune_study, study_markdown
+
+    records = _read_corpus(corpus or [DEFAULT_CORPUS])
+    sets = held_out or sources_of(records)
+    unknown = [s for s in sets if s != "in-distribution" and s not in sources_of(records)]
+    if unknown:
+        typer.secho(f"error: no source {unknown[0]!r} in the corpus (sources: {', '.join(sources_of(records))})",
+                    fg="red", err=True)
+        raise typer.Exit(2)
+    choices = layers or [0, 2]
+    results = finetune_study(load_encoder(""), records, sets, choices, FinetuneConfig(max_epochs=max_epochs),
+                             progress=lambda line: typer.echo(line, err=True))
+    table = study_markdown(results, choices)
+    typer.echo(table)
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
+        (out_dir / "results.md").write_text(table + "\n")
+        typer.echo(f"wrote {out_dir / 'results.json'} and results.md")
+
+
 @predictor_app.command()
 def update(
     checkpoint: Annotated[Path | None, typer.Option(help="the ranker checkpoint to improve [default: --out if it exists, else the serving default when it is a ranker, else the shipped ranker]")] = None,

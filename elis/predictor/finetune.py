@@ -1,0 +1,232 @@
+"""Does fine-tuning the encoder's top layers help admission ranking on a source it never saw? (issue 9.3)
+
+Admission only: the encoder reads only the prompt (re-predictions read the output through cheap features),
+so admission is where a better encoder could show. For each set (leave-one-source-out per source, and the
+in-distribution split), on the same data, seed and loss:
+
+1. frozen (K = 0): a small head on the prompt's normalized CLS vector, up to 40 epochs, early stopping;
+2. tuned (K > 0): the encoder's top K transformer layers AND that head, starting from the frozen run's best
+   head, for a few epochs. Epoch 0 is scored too, so if tuning never beats the frozen model on validation, the
+   frozen model is what gets tested: the question is exactly "does fine-tuning improve on the frozen model".
+
+- Target: log1p of the prompt's mean output length over its samples (averaging the noisy per-sample lengths).
+- Loss: smooth L1 on the standardized target plus the pairwise rank loss (the ranker's default mix).
+- Early stopping on the validation split's admission tau; the test split is scored once, at the best epoch.
+- Metric: Kendall tau-b of the prediction against every test record's output length: the eval's admission
+  tau (corpus_eval), on the same records, so the two tables compare.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from elis.predictor.corpus_eval import split_in_distribution, split_leave_one_out
+from elis.predictor.evaluation import kendall_tau_b
+from elis.predictor.features import prompt_head, prompt_key
+from elis.predictor.ranker import pairwise_rank_loss
+
+
+@dataclass
+class PromptRow:
+    """One distinct prompt of a split: its text as the encoder reads it and its samples' output lengths."""
+
+    text: str
+    lengths: list[int] = field(default_factory=list)
+
+    @property
+    def target(self) -> float:
+        return math.log1p(float(np.mean(self.lengths)))
+
+
+def prompt_rows(records: Sequence[dict], head_of: Callable[[str], str]) -> list[PromptRow]:
+    """Group records by prompt (normalized text); `head_of` cuts a prompt to what the encoder reads."""
+    rows: dict[str, PromptRow] = {}
+    for record in records:
+        key = prompt_key(record["prompt"])
+        row = rows.setdefault(key, PromptRow(head_of(record["prompt"])))
+        row.lengths.append(len(record["output_ids"]))
+    return list(rows.values())
+
+
+def record_tau(rows: Sequence[PromptRow], predictions: Sequence[float]) -> float:
+    """Kendall tau-b of each prompt's prediction against each of its samples' lengths (one pair per sample)."""
+    predicted = [p for row, p in zip(rows, predictions) for _ in row.lengths]
+    true = [n for row in rows for n in row.lengths]
+    return kendall_tau_b(predicted, true)
+
+
+@dataclass
+class FinetuneConfig:
+    """One fine-tuning run: how many top layers train, and the optimizer's settings."""
+
+    top_layers: int = 2
+    max_epochs: int = 3
+    patience: int = 1
+    frozen_epochs: int = 40
+    frozen_patience: int = 5
+    batch_size: int = 32
+    encoder_lr: float = 2e-5
+    head_lr: float = 1e-3
+    rank_weight: float = 1.0
+    seed: int = 0
+
+
+class AdmissionModel(nn.Module):
+    """The encoder (a BERT from FlagEmbedding's FlagModel) with a small head on its normalized CLS vector.
+
+    With no trainable layer the encoder is not copied: the head reads vectors computed once (`embed`)."""
+
+    def __init__(self, encoder, top_layers: int, hidden: int = 128,
+                 frozen_vectors: dict[str, torch.Tensor] | None = None):
+        super().__init__()
+        self.encoder = encoder
+        self.top_layers = top_layers
+        self.head = nn.Sequential(nn.Linear(encoder.dim, hidden), nn.GELU(), nn.Linear(hidden, 1))
+        self.bert = copy.deepcopy(encoder.model.model) if top_layers else None
+        # NOTE: shared between runs (and sets) when given: the frozen encoder's vector of a text never changes.
+        self._frozen = frozen_vectors if frozen_vectors is not None else {}
+        if self.bert is not None:
+            for parameter in self.bert.parameters():
+                parameter.requires_grad_(False)
+            layers = self.bert.encoder.layer
+            for layer in layers[len(layers) - top_layers:]:
+                for parameter in layer.parameters():
+                    parameter.requires_grad_(True)
+
+    def embed(self, texts: list[str]) -> torch.Tensor:
+        if self.bert is None:
+            missing = [t for t in dict.fromkeys(texts) if t not in self._frozen]
+            for text, vector in zip(missing, self.encoder.encode(missing)):
+                self._frozen[text] = torch.from_numpy(vector)
+            return torch.stack([self._frozen[t] for t in texts])
+        batch = self.encoder.tokenizer(texts, padding=True, truncation=True, max_length=self.encoder.max_length,
+                                       return_tensors="pt")
+        return nn.functional.normalize(self.bert(**batch).last_hidden_state[:, 0], dim=-1)
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        return self.head(self.embed(texts)).squeeze(-1)
+
+
+def length_batches(texts: Sequence[str], size: int, rng: random.Random) -> list[list[int]]:
+    """Batches of texts of similar length, in random order: a batch pads to its longest text, so random
+    batches of short prompts with one long one cost several times more encoder time."""
+    order = sorted(range(len(texts)), key=lambda i: (len(texts[i]), rng.random()))
+    batches = [order[i : i + size] for i in range(0, len(order), size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _predict(model: AdmissionModel, texts: list[str]) -> np.ndarray:
+    model.eval()
+    out = np.zeros(len(texts))
+    with torch.inference_mode():
+        for idx in length_batches(texts, 64, random.Random(0)):
+            out[idx] = model([texts[i] for i in idx]).numpy()
+    return out
+
+
+def train_admission(encoder, train: list[PromptRow], val: list[PromptRow], config: FinetuneConfig,
+                    progress: Callable[[str], None] = lambda _: None,
+                    frozen_vectors: dict | None = None,
+                    init_head: dict | None = None) -> tuple[AdmissionModel, dict[str, Any]]:
+    """Train one AdmissionModel; keep the epoch with the best validation tau (epoch 0 = `init_head` as given)."""
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    model = AdmissionModel(encoder, config.top_layers, frozen_vectors=frozen_vectors)
+    if init_head is not None:
+        model.head.load_state_dict(init_head)
+    max_epochs, patience = ((config.max_epochs, config.patience) if config.top_layers
+                            else (config.frozen_epochs, config.frozen_patience))
+    targets = np.array([row.target for row in train])
+    mean, std = float(targets.mean()), float(targets.std() or 1.0)
+    y = torch.tensor((targets - mean) / std, dtype=torch.float32)
+    groups = [{"params": model.head.parameters(), "lr": config.head_lr}]
+    tuned = [p for p in model.bert.parameters() if p.requires_grad] if model.bert is not None else []
+    if tuned:
+        groups.append({"params": tuned, "lr": config.encoder_lr})
+    optimizer = torch.optim.AdamW(groups, weight_decay=0.01)
+    huber = nn.SmoothL1Loss(beta=1.0)
+    texts = [row.text for row in train]
+    val_texts = [r.text for r in val]
+    start_tau = record_tau(val, _predict(model, val_texts)) if init_head is not None else -math.inf
+    best = (start_tau, 0, copy.deepcopy(model.state_dict()))
+    history, started = [], time.perf_counter()
+    for epoch in range(1, max_epochs + 1):
+        model.train()
+        for idx in length_batches(texts, config.batch_size, rng):
+            optimizer.zero_grad()
+            scores = model([texts[i] for i in idx])
+            loss = huber(scores, y[idx]) + config.rank_weight * pairwise_rank_loss(scores, y[idx])
+            loss.backward()
+            optimizer.step()
+        val_tau = record_tau(val, _predict(model, val_texts))
+        history.append(round(val_tau, 4))
+        progress(f"top {config.top_layers} layers, epoch {epoch}: val tau {val_tau:.3f}")
+        if val_tau > best[0]:
+            best = (val_tau, epoch, copy.deepcopy(model.state_dict()))
+        elif epoch - best[1] >= patience:
+            break
+    model.load_state_dict(best[2])
+    return model, {"best_epoch": best[1], "val_tau": round(best[0], 4), "val_tau_by_epoch": history,
+                   "train_seconds": round(time.perf_counter() - started, 1)}
+
+
+def compare_on(encoder, splits: dict[str, list[dict]], layer_choices: Sequence[int], base: FinetuneConfig,
+               progress: Callable[[str], None] = lambda _: None, frozen_vectors: dict | None = None) -> dict[str, Any]:
+    """The frozen run, then one tuned run per K > 0 in `layer_choices` (from the frozen head); test taus."""
+    def head_of(prompt: str) -> str:
+        return prompt_head(encoder.tokenizer, prompt, encoder.max_length)
+
+    rows = {name: prompt_rows(splits[name], head_of) for name in ("train", "val", "test")}
+    result: dict[str, Any] = {"train_prompts": len(rows["train"]), "val_prompts": len(rows["val"]),
+                              "test_prompts": len(rows["test"]), "test_records": len(splits["test"]), "runs": {}}
+    frozen_head = None
+    for layers in [0, *sorted({k for k in layer_choices if k > 0})]:
+        config = dataclasses.replace(base, top_layers=layers)
+        model, info = train_admission(encoder, rows["train"], rows["val"], config, progress, frozen_vectors,
+                                      init_head=frozen_head)
+        if layers == 0:
+            frozen_head = copy.deepcopy(model.head.state_dict())
+        test = _predict(model, [r.text for r in rows["test"]])
+        info["test_tau"] = round(record_tau(rows["test"], test), 4)
+        result["runs"][layers] = info
+        progress(f"top {layers} layers: test tau {info['test_tau']:.3f}")
+    return result
+
+
+def finetune_study(encoder, records: Sequence[dict], held_out: Sequence[str], layer_choices: Sequence[int],
+                   base: FinetuneConfig, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """`compare_on` for each left-out source (and 'in-distribution'), the same seeds for every choice."""
+    out, frozen_vectors = {}, {}
+    for name in held_out:
+        splits = split_in_distribution(records) if name == "in-distribution" else split_leave_one_out(records, name)
+        progress(f"== {name}")
+        out[name] = compare_on(encoder, splits, layer_choices, base, progress, frozen_vectors)
+    return out
+
+
+def study_markdown(results: dict[str, Any], layer_choices: Sequence[int]) -> str:
+    """One row per set: test prompts, and for each choice the test admission tau (best epoch, train s)."""
+    layer_choices = [0, *sorted({k for k in layer_choices if k > 0})]
+    names = ["frozen" if k == 0 else f"top {k} layers tuned" for k in layer_choices]
+    lines = ["| set | train prompts | test records | " + " | ".join(f"{n}: test tau" for n in names)
+             + " | " + " | ".join(f"{n}: val tau (epoch), train s" for n in names) + " |",
+             "| --- | ---: | ---: | " + " | ".join("---:" for _ in names * 2) + " |"]
+    for name, result in results.items():
+        runs = [result["runs"][k] for k in layer_choices]
+        lines.append(f"| {name} | {result['train_prompts']} | {result['test_records']} | "
+                     + " | ".join(f"{r['test_tau']:.3f}" for r in runs) + " | "
+                     + " | ".join(f"{r['val_tau']:.3f} ({r['best_epoch']}), {r['train_seconds']:.0f}" for r in runs)
+                     + " |")
+    return "\n".join(lines)

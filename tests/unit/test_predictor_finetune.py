@@ -1,0 +1,68 @@
+"""The encoder fine-tuning study: grouping by prompt, the metric, batching, and one small real run."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from elis.predictor.corpus_eval import split_leave_one_out
+from elis.predictor.fakes import fake_record
+from elis.predictor.finetune import (
+    FinetuneConfig,
+    compare_on,
+    length_batches,
+    prompt_rows,
+    record_tau,
+    study_markdown,
+)
+
+
+def _record(prompt: str, length: int, source: str = "alpaca") -> dict:
+    return {"prompt": prompt, "output_ids": [1] * length, "source": source}
+
+
+def test_prompt_rows_group_samples_of_one_prompt_and_target_their_mean_length():
+    records = [_record("Name a river.", 10), _record("name  a RIVER.", 30), _record("Write an essay.", 400)]
+    rows = prompt_rows(records, head_of=str.strip)
+    assert [r.lengths for r in rows] == [[10, 30], [400]]
+    assert rows[0].text == "Name a river."  # the first sample's text, as the encoder reads it
+    assert rows[0].target == pytest.approx(math.log1p(20.0))
+
+
+def test_record_tau_scores_each_sample_against_its_prompts_prediction():
+    rows = prompt_rows([_record("a", 10), _record("a", 20), _record("b", 300)], head_of=str)
+    # three samples, three pairs: the two cross-prompt pairs ordered right; the pair within prompt a is tied
+    # in the prediction, which tau-b takes out of the denominator: 2 / sqrt((3 - 1) * 3)
+    assert record_tau(rows, [1.0, 2.0]) == pytest.approx(2 / math.sqrt(6))
+    assert record_tau(rows, [2.0, 1.0]) == pytest.approx(-2 / math.sqrt(6))
+
+
+def test_length_batches_cover_every_text_once_and_group_similar_lengths():
+    rng = random.Random(3)
+    texts = ["x" * rng.randint(1, 500) for _ in range(200)]
+    batches = length_batches(texts, 32, random.Random(0))
+    flat = sorted(i for batch in batches for i in batch)
+    assert flat == list(range(200))
+    assert all(len(b) <= 32 for b in batches)
+    spans = [max(len(texts[i]) for i in b) - min(len(texts[i]) for i in b) for b in batches]
+    assert max(spans) < 150  # random batches of these lengths span about 480 characters
+    assert length_batches(texts, 32, random.Random(0)) == batches  # seeded
+
+
+@pytest.mark.slow
+def test_a_small_study_learns_a_learnable_length_signal_and_tuning_starts_from_the_frozen_head():
+    from elis.predictor.encoder import load_encoder
+
+    rng = random.Random(0)
+    records = [fake_record(i, rng, source="alpaca" if i % 4 else "code") for i in range(160)]
+    encoder = load_encoder("")
+    splits = split_leave_one_out(records, "code")
+    result = compare_on(encoder, splits, [1], FinetuneConfig(max_epochs=1, frozen_epochs=15, frozen_patience=15))
+    frozen, tuned = result["runs"][0], result["runs"][1]
+    # "Write a detailed essay" vs "Give one word": the frozen encoder already separates them
+    assert frozen["test_tau"] > 0.4
+    assert tuned["val_tau"] >= frozen["val_tau"]  # epoch 0 is the frozen head: tuning can only be kept if better
+    assert tuned["test_tau"] > 0.3
+    assert "| code |" in study_markdown({"code": result}, [1])
