@@ -66,6 +66,26 @@ def record_tau(rows: Sequence[PromptRow], predictions: Sequence[float]) -> float
     return kendall_tau_b(predicted, true)
 
 
+def ceiling_tau(rows: Sequence[PromptRow]) -> float:
+    """The noise ceiling at admission: each sample of a prompt with several, "predicted" by the mean length of
+    the prompt's OTHER samples (corpus_eval's ceiling, on prompt rows)."""
+    predicted, true = [], []
+    for row in rows:
+        if len(row.lengths) < 2:
+            continue
+        total = sum(row.lengths)
+        for length in row.lengths:
+            predicted.append((total - length) / (len(row.lengths) - 1))
+            true.append(length)
+    return kendall_tau_b(predicted, true)
+
+
+def multi_sample(rows: Sequence[PromptRow], predictions: Sequence[float]) -> tuple[list[PromptRow], list[float]]:
+    """The rows (and their predictions) of prompts with several samples: the ceiling's examples."""
+    kept = [(row, p) for row, p in zip(rows, predictions) if len(row.lengths) >= 2]
+    return [row for row, _ in kept], [p for _, p in kept]
+
+
 @dataclass
 class FinetuneConfig:
     """One fine-tuning run: how many top layers train, and the optimizer's settings."""
@@ -190,7 +210,8 @@ def compare_on(encoder, splits: dict[str, list[dict]], layer_choices: Sequence[i
 
     rows = {name: prompt_rows(splits[name], head_of) for name in ("train", "val", "test")}
     result: dict[str, Any] = {"train_prompts": len(rows["train"]), "val_prompts": len(rows["val"]),
-                              "test_prompts": len(rows["test"]), "test_records": len(splits["test"]), "runs": {}}
+                              "test_prompts": len(rows["test"]), "test_records": len(splits["test"]),
+                              "ceiling_tau": round(ceiling_tau(rows["test"]), 4), "runs": {}}
     frozen_head = None
     for layers in [0, *sorted({k for k in layer_choices if k > 0})]:
         config = dataclasses.replace(base, top_layers=layers)
@@ -200,6 +221,7 @@ def compare_on(encoder, splits: dict[str, list[dict]], layer_choices: Sequence[i
             frozen_head = copy.deepcopy(model.head.state_dict())
         test = _predict(model, [r.text for r in rows["test"]])
         info["test_tau"] = round(record_tau(rows["test"], test), 4)
+        info["test_tau_on_ceiling_set"] = round(record_tau(*multi_sample(rows["test"], test)), 4)
         result["runs"][layers] = info
         progress(f"top {layers} layers: test tau {info['test_tau']:.3f}")
     return result
@@ -221,12 +243,25 @@ def study_markdown(results: dict[str, Any], layer_choices: Sequence[int]) -> str
     layer_choices = [0, *sorted({k for k in layer_choices if k > 0})]
     names = ["frozen" if k == 0 else f"top {k} layers tuned" for k in layer_choices]
     lines = ["| set | train prompts | test records | " + " | ".join(f"{n}: test tau" for n in names)
+             + " | ceiling tau | " + " | ".join(f"{n}: fraction of ceiling" for n in names)
              + " | " + " | ".join(f"{n}: val tau (epoch), train s" for n in names) + " |",
-             "| --- | ---: | ---: | " + " | ".join("---:" for _ in names * 2) + " |"]
+             "| --- | ---: | ---: | " + " | ".join("---:" for _ in names * 3) + " | ---: |"]
     for name, result in results.items():
-        runs = [result["runs"][k] for k in layer_choices]
+        runs = [result["runs"][_key(result["runs"], k)] for k in layer_choices]
+        ceiling = result.get("ceiling_tau", float("nan"))
         lines.append(f"| {name} | {result['train_prompts']} | {result['test_records']} | "
-                     + " | ".join(f"{r['test_tau']:.3f}" for r in runs) + " | "
+                     + " | ".join(f"{r['test_tau']:.3f}" for r in runs) + f" | {ceiling:.3f} | "
+                     + " | ".join(_fraction(r.get("test_tau_on_ceiling_set", float("nan")), ceiling) for r in runs)
+                     + " | "
                      + " | ".join(f"{r['val_tau']:.3f} ({r['best_epoch']}), {r['train_seconds']:.0f}" for r in runs)
                      + " |")
     return "\n".join(lines)
+
+
+def _key(runs: dict, layers: int):
+    """Runs are keyed by int in memory and by str once read back from results.json."""
+    return layers if layers in runs else str(layers)
+
+
+def _fraction(tau: float, ceiling: float) -> str:
+    return f"{tau / ceiling:.2f}" if ceiling > 0.05 and not math.isnan(tau) else "-"

@@ -8,11 +8,14 @@ import random
 import pytest
 
 from elis.predictor.corpus_eval import split_leave_one_out
+from elis.predictor.evaluation import kendall_tau_b
 from elis.predictor.fakes import fake_record
 from elis.predictor.finetune import (
     FinetuneConfig,
+    ceiling_tau,
     compare_on,
     length_batches,
+    multi_sample,
     prompt_rows,
     record_tau,
     study_markdown,
@@ -37,6 +40,15 @@ def test_record_tau_scores_each_sample_against_its_prompts_prediction():
     # in the prediction, which tau-b takes out of the denominator: 2 / sqrt((3 - 1) * 3)
     assert record_tau(rows, [1.0, 2.0]) == pytest.approx(2 / math.sqrt(6))
     assert record_tau(rows, [2.0, 1.0]) == pytest.approx(-2 / math.sqrt(6))
+
+
+def test_the_ceiling_predicts_each_sample_by_its_prompts_other_samples():
+    rows = prompt_rows([_record("a", 10), _record("a", 30), _record("b", 300), _record("b", 500),
+                        _record("c", 50)], head_of=str)
+    # a: 10 <- 30, 30 <- 10; b: 300 <- 500, 500 <- 300; c has one sample and is left out
+    assert ceiling_tau(rows) == pytest.approx(kendall_tau_b([30, 10, 500, 300], [10, 30, 300, 500]))
+    kept, predictions = multi_sample(rows, [1.0, 2.0, 3.0])
+    assert [r.text for r in kept] == ["a", "b"] and predictions == [1.0, 2.0]
 
 
 def test_length_batches_cover_every_text_once_and_group_similar_lengths():
