@@ -296,14 +296,17 @@ def finetune_encoder(
                     fg="red", err=True)
         raise typer.Exit(2)
     choices = layers or [0, 2]
+
+    def save(results: dict) -> None:
+        if out_dir:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
+            (out_dir / "results.md").write_text(study_markdown(results, choices) + "\n")
+
     results = finetune_study(load_encoder(""), records, sets, choices, FinetuneConfig(max_epochs=max_epochs),
-                             progress=lambda line: typer.echo(line, err=True))
-    table = study_markdown(results, choices)
-    typer.echo(table)
+                             progress=lambda line: typer.echo(line, err=True), on_set=save)
+    typer.echo(study_markdown(results, choices))
     if out_dir:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
-        (out_dir / "results.md").write_text(table + "\n")
         typer.echo(f"wrote {out_dir / 'results.json'} and results.md")
 
 

@@ -228,13 +228,17 @@ def compare_on(encoder, splits: dict[str, list[dict]], layer_choices: Sequence[i
 
 
 def finetune_study(encoder, records: Sequence[dict], held_out: Sequence[str], layer_choices: Sequence[int],
-                   base: FinetuneConfig, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """`compare_on` for each left-out source (and 'in-distribution'), the same seeds for every choice."""
+                   base: FinetuneConfig, progress: Callable[[str], None] = lambda _: None,
+                   on_set: Callable[[dict[str, Any]], None] = lambda _: None) -> dict[str, Any]:
+    """`compare_on` for each left-out source (and 'in-distribution'), the same seeds for every choice.
+
+    `on_set` gets the results so far after each set (a long study keeps what it finished)."""
     out, frozen_vectors = {}, {}
     for name in held_out:
         splits = split_in_distribution(records) if name == "in-distribution" else split_leave_one_out(records, name)
         progress(f"== {name}")
         out[name] = compare_on(encoder, splits, layer_choices, base, progress, frozen_vectors)
+        on_set(out)
     return out
 
 
