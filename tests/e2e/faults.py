@@ -46,8 +46,9 @@ class PrivateStack:
         pid = self.worker.process.pid
         py_spy = Path(sys.executable).with_name("py-spy")
         try:
-            dump = subprocess.run([str(py_spy), "dump", "--pid", str(pid)], check=False, capture_output=True, text=True,
-                                  timeout=60).stdout if py_spy.exists() else "(py-spy not installed)"
+            dump = (subprocess.run([str(py_spy), "dump", "--pid", str(pid)], check=False, capture_output=True,
+                                   text=True, timeout=60).stdout
+                    if py_spy.exists() else "(py-spy not installed)")
         except (OSError, subprocess.SubprocessError) as exc:
             dump = f"(py-spy failed: {exc})"
         text = f"== {label}: py-spy dump of worker {pid}\n{dump}\n== worker log tail\n{self.worker.tail(6000)}"
@@ -102,6 +103,8 @@ def longest_stall(stack: PrivateStack, workload: str, total: int, timeout_s: flo
     A stretch longer than `dump_after_s` has the worker's threads dumped (py-spy) into the test's directory."""
     started = last_change = time.monotonic()
     last, longest, dumped = stack.num_windows(workload), 0.0, False
+    if last is not None and last >= total:
+        return longest
     while time.monotonic() - started < timeout_s:
         count = stack.num_windows(workload)
         now = time.monotonic()
