@@ -46,6 +46,19 @@ def configure_celery(settings: Settings | None = None) -> Celery:
         # messages and the window compare-and-set turns the redelivery into a skip. Cancelling them instead
         # is not possible in the threads pool (threads cannot be terminated), so they finish.
         worker_cancel_long_running_tasks_on_connection_loss=False,
+        # The broker-restart stall (issue 11.5, docs/robustness.md). With tasks running when the connection
+        # drops, Celery lowers the prefetch count on reconnect and raises it again from the ack promise of the
+        # next finished task (`Consumer._restore_prefetch_count_after_connection_restart`). In the threads
+        # pool that promise runs in the task's thread, which then sends basic.qos on the consumer's connection
+        # and reads its socket for qos-ok while the event loop reads the same socket. py-amqp connections are
+        # not thread-safe (celery/py-amqp#267; kombu's QoS docstring leaves `update` to the main thread): the
+        # two readers split frames, and py-spy caught the event loop spinning in amqp/transport.py `_read` for
+        # the rest of a frame the task thread had taken, sending no heartbeats and consuming nothing until
+        # RabbitMQ dropped the connection (25-40 s), or an UnexpectedFrame ended it. Without the reduction
+        # only the event loop touches the consumer's connection; the cost is that right after a reconnect a
+        # worker may reserve up to `slots` messages while windows from before the outage still finish. Turning
+        # it off is the known workaround for this feature's troubles (celery/celery#10253, #9512).
+        worker_enable_prefetch_count_reduction=False,
         # Publisher confirms: a continuation is never silently lost.
         broker_transport_options={"confirm_publish": True},
         task_queues=[window_queue(settings)],

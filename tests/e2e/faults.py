@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -37,6 +38,22 @@ class PrivateStack:
         launch.wait_for_api(self.api, self.base)
         launch.wait_for_worker(self.worker)
         self.client = httpx.Client(base_url=self.base, timeout=30)
+        self.tmp = tmp
+
+    def dump_worker(self, label: str) -> str:
+        """The worker's Python threads (py-spy dump, when installed) and its log tail, also saved under the
+        test's directory."""
+        pid = self.worker.process.pid
+        py_spy = Path(sys.executable).with_name("py-spy")
+        try:
+            dump = (subprocess.run([str(py_spy), "dump", "--pid", str(pid)], check=False, capture_output=True,
+                                   text=True, timeout=60).stdout
+                    if py_spy.exists() else "(py-spy not installed)")
+        except (OSError, subprocess.SubprocessError) as exc:
+            dump = f"(py-spy failed: {exc})"
+        text = f"== {label}: py-spy dump of worker {pid}\n{dump}\n== worker log tail\n{self.worker.tail(6000)}"
+        (self.tmp / f"worker-{label}.txt").write_text(text)
+        return text
 
     def submit(self, workload: str, num_jobs: int, num_tokens: int) -> list[str]:
         body = {"prompt": "Write a long story about a lighthouse.", "target_output_tokens": num_tokens,
@@ -59,15 +76,47 @@ class PrivateStack:
         self.pg.close()
 
 
-def wait_for_progress(stack: PrivateStack, workload: str, beyond: int, timeout_s: float = 180.0) -> float:
-    """Seconds until the workload has more than `beyond` windows committed (the recovery time)."""
+def wait_for_progress(stack: PrivateStack, workload: str, beyond: int, timeout_s: float = 180.0,
+                      dump_after_s: float | None = None) -> float:
+    """Seconds until the workload has more than `beyond` windows committed (the recovery time).
+
+    With `dump_after_s`, a worker that has made no progress by then has its threads dumped (py-spy) into the
+    test's log directory, and again at the timeout, whose message then carries the dump: a stall leaves
+    evidence of where the worker's threads sit."""
     started = time.monotonic()
+    dumped = False
     while time.monotonic() - started < timeout_s:
         count = stack.num_windows(workload)
         if count is not None and count > beyond:
             return time.monotonic() - started
+        if dump_after_s is not None and not dumped and time.monotonic() - started > dump_after_s:
+            dumped = True
+            stack.dump_worker(f"stall-{dump_after_s:.0f}s")
         time.sleep(0.2)
-    raise AssertionError(f"no window committed in {timeout_s:.0f} s after the fault ended")
+    evidence = stack.dump_worker("stall-timeout") if dump_after_s is not None else ""
+    raise AssertionError(f"no window committed in {timeout_s:.0f} s after the fault ended\n{evidence}")
+
+
+def longest_stall(stack: PrivateStack, workload: str, total: int, timeout_s: float = 300.0,
+                  dump_after_s: float = 15.0) -> float:
+    """Seconds of the longest stretch without a newly committed window until the workload has `total` windows.
+    A stretch longer than `dump_after_s` has the worker's threads dumped (py-spy) into the test's directory."""
+    started = last_change = time.monotonic()
+    last, longest, dumped = stack.num_windows(workload), 0.0, False
+    if last is not None and last >= total:
+        return longest
+    while time.monotonic() - started < timeout_s:
+        count = stack.num_windows(workload)
+        now = time.monotonic()
+        if count is not None and count != last:
+            longest, last, last_change, dumped = max(longest, now - last_change), count, now, False
+            if count >= total:
+                return longest
+        elif not dumped and now - last_change > dump_after_s:
+            dumped = True
+            stack.dump_worker(f"gap-{now - started:.0f}s")
+        time.sleep(0.2)
+    raise AssertionError(f"{last} of {total} windows committed after {timeout_s:.0f} s")
 
 
 def wait_all_done(stack: PrivateStack, ids: list[str], timeout_s: float = 300.0) -> list[dict]:
