@@ -221,9 +221,9 @@ def _evaluate_loso(files, greedy_files, held_out, out_dir, max_epochs, baseline_
     baseline = None
     if baseline_sources:
         from elis.predictor.checkpoint import load_checkpoint
-        from elis.predictor.serving import SHIPPED_CHECKPOINT
+        from elis.predictor.serving import PREVIOUS_CHECKPOINT
 
-        old = load_checkpoint(baseline_checkpoint or SHIPPED_CHECKPOINT)
+        old = load_checkpoint(baseline_checkpoint or PREVIOUS_CHECKPOINT)
         cache.prompt_budget = int(old.metadata["prompt_budget"])  # its text join (the ranker does not use it)
         baseline = (old, cache)
     summaries = evaluate_protocols(cache, records, RankerConfig(max_epochs=max_epochs), out_dir,

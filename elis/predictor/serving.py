@@ -7,7 +7,9 @@ the same text join as training (`features.join_text`). `BatchingPredictor` coale
 and counts the failure, so the caller keeps the job's last prediction and the job never crashes.
 
 Default checkpoint, first found: `ELIS_PREDICTOR_CHECKPOINT`; `<cache_dir>/predictor/predictor.pt` (what
-`elis predictor train` writes); the one shipped in the package, `elis/data/predictor/predictor.pt`.
+`elis predictor train` and `update` write); the ranker shipped in the package,
+`elis/data/predictor/ranker/predictor.pt`. The previous default (the ELIS head) stays shipped as
+`elis/data/predictor/predictor.pt`: the baseline `elis predictor evaluate --loso` compares with.
 """
 
 from __future__ import annotations
@@ -35,10 +37,13 @@ from elis.scheduling.levels import PriorityLevels
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "predictor.pt"
-SHIPPED_CHECKPOINT = Path(__file__).resolve().parent.parent / "data" / "predictor" / CHECKPOINT_NAME
-# The ranker trained on the four-source corpus (issue 9): not the default (docs/predictor.md says why);
-# select it with ELIS_PREDICTOR_CHECKPOINT; `elis predictor update` starts from it.
-SHIPPED_RANKER = Path(__file__).resolve().parent.parent / "data" / "predictor" / "ranker" / CHECKPOINT_NAME
+SHIPPED_FOLDER = Path(__file__).resolve().parent.parent / "data" / "predictor"
+# The ranker trained on the 5,000-prompt four-source corpus (issue 9): the default since it beat the ELIS
+# head on both sources neither saw (docs/predictor.md); `elis predictor update` starts from it.
+SHIPPED_RANKER = SHIPPED_FOLDER / "ranker" / CHECKPOINT_NAME
+SHIPPED_CHECKPOINT = SHIPPED_RANKER
+# The previous default (ELIS head, 631 Alpaca prompts): kept as the evaluation's baseline.
+PREVIOUS_CHECKPOINT = SHIPPED_FOLDER / CHECKPOINT_NAME
 
 __all__ = [
     "BatchingPredictor",
@@ -64,7 +69,7 @@ def update_target_path(settings) -> Path:
     (never overwritten); else `<cache_dir>/predictor/predictor.pt`, which the default serving prefers."""
     if settings.predictor_checkpoint:
         configured = Path(settings.predictor_checkpoint).expanduser().resolve()
-        if not configured.is_relative_to(SHIPPED_CHECKPOINT.parent.resolve()):
+        if not configured.is_relative_to(SHIPPED_FOLDER.resolve()):
             return configured
     return user_checkpoint_path(settings.cache_dir)
 
