@@ -32,6 +32,8 @@ class Checkpoint:
 
     head: torch.nn.Module  # LengthHead, or RankerHead when metadata["kind"] == "ranker"
     metadata: dict[str, Any]
+    # the prompt prior's tensors (prompt_prior.py) when metadata["prompt_prior"] describes one
+    prompt_prior: dict[str, torch.Tensor] | None = None
 
     @property
     def kind(self) -> str:
@@ -68,8 +70,11 @@ def build_head(metadata: dict[str, Any]) -> torch.nn.Module:
     )
 
 
-def save_checkpoint(path: str | Path, head: torch.nn.Module, metadata: dict[str, Any], half: bool = True) -> Path:
-    """Write the checkpoint atomically (temp file, then rename); `half` stores float16 weights."""
+def save_checkpoint(path: str | Path, head: torch.nn.Module, metadata: dict[str, Any], half: bool = True,
+                    prompt_prior: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write the checkpoint atomically (temp file, then rename); `half` stores float16 weights.
+
+    `prompt_prior`: the prior's tensors (`PromptPrior.state()`), stored as given beside the head's."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # NOTE: the normalization and projection buffers stay float32 (small, and precision-sensitive).
@@ -85,7 +90,10 @@ def save_checkpoint(path: str | Path, head: torch.nn.Module, metadata: dict[str,
     # NOTE: plain JSON types only (numpy scalars would make the file unloadable with weights_only=True)
     metadata = json.loads(json.dumps(metadata, default=float))
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"format": FORMAT_VERSION, "metadata": metadata, "state_dict": state}, tmp)
+    blob = {"format": FORMAT_VERSION, "metadata": metadata, "state_dict": state}
+    if prompt_prior is not None:
+        blob["prompt_prior"] = {k: v.detach().clone() for k, v in prompt_prior.items()}
+    torch.save(blob, tmp)
     tmp.replace(path)
     return path
 
@@ -106,4 +114,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     state = {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in blob["state_dict"].items()}
     head.load_state_dict(state)
     head.eval()
-    return Checkpoint(head=head, metadata=metadata)
+    prior = blob.get("prompt_prior")
+    if metadata.get("prompt_prior") and not prior:
+        raise CheckpointError(f"{path} names a prompt prior but holds no prompt prior weights")
+    return Checkpoint(head=head, metadata=metadata, prompt_prior=prior)

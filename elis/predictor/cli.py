@@ -35,7 +35,14 @@ def _embedding_cache():
     return EmbeddingCache(load_encoder(""), _settings().cache_dir, 96)
 
 
-def _train_ranker(files, out, seed, max_epochs, rank_weight, regression_weight, float32) -> None:
+PromptPriorOption = Annotated[
+    bool, typer.Option("--prompt-prior/--no-prompt-prior",
+                       help="ranker: fine-tune the encoder's top 2 layers for admission on the same train split "
+                            "and feed its score to the ranker (the prompt prior; about 5-10 min more)")]
+
+
+def _train_ranker(files, out, seed, max_epochs, rank_weight, regression_weight, float32,
+                  prompt_prior: bool = True) -> None:
     from elis.predictor.ranker import RankerConfig
     from elis.predictor.ranker_train import train_ranker_checkpoint
     from elis.predictor.serving import user_checkpoint_path
@@ -44,7 +51,7 @@ def _train_ranker(files, out, seed, max_epochs, rank_weight, regression_weight, 
     records = _read_corpus(files)
     out = out or user_checkpoint_path(_settings().cache_dir)
     config = RankerConfig(seed=seed, max_epochs=min(max_epochs, 60), rank_weight=rank_weight,
-                          regression_weight=regression_weight)
+                          regression_weight=regression_weight, use_prompt_prior=prompt_prior)
     path, meta = train_ranker_checkpoint(records, out, _embedding_cache(), config, files, half=not float32)
     val = meta["validation"]
     typer.echo(f"validation: pooled tau {val['val_pooled_tau']:.3f}; tau by step {val['val_tau_by_step']}; "
@@ -111,6 +118,7 @@ def train(
     ] = None,
     rank_weight: Annotated[float, typer.Option(help="ranker: weight of the pairwise ranking loss")] = 1.0,
     regression_weight: Annotated[float, typer.Option(help="ranker: weight of the Huber regression loss")] = 1.0,
+    prompt_prior: PromptPriorOption = True,
 ) -> None:
     """Cache the frozen embeddings, train the head, save a checkpoint with its metadata.
 
@@ -118,7 +126,8 @@ def train(
     _setup_logging()
     _set_threads(threads)
     if kind == "ranker":
-        _train_ranker(corpus or [DEFAULT_CORPUS], out, seed, max_epochs, rank_weight, regression_weight, float32)
+        _train_ranker(corpus or [DEFAULT_CORPUS], out, seed, max_epochs, rank_weight, regression_weight, float32,
+                      prompt_prior)
         return
     if kind != "elis":
         typer.secho(f"error: unknown --kind {kind!r} (elis | ranker)", fg="red", err=True)
@@ -182,6 +191,7 @@ def evaluate(
         list[str] | None, typer.Option(help="--loso: also score the previous checkpoint (--checkpoint, default "
                                             "the shipped one) on these held-out sources, steps 0-8")
     ] = None,
+    prompt_prior: PromptPriorOption = True,
 ) -> None:
     """MAE, RMSE, R2, Kendall tau overall and per step; tables, per-example errors CSV, MAE-per-step PNG.
 
@@ -192,7 +202,7 @@ def evaluate(
     _set_threads(threads)
     if loso:
         _evaluate_loso(corpus or [DEFAULT_CORPUS], greedy or [], source, out_dir, max_epochs,
-                       checkpoint, baseline_source or [])
+                       checkpoint, baseline_source or [], prompt_prior)
         return
     from elis.predictor.evaluation import evaluate_checkpoint
     from elis.predictor.serving import default_checkpoint_path
@@ -208,7 +218,7 @@ def evaluate(
 
 
 def _evaluate_loso(files, greedy_files, held_out, out_dir, max_epochs, baseline_checkpoint=None,
-                   baseline_sources=()) -> None:
+                   baseline_sources=(), prompt_prior: bool = True) -> None:
     from elis.predictor.experiments import evaluate_protocols
     from elis.predictor.ranker import RankerConfig
 
@@ -226,7 +236,8 @@ def _evaluate_loso(files, greedy_files, held_out, out_dir, max_epochs, baseline_
         old = load_checkpoint(baseline_checkpoint or PREVIOUS_CHECKPOINT)
         cache.prompt_budget = int(old.metadata["prompt_budget"])  # its text join (the ranker does not use it)
         baseline = (old, cache)
-    summaries = evaluate_protocols(cache, records, RankerConfig(max_epochs=max_epochs), out_dir,
+    config = RankerConfig(max_epochs=max_epochs, use_prompt_prior=prompt_prior)
+    summaries = evaluate_protocols(cache, records, config, out_dir,
                                    window, held_out=held_out, greedy=greedy, baseline=baseline,
                                    baseline_sources=baseline_sources)
     for name in sorted(p.stem for p in out_dir.glob("*.md")):

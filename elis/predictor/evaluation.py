@@ -166,11 +166,12 @@ def predict_examples(checkpoint: Any, cache: Any, examples: list[Any]) -> np.nda
     from elis.predictor.training import capped, features_of, predict_array
 
     if getattr(checkpoint, "kind", "elis") == "ranker":
-        from elis.predictor.online import ranker_of
+        from elis.predictor.online import prior_of, ranker_of
         from elis.predictor.ranker import arrays_of
 
         ranker = ranker_of(checkpoint)
-        return ranker.predict(arrays_of(cache, list(examples), ranker.config))
+        prior = prior_of(checkpoint, cache.encoder)
+        return ranker.predict(arrays_of(cache, list(examples), ranker.config, prior))
     embeddings = cache.embed(examples)
     x = features_of(embeddings, examples, checkpoint.metadata["features"])
     return capped(predict_array(checkpoint.head, checkpoint.transform, x), examples)

@@ -32,13 +32,22 @@ def sources_of(records: Sequence[dict]) -> list[str]:
     return sorted({r.get("source", "") for r in records})
 
 
-def run_split(cache, splits: dict[str, list[dict]], config: RankerConfig) -> tuple[Ranker, dict, Any]:
-    """Train on splits['train'] (early stopping + calibration on 'val'); returns the ranker, info, test arrays."""
+def run_split(cache, splits: dict[str, list[dict]], config: RankerConfig) -> tuple[Ranker, dict, Any, Any]:
+    """Train on splits['train'] (early stopping + calibration on 'val'); returns the ranker, info, the
+    arrays of every split and the prompt prior (None unless `config.use_prompt_prior`; then it is trained
+    on the same train/val split first, never on the test split)."""
     if leaked_prompts(splits):
         raise AssertionError("a prompt is in two splits")
-    arrays = {name: arrays_of(cache, flatten(splits[name]), config) for name in ("train", "val", "test")}
+    prior = None
+    if config.use_prompt_prior:
+        from elis.predictor.prompt_prior import train_prompt_prior
+
+        prior = train_prompt_prior(cache.encoder, splits, progress=log.info, embed_texts=cache.embed_texts)
+    arrays = {name: arrays_of(cache, flatten(splits[name]), config, prior) for name in ("train", "val", "test")}
     ranker, info = train_ranker(arrays["train"], arrays["val"], config, cache.encoder.dim)
-    return ranker, info, arrays
+    if prior is not None:
+        info["prompt_prior"] = prior.metadata()
+    return ranker, info, arrays, prior
 
 
 def evaluate_protocols(
@@ -65,12 +74,14 @@ def evaluate_protocols(
     summaries = []
     named_rows = {}
     for name, splits in plans:
-        ranker, info, arrays = run_split(cache, splits, config)
+        ranker, info, arrays, prior = run_split(cache, splits, config)
         test = arrays["test"]
         rows = step_rows(test.examples, ranker.predict(test), window_tokens, max_step=max_step)
         named_rows[name] = rows
         (out_dir / f"{name}.md").write_text(markdown(rows))
         summary = summary_line(name, rows) | {"train_records": len(splits["train"]), "best_epoch": info["best_epoch"]}
+        if prior is not None:
+            summary["prompt_prior"] = info["prompt_prior"]
         summaries.append(summary)
         log.info("%s: %s", name, summary)
         source = name.removeprefix("loso-")
@@ -86,7 +97,7 @@ def evaluate_protocols(
             summaries.append(summary_line(f"{name} (previous checkpoint)", old_rows))
         for greedy_name, greedy_records in (greedy or {}).items():
             if name.startswith("loso-") and all(r.get("source") == source for r in greedy_records):
-                g = arrays_of(cache, flatten(greedy_records), config)
+                g = arrays_of(cache, flatten(greedy_records), config, prior)
                 g_rows = step_rows(g.examples, ranker.predict(g), window_tokens, max_step=max_step)
                 named_rows[f"{name}-greedy"] = g_rows
                 (out_dir / f"{name}-greedy.md").write_text(markdown(g_rows))
@@ -173,7 +184,7 @@ def online_curve(cache, records: Sequence[dict], source: str, out_dir: Path, con
     fixed test slice of `source` (30% of its prompts by hash, never fed to an update)."""
     from elis.predictor.checkpoint import load_checkpoint
     from elis.predictor.features import split_of
-    from elis.predictor.online import UpdateRefused, ranker_of, update_checkpoint
+    from elis.predictor.online import UpdateRefused, prior_of, ranker_of, update_checkpoint
     from elis.predictor.ranker_train import train_ranker_checkpoint
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -183,7 +194,7 @@ def online_curve(cache, records: Sequence[dict], source: str, out_dir: Path, con
     stream = [r for r in target if split_of(r["prompt"], (1 - holdout_fraction, holdout_fraction, 0.0)) == "train"]
     path = out_dir / "predictor.pt"
     train_ranker_checkpoint(others, path, cache, config, [])
-    test = arrays_of(cache, flatten(test_records), config)
+    test = arrays_of(cache, flatten(test_records), config, prior_of(load_checkpoint(path), cache.encoder))
     window = int(records[0]["window_tokens"])
     results = []
 

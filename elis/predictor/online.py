@@ -67,6 +67,15 @@ def ranker_of(checkpoint: Checkpoint) -> Ranker:
     return Ranker(checkpoint.head, config, calibration)
 
 
+def prior_of(checkpoint: Checkpoint, encoder):
+    """The checkpoint's PromptPrior over `encoder`, or None when it has none."""
+    if not checkpoint.metadata.get("prompt_prior"):
+        return None
+    from elis.predictor.prompt_prior import load_prior
+
+    return load_prior(encoder, checkpoint.metadata["prompt_prior"], checkpoint.prompt_prior)
+
+
 # -- finished jobs -> records ----------------------------------------------------------------------------
 
 
@@ -214,8 +223,9 @@ def update_checkpoint(
     if len(adapt_records) < 10 or len(holdout_records) < 5:
         raise UpdateRefused(f"too few finished jobs ({len(adapt_records)} to adapt, {len(holdout_records)} held "
                             "back; need 10 and 5)")
-    adapt = arrays_of(cache, flatten(adapt_records), config)
-    holdout = arrays_of(cache, flatten(holdout_records), config)
+    prior = prior_of(checkpoint, cache.encoder)
+    adapt = arrays_of(cache, flatten(adapt_records), config, prior)
+    holdout = arrays_of(cache, flatten(holdout_records), config, prior)
     current_tau = pooled_tau(current, holdout)
     candidates = {"recalibrated": recalibrated(current, adapt)}
     if refit_head:
@@ -250,7 +260,8 @@ def update_checkpoint(
     if dry_run:
         return result
     out_path = Path(out_path or checkpoint_path)
-    save_checkpoint(out_path, best.head, metadata, half=True)
+    # the prompt prior is not retrained by an update: its stored tensors are carried over as they are
+    save_checkpoint(out_path, best.head, metadata, half=True, prompt_prior=checkpoint.prompt_prior)
     write_level_file(out_path, metadata["edges"], int(metadata.get("num_priority_levels", len(metadata["edges"]) + 2)),
                      f"edges of version 1; uncertainty from the update to version {version}",
                      uncertainty_by_step(holdout.examples, best.predict(holdout), window))

@@ -74,6 +74,9 @@ class RankerConfig:
     use_tail_hash: bool = True
     use_repetition: bool = True
     use_prompt_hash: bool = False  # the prompt's hashed token frequencies besides its embedding
+    # the prompt prior's score (prompt_prior.py: the encoder's top layers fine-tuned for admission) as one
+    # more scalar; the prior is trained on the same train/val split before the head
+    use_prompt_prior: bool = False
     projection_dim: int = 64
     hidden: int = 256
     num_layers: int = 2
@@ -181,12 +184,13 @@ def build_ranker_head(shape: dict[str, Any]) -> RankerHead:
 def ranker_inputs(
     embed_texts, tokenizer, max_length: int, items: Sequence[Any], use_tail: bool, use_repetition: bool,
     tail_tokens: int = TAIL_TOKENS, use_tail_hash: bool = False, use_prompt_hash: bool = False,
-    embed_tails=None,
+    embed_tails=None, prior_of=None,
 ) -> np.ndarray:
     """Head inputs for items with .prompt, .output_text, .num_generated, in training and serving alike.
 
     `embed_texts(list[str]) -> array` embeds the prompts' heads, `embed_tails` the outputs' tails (default:
-    `embed_texts`; serving caches the prompts' vectors but not the tails').
+    `embed_texts`; serving caches the prompts' vectors but not the tails'). `prior_of(list[str]) -> array`,
+    when given, scores the prompts' heads (the prompt prior): the last column.
     """
     embed_tails = embed_tails or embed_texts
     prompts = [prompt_head(tokenizer, item.prompt, max_length) for item in items]
@@ -206,14 +210,21 @@ def ranker_inputs(
         dtype=np.float32,
     )
     parts.append(scalars.reshape(len(items), -1))
+    if prior_of is not None:
+        priors = dict(zip(unique, np.asarray(prior_of(unique), dtype=np.float32))) if unique else {}
+        parts.append(np.array([[priors[p]] for p in prompts], dtype=np.float32).reshape(len(items), 1))
     return np.concatenate(parts, axis=1).astype(np.float32)
 
 
-def arrays_of(cache, examples: list[Example], config: RankerConfig) -> Arrays:
-    """The RankerHead's inputs; `cache` is a training.EmbeddingCache (its `embed_texts`)."""
+def arrays_of(cache, examples: list[Example], config: RankerConfig, prior=None) -> Arrays:
+    """The RankerHead's inputs; `cache` is a training.EmbeddingCache (its `embed_texts`); `prior` a
+    PromptPrior, required when `config.use_prompt_prior`."""
+    if config.use_prompt_prior and prior is None:
+        raise ValueError("this ranker config uses the prompt prior: pass the trained PromptPrior")
     x = ranker_inputs(
         cache.embed_texts, cache.encoder.tokenizer, cache.encoder.max_length, examples,
         config.use_tail, config.use_repetition, config.tail_tokens, config.use_tail_hash, config.use_prompt_hash,
+        prior_of=prior.score if config.use_prompt_prior else None,
     )
     return Arrays.of(x, examples)
 
@@ -338,4 +349,5 @@ def ranker_metadata(ranker: Ranker) -> dict[str, Any]:
         "use_repetition": ranker.config.use_repetition,
         "use_tail_hash": ranker.config.use_tail_hash,
         "use_prompt_hash": ranker.config.use_prompt_hash,
+        "use_prompt_prior": ranker.config.use_prompt_prior,
     }

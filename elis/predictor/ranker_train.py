@@ -95,8 +95,13 @@ def train_ranker_checkpoint(
         raise ValueError(f"records mix window sizes {sorted(windows)}")
     window = windows.pop()
     splits = split_in_distribution(records)
-    train = arrays_of(cache, flatten(splits["train"]), config)
-    val = arrays_of(cache, flatten(splits["val"]), config)
+    prior = None
+    if config.use_prompt_prior:
+        from elis.predictor.prompt_prior import train_prompt_prior
+
+        prior = train_prompt_prior(cache.encoder, splits, progress=log.info, embed_texts=cache.embed_texts)
+    train = arrays_of(cache, flatten(splits["train"]), config, prior)
+    val = arrays_of(cache, flatten(splits["val"]), config, prior)
     ranker, info = train_ranker(train, val, config, cache.encoder.dim)
     predicted = ranker.predict(val)
     rows = step_rows(val.examples, predicted, window, max_step=8)
@@ -119,7 +124,10 @@ def train_ranker_checkpoint(
         "file": Path(dataset_files[0]).name if dataset_files else "",
     }
     metadata = checkpoint_metadata(ranker, cache.encoder, window, edges, num_levels, dataset, validation)
-    path = save_checkpoint(out_path, ranker.head, metadata, half=half)
+    if prior is not None:
+        metadata["prompt_prior"] = prior.metadata()
+    path = save_checkpoint(out_path, ranker.head, metadata, half=half,
+                           prompt_prior=prior.state(half=half) if prior is not None else None)
     write_level_file(path, edges, num_levels, "quantiles of the remaining-length training targets of the ranker "
                      "checkpoint", uncertainty_by_step(val.examples, predicted, window))
     log.info("saved %s (val pooled tau %.3f)", path, validation["val_pooled_tau"])

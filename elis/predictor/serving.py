@@ -126,6 +126,8 @@ class LengthPredictor:
         self._lock = threading.Lock()  # the fast tokenizer is not safe to share between threads
         self._levels = PriorityLevels(tuple(float(e) for e in checkpoint.metadata["edges"]))
         self._prompt_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._prompt_priors: OrderedDict[str, float] = OrderedDict()
+        self._prior = self._prior_of(checkpoint, encoder)
         self._calibration = self._calibration_of(checkpoint)
         self.watch = watch and path is not None
         self.reload_s = reload_s
@@ -142,6 +144,12 @@ class LengthPredictor:
                 f"checkpoint wants encoder {meta['encoder']} ({meta['encoder_dim']}-dim), "
                 f"got {encoder.name} ({encoder.dim}-dim)"
             )
+
+    @staticmethod
+    def _prior_of(checkpoint: Checkpoint, encoder: Encoder):
+        from elis.predictor.online import prior_of
+
+        return prior_of(checkpoint, encoder)
 
     @staticmethod
     def _calibration_of(checkpoint: Checkpoint):
@@ -201,13 +209,16 @@ class LengthPredictor:
             if loaded.metadata["encoder"] != self.encoder.name:
                 encoder = load_encoder(loaded.metadata["encoder"])
             self._check_encoder(encoder, loaded)
+            prior = self._prior_of(loaded, encoder)
         except Exception as exc:  # noqa: BLE001 -- a half-written or foreign file must not stop serving
             log.warning("predictor checkpoint not reloaded: %s", exc)
             return False
         with self._lock:
             if encoder is not self.encoder:
                 self._prompt_vectors.clear()
+            self._prompt_priors.clear()
             self.encoder, self.checkpoint, self.path, self._version = encoder, loaded, path, version
+            self._prior = prior
             self._levels = PriorityLevels(tuple(float(e) for e in loaded.metadata["edges"]))
             self._calibration = self._calibration_of(loaded)
             self.reloads += 1
@@ -215,18 +226,26 @@ class LengthPredictor:
         return True
 
     # -- prediction ------------------------------------------------------------------------------------
-    def _embed_prompt_heads(self, heads: list[str]) -> np.ndarray:
-        """Prompt-head embeddings, cached (LRU) so a job's prompt is encoded once, at admission."""
-        missing = list(dict.fromkeys(h for h in heads if h not in self._prompt_vectors))
+    def _cached(self, cache: OrderedDict, heads: list[str], compute) -> list:
+        """Per prompt head, from an LRU cache, so a job's prompt is encoded once, at admission."""
+        missing = list(dict.fromkeys(h for h in heads if h not in cache))
         if missing:
-            for head, vector in zip(missing, self.encoder.encode(missing)):
-                self._prompt_vectors[head] = vector
-        vectors = np.stack([self._prompt_vectors[h] for h in heads])
+            for head, value in zip(missing, compute(missing)):
+                cache[head] = value
+        values = [cache[h] for h in heads]
         for head in heads:
-            self._prompt_vectors.move_to_end(head)
-        while len(self._prompt_vectors) > self.PROMPT_CACHE_SIZE:
-            self._prompt_vectors.popitem(last=False)
-        return vectors
+            cache.move_to_end(head)
+        while len(cache) > self.PROMPT_CACHE_SIZE:
+            cache.popitem(last=False)
+        return values
+
+    def _embed_prompt_heads(self, heads: list[str]) -> np.ndarray:
+        """Prompt-head embeddings (cached)."""
+        return np.stack(self._cached(self._prompt_vectors, heads, self.encoder.encode))
+
+    def _prior_scores(self, heads: list[str]) -> np.ndarray:
+        """The prompt prior's scores of prompt heads (cached)."""
+        return np.array(self._cached(self._prompt_priors, heads, self._prior.score), dtype=np.float32)
 
     def _ranker_scores(self, items: Sequence[PredictionInput]) -> np.ndarray:
         from elis.predictor.ranker import ranker_inputs
@@ -238,6 +257,7 @@ class LengthPredictor:
             use_tail=bool(meta["head"]["use_tail"]), use_repetition=bool(meta.get("use_repetition", True)),
             tail_tokens=int(meta["tail_tokens"]), use_tail_hash=bool(meta.get("use_tail_hash", False)),
             use_prompt_hash=bool(meta.get("use_prompt_hash", False)), embed_tails=self.encoder.encode,
+            prior_of=self._prior_scores if self._prior is not None else None,
         )
         with torch.no_grad():
             scores = self.checkpoint.head(torch.from_numpy(x)).numpy().astype(np.float64)

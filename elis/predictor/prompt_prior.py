@@ -1,0 +1,137 @@
+"""The prompt prior: the encoder with its top layers fine-tuned to rank prompts by expected output length.
+
+The fine-tuning study (`finetune.py`, docs/predictor.md) found that tuning MiniLM's top 2 layers with a small
+head on the prompt's mean output length lifts left-out admission tau well above the ranker's (frozen
+embedding, 64 PCA dims). This module turns that admission model into a served feature: the ranker gets the
+prior's score of the prompt as one more scalar, at every step, so its admission prediction and its
+re-predictions stay one model on one calibrated scale (issue 8: a newcomer's admission prediction is
+compared with running jobs' re-predictions).
+
+Stored inside the ranker checkpoint (`checkpoint.py`, key "prompt_prior"): only the tuned top layers and the
+head (about 3.6 M parameters, 7 MB in float16); the bottom layers come from the bundled encoder, which the
+checkpoint already names. Cost at serving: one more encoder pass per prompt, at admission (cached by prompt).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from elis.predictor.finetune import AdmissionModel, FinetuneConfig, length_batches, prompt_rows, train_admission
+from elis.predictor.features import prompt_head
+
+PRIOR_KEY = "prompt_prior"
+
+
+class PromptPrior:
+    """Scores prompt heads (the text the encoder reads): higher = longer expected output (standardized log)."""
+
+    def __init__(self, bert: nn.Module, head: nn.Module, tokenizer, max_length: int, top_layers: int,
+                 info: dict[str, Any] | None = None) -> None:
+        self.bert = bert.eval()
+        self.head = head.eval()
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.top_layers = top_layers
+        self.info = info or {}
+
+    def score(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """One score per text (float32), batched by length so a batch pads little."""
+        texts = list(texts)
+        out = np.zeros(len(texts), dtype=np.float32)
+        if not texts:
+            return out
+        import random
+
+        with torch.inference_mode():
+            for idx in length_batches(texts, batch_size, random.Random(0)):
+                batch = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+                                       max_length=self.max_length, return_tensors="pt")
+                cls = nn.functional.normalize(self.bert(**batch).last_hidden_state[:, 0], dim=-1)
+                out[idx] = self.head(cls).squeeze(-1).numpy()
+        return out
+
+    def scorer(self) -> Callable[[list[str]], np.ndarray]:
+        return self.score
+
+    # -- storage ------------------------------------------------------------------------------------------
+    def state(self, half: bool = True) -> dict[str, torch.Tensor]:
+        """The tuned top layers ("layer.<i>.*") and the head ("head.*"): what the bundled encoder lacks."""
+        layers = self.bert.encoder.layer
+        first = len(layers) - self.top_layers
+        state = {}
+        for i in range(first, len(layers)):
+            for name, value in layers[i].state_dict().items():
+                state[f"layer.{i}.{name}"] = value
+        for name, value in self.head.state_dict().items():
+            state[f"head.{name}"] = value
+        return {k: (v.detach().to(torch.float16) if half and v.is_floating_point() and not k.startswith("head.")
+                    else v.detach()).clone() for k, v in state.items()}
+
+    def metadata(self) -> dict[str, Any]:
+        hidden = int(self.head[0].out_features)
+        return {"top_layers": self.top_layers, "hidden": hidden, **{k: v for k, v in self.info.items()
+                                                                     if isinstance(v, (int, float, str, list))}}
+
+
+def prior_from_model(model: AdmissionModel, info: dict[str, Any] | None = None) -> PromptPrior:
+    """A PromptPrior from a trained AdmissionModel (a frozen one gets a copy of the encoder's BERT)."""
+    encoder = model.encoder
+    bert = model.bert if model.bert is not None else copy.deepcopy(encoder.model.model)
+    return PromptPrior(bert, model.head, encoder.tokenizer, encoder.max_length, model.top_layers, info)
+
+
+def load_prior(encoder, metadata: dict[str, Any], state: dict[str, torch.Tensor]) -> PromptPrior:
+    """Rebuild the prior over `encoder` (the checkpoint's bundled encoder) from a stored state."""
+    top_layers = int(metadata["top_layers"])
+    bert = copy.deepcopy(encoder.model.model)
+    layers = bert.encoder.layer
+    for i in range(len(layers) - top_layers, len(layers)):
+        prefix = f"layer.{i}."
+        layers[i].load_state_dict({k[len(prefix):]: v.to(torch.float32) for k, v in state.items()
+                                   if k.startswith(prefix)})
+    head = nn.Sequential(nn.Linear(encoder.dim, int(metadata["hidden"])), nn.GELU(),
+                         nn.Linear(int(metadata["hidden"]), 1))
+    head.load_state_dict({k[len("head."):]: v.to(torch.float32) for k, v in state.items() if k.startswith("head.")})
+    for parameter in [*bert.parameters(), *head.parameters()]:
+        parameter.requires_grad_(False)
+    return PromptPrior(bert, head, encoder.tokenizer, encoder.max_length, top_layers, dict(metadata))
+
+
+def train_prompt_prior(encoder, splits: dict[str, list[dict]], config: FinetuneConfig | None = None,
+                       progress: Callable[[str], None] = lambda _: None,
+                       embed_texts: Callable[[list[str]], np.ndarray] | None = None) -> PromptPrior:
+    """Fit the prior on splits['train'] (early stopping on splits['val']; the test split is never read):
+    the frozen head first, then the top layers and that head (kept only when validation improves).
+
+    `embed_texts` (e.g. the training EmbeddingCache's) gives the frozen encoder's vectors, so the frozen
+    head does not re-encode prompts already cached on disk."""
+    config = config or FinetuneConfig(top_layers=2, max_epochs=4)
+
+    def head_of(prompt: str) -> str:
+        return prompt_head(encoder.tokenizer, prompt, encoder.max_length)
+
+    train, val = prompt_rows(splits["train"], head_of), prompt_rows(splits["val"], head_of)
+    frozen_vectors: dict[str, torch.Tensor] = {}
+    if embed_texts is not None:
+        texts = list(dict.fromkeys([r.text for r in train] + [r.text for r in val]))
+        frozen_vectors = {t: torch.from_numpy(np.asarray(v)) for t, v in zip(texts, embed_texts(texts))}
+    frozen, frozen_info = train_admission(encoder, train, val, dataclasses.replace(config, top_layers=0),
+                                          progress, frozen_vectors)
+    info = {"train_prompts": len(train), "val_prompts": len(val), "frozen_val_tau": frozen_info["val_tau"],
+            "frozen_train_seconds": frozen_info["train_seconds"]}
+    if config.top_layers <= 0:
+        return prior_from_model(frozen, info | {"val_tau": frozen_info["val_tau"], "best_epoch": 0})
+    tuned, tuned_info = train_admission(encoder, train, val, config, progress, frozen_vectors,
+                                        init_head=copy.deepcopy(frozen.head.state_dict()))
+    info |= {"val_tau": tuned_info["val_tau"], "best_epoch": tuned_info["best_epoch"],
+             "val_tau_by_epoch": tuned_info["val_tau_by_epoch"], "train_seconds": tuned_info["train_seconds"]}
+    progress(f"prompt prior: val tau {frozen_info['val_tau']:.3f} frozen, {tuned_info['val_tau']:.3f} tuned "
+             f"(epoch {tuned_info['best_epoch']})")
+    return prior_from_model(tuned, info)
