@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -42,13 +43,20 @@ PromptPriorOption = Annotated[
 
 
 def _train_ranker(files, out, seed, max_epochs, rank_weight, regression_weight, float32,
-                  prompt_prior: bool = True) -> None:
+                  prompt_prior: bool = True, exclude_sources: Sequence[str] = ()) -> None:
     from elis.predictor.ranker import RankerConfig
     from elis.predictor.ranker_train import train_ranker_checkpoint
     from elis.predictor.serving import user_checkpoint_path
 
     started = time.perf_counter()
     records = _read_corpus(files)
+    if exclude_sources:
+        unknown = set(exclude_sources) - {r.get("source", "") for r in records}
+        if unknown:
+            typer.secho(f"error: --exclude-source {sorted(unknown)} not in the corpus", fg="red", err=True)
+            raise typer.Exit(2)
+        records = [r for r in records if r.get("source", "") not in set(exclude_sources)]
+        typer.echo(f"training without {', '.join(exclude_sources)}: {len(records)} records")
     out = out or user_checkpoint_path(_settings().cache_dir)
     config = RankerConfig(seed=seed, max_epochs=min(max_epochs, 60), rank_weight=rank_weight,
                           regression_weight=regression_weight, use_prompt_prior=prompt_prior)
@@ -119,6 +127,10 @@ def train(
     rank_weight: Annotated[float, typer.Option(help="ranker: weight of the pairwise ranking loss")] = 1.0,
     regression_weight: Annotated[float, typer.Option(help="ranker: weight of the Huber regression loss")] = 1.0,
     prompt_prior: PromptPriorOption = True,
+    exclude_source: Annotated[
+        list[str] | None, typer.Option(help="ranker: leave this source out of training (repeatable), to replay "
+                                            "it later as traffic the predictor never saw")
+    ] = None,
 ) -> None:
     """Cache the frozen embeddings, train the head, save a checkpoint with its metadata.
 
@@ -127,7 +139,7 @@ def train(
     _set_threads(threads)
     if kind == "ranker":
         _train_ranker(corpus or [DEFAULT_CORPUS], out, seed, max_epochs, rank_weight, regression_weight, float32,
-                      prompt_prior)
+                      prompt_prior, exclude_source or [])
         return
     if kind != "elis":
         typer.secho(f"error: unknown --kind {kind!r} (elis | ranker)", fg="red", err=True)

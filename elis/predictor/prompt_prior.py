@@ -23,8 +23,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from elis.predictor.finetune import AdmissionModel, FinetuneConfig, length_batches, prompt_rows, train_admission
 from elis.predictor.features import prompt_head
+from elis.predictor.finetune import (
+    AdmissionModel,
+    FinetuneConfig,
+    length_batches,
+    prompt_rows,
+    train_admission,
+)
 
 PRIOR_KEY = "prompt_prior"
 

@@ -367,13 +367,22 @@ def tenant_usage(session: Session, *, tenant: str) -> tuple[int, int]:
 
 
 def lock_tenant_admission(session: Session, *, tenant: str) -> None:
-    """Take the tenant's admission lock until this transaction ends (PostgreSQL), so that counting the tenant's
-    load (`tenant_usage`) and inserting the job it allows cannot interleave with another admission's: two
+    """Take the tenant's admission lock until this transaction ends, so that counting the tenant's load
+    (`tenant_usage`) and inserting the job it allows cannot interleave with another admission's: two
     concurrent submissions would otherwise both count the room for one and both be stored.
 
-    NOTE: no lock on SQLite (local, single-user use): there concurrent submissions may pass a limit by a few.
+    PostgreSQL: a per-tenant advisory lock. SQLite (the embedded default) has one writer at a time: the
+    transaction takes the database's write lock before it counts (other writers wait, up to the connection's
+    busy timeout), which serializes every admission, of every tenant; call this first in the transaction.
     """
-    if session.get_bind().dialect.name != "postgresql":
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        # An UPDATE that matches no row still opens a write transaction (pysqlite sends BEGIN before it, and
+        # SQLite takes the write lock when the statement runs): the count below then sees every committed job.
+        session.execute(update(Job).where(Job.id.is_(None)).values(id=Job.id)
+                        .execution_options(synchronize_session=False))
+        return
+    if dialect != "postgresql":
         return
     # A transaction-level advisory lock on a 64-bit key from the tenant's name: released by commit or rollback,
     # and it locks no row (the tenant has no row of its own; its key rows may be many or none).

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from elis.predictor.checkpoint import CheckpointError, build_head, load_checkpoint, save_checkpoint
-from elis.predictor.features import PredictionInput
 from elis.predictor.fakes import FakeTokenizer, fake_record
+from elis.predictor.features import PredictionInput
 from elis.predictor.ranker import RankerConfig, arrays_of, ranker_inputs
 
 _HEAD = {"input_dim": 2, "hidden": 4, "num_layers": 1}  # any small head: these tests are about the prior
