@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     default_max_tokens: int = 256
     max_batch_file_mb: int = 200  # the largest batch input file (POST /v1/files), as OpenAI's limit
     max_batch_requests: int = 50_000  # the most requests in one batch, as OpenAI's limit
+    # A batch request over its tenant's limit (active jobs, tokens in flight) waits up to this long for its jobs
+    # to finish and free the room, re-checked every second, before it fails as a line of the error file.
+    batch_limit_wait_s: float = 3600.0
 
     # Length predictor checkpoint; empty means the default one in cache_dir.
     predictor_checkpoint: str = ""

@@ -10,6 +10,7 @@ its output and error files (JSONL in OpenAI's batch output format) and the batch
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -54,6 +55,12 @@ UPLOAD_PURPOSES = ("batch",)
 STALE_FINALIZATION_S = 300.0
 # The error line of each request not yet queued when the key that created its batch is revoked.
 KEY_REVOKED_MESSAGE = "the API key that created this batch was revoked"
+# How often a batch request held back by its tenant's limit checks again for room.
+BATCH_LIMIT_POLL_S = 1.0
+
+
+class BatchCancelled(Exception):
+    """The batch was cancelled while one of its requests waited for room under its tenant's limit."""
 
 
 # File and batch ids are ours ("file-<hex>", "batch_<hex>"): anything else names nothing, and NUL or control
@@ -316,19 +323,14 @@ def validate_and_queue(state, settings: Settings, batch_id: str) -> None:
             with session_scope(url) as session:
                 cancelled = store.is_cancelling(session, batch_id=batch_id)
             if cancelled:
-                line_errors.append(
-                    {
-                        "line": request.line_number,
-                        "custom_id": request.custom_id,
-                        "code": "batch_cancelled",
-                        "message": "the batch was cancelled before this request ran",
-                    }
-                )
+                line_errors.append(_cancelled_line(request))
                 continue
             try:
                 admit_batch_request(state, settings, batch_id, request)
             except BatchLineError as exc:
                 line_errors.append(_line_error(exc))
+            except BatchCancelled:
+                line_errors.append(_cancelled_line(request))
         line_errors.sort(key=lambda e: e["line"])
         with session_scope(url) as session:
             store.start_batch(
@@ -362,16 +364,31 @@ def admit_batch_request(state, settings: Settings, batch_id: str, request: Batch
         raise fail("; ".join(_readable(e) for e in exc.errors())) from None
     origin = Origin(batch_id=batch_id, custom_id=request.custom_id,
                     raw_prompt=None if request.is_chat else request.prompt)
-    try:
-        return admit(state, settings, caller, body, origin).id
-    except AdmissionRefused as exc:
-        raise fail(exc.message) from None
+    # A tenant limit (429) is a matter of time, not of the request: wait for the tenant's jobs to free the room,
+    # as a client told Retry-After would, up to batch_limit_wait_s; stop waiting when the batch is cancelled.
+    deadline = time.monotonic() + settings.batch_limit_wait_s
+    while True:
+        try:
+            return admit(state, settings, caller, body, origin).id
+        except AdmissionRefused as exc:
+            if exc.status != 429 or time.monotonic() >= deadline:
+                waited = f" (still so after waiting {settings.batch_limit_wait_s:g} s)" if exc.status == 429 else ""
+                raise fail(exc.message + waited) from None
+        time.sleep(max(0.0, min(BATCH_LIMIT_POLL_S, deadline - time.monotonic())))
+        with session_scope(settings.resolved_database_url) as session:
+            if store.is_cancelling(session, batch_id=batch_id):
+                raise BatchCancelled(batch_id)
 
 
 def _readable(error: dict) -> str:
     where = ".".join(str(p) for p in error.get("loc", ()))
     message = error.get("msg", "invalid value").removeprefix("Value error, ")
     return f"body.{where}: {message}" if where else message
+
+
+def _cancelled_line(request: BatchRequest) -> dict:
+    return {"line": request.line_number, "custom_id": request.custom_id, "code": "batch_cancelled",
+            "message": "the batch was cancelled before this request ran"}
 
 
 def _line_error(exc: BatchLineError) -> dict:

@@ -203,16 +203,55 @@ def finish_jobs_and_read_errors(client, settings, key: str, batch_id: str) -> di
     return {line["custom_id"]: line["error"] for line in map(json.loads, content.splitlines())}
 
 
-def test_a_batchs_requests_are_admitted_with_the_limits_of_the_key_that_created_it(keyed):
-    client, settings = keyed
+@pytest.fixture()
+def keyed_short_wait(settings):
+    """As `keyed`, but a batch request over its tenant's limit waits only 1 s for room."""
+    keyed_settings = settings.model_copy(update={"auth": "keys", "batch_limit_wait_s": 1.0})
+    with TestClient(create_app(keyed_settings)) as client:
+        yield client, keyed_settings
+
+
+def test_a_batchs_requests_are_admitted_with_the_limits_of_the_key_that_created_it(keyed_short_wait):
+    client, settings = keyed_short_wait
     key = make_key(settings, "short", max_tokens=16, max_active_jobs=2)
+    started = time.monotonic()
     batch = submit_batch(client, key, [("small", 8), ("long", 64), ("second", 8), ("third", 8)])
-    # "long" asks more than the key's max_tokens; "third" would be the tenant's third active job of two.
+    # "long" asks more than the key's max_tokens: it fails at once. "third" would be the tenant's third active
+    # job of two: it waits for room (batch_limit_wait_s, 1 s here), and fails when none comes.
+    assert time.monotonic() - started >= 1.0
     assert sorted(batch_jobs(settings, batch["id"])) == ["second", "small"]
     errors = finish_jobs_and_read_errors(client, settings, key, batch["id"])
     assert sorted(errors) == ["long", "third"]
     assert "max_tokens is 64; this service allows at most 16 for your key" in errors["long"]["message"]
     assert "has 2 jobs queued or running, its limit" in errors["third"]["message"]
+    assert "still so after waiting 1 s" in errors["third"]["message"]
+
+
+def test_a_batch_request_over_its_tenants_limit_waits_for_room_and_then_runs(keyed):
+    client, settings = keyed  # the default wait: an hour
+    key = make_key(settings, "one-at-a-time", max_active_jobs=1)
+    finished: list[str] = []
+
+    def finish_the_first_job_once_the_second_waits():
+        # As a worker would: the batch's first job ends while its second request waits for room.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not finished:
+            with session_scope(settings.resolved_database_url) as session:
+                jobs, _ = job_store.list_jobs(session, tenant="one-at-a-time")
+            if jobs:
+                time.sleep(1.5)  # the second request has been refused at least once by now
+                finish(settings, jobs[0].id, "ok", 1)
+                finished.append(jobs[0].custom_id)
+            time.sleep(0.1)
+
+    helper = threading.Thread(target=finish_the_first_job_once_the_second_waits)
+    helper.start()
+    batch = submit_batch(client, key, [("first", 8), ("second", 8)])
+    helper.join()
+    assert finished == ["first"]
+    assert sorted(batch_jobs(settings, batch["id"])) == ["first", "second"]  # both ran: no line failed
+    status = client.get(f"/v1/batches/{batch['id']}", headers=bearer(key)).json()
+    assert status["status"] == "in_progress" and status["request_counts"]["failed"] == 0
 
 
 def test_once_a_batchs_key_is_revoked_its_requests_not_yet_queued_fail_in_words(keyed, monkeypatch):
