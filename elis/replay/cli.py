@@ -111,6 +111,10 @@ def compare_command(
                                              "forced lengths under srtf-oracle (the row 'bound')")] = True,
     bound_from: Annotated[Path | None, typer.Option(help="take the bound's true lengths from this records CSV of "
                                                          "an earlier run instead")] = None,
+    lengths_from: Annotated[Path | None, typer.Option(help="force every run's outputs to the lengths of an earlier "
+                                                           "run of the same workload (its records CSV; same file, "
+                                                           "--num and --seed): every policy then does the same work, "
+                                                           "with no run-to-run output noise")] = None,
     max_tokens: Annotated[int, typer.Option(help="max_tokens of every job (and the cap of a trace's forced "
                                                  "lengths)")] = 256,
     max_prompt_tokens: Annotated[int, typer.Option(help="length traces: cap of the filler prompts")] = 512,
@@ -145,8 +149,9 @@ def compare_command(
     logging.basicConfig(level=logging.WARNING)
     names = _policy_list(policies)
     sweep_rates = _rates(rates)
-    if bound_from is not None and not bound_from.exists():
-        _fail(f"--bound-from: no such file {bound_from}")
+    for option, path in (("--bound-from", bound_from), ("--lengths-from", lengths_from)):
+        if path is not None and not path.exists():
+            _fail(f"{option}: no such file {path}")
     if max_tokens < 1 or max_prompt_tokens < 1:
         _fail("--max-tokens and --max-prompt-tokens must be at least 1")
     if load <= 0:
@@ -154,11 +159,12 @@ def compare_command(
 
     def workload_at(run_rate: float | None):
         try:
-            return build_workload(prompts, kind=kind, num=num, arrivals=arrivals, rate=run_rate, cv=cv, seed=seed,
+            work = build_workload(prompts, kind=kind, num=num, arrivals=arrivals, rate=run_rate, cv=cv, seed=seed,
                                   max_tokens=max_tokens, temperature=temperature, slots=slots, load=load,
                                   max_prompt_tokens=max_prompt_tokens)
         except WorkloadError as exc:
             _fail(str(exc))
+        return work if lengths_from is None else _with_lengths_from(work, lengths_from)
 
     workloads = {r: workload_at(r) for r in sweep_rates} if sweep_rates else {None: workload_at(rate)}
     out_dir = out_dir or Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -174,6 +180,7 @@ def compare_command(
     stack = cmp.Stack(settings=settings, out_dir=out_dir, database_url=database, base_urls=given, slots=slots)
     options = {"workload": str(prompts), "format": kind, "num": num, "arrivals": arrivals, "rate": rate, "cv": cv,
                "seed": seed, "policies": names, "bound": bound, "bound_from": str(bound_from) if bound_from else None,
+               "lengths_from": str(lengths_from) if lengths_from else None,
                "max_tokens": max_tokens, "max_prompt_tokens": max_prompt_tokens, "load": load,
                "temperature": temperature, "slots": slots, "rates": sweep_rates, "base_url": base_url}
     outcome = "complete"
@@ -203,6 +210,28 @@ def compare_command(
         raise typer.Exit(code=130)
     if outcome != "complete":
         _fail(outcome, code=1)
+
+
+def _with_lengths_from(work, records_csv: Path):
+    """The workload with each item's output forced to the length it had in `records_csv` (items it does not
+    hold, e.g. jobs that failed there, are left out, and the run says how many)."""
+    from dataclasses import replace
+
+    from elis.replay import compare as cmp
+    from elis.replay.live import read_live_records
+
+    try:
+        lengths = cmp.true_lengths_of(read_live_records(records_csv))
+    except (OSError, ValueError) as exc:
+        _fail(f"--lengths-from {records_csv}: {exc}")
+    items = cmp.bound_items(work.items, lengths)
+    if not items:
+        _fail(f"--lengths-from {records_csv}: no finished job of this workload in it (same file, --num and --seed?)")
+    if len(items) < len(work.items):
+        typer.echo(f"--lengths-from: {len(work.items) - len(items)} of {len(work.items)} items have no recorded length "
+                   "and are left out")
+    info = {**work.info, "jobs": len(items), "lengths_from": str(records_csv)}
+    return replace(work, items=items, info=info)
 
 
 def _compare_once(cmp, work, names, stack, run_dir, settings, options, run_rate, bound, bound_from,

@@ -141,6 +141,27 @@ def test_compare_refuses_bad_options_with_a_clear_message(tmp_path):
     assert result.exit_code == 2 and "poisson arrivals need --rate" in result.output
 
 
+def test_lengths_from_an_earlier_run_force_every_item_it_finished(tmp_path):
+    from elis.replay.cli import _with_lengths_from
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"question {i}"}) + "\n" for i in range(4)))
+    work = build_workload(prompts, num=4, arrivals="poisson", rate=1.0, seed=3, max_tokens=128)
+    earlier = tmp_path / "records-fcfs.csv"
+    write_live_records([rec(0, 0, 1, 0, 17), rec(2, 0, 1, 0, 128), rec(3, 0, 1, 0, 9, status="failed")], earlier)
+    forced = _with_lengths_from(work, earlier)
+    assert [i.index for i in forced.items] == [0, 2]  # item 1 never ran there, item 3 failed
+    assert [i.body["target_output_tokens"] for i in forced.items] == [17, 128]
+    assert [i.offset_s for i in forced.items] == [work.items[0].offset_s, work.items[2].offset_s]  # same arrivals
+    assert forced.info["jobs"] == 2 and forced.info["lengths_from"] == str(earlier)
+    # a file that is not a records CSV, or a missing one, is a clear error
+    (tmp_path / "junk.csv").write_text("a,b\n1,2\n")
+    for path, message in [(tmp_path / "junk.csv", "not a records row"), (tmp_path / "none.csv", "no such file")]:
+        result = runner.invoke(app, ["compare", "--prompts", str(prompts), "--lengths-from", str(path),
+                                     "--out-dir", str(tmp_path / "out")])
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
 def test_compare_and_report_are_registered_with_help():
     result = runner.invoke(app, ["--help"])
     assert "compare" in result.output and "report" in result.output
