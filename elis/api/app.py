@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from elis import __version__
 from elis.api.auth import auth_mode, document_auth
+from elis.api.batches import AdmissionResumer
 from elis.api.batches import router as batch_router
 from elis.api.deps import AdmissionPredictor, Tokenizer
 from elis.api.errors import BodySizeLimit, install_error_handlers
@@ -31,8 +32,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         monitor.start()  # refreshes the quality guard and the aging bound from finished jobs
+        resumer = AdmissionResumer(app.state, settings)  # batches whose admitting process stopped
+        resumer.start()
         yield
         monitor.stopped.set()
+        resumer.stopped.set()
 
     app = FastAPI(title="elis", version=__version__, description="LLM batch inference scheduled by predicted length",
                   lifespan=lifespan)

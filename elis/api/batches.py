@@ -10,6 +10,7 @@ its output and error files (JSONL in OpenAI's batch output format) and the batch
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -57,6 +58,9 @@ STALE_FINALIZATION_S = 300.0
 KEY_REVOKED_MESSAGE = "the API key that created this batch was revoked"
 # How often a batch request held back by its tenant's limit checks again for room.
 BATCH_LIMIT_POLL_S = 1.0
+# A batch admission whose heartbeat is older than this is taken over (its process stopped); the heartbeat is
+# refreshed before every request and every second while one waits for room.
+STALE_ADMISSION_S = 60.0
 
 
 class BatchCancelled(Exception):
@@ -296,12 +300,22 @@ def finalize_batch(settings: Settings, batch_id: str) -> None:
 
 
 def validate_and_queue(state, settings: Settings, batch_id: str) -> None:
-    """Read the input file; fail the batch if it is not JSONL, else queue one job per runnable line."""
+    """Read the input file; fail the batch if it is not JSONL, else queue one job per runnable line.
+
+    Resumable: it first claims the batch's admission (one process at a time, kept by a heartbeat) and skips
+    the requests already queued, so when the process dies mid-way, `resume_stalled_admissions` (any API)
+    takes over without queueing a request twice. custom_ids must be unique in a batch, as OpenAI asks: a
+    repeated one fails that line."""
     url = settings.resolved_database_url
     try:
         with session_scope(url) as session:
+            now = clock.now()
+            stale_before = now - timedelta(seconds=STALE_ADMISSION_S)
+            if not store.claim_admission(session, batch_id=batch_id, now=now, stale_before=stale_before):
+                return  # another process is admitting it, or it is done
             batch = store.get_batch(session, batch_id=batch_id)
             endpoint, content = batch.endpoint, store.get_file(session, file_id=batch.input_file_id).content
+            queued = store.queued_custom_ids(session, batch_id=batch_id)
         try:
             requests, bad_lines = parse_batch(content, endpoint)
         except (BatchFileError, UnicodeDecodeError) as exc:
@@ -319,9 +333,19 @@ def validate_and_queue(state, settings: Settings, batch_id: str) -> None:
             )
             return
         line_errors = [_line_error(e) for e in bad_lines]
+        first_line: dict[str, int] = {}
         for request in requests:
+            first = first_line.setdefault(request.custom_id, request.line_number)
+            if first != request.line_number:
+                line_errors.append({"line": request.line_number, "custom_id": request.custom_id,
+                                    "code": "duplicate_custom_id",
+                                    "message": f"custom_id {request.custom_id!r} was already used on line {first}; "
+                                               "each request of a batch needs its own"})
+                continue
+            if request.custom_id in queued:
+                continue  # queued by an earlier admission of this batch, whose process stopped
             with session_scope(url) as session:
-                cancelled = store.is_cancelling(session, batch_id=batch_id)
+                cancelled = store.admission_heartbeat(session, batch_id=batch_id, now=clock.now())
             if cancelled:
                 line_errors.append(_cancelled_line(request))
                 continue
@@ -343,6 +367,34 @@ def validate_and_queue(state, settings: Settings, batch_id: str) -> None:
     except Exception as exc:  # never leave a batch validating forever
         log.exception("validating batch %s failed", batch_id)
         _fail(url, batch_id, "internal_error", f"validation failed: {type(exc).__name__}: {exc}")
+
+
+class AdmissionResumer(threading.Thread):
+    """In every API process: every STALE_ADMISSION_S / 2 seconds, resume the batch admissions whose process
+    stopped (the claim lets only one API take each). Errors are logged, never raised."""
+
+    def __init__(self, state, settings: Settings) -> None:
+        super().__init__(name="elis-batch-admission-resumer", daemon=True)
+        self.state, self.settings = state, settings
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(STALE_ADMISSION_S / 2):
+            try:
+                resume_stalled_admissions(self.state, self.settings)
+            except Exception as exc:  # noqa: BLE001 -- the database may be away: try again next round
+                log.warning("resuming stalled batch admissions failed: %s", exc)
+
+
+def resume_stalled_admissions(state, settings: Settings) -> list[str]:
+    """Take over the admissions whose process stopped (a stale heartbeat) and finish them; their ids."""
+    now = clock.now()
+    with session_scope(settings.resolved_database_url) as session:
+        stalled = store.stalled_admissions(session, stale_before=now - timedelta(seconds=STALE_ADMISSION_S))
+    for batch_id in stalled:
+        log.warning("batch %s: the process queueing its requests stopped; resuming its admission", batch_id)
+        validate_and_queue(state, settings, batch_id)
+    return stalled
 
 
 def admit_batch_request(state, settings: Settings, batch_id: str, request: BatchRequest) -> str:
@@ -376,7 +428,7 @@ def admit_batch_request(state, settings: Settings, batch_id: str, request: Batch
                 raise fail(exc.message + waited) from None
         time.sleep(max(0.0, min(BATCH_LIMIT_POLL_S, deadline - time.monotonic())))
         with session_scope(settings.resolved_database_url) as session:
-            if store.is_cancelling(session, batch_id=batch_id):
+            if store.admission_heartbeat(session, batch_id=batch_id, now=clock.now()):
                 raise BatchCancelled(batch_id)
 
 

@@ -111,6 +111,9 @@ def compare_command(
                                              "forced lengths under srtf-oracle (the row 'bound')")] = True,
     bound_from: Annotated[Path | None, typer.Option(help="take the bound's true lengths from this records CSV of "
                                                          "an earlier run instead")] = None,
+    warmup: Annotated[bool, typer.Option(help="before the first run, every prompt once with one output token, not "
+                                              "measured: the engine and its prefix cache start as warm for the "
+                                              "first policy as for the later ones")] = True,
     lengths_from: Annotated[Path | None, typer.Option(help="force every run's outputs to the lengths of an earlier "
                                                            "run of the same workload (its records CSV; same file, "
                                                            "--num and --seed): every policy then does the same work, "
@@ -180,7 +183,7 @@ def compare_command(
     stack = cmp.Stack(settings=settings, out_dir=out_dir, database_url=database, base_urls=given, slots=slots)
     options = {"workload": str(prompts), "format": kind, "num": num, "arrivals": arrivals, "rate": rate, "cv": cv,
                "seed": seed, "policies": names, "bound": bound, "bound_from": str(bound_from) if bound_from else None,
-               "lengths_from": str(lengths_from) if lengths_from else None,
+               "lengths_from": str(lengths_from) if lengths_from else None, "warmup": warmup,
                "max_tokens": max_tokens, "max_prompt_tokens": max_prompt_tokens, "load": load,
                "temperature": temperature, "slots": slots, "rates": sweep_rates, "base_url": base_url}
     outcome = "complete"
@@ -193,7 +196,7 @@ def compare_command(
             run_dir = out_dir if run_rate is None else out_dir / f"rate-{run_rate:g}"
             run_dir.mkdir(parents=True, exist_ok=True)
             outcome = _compare_once(cmp, work, names, stack, run_dir, settings, options, run_rate, bound, bound_from,
-                                    timeout_s)
+                                    timeout_s, warmup)
             if outcome != "complete":
                 break
     except KeyboardInterrupt:
@@ -235,7 +238,7 @@ def _with_lengths_from(work, records_csv: Path):
 
 
 def _compare_once(cmp, work, names, stack, run_dir, settings, options, run_rate, bound, bound_from,
-                  timeout_s) -> str:
+                  timeout_s, warmup: bool = True) -> str:
     """One comparison into `run_dir`; returns "complete", "interrupted" or the error."""
     manifest = cmp.build_manifest(settings, {**options, "rate": run_rate or options["rate"]}, stack.describe())
     manifest["workload"] = work.info
@@ -244,7 +247,7 @@ def _compare_once(cmp, work, names, stack, run_dir, settings, options, run_rate,
     typer.echo(f"{info['jobs']} jobs from {info['file']} ({info['kind']}, arrivals {info['arrivals']}, last at "
                f"{info['last_arrival_s']} s), policies {', '.join(names)}{' + bound' if bound else ''} -> {run_dir}")
     result = cmp.run_compare(work.items, names, stack, run_dir, manifest, bound=bound, bound_from=bound_from,
-                             timeout_s=timeout_s, echo=typer.echo)
+                             timeout_s=timeout_s, echo=typer.echo, warmup=warmup)
     status = "interrupted" if result.interrupted else "failed" if result.error else "complete"
     manifest.update(status=status, error=result.error, finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     cmp.write_manifest(run_dir, manifest)

@@ -358,11 +358,19 @@ class CompareResult:
     error: str | None = None
 
 
+def warmup_items(items: Sequence[WorkItem]) -> list[WorkItem]:
+    """Every item once, all at once, each forced to one output token: what the warm-up submits."""
+    return [replace(item, offset_s=0.0) for item in bound_items(items, {item.index: 1 for item in items})]
+
+
 def run_compare(items: Sequence[WorkItem], policies: Sequence[str], stack: Stack, out_dir: Path,
                 manifest: dict, *, bound: bool = True, bound_from: Path | None = None, timeout_s: float = 3600.0,
-                echo: Callable[[str], None] = print, progress: bool = True) -> CompareResult:
+                echo: Callable[[str], None] = print, progress: bool = True, warmup: bool = True) -> CompareResult:
     """Run `items` under each policy and then the bound on a started `stack`; write each run's records as soon
-    as it ends and the manifest after every run, so an interruption leaves a consistent partial report."""
+    as it ends and the manifest after every run, so an interruption leaves a consistent partial report.
+
+    `warmup`: first, every prompt once with one output token (forced, so the quality guard ignores them; not
+    measured), so the engine and its prefix cache are as warm for the first policy as for the later ones."""
     result = CompareResult()
     stamp = time.strftime("%m%d%H%M%S")
 
@@ -387,6 +395,18 @@ def run_compare(items: Sequence[WorkItem], policies: Sequence[str], stack: Stack
         return run
 
     try:
+        if warmup and policies:
+            warm = warmup_items(items)
+            echo(f"warm-up: {len(warm)} prompts, one token each (not measured)")
+            try:
+                run = run_live(stack.api(policies[0]), warm, label=f"compare-{stamp}-warmup", timeout_s=timeout_s,
+                               progress=progress, desc="warm-up")
+            finally:
+                stack.stop_apis()
+            manifest["warmup"] = {"jobs": len(warm), "wall_s": round(run.wall_s, 2), "error": run.error}
+            if run.interrupted:
+                result.interrupted = True
+                return result
         for policy in policies:
             one(policy, policy, items)
             if result.interrupted or result.error:

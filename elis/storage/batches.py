@@ -110,6 +110,43 @@ def is_cancelling(session: Session, *, batch_id: str) -> bool:
     return session.scalar(select(Batch.cancelling_at).where(Batch.id == batch_id)) is not None
 
 
+def claim_admission(session: Session, *, batch_id: str, now: datetime, stale_before: datetime) -> bool:
+    """True for the one caller that gets to validate and queue the batch's requests: the admission has not
+    finished (no in_progress_at) and nobody's heartbeat is newer than `stale_before` (a process that died
+    mid-way leaves a stale one, and its requests already queued are skipped by the next)."""
+    free = Batch.admission_heartbeat_at.is_(None) | (Batch.admission_heartbeat_at < stale_before)
+    result = session.execute(
+        update(Batch)
+        .where(Batch.id == batch_id, free, Batch.in_progress_at.is_(None),
+               Batch.status.in_((BatchStatus.VALIDATING.value, BatchStatus.CANCELLING.value)))
+        .values(admission_heartbeat_at=now)
+    )
+    return result.rowcount == 1
+
+
+def admission_heartbeat(session: Session, *, batch_id: str, now: datetime) -> bool:
+    """Refresh the admission's heartbeat; True when the batch has since been cancelled."""
+    session.execute(update(Batch).where(Batch.id == batch_id).values(admission_heartbeat_at=now))
+    return is_cancelling(session, batch_id=batch_id)
+
+
+def stalled_admissions(session: Session, *, stale_before: datetime) -> list[str]:
+    """Batches whose admission started and has not finished, with a heartbeat older than `stale_before`."""
+    return list(session.scalars(
+        select(Batch.id).where(
+            Batch.in_progress_at.is_(None),
+            Batch.status.in_((BatchStatus.VALIDATING.value, BatchStatus.CANCELLING.value)),
+            Batch.admission_heartbeat_at.is_not(None),
+            Batch.admission_heartbeat_at < stale_before,
+        )
+    ))
+
+
+def queued_custom_ids(session: Session, *, batch_id: str) -> set[str]:
+    """The custom_ids of the batch's requests that are already jobs."""
+    return set(session.scalars(select(Job.custom_id).where(Job.batch_id == batch_id)))
+
+
 def start_batch(
     session: Session, *, batch_id: str, num_requests: int, line_errors: list[dict], now: datetime
 ) -> None:

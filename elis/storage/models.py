@@ -238,3 +238,6 @@ class Batch(Base):
     failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cancelling_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Refreshed while a process validates and queues the batch's requests; a stale one (the process died) lets
+    # another take the admission over (storage.batches.claim_admission).
+    admission_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

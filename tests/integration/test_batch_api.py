@@ -174,3 +174,46 @@ def test_completions_batches_answer_text_completion_objects_and_batches_list_new
     after = client.get("/v1/batches", params={"limit": 1, "after": batch["id"]}).json()
     assert [b["id"] for b in after["data"]] == [older["id"]]
     assert client.get("/v1/batches/batch_nope").status_code == 404
+
+
+def test_a_batch_whose_admitting_process_stopped_is_resumed_without_queueing_a_request_twice(
+        client, settings, monkeypatch):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from elis.api import batches as batch_routes
+    from elis.storage import batches as batch_store
+    from elis.storage.models import Batch
+
+    # The API that took the batch "stops" after queueing its first request: its background admission is
+    # replaced by the first step alone, and its heartbeat then ages past the stale bound.
+    def first_request_only(state, settings_, batch_id):
+        with session_scope(settings_.resolved_database_url) as session:
+            assert batch_store.claim_admission(session, batch_id=batch_id, now=clock.now(),
+                                               stale_before=clock.now())
+            content = batch_store.get_file(
+                session, file_id=batch_store.get_batch(session, batch_id=batch_id).input_file_id).content
+        requests, _ = batch_routes.parse_batch(content, CHAT)
+        batch_routes.admit_batch_request(state, settings_, batch_id, requests[0])
+
+    monkeypatch.setattr(batch_routes, "validate_and_queue", first_request_only)
+    batch = start_batch(client, "\n".join([chat_line("a"), chat_line("b"), chat_line("a", "Again."), chat_line("c")]))
+    monkeypatch.undo()
+    assert batch["status"] == "validating" and list(batch_jobs(settings, batch["id"])) == ["a"]
+    # A live heartbeat is left alone: the admission is another process's.
+    assert batch_routes.resume_stalled_admissions(client.app.state, settings) == []
+    with session_scope(settings.resolved_database_url) as session:
+        session.execute(update(Batch).where(Batch.id == batch["id"])
+                        .values(admission_heartbeat_at=clock.now() - timedelta(seconds=300)))
+    assert batch_routes.resume_stalled_admissions(client.app.state, settings) == [batch["id"]]
+    resumed = client.get(f"/v1/batches/{batch['id']}").json()
+    assert resumed["status"] == "in_progress"
+    assert resumed["request_counts"] == {"total": 4, "completed": 0, "failed": 1}
+    jobs = batch_jobs(settings, batch["id"])
+    assert sorted(jobs) == ["a", "b", "c"]  # "a" once: the resumed admission skipped it
+    with session_scope(settings.resolved_database_url) as session:
+        line_errors = batch_store.get_batch(session, batch_id=batch["id"]).line_errors
+    assert [(e["line"], e["code"]) for e in line_errors] == [(3, "duplicate_custom_id")]
+    assert "already used on line 1" in line_errors[0]["message"]
+    assert batch_routes.resume_stalled_admissions(client.app.state, settings) == []  # done: nothing to resume

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from elis.cli import app
-from elis.replay.compare import bound_items, comparison_table, metrics_of, true_lengths_of
+from elis.replay.compare import bound_items, comparison_table, metrics_of, true_lengths_of, warmup_items
 from elis.replay.live import LiveRecord, WorkItem, live_record, read_live_records, write_live_records
 from elis.replay.report import JobRecord, read_records_csv
 from elis.replay.sources import WorkloadError, arrival_offsets, build_workload
@@ -70,6 +70,16 @@ def test_the_bound_forces_the_recorded_lengths_of_finished_jobs_only():
     assert forced[0].body == {"messages": [{"role": "user", "content": "p0"}], "temperature": 0.0,
                               "target_output_tokens": 17}
     assert forced[1].offset_s == 1.0
+
+
+def test_the_warm_up_sends_every_prompt_at_once_for_one_forced_token():
+    items = [WorkItem(i, 3.0 * i, {"messages": [{"role": "user", "content": f"p{i}"}], "max_tokens": 64,
+                                   "temperature": 0.0}) for i in range(3)]
+    warm = warmup_items(items)
+    assert [i.index for i in warm] == [0, 1, 2] and {i.offset_s for i in warm} == {0.0}
+    # forced (target_output_tokens), so the quality guard leaves them out; no max_tokens to clash with it
+    assert all(i.body["target_output_tokens"] == 1 and "max_tokens" not in i.body for i in warm)
+    assert warm[2].body["messages"] == items[2].body["messages"]
 
 
 def test_records_csv_round_trips_with_predictions_and_reads_as_a_plain_report(tmp_path):
