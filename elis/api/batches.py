@@ -304,8 +304,8 @@ def validate_and_queue(state, settings: Settings, batch_id: str) -> None:
 
     Resumable: it first claims the batch's admission (one process at a time, kept by a heartbeat) and skips
     the requests already queued, so when the process dies mid-way, `resume_stalled_admissions` (any API)
-    takes over without queueing a request twice. custom_ids must be unique in a batch, as OpenAI asks: a
-    repeated one fails that line."""
+    takes over without queueing a request twice (custom_ids are unique in a batch: `parse_batch` fails a file
+    that repeats one)."""
     url = settings.resolved_database_url
     try:
         with session_scope(url) as session:
@@ -333,15 +333,7 @@ def validate_and_queue(state, settings: Settings, batch_id: str) -> None:
             )
             return
         line_errors = [_line_error(e) for e in bad_lines]
-        first_line: dict[str, int] = {}
         for request in requests:
-            first = first_line.setdefault(request.custom_id, request.line_number)
-            if first != request.line_number:
-                line_errors.append({"line": request.line_number, "custom_id": request.custom_id,
-                                    "code": "duplicate_custom_id",
-                                    "message": f"custom_id {request.custom_id!r} was already used on line {first}; "
-                                               "each request of a batch needs its own"})
-                continue
             if request.custom_id in queued:
                 continue  # queued by an earlier admission of this batch, whose process stopped
             with session_scope(url) as session:

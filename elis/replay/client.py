@@ -102,6 +102,12 @@ def wait_for(client: httpx.Client, ids: Sequence[str], label: str, timeout_s: fl
             time.sleep(0.5)
 
 
+# NOTE: idle connections expire on the client well before the server drops them (uvicorn: 5 s keep-alive). With
+# httpx's default of the same 5 s, a request sent on a connection the server was closing at that moment failed
+# a whole live run with "Connection reset by peer" (2026-12-01, a gap of several seconds between arrivals).
+CLIENT_LIMITS = httpx.Limits(keepalive_expiry=2.0)
+
+
 def auth_headers(api_key: str | None = None) -> dict[str, str]:
     """The Authorization header for an API key (given, or ELIS_API_KEY); none when there is no key."""
     key = api_key if api_key is not None else os.environ.get("ELIS_API_KEY", "")
@@ -113,7 +119,7 @@ def replay(
     api_key: str | None = None,
 ) -> list[JobRecord]:
     """Run a workload against a live API and return one record per job (`api_key`: ELIS_API_KEY if None)."""
-    with httpx.Client(base_url=base_url, timeout=30.0, headers=auth_headers(api_key)) as client:
+    with httpx.Client(base_url=base_url, timeout=30.0, headers=auth_headers(api_key), limits=CLIENT_LIMITS) as client:
         ids = submit_all(client, jobs, label, progress)
         wait_for(client, ids, label, timeout_s, progress)
         details = []

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 from tqdm import tqdm
 
-from elis.replay.client import FINAL_STATUSES, ReplayError, auth_headers, record_of
+from elis.replay.client import CLIENT_LIMITS, FINAL_STATUSES, ReplayError, auth_headers, record_of
 from elis.replay.report import JobRecord
 
 
@@ -195,7 +195,7 @@ def run_live(base_url: str, items: Sequence[WorkItem], label: str, timeout_s: fl
     why (`error`, `interrupted`) next to the records of every submitted job."""
     result = RunResult()
     start = time.monotonic()
-    with httpx.Client(base_url=base_url, timeout=30.0, headers=auth_headers()) as client:  # ELIS_API_KEY
+    with httpx.Client(base_url=base_url, timeout=30.0, headers=auth_headers(), limits=CLIENT_LIMITS) as client:  # ELIS_API_KEY
         submitter = _Submitter(client, items, label)
         failure: Exception | None = None
         submitter.start()

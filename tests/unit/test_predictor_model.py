@@ -78,14 +78,8 @@ def test_serving_and_evaluation_build_the_same_inputs(shipped: LengthPredictor, 
         [PredictionInput(e.prompt, e.output_text, e.num_generated, e.max_tokens) for e in examples]
     )
     cache = EmbeddingCache(encoder, None, int(shipped.metadata["prompt_budget"]))
-    if shipped.checkpoint.kind == "ranker":
-        from elis.predictor.online import ranker_of
-        from elis.predictor.ranker import arrays_of
-
-        ranker = ranker_of(shipped.checkpoint)
-        evaluated = ranker.predict(arrays_of(cache, examples, ranker.config))
-    else:
-        evaluated = predict_examples(shipped.checkpoint, cache, examples)
+    # either kind; the ranker's prompt prior (when it has one) rebuilt from the checkpoint as serving does
+    evaluated = predict_examples(shipped.checkpoint, cache, examples)
     assert np.allclose(served, evaluated, rtol=1e-3, atol=0.5)
 
 
