@@ -1,0 +1,38 @@
+"""Does aging bound the tail? ISRTF's and SSJF's mean and p99 JCT against FCFS under the service's scheduler
+(quality guard off: the predictor is given), for several aging factors, on the corpus's Alpaca lengths (cap 512),
+Gamma arrivals, 400 jobs x 3 seeds, in the simulator. Usage: python scripts/sim_aging_tail.py [SIGMA] [LOAD]
+(a persistent lognormal predictor error of SIGMA, default 1.0; LOAD default 0.85). docs/scheduling.md has the
+result of 2026-12-01."""
+import sys
+
+from elis.replay.workload import synthetic_workload
+from elis.scheduling.policy import make_policy
+from elis.simulator import figures
+from elis.simulator.blind import CORPUS_PATH, corpus_pool
+from elis.simulator.core import SimConfig, simulate
+from elis.simulator.engine_profile import EngineProfile
+
+profile = EngineProfile.load(None)
+config = SimConfig(1, 4, 50)
+pool = corpus_pool(CORPUS_PATH, "alpaca", 512)
+capacity = figures.measure_capacity(profile, config, pool)
+spec = figures.PredictorSpec("persistent", float(sys.argv[1]) if len(sys.argv) > 1 else 1.0)
+load = float(sys.argv[2]) if len(sys.argv) > 2 else 0.85
+print(f"alpaca lengths, load {load}, persistent sigma {spec.sigma}, capacity {capacity:.3f} jobs/s")
+rows = {}
+for seed in (0, 1, 2):
+    jobs = synthetic_workload(400, "gamma", load * capacity, None, seed=seed, pool=pool)
+    base = simulate(jobs, make_policy("fcfs"), profile, config, spec.build(seed)).summary
+    bound = simulate(jobs, make_policy("srtf-oracle"), profile, config, spec.build(seed)).summary
+    rows.setdefault(("bound", "-"), []).append((bound.mean_jct / base.mean_jct, bound.p99_jct / base.p99_jct))
+    for policy in ("isrtf", "sjf"):
+        for factor in (1.0, 2.0, 3.0, 5.0, None):
+            overrides = {"aging": False} if factor is None else {"aging_factor": factor, "aging_floor_s": 1.0}
+            sched = figures.service_scheduler(policy, guard=False, **overrides)
+            s = simulate(jobs, make_policy(policy), profile, config, spec.build(seed), scheduler=sched).summary
+            rows.setdefault((policy, "off" if factor is None else factor), []).append(
+                (s.mean_jct / base.mean_jct, s.p99_jct / base.p99_jct))
+print("| policy | aging factor | mean JCT / FCFS | p99 JCT / FCFS |")
+print("| --- | --- | ---: | ---: |")
+for (policy, factor), v in rows.items():
+    print(f"| {policy} | {factor} | {sum(a for a, _ in v) / len(v):.3f} | {sum(b for _, b in v) / len(v):.3f} |")
