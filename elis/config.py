@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     max_wait_s: float = 0.0
     aging_factor: float = 3.0
     aging_floor_s: float = 10.0
+    # Count the bound from the job's arrival (its whole time in the system) instead of from its last enqueue,
+    # so a job pre-empted many times, each wait under the bound, still goes first (the tail; docs/scheduling.md).
+    aging_since_arrival: bool = False
     # Cost- and uncertainty-aware preemption: a running job yields only when the waiting head is sooner by
     # the switch cost (measured by the worker) plus yield_uncertainty x its own score (the predictor's
     # relative error; per step from the level file when yield_margin_per_step). Chosen in the simulator

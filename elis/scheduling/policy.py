@@ -171,12 +171,16 @@ class Aging(Policy):
     (`service_factor` x its running time so far), so long jobs tolerate proportionally longer waits.
     """
 
-    def __init__(self, inner: Policy, max_wait_s: float, service_factor: float = 0.0) -> None:
+    def __init__(self, inner: Policy, max_wait_s: float, service_factor: float = 0.0,
+                 since_arrival: bool = False) -> None:
         if max_wait_s <= 0 and service_factor <= 0:
             raise ValueError("aging needs max_wait_s > 0 or service_factor > 0")
         self.inner = inner
         self.max_wait_s = max_wait_s
         self.service_factor = service_factor
+        # Count from the job's arrival, not from when it last entered the queue: a job pre-empted again and
+        # again (each wait under the bound) still goes first once its whole time in the system passes it.
+        self.since_arrival = since_arrival
         self.name = f"{inner.name}+aging"  # type: ignore[misc]
         self.needs_initial_prediction = inner.needs_initial_prediction  # type: ignore[misc]
         self.repredicts = inner.repredicts  # type: ignore[misc]
@@ -187,14 +191,15 @@ class Aging(Policy):
         return bound if bound > 0 else math.inf
 
     def is_starving(self, job: JobView, now: float) -> bool:
-        """Whether the job has waited longer than its bound (since it last entered the queue)."""
+        """Whether the job has waited longer than its bound (since it last entered the queue, or since it
+        arrived with `since_arrival`)."""
         return now > self.starve_time(job)
 
     def base_key(self, job: JobView, now: float) -> tuple[float, float, str]:
         return self.inner.base_key(job, now)
 
     def starve_time(self, job: JobView) -> float:
-        since = job.arrival_time if job.enqueued_at is None else job.enqueued_at
+        since = job.arrival_time if self.since_arrival or job.enqueued_at is None else job.enqueued_at
         return since + self.wait_bound(job)
 
     def should_yield(self, job: JobView, now: float, head: JobView | None = None) -> bool:
@@ -211,7 +216,8 @@ class Aging(Policy):
         return self.inner.yields(job)
 
     def __repr__(self) -> str:
-        return f"Aging({self.inner!r}, max_wait_s={self.max_wait_s}, service_factor={self.service_factor})"
+        return (f"Aging({self.inner!r}, max_wait_s={self.max_wait_s}, service_factor={self.service_factor}, "
+                f"since_arrival={self.since_arrival})")
 
 
 _POLICIES: dict[str, type[Policy]] = {cls.name: cls for cls in (FCFS, SJF, ISRTF, SRTFOracle, MLFQ)}

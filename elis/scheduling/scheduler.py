@@ -35,6 +35,7 @@ class AgingRule:
     fixed_s: float = 0.0
     factor: float = 3.0
     floor_s: float = 10.0
+    since_arrival: bool = False  # count the bound from the job's arrival (total time), not its last enqueue
 
     def bound(self, service_times: Sequence[float]) -> float:
         if self.fixed_s > 0:
@@ -78,7 +79,7 @@ class Scheduler:
                 inner = make_policy(name)
                 if fallback and inner.uses_predictions:
                     inner = FCFS()
-                policy = Aging(inner, bound) if bound > 0 else inner
+                policy = Aging(inner, bound, since_arrival=self.aging.since_arrival) if bound > 0 else inner
                 if len(self._policies) > 256:
                     self._policies.clear()
                 self._policies[key] = policy
@@ -163,7 +164,7 @@ class Scheduler:
             },
             "rank_quality": None if self.quality is None else self.quality.as_dict(),
             "aging": {"enabled": self.aging.enabled, "bound_s": round(self.aging_bound_s, 2),
-                      "derived": self.aging.fixed_s <= 0},
+                      "derived": self.aging.fixed_s <= 0, "since_arrival": self.aging.since_arrival},
             "margin": {"enabled": self.margin.enabled, "uncertainty_default": self.margin.default_uncertainty,
                        "uncertainty_by_step": [list(p) for p in self.margin.uncertainty_by_step]},
             "levels": {"num_levels": self.levels.num_levels, "edges": list(self.levels.edges)},
@@ -182,7 +183,8 @@ class Scheduler:
                              start_in_fallback=settings.guard_start_in_fallback,
                              preempt_precision=settings.guard_preempt_precision)
         aging = AgingRule(enabled=settings.aging, fixed_s=settings.max_wait_s, factor=settings.aging_factor,
-                          floor_s=settings.aging_floor_s)
+                          floor_s=settings.aging_floor_s,
+                          since_arrival=bool(getattr(settings, "aging_since_arrival", False)))
         return cls(settings.policy, levels, margin, guard, aging, calibrate_steps=settings.calibrate_steps)
 
 

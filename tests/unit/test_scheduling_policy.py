@@ -81,6 +81,31 @@ def test_relative_aging_lets_jobs_with_more_service_wait_longer():
     assert policy.starve_time(served) == 21.0
 
 
+def test_aging_since_arrival_counts_a_pre_empted_jobs_whole_time_in_the_system():
+    # Arrived at 0, pre-empted and re-queued at 8: each of its waits is under 10 s, its time in the system not.
+    requeued = JobView("requeued", 0.0, enqueued_at=8.0)
+    per_wait, since_arrival = Aging(ISRTF(), max_wait_s=10.0), Aging(ISRTF(), max_wait_s=10.0, since_arrival=True)
+    assert not per_wait.is_starving(requeued, 12.0) and per_wait.starve_time(requeued) == 18.0
+    assert since_arrival.is_starving(requeued, 12.0) and since_arrival.starve_time(requeued) == 10.0
+
+
+def test_the_scheduler_builds_aging_since_arrival_from_its_setting():
+    from types import SimpleNamespace
+
+    from elis.config import Settings
+    from elis.scheduling.levels import PriorityLevels
+    from elis.scheduling.scheduler import Scheduler
+
+    levels = PriorityLevels.log_spaced(10)
+    on = Scheduler.from_settings(Settings(policy="isrtf", aging_since_arrival=True, max_wait_s=10.0), levels)
+    assert on.policy().since_arrival and on.snapshot()["aging"]["since_arrival"]
+    assert not Scheduler.from_settings(Settings(policy="isrtf", max_wait_s=10.0), levels).policy().since_arrival
+    # an object without the setting (older callers): per-wait aging, as before
+    legacy = SimpleNamespace(**{k: v for k, v in Settings(policy="isrtf", max_wait_s=10.0).model_dump().items()
+                                if k != "aging_since_arrival"})
+    assert not Scheduler.from_settings(legacy, levels).policy().since_arrival
+
+
 def test_a_non_preemptive_policy_with_aging_yields_to_a_starving_head_only():
     policy = Aging(FCFS(), max_wait_s=5.0)
     running = JobView("run", 0.0)
