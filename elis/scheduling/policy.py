@@ -207,7 +207,11 @@ class Aging(Policy):
         wait stays bounded (bound + one window) even for non-preemptive inner policies."""
         if self.inner.should_yield(job, now, head):
             return True
-        return head is not None and self.is_starving(head, now)
+        if head is None or not self.is_starving(head, now):
+            return False
+        # Starving jobs go in arrival order: counted from arrival, a running job can be starving too, and it
+        # keeps its slot against a starving head that arrived after it (else two old jobs would swap every window).
+        return not (self.since_arrival and self.is_starving(job, now) and job.arrival_time <= head.arrival_time)
 
     def score(self, job: JobView, now: float) -> float:
         return AGED_SCORE if self.is_starving(job, now) else self.inner.score(job, now)

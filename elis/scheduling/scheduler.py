@@ -35,7 +35,7 @@ class AgingRule:
     fixed_s: float = 0.0
     factor: float = 3.0
     floor_s: float = 10.0
-    since_arrival: bool = False  # count the bound from the job's arrival (total time), not its last enqueue
+    since_arrival: bool = True  # count the bound from the job's arrival (total time), not its last enqueue
 
     def bound(self, service_times: Sequence[float]) -> float:
         if self.fixed_s > 0:
@@ -184,7 +184,7 @@ class Scheduler:
                              preempt_precision=settings.guard_preempt_precision)
         aging = AgingRule(enabled=settings.aging, fixed_s=settings.max_wait_s, factor=settings.aging_factor,
                           floor_s=settings.aging_floor_s,
-                          since_arrival=bool(getattr(settings, "aging_since_arrival", False)))
+                          since_arrival=bool(getattr(settings, "aging_since_arrival", True)))
         return cls(settings.policy, levels, margin, guard, aging, calibrate_steps=settings.calibrate_steps)
 
 

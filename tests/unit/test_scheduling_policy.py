@@ -87,6 +87,11 @@ def test_aging_since_arrival_counts_a_pre_empted_jobs_whole_time_in_the_system()
     per_wait, since_arrival = Aging(ISRTF(), max_wait_s=10.0), Aging(ISRTF(), max_wait_s=10.0, since_arrival=True)
     assert not per_wait.is_starving(requeued, 12.0) and per_wait.starve_time(requeued) == 18.0
     assert since_arrival.is_starving(requeued, 12.0) and since_arrival.starve_time(requeued) == 10.0
+    # among starving jobs, arrival order: an old running job yields to an older starving head, not a newer one
+    running_old, older, newer = JobView("run", 2.0), JobView("older", 1.0, enqueued_at=14.0), JobView("newer", 3.0)
+    assert since_arrival.should_yield(running_old, 15.0, head=older)
+    assert not since_arrival.should_yield(running_old, 15.0, head=newer)
+    assert per_wait.should_yield(running_old, 15.0, head=newer)  # per wait: newer waited 12 s, older just came
 
 
 def test_the_scheduler_builds_aging_since_arrival_from_its_setting():
@@ -97,13 +102,14 @@ def test_the_scheduler_builds_aging_since_arrival_from_its_setting():
     from elis.scheduling.scheduler import Scheduler
 
     levels = PriorityLevels.log_spaced(10)
-    on = Scheduler.from_settings(Settings(policy="isrtf", aging_since_arrival=True, max_wait_s=10.0), levels)
-    assert on.policy().since_arrival and on.snapshot()["aging"]["since_arrival"]
-    assert not Scheduler.from_settings(Settings(policy="isrtf", max_wait_s=10.0), levels).policy().since_arrival
-    # an object without the setting (older callers): per-wait aging, as before
+    default = Scheduler.from_settings(Settings(policy="isrtf", max_wait_s=10.0), levels)
+    assert default.policy().since_arrival and default.snapshot()["aging"]["since_arrival"]  # the default
+    off = Scheduler.from_settings(Settings(policy="isrtf", aging_since_arrival=False, max_wait_s=10.0), levels)
+    assert not off.policy().since_arrival and not off.snapshot()["aging"]["since_arrival"]
+    # an object without the setting (older callers) gets the default
     legacy = SimpleNamespace(**{k: v for k, v in Settings(policy="isrtf", max_wait_s=10.0).model_dump().items()
                                 if k != "aging_since_arrival"})
-    assert not Scheduler.from_settings(legacy, levels).policy().since_arrival
+    assert Scheduler.from_settings(legacy, levels).policy().since_arrival
 
 
 def test_a_non_preemptive_policy_with_aging_yields_to_a_starving_head_only():
