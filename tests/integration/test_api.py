@@ -98,8 +98,9 @@ def test_a_job_whose_publish_failed_is_kept_and_the_reconciler_publishes_it(sett
     assert response.status_code == 202
     job_id = response.json()["id"]
     configure_celery(settings)
-    with session_scope(settings.resolved_database_url) as session:  # as if it had waited a while
-        session.execute(update(Job).values(enqueued_at=clock.now() - timedelta(seconds=30)))
+    with session_scope(settings.resolved_database_url) as session:  # as if it had arrived and waited a while
+        waited = clock.now() - timedelta(seconds=30)
+        session.execute(update(Job).values(arrival_at=waited, enqueued_at=waited))
     counts = reconcile_once(settings, build_scheduler(settings))
     assert (counts["republished"], counts["promoted"], counts["republished_lost"]) == (1, 0, 0)
     # It waited 30 s, past the aging bound (floor 10 s with no finished jobs): one message, at the top level.
@@ -112,8 +113,9 @@ def test_aging_republishes_a_starving_job_once_at_the_reserved_top_level(client,
     drain(settings)
     aged = settings.model_copy(update={"max_wait_s": 10.0})
     configure_celery(aged)
-    with session_scope(settings.resolved_database_url) as session:
-        session.execute(update(Job).values(enqueued_at=clock.now() - timedelta(seconds=11)))
+    with session_scope(settings.resolved_database_url) as session:  # arrived and queued 11 s ago
+        waited = clock.now() - timedelta(seconds=11)
+        session.execute(update(Job).values(arrival_at=waited, enqueued_at=waited))
     assert reconcile_once(aged, build_scheduler(aged))["promoted"] == 1
     assert reconcile_once(aged, build_scheduler(aged))["promoted"] == 0
     assert drain(settings) == [(job_id, 0, settings.num_priority_levels - 1)]
