@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,8 +32,6 @@ from elis.predictor.finetune import (
     prompt_rows,
     train_admission,
 )
-
-PRIOR_KEY = "prompt_prior"
 
 
 class PromptPrior:
@@ -53,8 +52,6 @@ class PromptPrior:
         out = np.zeros(len(texts), dtype=np.float32)
         if not texts:
             return out
-        import random
-
         with torch.inference_mode():
             for idx in length_batches(texts, batch_size, random.Random(0)):
                 batch = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
@@ -62,9 +59,6 @@ class PromptPrior:
                 cls = nn.functional.normalize(self.bert(**batch).last_hidden_state[:, 0], dim=-1)
                 out[idx] = self.head(cls).squeeze(-1).numpy()
         return out
-
-    def scorer(self) -> Callable[[list[str]], np.ndarray]:
-        return self.score
 
     # -- storage ------------------------------------------------------------------------------------------
     def state(self, half: bool = True) -> dict[str, torch.Tensor]:
