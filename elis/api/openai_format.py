@@ -9,7 +9,7 @@ import json
 from datetime import datetime
 
 from elis.replay.openai_batch import CHAT_URL
-from elis.storage.models import Batch, Job, JobStatus, StoredFile
+from elis.storage.models import Batch, BatchStatus, Job, JobStatus, StoredFile
 
 # Our finish reasons in OpenAI's words: EOS and stop strings are both "stop".
 _FINISH_REASONS = {"eos": "stop", "stop": "stop", "length": "length"}
@@ -42,10 +42,20 @@ def request_counts(batch: Batch, job_counts: dict[str, int]) -> dict[str, int]:
         + job_counts.get(JobStatus.CANCELLED.value, 0)
     )
     return {
-        "total": batch.num_requests,
+        # While its requests are being queued, the file's count is not stored yet: the jobs queued so far.
+        "total": max(batch.num_requests, sum(job_counts.values())),
         "completed": job_counts.get(JobStatus.DONE.value, 0),
         "failed": failed,
     }
+
+
+def batch_status(batch: Batch, job_counts: dict[str, int]) -> str:
+    """The stored status, except that a batch whose file validated and whose first requests are queued reads
+    `in_progress` while the rest are still being queued (which takes long when they wait for room under the
+    tenant's limits), as OpenAI's batches leave `validating` once the file is checked."""
+    if batch.status == BatchStatus.VALIDATING.value and sum(job_counts.values()) > 0:
+        return BatchStatus.IN_PROGRESS.value
+    return batch.status
 
 
 def batch_object(batch: Batch, job_counts: dict[str, int]) -> dict:
@@ -57,7 +67,7 @@ def batch_object(batch: Batch, job_counts: dict[str, int]) -> dict:
         "errors": errors,
         "input_file_id": batch.input_file_id,
         "completion_window": batch.completion_window,
-        "status": batch.status,
+        "status": batch_status(batch, job_counts),
         "output_file_id": batch.output_file_id,
         "error_file_id": batch.error_file_id,
         "created_at": unix(batch.created_at),

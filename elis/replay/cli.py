@@ -107,6 +107,10 @@ def compare_command(
                                                   "fit's]")] = None,
     seed: Annotated[int, typer.Option(help="seed of the prompt sample and the arrivals")] = 0,
     policies: Annotated[str, typer.Option(help="comma-separated policies, run one after the other")] = "fcfs,sjf,isrtf",
+    rounds: Annotated[int, typer.Option(help="run the policies this many times, the order rotated by one each "
+                                             "round (round 2 of fcfs,sjf,isrtf is sjf,isrtf,fcfs): FCFS's rounds "
+                                             "are an A/A test of the noise, and each policy gets a '(mean of N)' "
+                                             "row")] = 1,
     bound: Annotated[bool, typer.Option(help="after the policies, replay the true lengths of the FCFS run as "
                                              "forced lengths under srtf-oracle (the row 'bound')")] = True,
     bound_from: Annotated[Path | None, typer.Option(help="take the bound's true lengths from this records CSV of "
@@ -159,6 +163,8 @@ def compare_command(
         _fail("--max-tokens and --max-prompt-tokens must be at least 1")
     if load <= 0:
         _fail("--load must be positive")
+    if rounds < 1:
+        _fail("--rounds must be at least 1")
 
     def workload_at(run_rate: float | None):
         try:
@@ -182,7 +188,7 @@ def compare_command(
     database = database_url or (settings.resolved_database_url if given else settings.database_url or own_file)
     stack = cmp.Stack(settings=settings, out_dir=out_dir, database_url=database, base_urls=given, slots=slots)
     options = {"workload": str(prompts), "format": kind, "num": num, "arrivals": arrivals, "rate": rate, "cv": cv,
-               "seed": seed, "policies": names, "bound": bound, "bound_from": str(bound_from) if bound_from else None,
+               "seed": seed, "policies": names, "rounds": rounds, "bound": bound, "bound_from": str(bound_from) if bound_from else None,
                "lengths_from": str(lengths_from) if lengths_from else None, "warmup": warmup,
                "max_tokens": max_tokens, "max_prompt_tokens": max_prompt_tokens, "load": load,
                "temperature": temperature, "slots": slots, "rates": sweep_rates, "base_url": base_url}
@@ -196,7 +202,7 @@ def compare_command(
             run_dir = out_dir if run_rate is None else out_dir / f"rate-{run_rate:g}"
             run_dir.mkdir(parents=True, exist_ok=True)
             outcome = _compare_once(cmp, work, names, stack, run_dir, settings, options, run_rate, bound, bound_from,
-                                    timeout_s, warmup)
+                                    timeout_s, warmup, rounds)
             if outcome != "complete":
                 break
     except KeyboardInterrupt:
@@ -238,16 +244,17 @@ def _with_lengths_from(work, records_csv: Path):
 
 
 def _compare_once(cmp, work, names, stack, run_dir, settings, options, run_rate, bound, bound_from,
-                  timeout_s, warmup: bool = True) -> str:
+                  timeout_s, warmup: bool = True, rounds: int = 1) -> str:
     """One comparison into `run_dir`; returns "complete", "interrupted" or the error."""
     manifest = cmp.build_manifest(settings, {**options, "rate": run_rate or options["rate"]}, stack.describe())
     manifest["workload"] = work.info
     cmp.write_manifest(run_dir, manifest)
     info = work.info
     typer.echo(f"{info['jobs']} jobs from {info['file']} ({info['kind']}, arrivals {info['arrivals']}, last at "
-               f"{info['last_arrival_s']} s), policies {', '.join(names)}{' + bound' if bound else ''} -> {run_dir}")
+               f"{info['last_arrival_s']} s), policies {', '.join(names)}"
+               f"{f' x {rounds} rounds' if rounds > 1 else ''}{' + bound' if bound else ''} -> {run_dir}")
     result = cmp.run_compare(work.items, names, stack, run_dir, manifest, bound=bound, bound_from=bound_from,
-                             timeout_s=timeout_s, echo=typer.echo, warmup=warmup)
+                             timeout_s=timeout_s, echo=typer.echo, warmup=warmup, rounds=rounds)
     status = "interrupted" if result.interrupted else "failed" if result.error else "complete"
     manifest.update(status=status, error=result.error, finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     cmp.write_manifest(run_dir, manifest)

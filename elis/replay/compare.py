@@ -70,10 +70,65 @@ def _fmt_ratio(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.2f}"
 
 
+# Round r > 1 of `--rounds` names its runs `<policy>.r<r>`; round 1 keeps the plain policy name.
+ROUND_SEP = ".r"
+
+
+def run_name(policy: str, round_no: int) -> str:
+    """The name of `policy`'s run in round `round_no` (1-based)."""
+    return policy if round_no == 1 else f"{policy}{ROUND_SEP}{round_no}"
+
+
+def policy_of_run(name: str) -> str:
+    """`isrtf.r2` -> `isrtf`; a plain name is its own policy."""
+    head, sep, tail = name.rpartition(ROUND_SEP)
+    return head if sep and tail.isdigit() else name
+
+
+def round_order(policies: Sequence[str], round_no: int) -> list[str]:
+    """Round `round_no`'s order: the list rotated by one per round, so no policy always runs first (on a colder
+    engine) or last (on a busier database)."""
+    shift = (round_no - 1) % len(policies) if policies else 0
+    return list(policies[shift:]) + list(policies[:shift])
+
+
+def _pooled_name(policy: str, rounds: int) -> str:
+    return f"{policy} (mean of {rounds})"
+
+
+def pooled_metrics(metrics: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
+    """For every policy that ran in more than one round: each metric averaged over its rounds (each round holds
+    the same jobs, so the average of the rounds' means is the mean over all of them)."""
+    groups: dict[str, list[Mapping[str, float]]] = {}
+    for name, values in metrics.items():
+        groups.setdefault(policy_of_run(name), []).append(values)
+    pooled = {}
+    for policy, members in groups.items():
+        if len(members) > 1:
+            pooled[_pooled_name(policy, len(members))] = {
+                key: sum(m[key] for m in members) / len(members) for key in members[0]}
+    return pooled
+
+
+def round_spread(runs: Mapping[str, Sequence[LiveRecord]], key: str = "mean_jct") -> dict[str, tuple[float, float]]:
+    """Per policy that ran in more than one round: the (lowest, highest) value of `key` over its rounds. For
+    FCFS that is an A/A test: how far two runs of one order differ, the noise a ratio must clear."""
+    values: dict[str, list[float]] = {}
+    for name, records in runs.items():
+        values.setdefault(policy_of_run(name), []).append(metrics_of(records)[key])
+    return {policy: (min(v), max(v)) for policy, v in values.items() if len(v) > 1}
+
+
 def comparison_table(runs: Mapping[str, Sequence[LiveRecord]]) -> tuple[list[str], list[list[str]], list[str], list[list]]:
-    """The table both ways: formatted (`value (÷FCFS/÷bound)` per cell) and raw for the CSV."""
-    metrics = {name: metrics_of(records) for name, records in runs.items()}
-    fcfs, bound = metrics.get("fcfs"), metrics.get(BOUND)
+    """The table both ways: formatted (`value (÷FCFS/÷bound)` per cell) and raw for the CSV. With several rounds
+    (`fcfs`, `fcfs.r2`, ...) each policy also gets a `(mean of N)` row, and the ratios are to FCFS's."""
+    metrics = {name: metrics_of(records) for name, records in runs.items() if name != BOUND}
+    pooled = pooled_metrics(metrics)
+    metrics.update(pooled)
+    if BOUND in runs:
+        metrics[BOUND] = metrics_of(runs[BOUND])
+    fcfs = next((values for name, values in pooled.items() if name.startswith("fcfs (")), metrics.get("fcfs"))
+    bound = metrics.get(BOUND)
     header = ["run", "jobs"] + [title for _, title, _ in METRICS]
     csv_header = ["run", "jobs", "submitted"]
     for key, _, _ in METRICS:
@@ -97,10 +152,21 @@ def comparison_table(runs: Mapping[str, Sequence[LiveRecord]]) -> tuple[list[str
 TABLE_NOTE = "Each cell: value (ratio to FCFS/ratio to the bound). jobs: done/submitted."
 
 
+def table_note(runs: Mapping[str, Sequence[LiveRecord]]) -> str:
+    """The note under the table; with several rounds, also how far each policy's rounds differ (the noise)."""
+    spreads = round_spread(runs)
+    if not spreads:
+        return TABLE_NOTE
+    parts = [f"{policy} {low:.2f}-{high:.2f} s ({(high / low - 1) * 100 if low > 0 else math.nan:.0f}%)"
+             for policy, (low, high) in spreads.items()]
+    return (TABLE_NOTE + " Ratios are to FCFS's mean over its rounds. Mean JCT between rounds (the noise): "
+            + "; ".join(parts) + ".")
+
+
 def write_tables(out_dir: Path, runs: Mapping[str, Sequence[LiveRecord]], title: str = "") -> str:
     """table.md and table.csv in `out_dir`; returns the Markdown."""
     header, rows, csv_header, csv_rows = comparison_table(runs)
-    text = (f"## {title}\n\n" if title else "") + markdown_table(header, rows) + f"\n\n{TABLE_NOTE}\n"
+    text = (f"## {title}\n\n" if title else "") + markdown_table(header, rows) + f"\n\n{table_note(runs)}\n"
     (out_dir / "table.md").write_text(text)
     with open(out_dir / "table.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -112,7 +178,7 @@ def write_tables(out_dir: Path, runs: Mapping[str, Sequence[LiveRecord]], title:
 def print_comparison(runs: Mapping[str, Sequence[LiveRecord]], title: str | None = None) -> None:
     header, rows, _, _ = comparison_table(runs)
     print_table(header, rows, title=title)
-    print(TABLE_NOTE)
+    print(table_note(runs))
 
 
 def records_path(out_dir: Path, run: str) -> Path:
@@ -365,12 +431,15 @@ def warmup_items(items: Sequence[WorkItem]) -> list[WorkItem]:
 
 def run_compare(items: Sequence[WorkItem], policies: Sequence[str], stack: Stack, out_dir: Path,
                 manifest: dict, *, bound: bool = True, bound_from: Path | None = None, timeout_s: float = 3600.0,
-                echo: Callable[[str], None] = print, progress: bool = True, warmup: bool = True) -> CompareResult:
+                echo: Callable[[str], None] = print, progress: bool = True, warmup: bool = True,
+                rounds: int = 1) -> CompareResult:
     """Run `items` under each policy and then the bound on a started `stack`; write each run's records as soon
     as it ends and the manifest after every run, so an interruption leaves a consistent partial report.
 
     `warmup`: first, every prompt once with one output token (forced, so the quality guard ignores them; not
-    measured), so the engine and its prefix cache are as warm for the first policy as for the later ones."""
+    measured), so the engine and its prefix cache are as warm for the first policy as for the later ones.
+    `rounds`: run the policies that many times, the order rotated by one each round (`round_order`); round r > 1
+    names its runs `<policy>.r<r>`. The bound runs once, after the last round."""
     result = CompareResult()
     stamp = time.strftime("%m%d%H%M%S")
 
@@ -407,10 +476,11 @@ def run_compare(items: Sequence[WorkItem], policies: Sequence[str], stack: Stack
             if run.interrupted:
                 result.interrupted = True
                 return result
-        for policy in policies:
-            one(policy, policy, items)
-            if result.interrupted or result.error:
-                return result
+        for round_no in range(1, rounds + 1):
+            for policy in round_order(policies, round_no):
+                one(run_name(policy, round_no), policy, items)
+                if result.interrupted or result.error:
+                    return result
         if bound:
             if bound_from is not None:
                 lengths = true_lengths_of(read_live_records(bound_from))

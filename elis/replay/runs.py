@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from elis.replay.compare import policy_of_run
 from elis.replay.live import LiveRecord, read_live_records
 
 RUN_ORDER = ("fcfs", "sjf", "ssjf", "isrtf", "mlfq", "srtf-oracle", "bound")
@@ -34,7 +35,9 @@ class SavedRun:
 
 
 def _order(name: str) -> tuple[int, str]:
-    return (RUN_ORDER.index(name) if name in RUN_ORDER else len(RUN_ORDER) - 1, name)
+    # Rounds (`fcfs.r2`) sort with their policy; an unknown policy before the bound.
+    policy = policy_of_run(name)
+    return (RUN_ORDER.index(policy) if policy in RUN_ORDER else len(RUN_ORDER) - 1, name)
 
 
 def load_run(path: Path) -> SavedRun:

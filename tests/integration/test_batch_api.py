@@ -201,7 +201,9 @@ def test_a_batch_whose_admitting_process_stopped_is_resumed_without_queueing_a_r
     batch = start_batch(client, "\n".join([chat_line("a"), chat_line("b"), chat_line("x", max_tokens=99999),
                                            chat_line("c")]))
     monkeypatch.undo()
-    assert batch["status"] == "validating" and list(batch_jobs(settings, batch["id"])) == ["a"]
+    # Its file validated and a request is queued: the batch reads in_progress while the rest wait to be queued.
+    assert batch["status"] == "in_progress" and batch["in_progress_at"] is None
+    assert list(batch_jobs(settings, batch["id"])) == ["a"]
     # A live heartbeat is left alone: the admission is another process's.
     assert batch_routes.resume_stalled_admissions(client.app.state, settings) == []
     with session_scope(settings.resolved_database_url) as session:

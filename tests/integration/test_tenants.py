@@ -16,7 +16,9 @@ from fastapi.testclient import TestClient
 
 from elis import clock
 from elis.api import batches as batch_routes
+from elis.api import openai_format
 from elis.api.app import create_app
+from elis.storage import batches as batch_store
 from elis.storage import jobs as job_store
 from elis.storage.db import session_scope
 from elis.storage.keys import KeyLimits, create_key, revoke_key
@@ -231,6 +233,7 @@ def test_a_batch_request_over_its_tenants_limit_waits_for_room_and_then_runs(key
     client, settings = keyed  # the default wait: an hour
     key = make_key(settings, "one-at-a-time", max_active_jobs=1)
     finished: list[str] = []
+    seen_while_waiting: list[dict] = []
 
     def finish_the_first_job_once_the_second_waits():
         # As a worker would: the batch's first job ends while its second request waits for room.
@@ -240,6 +243,10 @@ def test_a_batch_request_over_its_tenants_limit_waits_for_room_and_then_runs(key
                 jobs, _ = job_store.list_jobs(session, tenant="one-at-a-time")
             if jobs:
                 time.sleep(1.5)  # the second request has been refused at least once by now
+                with session_scope(settings.resolved_database_url) as session:
+                    waiting = batch_store.get_batch(session, batch_id=jobs[0].batch_id)
+                    seen_while_waiting.append(openai_format.batch_object(
+                        waiting, batch_store.job_counts(session, batch_id=waiting.id)))
                 finish(settings, jobs[0].id, "ok", 1)
                 finished.append(jobs[0].custom_id)
             time.sleep(0.1)
@@ -249,6 +256,8 @@ def test_a_batch_request_over_its_tenants_limit_waits_for_room_and_then_runs(key
     batch = submit_batch(client, key, [("first", 8), ("second", 8)])
     helper.join()
     assert finished == ["first"]
+    # While the second request waited, the batch read in_progress (its file had validated), one request counted.
+    assert [(b["status"], b["request_counts"]["total"]) for b in seen_while_waiting] == [("in_progress", 1)]
     assert sorted(batch_jobs(settings, batch["id"])) == ["first", "second"]  # both ran: no line failed
     status = client.get(f"/v1/batches/{batch['id']}", headers=bearer(key)).json()
     assert status["status"] == "in_progress" and status["request_counts"]["failed"] == 0

@@ -10,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from elis.cli import app
-from elis.replay.compare import bound_items, comparison_table, metrics_of, true_lengths_of, warmup_items
+from elis.replay.compare import (bound_items, comparison_table, metrics_of, policy_of_run, round_order, round_spread,
+                                 run_name, table_note, true_lengths_of, warmup_items)
 from elis.replay.live import LiveRecord, WorkItem, live_record, read_live_records, write_live_records
 from elis.replay.report import JobRecord, read_records_csv
 from elis.replay.sources import WorkloadError, arrival_offsets, build_workload
@@ -200,3 +201,29 @@ def test_the_manifest_names_the_cpu_and_its_speed_flags(tmp_path):
     cpuinfo.write_text(block.format(n=0).replace("avx512_vnni", "avx512_vnni avx512_bf16 amx_bf16 amx_tile"))
     assert _cpu_model(cpuinfo)["cpu_flags"][-3:] == ["avx512_bf16", "amx_bf16", "amx_tile"]
     assert _cpu_model(tmp_path / "missing") == {}
+
+
+def test_rounds_rotate_the_order_and_name_their_runs():
+    assert round_order(["fcfs", "sjf", "isrtf"], 1) == ["fcfs", "sjf", "isrtf"]
+    assert round_order(["fcfs", "sjf", "isrtf"], 2) == ["sjf", "isrtf", "fcfs"]
+    assert round_order(["fcfs", "sjf", "isrtf"], 4) == ["fcfs", "sjf", "isrtf"]
+    assert run_name("isrtf", 1) == "isrtf" and run_name("isrtf", 2) == "isrtf.r2"
+    assert policy_of_run("isrtf.r2") == "isrtf" and policy_of_run("srtf-oracle") == "srtf-oracle"
+    assert policy_of_run("fcfs.rx") == "fcfs.rx"  # not a round suffix
+
+
+def test_rounds_get_a_mean_row_and_ratios_to_fcfs_mean():
+    fcfs1 = [rec(0, 0, 4, 1, 10), rec(1, 1, 9, 3, 30)]  # JCTs 4, 8: mean 6
+    fcfs2 = [rec(0, 0, 6, 1, 10), rec(1, 1, 11, 3, 30)]  # JCTs 6, 10: mean 8
+    sjf1 = [rec(0, 0, 2, 0, 10), rec(1, 1, 9, 4, 30)]  # JCTs 2, 8: mean 5
+    sjf2 = [rec(0, 0, 3, 0, 10), rec(1, 1, 10, 4, 30)]  # JCTs 3, 9: mean 6
+    runs = {"fcfs": fcfs1, "sjf": sjf1, "sjf.r2": sjf2, "fcfs.r2": fcfs2}
+    _, rows, csv_header, csv_rows = comparison_table(runs)
+    by_run = {row[0]: dict(zip(csv_header, row)) for row in csv_rows}
+    assert by_run["fcfs (mean of 2)"]["mean_jct"] == pytest.approx(7.0)
+    assert by_run["sjf (mean of 2)"]["mean_jct"] == pytest.approx(5.5)
+    assert by_run["sjf (mean of 2)"]["mean_jct_vs_fcfs"] == pytest.approx(5.5 / 7.0)
+    assert by_run["fcfs.r2"]["mean_jct_vs_fcfs"] == pytest.approx(8 / 7.0)
+    assert round_spread(runs) == {"fcfs": (6.0, 8.0), "sjf": (5.0, 6.0)}
+    assert "fcfs 6.00-8.00 s (33%)" in table_note(runs)
+    assert table_note({"fcfs": fcfs1}) == "Each cell: value (ratio to FCFS/ratio to the bound). jobs: done/submitted."
