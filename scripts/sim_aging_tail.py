@@ -1,8 +1,9 @@
 """Does aging bound the tail? ISRTF's and SSJF's mean and p99 JCT against FCFS under the service's scheduler
 (quality guard off: the predictor is given), for several aging factors, on the corpus's Alpaca lengths (cap 512),
-Gamma arrivals, 400 jobs x 3 seeds, in the simulator. Usage: python scripts/sim_aging_tail.py [SIGMA] [LOAD]
-(a persistent lognormal predictor error of SIGMA, default 1.0; LOAD default 0.85). docs/scheduling.md has the
-result of 2026-12-01."""
+Gamma arrivals, in the simulator. Usage: python scripts/sim_aging_tail.py [SIGMA] [LOAD] [JOBS] [SEEDS]
+(a persistent lognormal predictor error of SIGMA, default 1.0; LOAD default 0.85; 400 jobs x 3 seeds). The bound
+is SRTF with exact lengths, under the service's aging as live ("bound") and without aging ("bound, no aging").
+docs/scheduling.md has the results."""
 import sys
 
 from elis.replay.workload import synthetic_workload
@@ -18,13 +19,18 @@ pool = corpus_pool(CORPUS_PATH, "alpaca", 512)
 capacity = figures.measure_capacity(profile, config, pool)
 spec = figures.PredictorSpec("persistent", float(sys.argv[1]) if len(sys.argv) > 1 else 1.0)
 load = float(sys.argv[2]) if len(sys.argv) > 2 else 0.85
-print(f"alpaca lengths, load {load}, persistent sigma {spec.sigma}, capacity {capacity:.3f} jobs/s")
+num_jobs = int(sys.argv[3]) if len(sys.argv) > 3 else 400
+num_seeds = int(sys.argv[4]) if len(sys.argv) > 4 else 3
+print(f"alpaca lengths, load {load}, persistent sigma {spec.sigma}, capacity {capacity:.3f} jobs/s, "
+      f"{num_jobs} jobs x {num_seeds} seeds")
 rows = {}
-for seed in (0, 1, 2):
-    jobs = synthetic_workload(400, "gamma", load * capacity, None, seed=seed, pool=pool)
+for seed in range(num_seeds):
+    jobs = synthetic_workload(num_jobs, "gamma", load * capacity, None, seed=seed, pool=pool)
     base = simulate(jobs, make_policy("fcfs"), profile, config, spec.build(seed)).summary
-    bound = simulate(jobs, make_policy("srtf-oracle"), profile, config, spec.build(seed)).summary
-    rows.setdefault(("bound", "-"), []).append((bound.mean_jct / base.mean_jct, bound.p99_jct / base.p99_jct))
+    for label, sched in (("bound", figures.service_scheduler("srtf-oracle", guard=False)), ("bound, no aging", None)):
+        bound = simulate(jobs, make_policy("srtf-oracle"), profile, config, spec.build(seed), scheduler=sched).summary
+        rows.setdefault((label, "-" if sched is None else 3.0), []).append(
+            (bound.mean_jct / base.mean_jct, bound.p99_jct / base.p99_jct))
     for policy in ("isrtf", "sjf"):
         for factor in (1.0, 2.0, 3.0, 5.0, None):
             overrides = {"aging": False} if factor is None else {"aging_factor": factor, "aging_floor_s": 1.0}

@@ -102,6 +102,8 @@ def decide(policy: Policy, job: JobView, head: JobView | None, now: float, level
     if head is None:
         return Decision(False, score, level, "nothing waits")
     if isinstance(policy, Aging) and policy.is_starving(head, now):
+        if policy.keeps_slot_against_starving(job, head, now):
+            return Decision(False, score, level, "starving too, and arrived before the head")
         return Decision(True, score, level, "the head starves")
     if not policy.should_yield(job, now, head):
         reason = "runs to completion" if not policy.yields(job) else "the head is not sooner"

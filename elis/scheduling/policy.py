@@ -209,9 +209,13 @@ class Aging(Policy):
             return True
         if head is None or not self.is_starving(head, now):
             return False
-        # Starving jobs go in arrival order: counted from arrival, a running job can be starving too, and it
-        # keeps its slot against a starving head that arrived after it (else two old jobs would swap every window).
-        return not (self.since_arrival and self.is_starving(job, now) and job.arrival_time <= head.arrival_time)
+        return not self.keeps_slot_against_starving(job, head, now)
+
+    def keeps_slot_against_starving(self, job: JobView, head: JobView, now: float) -> bool:
+        """Starving jobs go in arrival order: counted from arrival, a running job can be starving too, and it
+        keeps its slot against a starving head that arrived after it (else two old jobs would swap every
+        window, each swap a re-prefill and a broker round trip)."""
+        return self.since_arrival and self.is_starving(job, now) and job.arrival_time <= head.arrival_time
 
     def score(self, job: JobView, now: float) -> float:
         return AGED_SCORE if self.is_starving(job, now) else self.inner.score(job, now)

@@ -136,8 +136,10 @@ class Simulator:
         self.progress = progress
         self.routing: Routing = make_routing(config.routing)
         shared = self.routing.shared
-        self.shared_queue = PolicyQueue(policy, config.levels) if shared else None
-        self.workers = [_Worker(i, None if shared else PolicyQueue(policy, config.levels))
+        # The queues order by the scheduled policy (with its aging), as the service's broker levels and
+        # reconciler do: with the bare policy no queued job ever starved, and aging never shortened a wait.
+        self.shared_queue = PolicyQueue(self.policy, config.levels) if shared else None
+        self.workers = [_Worker(i, None if shared else PolicyQueue(self.policy, config.levels))
                         for i in range(config.num_workers)]
         self.step = profile.step_table(config.num_slots)
         self.jobs: dict[str, _Job] = {}

@@ -69,6 +69,17 @@ def test_non_preemptive_policies_run_on_unless_the_head_starves():
     assert decision.yields and decision.reason == "the head starves"  # the margin never blocks a starving head
 
 
+def test_a_starving_running_job_keeps_its_slot_against_a_later_starving_head():
+    # Counted from arrival, both have been in the system past the 10 s bound: arrival order decides, and the
+    # worker must not swap the old running job out for a newer one (the decision the worker acts on).
+    aged = Aging(make_policy("isrtf"), 10.0, since_arrival=True)
+    running = job("old", 400.0, generated=300, arrival=1.0, enqueued=1.0)
+    newer, older = job("newer", 10.0, arrival=3.0, enqueued=3.0), job("older", 10.0, arrival=0.5, enqueued=14.0)
+    kept = decide(aged, running, newer, 15.0, LEVELS)
+    assert not kept.yields and kept.reason == "starving too, and arrived before the head"
+    assert decide(aged, running, older, 15.0, LEVELS).reason == "the head starves"
+
+
 def test_nothing_waiting_means_no_yield():
     assert not decide(make_policy("isrtf"), job("a", 400.0, 50, enqueued=1.0), None, 1.0, LEVELS).yields
 

@@ -128,3 +128,25 @@ def test_no_job_waits_longer_than_its_aging_bound_plus_one_window(
         service_so_far = record.jct - record.queuing_delay
         bound = max_wait + service_factor * service_so_far
         assert record.max_wait <= bound + one_window + 1e-6, (record, bound, one_window)
+
+
+@pytest.mark.parametrize("aging", [True, False])
+def test_the_service_schedulers_aging_bounds_a_long_jobs_wait_in_the_simulators_queue(aging):
+    # One slot, a long job behind a stream of short ones that arrive faster than they are served: SRTF keeps
+    # the long job waiting until the stream ends; the service's aging (a fixed 5 s bound, since arrival) must
+    # promote it in the queue, as the broker levels and the reconciler do live. (Before 2026-12-02 the
+    # simulator's queues ordered by the bare policy, so aging never shortened a wait there.)
+    from elis.simulator.figures import service_scheduler
+
+    jobs = [TraceJob("first", 0.0, 100, 100), TraceJob("long", 0.1, 100, 2000)]
+    jobs += [TraceJob(f"s{i:03d}", 0.2 + 0.08 * i, 100, 10) for i in range(250)]
+    profile = EngineProfile({1: 0.01})
+    overrides = {"max_wait_s": 5.0} if aging else {"aging": False}
+    scheduler = service_scheduler("srtf-oracle", guard=False, **overrides)
+    result = simulate(jobs, make_policy("srtf-oracle"), profile, SimConfig(1, 1, 50), scheduler=scheduler)
+    long_job = next(r for r in result.records if r.job_id == "long")
+    one_window = 50 * profile.decode_step(1)
+    if aging:
+        assert long_job.queuing_delay <= 5.0 + one_window + 1e-6, long_job
+    else:
+        assert long_job.queuing_delay > 15.0, long_job  # behind the whole stream of short jobs
