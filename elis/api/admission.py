@@ -78,8 +78,12 @@ def admit(state, settings: Settings, caller: Caller, body: JobCreate, origin: Or
 
 def _max_tokens(settings: Settings, caller: Caller, body: JobCreate) -> int:
     max_tokens = body.max_tokens if body.max_tokens is not None else settings.default_max_tokens
-    if body.target_output_tokens is not None:
-        max_tokens = body.target_output_tokens
+    target = body.target_output_tokens
+    if target is not None and body.max_tokens is None:
+        max_tokens = target  # a trace's known length, nothing else known: the cap is the length
+    elif target is not None and target > max_tokens:
+        raise AdmissionRefused(422, f"target_output_tokens is {target}, above max_tokens {max_tokens}; a job cannot "
+                                    "generate more than its max_tokens")
     if max_tokens > caller.max_tokens:
         raise AdmissionRefused(422, f"max_tokens is {max_tokens}; this service allows at most {caller.max_tokens}"
                                     + ("" if caller.max_tokens == settings.max_tokens_limit else " for your key"))

@@ -67,7 +67,9 @@ class JobCreate(BaseModel):
         default_factory=list, max_length=MAX_STOP_TOKEN_IDS, description="Token ids of the model's vocabulary.")
     target_output_tokens: int | None = Field(
         default=None, ge=1, le=1_000_000,
-        description="Trace replay: generate exactly this many tokens (the job's known length).",
+        description="Trace replay: generate exactly this many tokens (the job's known length). With max_tokens "
+                    "too (at least this), the job keeps max_tokens as its cap, as the natural job had: predictions "
+                    "are capped at it, not at the known length.",
     )
     workload: str | None = Field(default=None, max_length=MAX_WORKLOAD_CHARS,
                                  description="A label to group a replay run.")

@@ -193,6 +193,7 @@ def compare_command(
                "max_tokens": max_tokens, "max_prompt_tokens": max_prompt_tokens, "load": load,
                "temperature": temperature, "slots": slots, "rates": sweep_rates, "base_url": base_url}
     outcome = "complete"
+    _stop_cleanly_on_signals()
     try:
         try:
             stack.start(typer.echo)
@@ -219,6 +220,19 @@ def compare_command(
         raise typer.Exit(code=130)
     if outcome != "complete":
         _fail(outcome, code=1)
+
+
+def _stop_cleanly_on_signals() -> None:
+    """SIGTERM, and SIGINT even when a non-interactive shell started us in the background (which sets it to
+    ignored, so Python installs no handler), stop the comparison as Ctrl-C does: unfinished jobs cancelled,
+    a consistent partial report, exit code 130."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _with_lengths_from(work, records_csv: Path):

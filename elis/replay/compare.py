@@ -186,13 +186,21 @@ def records_path(out_dir: Path, run: str) -> Path:
 
 
 def bound_items(items: Sequence[WorkItem], true_lengths: Mapping[int, int]) -> list[WorkItem]:
-    """The same items with each output forced to its recorded true length (items without one are left out)."""
+    """The same items with each output forced to its recorded true length (items without one are left out).
+
+    Each keeps its max_tokens (raised to the length if a recording ran longer): the API then caps the job's
+    predictions at max_tokens as for the natural job. Without it the cap would be the known length, and
+    `min(prediction, cap)` would hand SSJF and ISRTF the true length of every job predicted too long (the
+    forced runs before 2026-12-02 had that leak)."""
     out = []
     for item in items:
         if item.index not in true_lengths:
             continue
-        body = {k: v for k, v in item.body.items() if k != "max_tokens"}
-        out.append(replace(item, body={**body, "target_output_tokens": max(1, int(true_lengths[item.index]))}))
+        length = max(1, int(true_lengths[item.index]))
+        body = {**item.body, "target_output_tokens": length}
+        if "max_tokens" in body:
+            body["max_tokens"] = max(int(body["max_tokens"]), length)
+        out.append(replace(item, body=body))
     return out
 
 
@@ -426,7 +434,10 @@ class CompareResult:
 
 def warmup_items(items: Sequence[WorkItem]) -> list[WorkItem]:
     """Every item once, all at once, each forced to one output token: what the warm-up submits."""
-    return [replace(item, offset_s=0.0) for item in bound_items(items, {item.index: 1 for item in items})]
+    warm = bound_items(items, {item.index: 1 for item in items})
+    # One token each, counted as one against the tenant's tokens in flight (not max_tokens each).
+    return [replace(item, offset_s=0.0, body={k: v for k, v in item.body.items() if k != "max_tokens"})
+            for item in warm]
 
 
 def run_compare(items: Sequence[WorkItem], policies: Sequence[str], stack: Stack, out_dir: Path,

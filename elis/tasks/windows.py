@@ -50,6 +50,15 @@ class JobSnapshot:
     # find the context in its prefix cache.
     last_worker: str | None = None
 
+    @property
+    def token_budget(self) -> int:
+        """How many tokens the job generates at most: its known length when forced, else max_tokens. A forced
+        job keeps the max_tokens its client gave as its cap, so its predictions are clipped as a natural job's
+        would be (clipping them at the known length would hand the scheduler the answer)."""
+        if self.sampling.force_length and self.true_output_tokens is not None:
+            return min(self.true_output_tokens, self.max_tokens)
+        return self.max_tokens
+
     @classmethod
     def of(cls, job: Job) -> JobSnapshot:
         return cls(
@@ -89,6 +98,8 @@ def finish_reason(output: WindowOutput, generated: list[int], text: str, job: Jo
         return (output.reason or FinishReason.EOS).value, text
     if len(generated) >= job.max_tokens:
         return FinishReason.LENGTH.value, text
+    if len(generated) >= job.token_budget:
+        return FinishReason.EOS.value, text  # a forced length below the cap: where the natural job ended
     return None, text
 
 
@@ -134,7 +145,7 @@ def run_job_windows(runtime: WorkerRuntime, job_id: str, window_index: int, rede
     service_s = job.service_s
     while True:
         started = clock.now()
-        budget = min(runtime.settings.window_tokens, job.max_tokens - len(generated))
+        budget = min(runtime.settings.window_tokens, job.token_budget - len(generated))
         try:
             output = runtime.engine.run_window(job.prompt_ids, generated, budget, job.sampling)
         except (EngineError, ValueError) as exc:

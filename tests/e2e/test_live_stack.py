@@ -63,8 +63,11 @@ def test_a_redelivered_or_duplicated_window_message_does_not_append_tokens_twice
         for window in range(before["num_windows"] + 1):
             publish_window(settings, job_id=job_id, window_index=window, priority=9)
         # A marker job queued behind the duplicates (lower priority): once it is done, they were consumed.
-        marker = client.post("/v1/jobs", json={"prompt": "ok", "target_output_tokens": 1}).json()["id"]
-        wait_done(client, marker)
+        # The marker is a replay of a natural job with max_tokens 64 that stopped after one token: it keeps the
+        # cap of 64 and still generates exactly one token, ending as the natural job did (eos).
+        marker = client.post("/v1/jobs", json={"prompt": "ok", "max_tokens": 64, "target_output_tokens": 1}).json()["id"]
+        marked = wait_done(client, marker)
+        assert (marked["max_tokens"], marked["num_output_tokens"], marked["finish_reason"]) == (64, 1, "eos")
         after = client.get(f"/v1/jobs/{job_id}").json()
     assert after["num_output_tokens"] == before["num_output_tokens"] == 120
     assert after["num_windows"] == before["num_windows"] == 3

@@ -48,12 +48,24 @@ def test_a_submitted_job_is_stored_queued_and_published_at_the_top_non_aged_leve
         ({"messages": [{"role": "robot", "content": "x"}]}, "messages.0.role"),
         ({"prompt": "word " * 3000}, "exceeds the model's context"),
         ({"prompt": "hi", "colour": "red"}, "colour"),
+        ({"prompt": "hi", "max_tokens": 16, "target_output_tokens": 20}, "target_output_tokens is 20, above max_tokens"),
     ],
 )
 def test_bad_input_gets_a_422_that_says_what_is_wrong(client, body, message):
     response = client.post("/v1/jobs", json=body)
     assert response.status_code == 422
     assert message in response.json()["detail"]
+
+
+def test_a_forced_length_job_keeps_the_cap_its_client_gave_or_else_its_length(client, settings):
+    # A replay of a natural job (max_tokens 512) forced to its recorded 30 tokens: the cap stays 512, so its
+    # predictions are clipped where the natural job's were, not at the answer.
+    replay = client.post("/v1/jobs", json={"prompt": "Name a river.", "max_tokens": 512, "target_output_tokens": 30})
+    trace = client.post("/v1/jobs", json={"prompt": "Name a lake.", "target_output_tokens": 30})
+    assert replay.status_code == trace.status_code == 202
+    assert client.get(replay.json()["url"]).json()["max_tokens"] == 512
+    assert client.get(trace.json()["url"]).json()["max_tokens"] == 30
+    drain(settings)
 
 
 def test_a_body_that_is_not_json_is_refused_in_words(client):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 import math
 
 import pytest
@@ -68,9 +69,12 @@ def test_the_bound_forces_the_recorded_lengths_of_finished_jobs_only():
     assert lengths == {0: 17, 1: 64}
     forced = bound_items(items, lengths)
     assert [i.index for i in forced] == [0, 1]
+    # The natural cap stays: the API clips predictions at it, not at the known length (no leak of the answer).
     assert forced[0].body == {"messages": [{"role": "user", "content": "p0"}], "temperature": 0.0,
-                              "target_output_tokens": 17}
+                              "max_tokens": 64, "target_output_tokens": 17}
     assert forced[1].offset_s == 1.0
+    longer = bound_items(items[:1], {0: 100})  # recorded under a larger cap: the cap rises to the length
+    assert longer[0].body["max_tokens"] == 100 and longer[0].body["target_output_tokens"] == 100
 
 
 def test_the_warm_up_sends_every_prompt_at_once_for_one_forced_token():
@@ -163,6 +167,7 @@ def test_lengths_from_an_earlier_run_force_every_item_it_finished(tmp_path):
     forced = _with_lengths_from(work, earlier)
     assert [i.index for i in forced.items] == [0, 2]  # item 1 never ran there, item 3 failed
     assert [i.body["target_output_tokens"] for i in forced.items] == [17, 128]
+    assert [i.body["max_tokens"] for i in forced.items] == [128, 128]  # the workload's cap, kept
     assert [i.offset_s for i in forced.items] == [work.items[0].offset_s, work.items[2].offset_s]  # same arrivals
     assert forced.info["jobs"] == 2 and forced.info["lengths_from"] == str(earlier)
     # a file that is not a records CSV, or a missing one, is a clear error
@@ -227,3 +232,22 @@ def test_rounds_get_a_mean_row_and_ratios_to_fcfs_mean():
     assert round_spread(runs) == {"fcfs": (6.0, 8.0), "sjf": (5.0, 6.0)}
     assert "fcfs 6.00-8.00 s (33%)" in table_note(runs)
     assert table_note({"fcfs": fcfs1}) == "Each cell: value (ratio to FCFS/ratio to the bound). jobs: done/submitted."
+
+
+def test_sigterm_and_a_background_sigint_stop_a_comparison_as_ctrl_c_does():
+    import os
+    import signal
+
+    from elis.replay.cli import _stop_cleanly_on_signals
+
+    saved = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # what `cmd &` in a non-interactive shell leaves
+    try:
+        _stop_cleanly_on_signals()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signum)
+                time.sleep(1)  # the handler runs at the next bytecode; never reached
+    finally:
+        signal.signal(signal.SIGINT, saved[0])
+        signal.signal(signal.SIGTERM, saved[1])

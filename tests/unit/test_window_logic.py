@@ -56,3 +56,16 @@ def test_the_policy_view_carries_the_true_remaining_length_when_a_trace_knows_it
     view = job_view(snapshot(true_output_tokens=120), 50, 30.0, 1.5, T0)
     assert (view.num_generated, view.predicted_remaining, view.true_remaining, view.service_time) == (50, 30.0, 70, 1.5)
     assert job_view(snapshot(), 50, None, 0.0, T0).true_remaining is None
+
+
+def test_a_forced_job_below_its_cap_ends_at_its_known_length_but_predictions_clip_at_the_cap():
+    # A replay of a natural job that stopped by itself after 70 tokens, under max_tokens 512: it generates 70,
+    # ends as the natural job did (eos), and its predictions are clipped at the cap, never at the answer.
+    job = snapshot(max_tokens=512, true_output_tokens=70, sampling=SamplingSettings(force_length=True))
+    assert job.token_budget == 70
+    assert finish_reason(going_on(), [0] * 50, "t", job) == (None, "t")
+    assert finish_reason(going_on(20), [0] * 70, "t", job) == ("eos", "t")
+    assert clip_prediction(300.0, job, 50) == 300.0  # not 20: the remaining known length stays unknown
+    at_cap = snapshot(max_tokens=512, true_output_tokens=512, sampling=SamplingSettings(force_length=True))
+    assert finish_reason(going_on(12), [0] * 512, "t", at_cap) == ("length", "t")
+    assert snapshot(max_tokens=100, true_output_tokens=70).token_budget == 100  # known, not forced: natural run
