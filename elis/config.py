@@ -49,8 +49,8 @@ class Settings(BaseSettings):
     aging_factor: float = 3.0
     aging_floor_s: float = 10.0
     # Count the bound from the job's arrival (its whole time in the system) instead of from its last enqueue,
-    # so a job pre-empted many times, each wait under the bound, still goes first: live, ISRTF's p99 went from
-    # 1.41x to 1.07x FCFS, and its mean from 0.90x to 0.86x (docs/scheduling.md, run 9).
+    # so a job pre-empted many times, each wait under the bound, still goes first: in the simulator it holds
+    # ISRTF's p99 at 1.04x FCFS (scripts/sim_aging_tail.py, docs/scheduling.md).
     aging_since_arrival: bool = True
     # Cost- and uncertainty-aware preemption: a running job yields only when the waiting head is sooner by
     # the switch cost (measured by the worker) plus yield_uncertainty x its own score (the predictor's
