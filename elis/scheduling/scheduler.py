@@ -133,16 +133,19 @@ class Scheduler:
         return isinstance(policy, Aging) and policy.is_starving(job, now)
 
     # --- learning from finished jobs ----------------------------------------------------------------------
-    def observe(self, finished: Sequence[FinishedJob]) -> bool:
+    def observe(self, finished: Sequence[FinishedJob], service_times: Sequence[float] | None = None) -> bool:
         """Refresh the rank quality, the guard and the aging bound from recently finished jobs. Returns True
-        when the guard changed state."""
+        when the guard changed state. `service_times`: what the aging bound is derived from, when it should
+        see more jobs than the guard judges (the service passes every done job's, forced lengths included,
+        which the guard leaves out); default: the finished jobs' own."""
         if self.calibrate_steps:
             self.calibration = StepCalibration.fit(finished, min_points=self.guard.min_jobs)
         quality = measure_rank_quality(finished, scale=self.calibration.factor,
                                        margin=self.margin.default_uncertainty if self.margin.enabled else 0.0)
         changed = self.guard.update(quality)
         self.quality = quality
-        self.aging_bound_s = self.aging.bound([j.service_s for j in finished])
+        times = [j.service_s for j in finished] if service_times is None else list(service_times)
+        self.aging_bound_s = self.aging.bound(times)
         return changed
 
     def snapshot(self) -> dict[str, Any]:

@@ -326,6 +326,15 @@ class FinishedFacts:
     step_predictions: tuple[tuple[int, float], ...]
 
 
+def recent_service_times(session: Session, *, limit: int) -> list[float]:
+    """Service seconds of the last `limit` done jobs, forced lengths included: what a job costs the engine is
+    real whether its length was forced or not (the aging bound is derived from it)."""
+    return [float(t) for t in session.scalars(
+        select(Job.service_s).where(Job.status == JobStatus.DONE.value)
+        .order_by(Job.finished_at.desc(), Job.id).limit(limit)
+    )]
+
+
 def recent_finished(session: Session, *, limit: int) -> list[FinishedFacts]:
     """The last `limit` jobs that ran to their end (EOS, stop or max_tokens), newest first. Jobs with a
     forced length are left out: their length says nothing about the predictor."""

@@ -55,9 +55,10 @@ def refresh_scheduler(scheduler: Scheduler, settings: Settings) -> bool:
 
     with session_scope(settings.resolved_database_url) as session:
         facts = store.recent_finished(session, limit=settings.guard_window_jobs)
+        service_times = store.recent_service_times(session, limit=settings.guard_window_jobs)
     finished = [FinishedJob(f.job_id, f.output_tokens, f.service_s, f.initial_prediction, f.step_predictions)
                 for f in facts]
-    changed = scheduler.observe(finished)
+    changed = scheduler.observe(finished, service_times=service_times)
     if changed:
         log.warning("quality guard: %s; ordering now %s", scheduler.guard.reason, scheduler.ordering())
     return changed

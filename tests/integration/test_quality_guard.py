@@ -36,7 +36,9 @@ def finished_job(url: str, output_tokens: int, initial: float, after_first_windo
 
 @pytest.fixture()
 def guarded(settings):
+    # guard_refresh_s: the API's own monitor refreshes once at start only, so the test's refreshes see every change.
     guarded = settings.model_copy(update={"policy": "isrtf", "guard_min_jobs": 10, "guard_window_jobs": 12,
+                                          "guard_refresh_s": 3600.0,
                                           "guard_start_in_fallback": False, "shadow_predictions": False})
     with TestClient(create_app(guarded)) as client:
         yield guarded, client
@@ -68,3 +70,25 @@ def test_predictions_that_rank_backwards_turn_the_order_to_fcfs_and_good_ones_br
     assert stats["ordering"] == "isrtf" and stats["guard"]["judged_tau"] == pytest.approx(1.0)
     # The aging bound follows the observed service times (floor when they are tiny, as here).
     assert stats["aging"]["enabled"] is True and stats["aging"]["bound_s"] == settings.aging_floor_s
+
+
+def test_forced_replays_feed_the_aging_bound_but_not_the_guard(guarded):
+    from datetime import timedelta
+
+    settings, client = guarded
+    url = settings.resolved_database_url
+    # A forced replay that took 40 s of engine time: its length says nothing about the predictor, its cost does.
+    with session_scope(url) as session:
+        job_id = store.create_job(session, new=new_job(policy="fcfs", force_length=True, true_output_tokens=20),
+                                  now=clock.now()).id
+    start = clock.now()
+    with session_scope(url) as session:
+        assert store.claim_window(session, job_id=job_id, window_index=0, worker="w1", redelivered=False,
+                                  now=start) is not None
+    with session_scope(url) as session:
+        commit = commit_for(job_id, 0, [7] * 20, start, start + timedelta(seconds=40), finish_reason="eos")
+        assert store.commit_window(session, commit=commit) is not None
+    refresh_scheduler(client.app.state.scheduler, settings)
+    stats = client.get("/v1/stats").json()
+    assert stats["aging"]["bound_s"] == pytest.approx(settings.aging_factor * 40.0, rel=0.01)
+    assert client.app.state.scheduler.quality.num_jobs == 0  # the guard judged no job

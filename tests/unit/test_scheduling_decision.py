@@ -200,6 +200,9 @@ def test_the_scheduler_ages_with_the_bound_it_derives_from_finished_jobs():
     waiting = job("w", 500.0, arrival=0.0, enqueued=0.0)
     assert not scheduler.is_starving(waiting, 59.0) and scheduler.is_starving(waiting, 61.0)
     assert scheduler.admit(waiting, 61.0) == (AGED_SCORE, LEVELS.num_levels - 1)
+    # Service times of more jobs than the guard judges (forced replays too) set the bound when given.
+    scheduler.observe([FinishedJob(str(i), 100, 20.0, float(100 + i)) for i in range(6)], service_times=[4.0, 6.0])
+    assert scheduler.aging_bound_s == 15.0  # 3 x 5 s is above the 10 s floor
 
 
 def test_aging_off_and_a_fixed_bound_are_both_honoured():
