@@ -96,18 +96,14 @@ def _pooled_name(policy: str, rounds: int) -> str:
     return f"{policy} (mean of {rounds})"
 
 
-def pooled_metrics(metrics: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
-    """For every policy that ran in more than one round: each metric averaged over its rounds (each round holds
-    the same jobs, so the average of the rounds' means is the mean over all of them)."""
+def pooled_metrics(metrics: Mapping[str, Mapping[str, float]]) -> dict[str, tuple[int, dict[str, float]]]:
+    """For every policy that ran in more than one round: (its number of rounds, each metric averaged over them).
+    Each round holds the same jobs, so the average of the rounds' means is the mean over all of them."""
     groups: dict[str, list[Mapping[str, float]]] = {}
     for name, values in metrics.items():
         groups.setdefault(policy_of_run(name), []).append(values)
-    pooled = {}
-    for policy, members in groups.items():
-        if len(members) > 1:
-            pooled[_pooled_name(policy, len(members))] = {
-                key: sum(m[key] for m in members) / len(members) for key in members[0]}
-    return pooled
+    return {policy: (len(members), {key: sum(m[key] for m in members) / len(members) for key in members[0]})
+            for policy, members in groups.items() if len(members) > 1}
 
 
 def round_spread(runs: Mapping[str, Sequence[LiveRecord]], key: str = "mean_jct") -> dict[str, tuple[float, float]]:
@@ -124,10 +120,10 @@ def comparison_table(runs: Mapping[str, Sequence[LiveRecord]]) -> tuple[list[str
     (`fcfs`, `fcfs.r2`, ...) each policy also gets a `(mean of N)` row, and the ratios are to FCFS's."""
     metrics = {name: metrics_of(records) for name, records in runs.items() if name != BOUND}
     pooled = pooled_metrics(metrics)
-    metrics.update(pooled)
+    metrics.update({_pooled_name(policy, rounds): values for policy, (rounds, values) in pooled.items()})
     if BOUND in runs:
         metrics[BOUND] = metrics_of(runs[BOUND])
-    fcfs = next((values for name, values in pooled.items() if name.startswith("fcfs (")), metrics.get("fcfs"))
+    fcfs = pooled["fcfs"][1] if "fcfs" in pooled else metrics.get("fcfs")
     bound = metrics.get(BOUND)
     header = ["run", "jobs"] + [title for _, title, _ in METRICS]
     csv_header = ["run", "jobs", "submitted"]
@@ -434,10 +430,10 @@ class CompareResult:
 
 def warmup_items(items: Sequence[WorkItem]) -> list[WorkItem]:
     """Every item once, all at once, each forced to one output token: what the warm-up submits."""
-    warm = bound_items(items, {item.index: 1 for item in items})
-    # One token each, counted as one against the tenant's tokens in flight (not max_tokens each).
-    return [replace(item, offset_s=0.0, body={k: v for k, v in item.body.items() if k != "max_tokens"})
-            for item in warm]
+    # No max_tokens: one token each counts as one against the tenant's tokens in flight, not max_tokens each.
+    return [replace(item, offset_s=0.0, body={**{k: v for k, v in item.body.items() if k != "max_tokens"},
+                                               "target_output_tokens": 1})
+            for item in items]
 
 
 def run_compare(items: Sequence[WorkItem], policies: Sequence[str], stack: Stack, out_dir: Path,

@@ -1,7 +1,7 @@
 """The trace engine: every job generates exactly its known output length (trace replay, the oracle).
 
 It runs the real model (so compute and batching are real) but ignores EOS and stop strings; the worker ends
-the job at `max_tokens`, which trace admission sets to the trace's output length.
+the job at its known length (`JobSnapshot.token_budget`: the trace's output length, below or at max_tokens).
 """
 
 from __future__ import annotations
