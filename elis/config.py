@@ -137,6 +137,11 @@ class Settings(BaseSettings):
     # A job that makes no progress (no window committed) for this long is failed with the reason; 0: never.
     stuck_after_s: float = Field(default=6 * 3600.0, ge=0.0)
 
+    # The consumer watchdog (elis.tasks.consumer_watchdog): every this many seconds a worker checks that it is
+    # fed while messages wait and it has a free slot; two checks in a row without a delivery reconnect it to
+    # the broker. 0: off.
+    consumer_watchdog_s: float = Field(default=10.0, ge=0.0)
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -11,9 +11,10 @@ from elis.metrics import serve_worker_metrics
 from elis.models_prepare import resolve_model
 from elis.tasks import windows as _register_window_task  # noqa: F401  (registers the task)
 from elis.tasks.app import celery_app, configure_celery
+from elis.tasks.consumer_watchdog import ConsumerWatchdog
 from elis.tasks.contracts import Engine
 from elis.tasks.reconcile import Reconciler
-from elis.tasks.recovery import LeaseKeeper
+from elis.tasks.recovery import COUNTS, LeaseKeeper, queue_depth
 from elis.tasks.runtime import WorkerRuntime, install_runtime
 from elis.tasks.scheduling_setup import QualityMonitor, build_scheduler
 from elis.tasks.switch_cost import SwitchCostMeter
@@ -61,6 +62,27 @@ def load_worker_predictor(settings: Settings):
         return None
 
 
+def start_consumer_watchdog(settings: Settings) -> ConsumerWatchdog | None:
+    """Reconnects this worker to the broker when it stops being fed (elis.tasks.consumer_watchdog)."""
+    if settings.consumer_watchdog_s <= 0:
+        return None
+
+    def ready_messages() -> int | None:
+        try:
+            return queue_depth(settings)
+        except Exception:  # the broker is away: nothing to judge
+            return None
+
+    watchdog = ConsumerWatchdog(
+        slots=settings.slots,
+        period_s=settings.consumer_watchdog_s,
+        ready_messages=ready_messages,
+        on_restart=lambda: COUNTS.update(["consumer_restarts"]),
+    )
+    watchdog.install().start()
+    return watchdog
+
+
 def start_worker(settings: Settings, name: str | None = None, loglevel: str = "INFO") -> None:
     """Load everything, then run the Celery consumer in this process until it is stopped."""
     name = name or f"elis-{socket.gethostname()}"
@@ -92,8 +114,10 @@ def start_worker(settings: Settings, name: str | None = None, loglevel: str = "I
         updater.start()
     lease_keeper = LeaseKeeper(settings, name)
     lease_keeper.start()
+    watchdog = start_consumer_watchdog(settings)
     configure_celery(settings)
-    log.info("worker %s ready: %d slots, window %d, policy %s", name, settings.slots, settings.window_tokens, settings.policy)
+    log.info("worker %s ready: %d slots, window %d, policy %s",
+             name, settings.slots, settings.window_tokens, settings.policy)
     try:
         celery_app.worker_main(
             [
@@ -114,4 +138,6 @@ def start_worker(settings: Settings, name: str | None = None, loglevel: str = "I
             updater.stopped.set()
         monitor.stopped.set()
         lease_keeper.stopped.set()
+        if watchdog is not None:
+            watchdog.stopped.set()
         engine.close()
