@@ -38,6 +38,10 @@ METRICS = (
     # At temperature > 0 the same prompts and seeds can give other outputs under another batch composition:
     # a run that generated more tokens is slower for that reason, not for its order.
     ("mean_output_tokens", "mean output tokens", "{:.0f}"),
+    # The engine's own speed in this run: window compute per generated token of one sequence. On a shared
+    # machine it drifts by a fifth within minutes, under one order as under another (docs/scheduling.md,
+    # run 11): a run whose JCT ratio moves with this column measured the machine, not the policy.
+    ("engine_ms_per_token", "engine ms/token", "{:.1f}"),
 )
 
 
@@ -55,9 +59,23 @@ def metrics_of(records: Sequence[LiveRecord]) -> dict[str, float]:
     values["mean_output_tokens"] = (
         sum(r.num_output_tokens for r in done) / len(done) if done else math.nan
     )
+    values["engine_ms_per_token"] = engine_ms_per_token(records)
     values["jobs"] = float(summary.num_jobs)
     values["submitted"] = float(len(plain))
     return values
+
+
+def engine_ms_per_token(records: Sequence[LiveRecord]) -> float:
+    """Milliseconds of window compute per token generated, over the windows whose compute time was recorded
+    (NaN for records written before it was)."""
+    compute_s = tokens = 0.0
+    for live in records:
+        if len(live.window_compute_s) != len(live.window_tokens):
+            continue
+        for seconds, count in zip(live.window_compute_s, live.window_tokens, strict=True):
+            compute_s += seconds
+            tokens += count
+    return 1e3 * compute_s / tokens if tokens else math.nan
 
 
 def _ratio(value: float, base: float | None) -> float:

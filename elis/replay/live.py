@@ -44,6 +44,8 @@ class LiveRecord:
     window_tokens: tuple[int, ...] = ()
     predictions: tuple[float, ...] = ()
     finish_reason: str = ""
+    # Each window's engine time (s): how fast the engine ran during this job, whatever the order did.
+    window_compute_s: tuple[float, ...] = ()
 
     @property
     def has_predictions(self) -> bool:
@@ -64,15 +66,17 @@ def live_record(detail: dict, item: int) -> LiveRecord:
         window_tokens=tuple(int(w["num_tokens"]) for w in windows),
         predictions=tuple(_number(w.get("prediction_after")) for w in windows),
         finish_reason=detail.get("finish_reason") or "",
+        window_compute_s=tuple(float(w.get("compute_s") or 0.0) for w in windows),
     )
 
 
-EXTRA_COLUMNS = ("item", "initial_prediction", "window_tokens", "predictions", "finish_reason")
+EXTRA_COLUMNS = ("item", "initial_prediction", "window_tokens", "predictions", "finish_reason",
+                 "window_compute_s")
 
 
 def write_live_records(records: Sequence[LiveRecord], path: Path) -> None:
     """The report's records CSV (JobRecord columns first, so `read_records_csv` reads it) plus the item, the
-    predictions (space-separated, one per window) and the finish reason."""
+    predictions (space-separated, one per window), the finish reason and each window's engine seconds."""
     names = [f.name for f in fields(JobRecord)]
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -85,6 +89,7 @@ def write_live_records(records: Sequence[LiveRecord], path: Path) -> None:
                 " ".join(str(n) for n in live.window_tokens),
                 " ".join(f"{p:.2f}" for p in live.predictions),
                 live.finish_reason,
+                " ".join(f"{c:.4f}" for c in live.window_compute_s),
             ])
 
 
@@ -104,6 +109,7 @@ def read_live_records(path: Path) -> list[LiveRecord]:
                     window_tokens=tuple(int(t) for t in (row.get("window_tokens") or "").split()),
                     predictions=tuple(float(p) for p in (row.get("predictions") or "").split()),
                     finish_reason=row.get("finish_reason") or "",
+                    window_compute_s=tuple(float(c) for c in (row.get("window_compute_s") or "").split()),
                 ))
             except (KeyError, TypeError, ValueError) as exc:
                 raise ValueError(f"{path}, line {line}: not a records row ({exc})") from exc

@@ -108,9 +108,9 @@ def test_a_job_detail_becomes_a_record_with_its_window_predictions():
         "num_prompt_tokens": 12, "num_output_tokens": 70, "num_windows": 2, "initial_prediction": 55.0,
         "finish_reason": "stop", "metrics": {"jct_s": 5.0, "queuing_delay_s": 1.5, "service_s": 3.5},
         "windows": [
-            {"index": 1, "num_tokens": 20, "prediction_before": 10.0, "prediction_after": None,
+            {"index": 1, "num_tokens": 20, "prediction_before": 10.0, "prediction_after": None, "compute_s": 0.6,
              "enqueued_at": "2026-11-21T10:00:03+00:00", "started_at": "2026-11-21T10:00:03.500000+00:00"},
-            {"index": 0, "num_tokens": 50, "prediction_before": 55.0, "prediction_after": 10.0,
+            {"index": 0, "num_tokens": 50, "prediction_before": 55.0, "prediction_after": 10.0, "compute_s": 1.5,
              "enqueued_at": "2026-11-21T10:00:00+00:00", "started_at": "2026-11-21T10:00:01+00:00"},
         ],
     }
@@ -119,6 +119,26 @@ def test_a_job_detail_becomes_a_record_with_its_window_predictions():
     assert live.window_tokens == (50, 20)
     assert live.predictions[0] == 10.0 and math.isnan(live.predictions[1])
     assert live.initial_prediction == 55.0 and live.finish_reason == "stop"
+    assert live.window_compute_s == (1.5, 0.6)
+
+
+def test_engine_speed_per_run_is_window_compute_per_generated_token(tmp_path):
+    from dataclasses import replace
+
+    slow = [replace(rec(0, 0, 4, 1, 100, predictions=(1.0, 2.0)), window_tokens=(50, 50),
+                    window_compute_s=(2.0, 2.5)),
+            replace(rec(1, 0, 4, 1, 20, predictions=(1.0,)), window_tokens=(20,), window_compute_s=(0.7,))]
+    assert metrics_of(slow)["engine_ms_per_token"] == pytest.approx(1e3 * 5.2 / 120)
+    path = tmp_path / "records-fcfs.csv"
+    write_live_records(slow, path)
+    assert [r.window_compute_s for r in read_live_records(path)] == [(2.0, 2.5), (0.7,)]
+    # Records written before the column existed read back without it; the table then shows "-".
+    old = tmp_path / "old.csv"
+    old.write_text("\n".join(",".join(row.split(",")[:-1]) for row in path.read_text().splitlines()) + "\n")
+    back = read_live_records(old)
+    assert back[0].window_compute_s == () and math.isnan(metrics_of(back)["engine_ms_per_token"])
+    _, rows, _, _ = comparison_table({"fcfs": back})
+    assert rows[0][-1] == "- (-/-)"
 
 
 def test_prompt_workload_is_the_same_for_the_same_seed(tmp_path):
