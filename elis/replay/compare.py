@@ -42,6 +42,12 @@ METRICS = (
     # machine it drifts by a fifth within minutes, under one order as under another (docs/scheduling.md,
     # run 11): a run whose JCT ratio moves with this column measured the machine, not the policy.
     ("engine_ms_per_token", "engine ms/token", "{:.1f}"),
+    # Mean JCT divided by that: JCT counted in the time the engine took per token in this run. Its ratio to
+    # FCFS cancels the machine's drift between runs (exactly when jobs barely queue; under load queueing
+    # amplifies a slower engine more than in proportion, so only in part). It would also cancel a speed
+    # change that the order itself caused (a batch of other size), which was small here: 26-30 ms/token from
+    # 1 to 4 sequences at once.
+    ("mean_jct_token_times", "mean JCT in token-times", "{:.0f}"),
 )
 
 
@@ -60,6 +66,8 @@ def metrics_of(records: Sequence[LiveRecord]) -> dict[str, float]:
         sum(r.num_output_tokens for r in done) / len(done) if done else math.nan
     )
     values["engine_ms_per_token"] = engine_ms_per_token(records)
+    speed = values["engine_ms_per_token"]
+    values["mean_jct_token_times"] = 1e3 * values["mean_jct"] / speed if speed > 0 else math.nan
     values["jobs"] = float(summary.num_jobs)
     values["submitted"] = float(len(plain))
     return values
@@ -163,7 +171,9 @@ def comparison_table(runs: Mapping[str, Sequence[LiveRecord]]) -> tuple[list[str
     return header, rows, csv_header, csv_rows
 
 
-TABLE_NOTE = "Each cell: value (ratio to FCFS/ratio to the bound). jobs: done/submitted."
+TABLE_NOTE = ("Each cell: value (ratio to FCFS/ratio to the bound). jobs: done/submitted. engine ms/token: window "
+              "compute per generated token, the machine's speed in that run; mean JCT in token-times: mean JCT "
+              "divided by it, whose ratio cancels the speed drift between runs (fully when jobs barely queue).")
 
 
 def table_note(runs: Mapping[str, Sequence[LiveRecord]]) -> str:

@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from elis.cli import app
-from elis.replay.compare import (bound_items, comparison_table, metrics_of, policy_of_run, round_order, round_spread,
+from elis.replay.compare import (TABLE_NOTE, bound_items, comparison_table, metrics_of, policy_of_run, round_order,
+                                 round_spread,
                                  run_name, table_note, true_lengths_of, warmup_items)
 from elis.replay.live import LiveRecord, WorkItem, live_record, read_live_records, write_live_records
 from elis.replay.report import JobRecord, read_records_csv
@@ -128,7 +129,13 @@ def test_engine_speed_per_run_is_window_compute_per_generated_token(tmp_path):
     slow = [replace(rec(0, 0, 4, 1, 100, predictions=(1.0, 2.0)), window_tokens=(50, 50),
                     window_compute_s=(2.0, 2.5)),
             replace(rec(1, 0, 4, 1, 20, predictions=(1.0,)), window_tokens=(20,), window_compute_s=(0.7,))]
-    assert metrics_of(slow)["engine_ms_per_token"] == pytest.approx(1e3 * 5.2 / 120)
+    values = metrics_of(slow)
+    assert values["engine_ms_per_token"] == pytest.approx(1e3 * 5.2 / 120)
+    assert values["mean_jct_token_times"] == pytest.approx(4 / (5.2 / 120))  # JCTs 4 and 4
+    # The same jobs on an engine twice as fast: half the JCT, the same JCT in token-times.
+    fast = [replace(r, record=replace(r.record, finish=r.record.finish / 2, jct=r.record.jct / 2),
+                    window_compute_s=tuple(c / 2 for c in r.window_compute_s)) for r in slow]
+    assert metrics_of(fast)["mean_jct_token_times"] == pytest.approx(values["mean_jct_token_times"])
     path = tmp_path / "records-fcfs.csv"
     write_live_records(slow, path)
     assert [r.window_compute_s for r in read_live_records(path)] == [(2.0, 2.5), (0.7,)]
@@ -138,7 +145,7 @@ def test_engine_speed_per_run_is_window_compute_per_generated_token(tmp_path):
     back = read_live_records(old)
     assert back[0].window_compute_s == () and math.isnan(metrics_of(back)["engine_ms_per_token"])
     _, rows, _, _ = comparison_table({"fcfs": back})
-    assert rows[0][-1] == "- (-/-)"
+    assert rows[0][-2:] == ["- (-/-)", "- (-/-)"]
 
 
 def test_prompt_workload_is_the_same_for_the_same_seed(tmp_path):
@@ -251,7 +258,7 @@ def test_rounds_get_a_mean_row_and_ratios_to_fcfs_mean():
     assert by_run["fcfs.r2"]["mean_jct_vs_fcfs"] == pytest.approx(8 / 7.0)
     assert round_spread(runs) == {"fcfs": (6.0, 8.0), "sjf": (5.0, 6.0)}
     assert "fcfs 6.00-8.00 s (33%)" in table_note(runs)
-    assert table_note({"fcfs": fcfs1}) == "Each cell: value (ratio to FCFS/ratio to the bound). jobs: done/submitted."
+    assert table_note({"fcfs": fcfs1}) == TABLE_NOTE
 
 
 def test_sigterm_and_a_background_sigint_stop_a_comparison_as_ctrl_c_does():
