@@ -74,15 +74,16 @@ def metrics_of(records: Sequence[LiveRecord]) -> dict[str, float]:
 
 
 def engine_ms_per_token(records: Sequence[LiveRecord]) -> float:
-    """Milliseconds of window compute per token generated, over the windows whose compute time was recorded
-    (NaN for records written before it was)."""
+    """Milliseconds of window compute per token generated, over the finished jobs' windows whose compute time
+    was recorded (NaN for records written before it was)."""
     compute_s = tokens = 0.0
     for live in records:
-        if len(live.window_compute_s) != len(live.window_tokens):
+        if live.record.status != "done" or len(live.window_compute_s) != len(live.window_tokens):
             continue
         for seconds, count in zip(live.window_compute_s, live.window_tokens, strict=True):
-            compute_s += seconds
-            tokens += count
+            if math.isfinite(seconds) and seconds > 0:  # 0: not measured
+                compute_s += seconds
+                tokens += count
     return 1e3 * compute_s / tokens if tokens else math.nan
 
 
@@ -187,10 +188,27 @@ def table_note(runs: Mapping[str, Sequence[LiveRecord]]) -> str:
             + "; ".join(parts) + ".")
 
 
-def write_tables(out_dir: Path, runs: Mapping[str, Sequence[LiveRecord]], title: str = "") -> str:
-    """table.md and table.csv in `out_dir`; returns the Markdown."""
+def ordering_notes(manifest_runs: Mapping[str, Mapping]) -> list[str]:
+    """One line per run whose jobs were not all admitted under its own policy's order (from the manifest's
+    `orderings`): e.g. SSJF held at FCFS by the quality guard, which then compared nothing."""
+    notes = []
+    for name, run in manifest_runs.items():
+        orderings = run.get("orderings") or {}
+        total = sum(orderings.values())
+        other = {order: n for order, n in orderings.items() if order != run.get("policy")}
+        if other:
+            parts = ", ".join(f"{n} of {total} in order '{order}'" for order, n in other.items())
+            notes.append(f"{name} ran {parts}: not its own policy's order (the quality guard's FCFS fallback: "
+                         "it judges only natural finished jobs; see /v1/scheduler)")
+    return notes
+
+
+def write_tables(out_dir: Path, runs: Mapping[str, Sequence[LiveRecord]], title: str = "",
+                 notes: Sequence[str] = ()) -> str:
+    """table.md and table.csv in `out_dir`; returns the Markdown. `notes`: lines to add under the table."""
     header, rows, csv_header, csv_rows = comparison_table(runs)
-    text = (f"## {title}\n\n" if title else "") + markdown_table(header, rows) + f"\n\n{table_note(runs)}\n"
+    note = " ".join([table_note(runs), *(f"Warning: {line}." for line in notes)])
+    text = (f"## {title}\n\n" if title else "") + markdown_table(header, rows) + f"\n\n{note}\n"
     (out_dir / "table.md").write_text(text)
     with open(out_dir / "table.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -490,8 +508,11 @@ def run_compare(items: Sequence[WorkItem], policies: Sequence[str], stack: Stack
         write_live_records(run.records, records_path(out_dir, name))
         manifest["runs"][name] = {"policy": policy, "jobs": len(run_items), "submitted": run.submitted,
                                   "wall_s": round(run.wall_s, 2), "interrupted": run.interrupted,
-                                  "error": run.error, "records": records_path(out_dir, name).name}
+                                  "error": run.error, "records": records_path(out_dir, name).name,
+                                  "orderings": run.orderings}
         write_manifest(out_dir, manifest)
+        for line in ordering_notes({name: manifest["runs"][name]}):
+            echo(f"warning: {line}")
         if run.interrupted:
             result.interrupted = True
         if run.error:

@@ -11,6 +11,7 @@ import csv
 import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
@@ -66,7 +67,7 @@ def live_record(detail: dict, item: int) -> LiveRecord:
         window_tokens=tuple(int(w["num_tokens"]) for w in windows),
         predictions=tuple(_number(w.get("prediction_after")) for w in windows),
         finish_reason=detail.get("finish_reason") or "",
-        window_compute_s=tuple(float(w.get("compute_s") or 0.0) for w in windows),
+        window_compute_s=tuple(_number(w.get("compute_s")) for w in windows),
     )
 
 
@@ -125,6 +126,9 @@ class RunResult:
     error: str | None = None
     submitted: int = 0
     wall_s: float = 0.0
+    # How many jobs the API admitted under each order (its answer's `ordering`): a prediction policy whose
+    # quality guard had fallen back shows "fcfs (guard fallback)" here.
+    orderings: dict[str, int] = field(default_factory=dict)
 
 
 class _Submitter(threading.Thread):
@@ -135,6 +139,7 @@ class _Submitter(threading.Thread):
         self.client, self.items, self.label = client, sorted(items, key=lambda i: i.offset_s), label
         self.max_in_flight = max_in_flight
         self.ids: dict[int, str] = {}  # item index -> job id
+        self.orderings: Counter[str] = Counter()  # the order each job was admitted under
         self.error: Exception | None = None
         self.stop = threading.Event()
         self._lock = threading.Lock()
@@ -144,8 +149,10 @@ class _Submitter(threading.Thread):
             response = self.client.post("/v1/jobs", json={**item.body, "workload": self.label})
             if response.status_code != 202:
                 raise ReplayError(f"the API refused item {item.index} ({response.status_code}): {response.text[:300]}")
+            accepted = response.json()
             with self._lock:
-                self.ids[item.index] = response.json()["id"]
+                self.ids[item.index] = accepted["id"]
+                self.orderings[accepted.get("ordering") or "unknown"] += 1
         except Exception as exc:  # noqa: BLE001  (reported by the main thread, which stops the run)
             self.error = self.error or exc
             self.stop.set()
@@ -233,6 +240,7 @@ def run_live(base_url: str, items: Sequence[WorkItem], label: str, timeout_s: fl
             submitter.join()
         ids = dict(submitter.ids)
         result.submitted = len(ids)
+        result.orderings = dict(submitter.orderings)
         try:
             if result.interrupted or failure is not None:
                 _cancel_unfinished(client, label)

@@ -79,6 +79,7 @@ class ConsumerWatchdog(threading.Thread):
         self.restarts = 0
         self.consumer = None  # Celery's consumer, known once the worker is ready
         self._previous: ConsumerSample | None = None
+        self._connection = None  # the consumer's connection that `_previous` was taken on
 
     def install(self) -> ConsumerWatchdog:
         """Listen to the worker's signals: its consumer when it is ready, and each message it receives."""
@@ -109,14 +110,23 @@ class ConsumerWatchdog(threading.Thread):
         consumer = self.consumer
         if consumer is None or getattr(consumer, "hub", None) is None:
             return False
+        # Judge only a consumer that holds a connection and runs: while Celery reconnects (with back-off, after
+        # a broker restart) its connection is None and nothing is delivered, rightly.
+        connection = consumer.connection
+        if connection is None or not _running(consumer):
+            self._previous = self._connection = None
+            return False
+        if connection is not self._connection:  # a new connection: judged from its own samples only
+            self._previous, self._connection = None, connection
+        deliveries = self.deliveries  # before `held`: a delivery in between then counts as one
         ready = self.ready_messages()
         if ready is None:  # the broker is away: Celery's own reconnection handles that
             self._previous = None
             return False
-        sample = ConsumerSample(ready=ready, held=_held_messages(), deliveries=self.deliveries)
+        sample = ConsumerSample(ready=ready, held=_held_messages(), deliveries=deliveries)
         stalled = consumer_stalled(self._previous, sample, self.slots)
         self._previous = sample
-        if not stalled:
+        if not stalled or self.stopped.is_set():
             return False
         self._previous = None  # judge the new connection afresh
         self.restarts += 1
@@ -127,15 +137,23 @@ class ConsumerWatchdog(threading.Thread):
         )
         if self.on_restart is not None:
             self.on_restart()
-        generation = consumer.restart_count
-        consumer.hub.call_soon(_raise_if_same_connection, consumer, generation)
+        consumer.hub.call_soon(_raise_if_same_connection, consumer, connection)
         return True
 
 
-def _raise_if_same_connection(consumer, generation: int) -> None:
-    # Runs in the event loop. If the consumer has reconnected since the request (Celery's own recovery got
-    # there first, or it was between connections), the new connection is left alone.
-    if consumer.restart_count == generation:
+def _running(consumer) -> bool:
+    from celery.bootsteps import RUN
+    from celery.worker import state
+
+    blueprint = getattr(consumer, "blueprint", None)
+    return (blueprint is not None and blueprint.state == RUN
+            and not state.should_stop and not state.should_terminate)
+
+
+def _raise_if_same_connection(consumer, connection) -> None:
+    # Runs in the event loop. If the consumer has left that connection since the request (Celery's own
+    # recovery got there first) or is stopping, there is nothing to restart.
+    if consumer.connection is connection and _running(consumer):
         raise StalledConsumer("consumer watchdog: no delivery while messages waited and slots were free")
 
 

@@ -36,6 +36,9 @@ def test_compare_runs_policies_and_the_bound_on_the_same_workload(stack, tmp_pat
     assert manifest["status"] == "complete" and manifest["git"]["commit"]
     assert manifest["machine"]["cpu_count"] >= 1 and manifest["predictor"]["sha256"]
     assert set(manifest["runs"]) == {"fcfs", "isrtf", "bound"}
+    # Every job admitted under its own policy's order (the stack's guard does not start in fallback).
+    assert manifest["runs"]["isrtf"]["orderings"] == {"isrtf": 6}
+    assert manifest["runs"]["bound"]["orderings"] == {"srtf-oracle": 6}
     assert manifest["warmup"]["jobs"] == 6 and manifest["warmup"]["error"] is None  # every prompt, not measured
     with open(out / "table.csv", newline="") as handle:
         table = {row["run"]: row for row in csv.DictReader(handle)}

@@ -3,6 +3,7 @@ consumer watchdog's test. Run as `python -m tests.integration.stall_worker QUEUE
 
 Tasks:
 - `touch(name)` writes OUT_DIR/name: the test sees which messages were consumed.
+- `nap(seconds, name)` sleeps, then writes OUT_DIR/name: a busy worker.
 - `wedge()` takes the consumer connection's socket out of the event loop's poller, from the loop's own thread.
   The worker then reads nothing more from the broker, and nothing tells it so: the signature of the stall seen
   in CI after a RabbitMQ restart (docs/robustness.md). AMQP heartbeats are off here, so the watchdog
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 
 from celery import Celery
@@ -48,12 +50,20 @@ def main(queue: str, out_dir: str, watchdog_s: float) -> None:
     def touch(name: str) -> None:
         (Path(out_dir) / name).write_text("done")
 
+    @app.task(name="nap")
+    def nap(seconds: float, name: str) -> None:
+        time.sleep(seconds)
+        (Path(out_dir) / name).write_text("done")
+
     @app.task(name="wedge")
     def wedge() -> None:
         consumer = watchdog.consumer
-        sock = consumer.connection.connection.sock
-        consumer.hub.call_soon(consumer.hub.remove, sock)
-        (Path(out_dir) / "wedged").write_text("done")
+
+        def take_the_socket_out() -> None:  # on the event loop's thread
+            consumer.hub.remove(consumer.connection.connection.sock)
+            (Path(out_dir) / "wedged").write_text("done")
+
+        consumer.hub.call_soon(take_the_socket_out)
 
     if watchdog_s > 0:
         watchdog.start()

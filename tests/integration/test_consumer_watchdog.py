@@ -74,7 +74,6 @@ def stall_worker(tmp_path):
 def _wedge_then_send(queue: str, out_dir: Path, log_path: Path) -> None:
     _send(queue, "wedge")
     assert _wait_for(out_dir / "wedged", 30.0), log_path.read_text()[-3000:]
-    time.sleep(0.5)  # the wedge runs on the event loop right after the task
     for i in range(NUM_MESSAGES):
         _send(queue, "touch", f"job-{i}")
 
@@ -101,3 +100,17 @@ def test_the_watchdog_reconnects_a_wedged_consumer_and_every_message_is_consumed
     log = log_path.read_text()
     assert _done(out_dir) == [f"job-{i}" for i in range(NUM_MESSAGES)], log[-3000:]
     assert "consumer stalled" in log and "reconnecting to the broker" in log
+    assert "Connection to broker lost" in log  # Celery's own recovery path took it from there
+
+
+def test_a_busy_worker_with_a_backlog_is_not_restarted(stall_worker):
+    start, queue, out_dir, log_path = stall_worker
+    start(0.5)
+    for i in range(8):  # 2 slots, 8 naps of 1 s: messages wait while every slot is busy
+        _send(queue, "nap", 1.0, f"job-{i}")
+    deadline = time.monotonic() + 60.0
+    while time.monotonic() < deadline and len(_done(out_dir)) < 8:
+        time.sleep(0.2)
+    log = log_path.read_text()
+    assert len(_done(out_dir)) == 8, log[-3000:]
+    assert "consumer stalled" not in log and "Connection to broker lost" not in log

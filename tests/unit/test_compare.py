@@ -131,6 +131,11 @@ def test_engine_speed_per_run_is_window_compute_per_generated_token(tmp_path):
             replace(rec(1, 0, 4, 1, 20, predictions=(1.0,)), window_tokens=(20,), window_compute_s=(0.7,))]
     values = metrics_of(slow)
     assert values["engine_ms_per_token"] == pytest.approx(1e3 * 5.2 / 120)
+    # Windows without a measured time, and unfinished jobs, do not count.
+    unmeasured = replace(rec(2, 0, 4, 1, 20, predictions=(1.0,)), window_tokens=(20,), window_compute_s=(0.0,))
+    cancelled = replace(rec(3, 0, math.nan, 0, 50, status="cancelled", predictions=(1.0,)), window_tokens=(50,),
+                        window_compute_s=(9.0,))
+    assert metrics_of([*slow, unmeasured, cancelled])["engine_ms_per_token"] == pytest.approx(1e3 * 5.2 / 120)
     assert values["mean_jct_token_times"] == pytest.approx(4 / (5.2 / 120))  # JCTs 4 and 4
     # The same jobs on an engine twice as fast: half the JCT, the same JCT in token-times.
     fast = [replace(r, record=replace(r.record, finish=r.record.finish / 2, jct=r.record.jct / 2),
@@ -278,3 +283,19 @@ def test_sigterm_and_a_background_sigint_stop_a_comparison_as_ctrl_c_does():
     finally:
         signal.signal(signal.SIGINT, saved[0])
         signal.signal(signal.SIGTERM, saved[1])
+
+
+def test_a_policy_held_in_the_guards_fcfs_fallback_is_named_under_the_table(tmp_path):
+    from elis.replay.compare import ordering_notes, write_tables
+
+    manifest_runs = {
+        "fcfs": {"policy": "fcfs", "orderings": {"fcfs": 3}},
+        "sjf": {"policy": "sjf", "orderings": {"fcfs (guard fallback)": 2, "sjf": 1}},
+        "bound": {"policy": "srtf-oracle", "orderings": {"srtf-oracle": 3}},
+        "old": {"policy": "isrtf"},  # a manifest written before orderings were kept
+    }
+    notes = ordering_notes(manifest_runs)
+    assert len(notes) == 1 and notes[0].startswith("sjf ran 2 of 3 in order 'fcfs (guard fallback)'")
+    text = write_tables(tmp_path, {"fcfs": [rec(0, 0, 4, 1, 10)]}, notes=notes)
+    assert "Warning: sjf ran 2 of 3 in order 'fcfs (guard fallback)'" in text
+    assert "Warning" in (tmp_path / "table.md").read_text()

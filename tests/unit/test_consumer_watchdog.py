@@ -42,12 +42,20 @@ class RecordingHub:
         self.calls.append((callback, args))
 
 
+class BlueprintStandIn:
+    def __init__(self) -> None:
+        from celery.bootsteps import RUN
+
+        self.state = RUN
+
+
 class ConsumerStandIn:
-    """The two attributes of Celery's consumer that the watchdog touches."""
+    """The attributes of Celery's consumer that the watchdog touches."""
 
     def __init__(self) -> None:
         self.hub = RecordingHub()
-        self.restart_count = 3
+        self.connection = object()
+        self.blueprint = BlueprintStandIn()
 
 
 def watchdog_with(readings: list[int | None]) -> tuple[ConsumerWatchdog, ConsumerStandIn]:
@@ -65,7 +73,7 @@ def test_two_stalled_samples_ask_the_event_loop_to_reconnect_once():
     assert watchdog.check_once() is True
     assert watchdog.restarts == 1
     [(callback, args)] = consumer.hub.calls
-    assert callback is _raise_if_same_connection and args == (consumer, 3)
+    assert callback is _raise_if_same_connection and args == (consumer, consumer.connection)
     # The next sample starts afresh: one more quiet period is needed before another request.
     assert watchdog.check_once() is False
 
@@ -81,6 +89,19 @@ def test_a_delivery_between_samples_or_the_broker_away_prevents_a_restart():
     assert len(consumer.hub.calls) == 1
 
 
+def test_no_restart_while_celery_reconnects_or_across_two_connections():
+    watchdog, consumer = watchdog_with([5, 5, 5, 5, 5])
+    watchdog.check_once()
+    consumer.connection = None  # Celery lost it and reconnects (with back-off): nothing is delivered, rightly
+    assert watchdog.check_once() is False
+    consumer.connection = object()  # the new connection: judged on its own samples
+    assert watchdog.check_once() is False
+    assert watchdog.check_once() is True
+    consumer.blueprint.state = None  # the consumer is stopping
+    assert watchdog.check_once() is False and watchdog.check_once() is False
+    assert len(consumer.hub.calls) == 1
+
+
 def test_no_check_before_the_worker_is_ready():
     watchdog = ConsumerWatchdog(slots=SLOTS, period_s=1.0, ready_messages=lambda: 5)
     assert watchdog.check_once() is False and watchdog.check_once() is False
@@ -88,8 +109,12 @@ def test_no_check_before_the_worker_is_ready():
 
 def test_the_request_raises_a_connection_error_only_on_the_connection_it_judged():
     consumer = ConsumerStandIn()
+    judged = consumer.connection
     with pytest.raises(ConnectionError):
-        _raise_if_same_connection(consumer, 3)
-    consumer.restart_count = 4  # Celery reconnected in the meantime
-    _raise_if_same_connection(consumer, 3)
+        _raise_if_same_connection(consumer, judged)
+    consumer.connection = object()  # Celery reconnected in the meantime
+    _raise_if_same_connection(consumer, judged)
+    consumer.connection = judged
+    consumer.blueprint.state = None  # or it is stopping
+    _raise_if_same_connection(consumer, judged)
     assert issubclass(StalledConsumer, OSError)  # among py-amqp's connection_errors, so Celery reconnects
