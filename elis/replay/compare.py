@@ -65,8 +65,7 @@ def metrics_of(records: Sequence[LiveRecord]) -> dict[str, float]:
     values["mean_output_tokens"] = (
         sum(r.num_output_tokens for r in done) / len(done) if done else math.nan
     )
-    values["engine_ms_per_token"] = engine_ms_per_token(records)
-    speed = values["engine_ms_per_token"]
+    values["engine_ms_per_token"] = speed = engine_ms_per_token(records)
     values["mean_jct_token_times"] = 1e3 * values["mean_jct"] / speed if speed > 0 else math.nan
     values["jobs"] = float(summary.num_jobs)
     values["submitted"] = float(len(plain))

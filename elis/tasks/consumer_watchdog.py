@@ -3,8 +3,8 @@
 Why (docs/robustness.md, issue 11.5): in one fresh-clone CI run, right after a RabbitMQ restart, the worker
 logged "Connected", received two messages, failed to ack them ("connection already closed") and then
 consumed nothing for 3 minutes. Its event loop sat idle in epoll: no read error, no failed heartbeat check,
-nothing woke it. No Celery setting covers that case, so the worker
-checks from outside the connection what it should be seeing:
+nothing woke it. No Celery setting covers that case, so the worker checks from outside the connection what it
+should be seeing:
 
     messages wait in the queue, this worker has a free slot, and it received nothing for a whole check period.
 
@@ -119,11 +119,15 @@ class ConsumerWatchdog(threading.Thread):
         if connection is not self._connection:  # a new connection: judged from its own samples only
             self._previous, self._connection = None, connection
         deliveries = self.deliveries  # before `held`: a delivery in between then counts as one
+        held = _held_messages()
+        if held >= self.slots:  # every slot busy: no stall now or over the next period; spare the broker a query
+            self._previous = None
+            return False
         ready = self.ready_messages()
         if ready is None:  # the broker is away: Celery's own reconnection handles that
             self._previous = None
             return False
-        sample = ConsumerSample(ready=ready, held=_held_messages(), deliveries=deliveries)
+        sample = ConsumerSample(ready=ready, held=held, deliveries=deliveries)
         stalled = consumer_stalled(self._previous, sample, self.slots)
         self._previous = sample
         if not stalled or self.stopped.is_set():

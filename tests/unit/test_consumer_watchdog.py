@@ -118,3 +118,12 @@ def test_the_request_raises_a_connection_error_only_on_the_connection_it_judged(
     consumer.blueprint.state = None  # or it is stopping
     _raise_if_same_connection(consumer, judged)
     assert issubclass(StalledConsumer, OSError)  # among py-amqp's connection_errors, so Celery reconnects
+
+
+def test_a_worker_with_every_slot_busy_is_not_judged_and_the_broker_not_asked(monkeypatch):
+    from elis.tasks import consumer_watchdog
+
+    watchdog, consumer = watchdog_with([])  # any question to the broker would fail: none is left
+    monkeypatch.setattr(consumer_watchdog, "_held_messages", lambda: SLOTS)
+    assert watchdog.check_once() is False and watchdog.check_once() is False
+    assert consumer.hub.calls == []
