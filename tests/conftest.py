@@ -17,17 +17,11 @@ def ensure_database(name: str) -> str:
 
     ELIS_TEST_DB_SUFFIX keeps two checkouts testing at once on one server out of each other's tables.
     """
-    from sqlalchemy import create_engine, text
+    from elis.storage.migrate import ensure_database as create_if_missing
 
-    name = name + os.environ.get("ELIS_TEST_DB_SUFFIX", "")
-
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        exists = connection.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
-        if not exists:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name + os.environ.get("ELIS_TEST_DB_SUFFIX", "")
+    create_if_missing(url)
+    return url
 
 
 def reset_schema(url: str) -> None:

@@ -136,8 +136,9 @@ def compare_command(
     out_dir: Annotated[Path | None, typer.Option(help="table, records, manifest and logs "
                                                       "[runs/compare-<time>]")] = None,
     database_url: Annotated[str | None, typer.Option(envvar="ELIS_DATABASE_URL",
-                                                     help="database of the stack [a SQLite file in --out-dir, as "
-                                                          "`elis demo`; with --base-url: the ELIS_* default]")] = None,
+                                                     help="database of the stack, created when missing [a SQLite "
+                                                          "file in --out-dir, as `elis demo`; with --base-url: the "
+                                                          "ELIS_* default]")] = None,
     base_url: Annotated[list[str] | None, typer.Option(help="a running API to use (repeatable; its policy is read "
                                                             "from /healthz). Then no worker is started: the running "
                                                             "one serves, and missing policies get an API on the "

@@ -379,11 +379,13 @@ class Stack:
     def start(self, echo: Callable[[str], None]) -> None:
         """Start a worker on a fresh queue, unless the user gave running APIs (then their worker serves)."""
         from elis import launch
-        from elis.storage.migrate import upgrade
+        from elis.storage.migrate import ensure_database, upgrade
 
         settings = self.settings
         self.queue = settings.queue_name
         try:
+            if ensure_database(self.database_url):
+                echo(f"created the database {_safe_url(self.database_url)}")
             upgrade(self.database_url)
         except Exception as exc:
             raise CompareError(f"cannot migrate the database {_safe_url(self.database_url)}: {exc}") from exc
