@@ -187,6 +187,40 @@ def table_note(runs: Mapping[str, Sequence[LiveRecord]]) -> str:
             + "; ".join(parts) + ".")
 
 
+def speed_matched_pairs(metrics: Mapping[str, Mapping[str, float]]) -> list[tuple[str, str, dict[str, float]]]:
+    """Each run that is not FCFS, set against the FCFS run (of any round) whose engine ran closest to its speed:
+    (run, that FCFS run, {"speed_gap": relative difference of their ms/token, and the ratio of each of mean_jct,
+    p99_jct, mean_jct_token_times}). On a machine whose speed drifts between runs, this pairing is the reading
+    least flattered by a run that happened to get a fast engine (docs/scheduling.md, run 13). Runs whose speed
+    was not recorded are left out."""
+    fcfs_runs = {name: values for name, values in metrics.items()
+                 if policy_of_run(name) == "fcfs" and math.isfinite(values.get("engine_ms_per_token", math.nan))}
+    pairs = []
+    for name, values in metrics.items():
+        speed = values.get("engine_ms_per_token", math.nan)
+        if policy_of_run(name) == "fcfs" or not fcfs_runs or not math.isfinite(speed):
+            continue
+        partner = min(fcfs_runs, key=lambda other: abs(fcfs_runs[other]["engine_ms_per_token"] - speed))
+        base = fcfs_runs[partner]
+        ratios = {key: _ratio(values[key], base[key]) for key in ("mean_jct", "p99_jct", "mean_jct_token_times")}
+        ratios["speed_gap"] = abs(speed / base["engine_ms_per_token"] - 1)
+        pairs.append((name, partner, ratios))
+    return pairs
+
+
+def speed_matched_note(runs: Mapping[str, Sequence[LiveRecord]]) -> str:
+    """One sentence for under the table: every run against the FCFS run on the closest engine speed ('' when
+    there is nothing to pair: no FCFS run, or only one run)."""
+    metrics = {name: metrics_of(records) for name, records in runs.items()}
+    pairs = speed_matched_pairs(metrics)
+    if not pairs:
+        return ""
+    parts = [f"{name} vs {partner} (speeds {ratios['speed_gap'] * 100:.0f}% apart): mean "
+             f"{_fmt_ratio(ratios['mean_jct'])}x, p99 {_fmt_ratio(ratios['p99_jct'])}x, token-times "
+             f"{_fmt_ratio(ratios['mean_jct_token_times'])}x" for name, partner, ratios in pairs]
+    return "Against the FCFS run on the closest engine speed: " + "; ".join(parts) + "."
+
+
 def ordering_notes(manifest_runs: Mapping[str, Mapping]) -> list[str]:
     """One line per run whose jobs were not all admitted under its own policy's order (from the manifest's
     `orderings`): e.g. SSJF held at FCFS by the quality guard, which then compared nothing."""
@@ -206,7 +240,8 @@ def write_tables(out_dir: Path, runs: Mapping[str, Sequence[LiveRecord]], title:
                  notes: Sequence[str] = ()) -> str:
     """table.md and table.csv in `out_dir`; returns the Markdown. `notes`: lines to add under the table."""
     header, rows, csv_header, csv_rows = comparison_table(runs)
-    note = " ".join([table_note(runs), *(f"Warning: {line}." for line in notes)])
+    note = " ".join(part for part in [table_note(runs), speed_matched_note(runs),
+                                      *(f"Warning: {line}." for line in notes)] if part)
     text = (f"## {title}\n\n" if title else "") + markdown_table(header, rows) + f"\n\n{note}\n"
     (out_dir / "table.md").write_text(text)
     with open(out_dir / "table.csv", "w", newline="") as handle:
@@ -220,6 +255,8 @@ def print_comparison(runs: Mapping[str, Sequence[LiveRecord]], title: str | None
     header, rows, _, _ = comparison_table(runs)
     print_table(header, rows, title=title)
     print(table_note(runs))
+    if paired := speed_matched_note(runs):
+        print(paired)
 
 
 def records_path(out_dir: Path, run: str) -> Path:

@@ -299,3 +299,27 @@ def test_a_policy_held_in_the_guards_fcfs_fallback_is_named_under_the_table(tmp_
     text = write_tables(tmp_path, {"fcfs": [rec(0, 0, 4, 1, 10)]}, notes=notes)
     assert "Warning: sjf ran 2 of 3 in order 'fcfs (guard fallback)'" in text
     assert "Warning" in (tmp_path / "table.md").read_text()
+
+
+def test_each_run_is_paired_with_the_fcfs_run_on_the_closest_engine_speed():
+    from elis.replay.compare import speed_matched_note, speed_matched_pairs
+
+    def m(mean, p99, speed):
+        return {"mean_jct": mean, "p99_jct": p99, "engine_ms_per_token": speed,
+                "mean_jct_token_times": 1e3 * mean / speed}
+
+    metrics = {"fcfs": m(20.0, 50.0, 35.0), "isrtf": m(11.0, 36.0, 28.0), "fcfs.r2": m(14.0, 34.0, 30.0),
+               "isrtf.r2": m(12.0, 40.0, 34.0),
+               "bound": m(13.0, 51.0, float("nan"))}
+    pairs = {name: (partner, ratios) for name, partner, ratios in speed_matched_pairs(metrics)}
+    # FCFS runs are never paired; a run without a recorded speed is left out.
+    assert set(pairs) == {"isrtf", "isrtf.r2"}
+    assert pairs["isrtf"][0] == "fcfs.r2" and pairs["isrtf.r2"][0] == "fcfs"
+    assert pairs["isrtf"][1]["mean_jct"] == pytest.approx(11 / 14)
+    assert pairs["isrtf"][1]["p99_jct"] == pytest.approx(36 / 34)
+    assert pairs["isrtf"][1]["mean_jct_token_times"] == pytest.approx((11 / 28) / (14 / 30))
+    assert pairs["isrtf"][1]["speed_gap"] == pytest.approx(2 / 30)
+    assert pairs["isrtf.r2"][1]["mean_jct"] == pytest.approx(12 / 20)
+    assert speed_matched_pairs({"isrtf": m(11.0, 36.0, 28.0)}) == []
+    # From records: an FCFS run alone gives no sentence.
+    assert speed_matched_note({"fcfs": [rec(0, 0, 4, 1, 10)]}) == ""
