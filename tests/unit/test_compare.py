@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
 import math
+import time
 
 import pytest
 from typer.testing import CliRunner
 
 from elis.cli import app
-from elis.replay.compare import (TABLE_NOTE, bound_items, comparison_table, metrics_of, policy_of_run, round_order,
-                                 round_spread,
-                                 run_name, table_note, true_lengths_of, warmup_items)
+from elis.replay.compare import (
+    TABLE_NOTE,
+    bound_items,
+    comparison_table,
+    metrics_of,
+    policy_of_run,
+    round_order,
+    round_spread,
+    run_name,
+    table_note,
+    true_lengths_of,
+    warmup_items,
+)
 from elis.replay.live import LiveRecord, WorkItem, live_record, read_live_records, write_live_records
 from elis.replay.report import JobRecord, read_records_csv
 from elis.replay.sources import WorkloadError, arrival_offsets, build_workload
@@ -255,7 +265,7 @@ def test_rounds_get_a_mean_row_and_ratios_to_fcfs_mean():
     sjf1 = [rec(0, 0, 2, 0, 10), rec(1, 1, 9, 4, 30)]  # JCTs 2, 8: mean 5
     sjf2 = [rec(0, 0, 3, 0, 10), rec(1, 1, 10, 4, 30)]  # JCTs 3, 9: mean 6
     runs = {"fcfs": fcfs1, "sjf": sjf1, "sjf.r2": sjf2, "fcfs.r2": fcfs2}
-    _, rows, csv_header, csv_rows = comparison_table(runs)
+    _, _, csv_header, csv_rows = comparison_table(runs)
     by_run = {row[0]: dict(zip(csv_header, row)) for row in csv_rows}
     assert by_run["fcfs (mean of 2)"]["mean_jct"] == pytest.approx(7.0)
     assert by_run["sjf (mean of 2)"]["mean_jct"] == pytest.approx(5.5)
