@@ -425,7 +425,7 @@ class Stack:
                 echo(f"created the database {_safe_url(self.database_url)}")
             upgrade(self.database_url)
         except Exception as exc:
-            raise CompareError(f"cannot migrate the database {_safe_url(self.database_url)}: {exc}") from exc
+            raise CompareError(f"cannot create or migrate the database {_safe_url(self.database_url)}: {exc}") from exc
         if self.base_urls:
             self.env = launch.elis_env(database_url=self.database_url)
             return
