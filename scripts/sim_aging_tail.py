@@ -1,7 +1,8 @@
 """Does aging bound the tail? ISRTF's and SSJF's mean and p99 JCT against FCFS under the service's scheduler
-(quality guard off: the predictor is given), for several aging factors, on the corpus's Alpaca lengths (cap 512),
-Gamma arrivals, in the simulator. Usage: python scripts/sim_aging_tail.py [SIGMA] [LOAD] [JOBS] [SEEDS]
-(a persistent lognormal predictor error of SIGMA, default 1.0; LOAD default 0.85; 400 jobs x 3 seeds). The bound
+(quality guard off: the predictor is given), for several aging factors, on one source's lengths in the corpus (cap
+512), Gamma arrivals, in the simulator. Usage: python scripts/sim_aging_tail.py [SIGMA] [LOAD] [JOBS] [SEEDS]
+[SOURCE] (a persistent lognormal predictor error of SIGMA, default 1.0; LOAD default 0.85; 400 jobs x 3 seeds;
+SOURCE default alpaca: alpaca, seed_tasks, code_alpaca or gsm8k). The bound
 is SRTF with exact lengths, under the service's aging as live ("bound") and without aging ("bound, no aging").
 docs/scheduling.md has the results."""
 import sys
@@ -15,13 +16,14 @@ from elis.simulator.engine_profile import EngineProfile
 
 profile = EngineProfile.load(None)
 config = SimConfig(1, 4, 50)
-pool = corpus_pool(CORPUS_PATH, "alpaca", 512)
+source = sys.argv[5] if len(sys.argv) > 5 else "alpaca"
+pool = corpus_pool(CORPUS_PATH, source, 512)
 capacity = figures.measure_capacity(profile, config, pool)
 spec = figures.PredictorSpec("persistent", float(sys.argv[1]) if len(sys.argv) > 1 else 1.0)
 load = float(sys.argv[2]) if len(sys.argv) > 2 else 0.85
 num_jobs = int(sys.argv[3]) if len(sys.argv) > 3 else 400
 num_seeds = int(sys.argv[4]) if len(sys.argv) > 4 else 3
-print(f"alpaca lengths, load {load}, persistent sigma {spec.sigma}, capacity {capacity:.3f} jobs/s, "
+print(f"{source} lengths, load {load}, persistent sigma {spec.sigma}, capacity {capacity:.3f} jobs/s, "
       f"{num_jobs} jobs x {num_seeds} seeds")
 rows = {}
 for seed in range(num_seeds):
