@@ -42,8 +42,12 @@ PromptPriorOption = Annotated[
                             "and feed its score to the ranker (the prompt prior; about 5-10 min more)")]
 
 
+PriorEpochsOption = Annotated[
+    int, typer.Option(min=1, help="ranker: epochs of the prompt prior's fine-tuning (its best epoch is kept)")]
+
+
 def _train_ranker(files, out, seed, max_epochs, rank_weight, regression_weight, float32,
-                  prompt_prior: bool = True, exclude_sources: Sequence[str] = ()) -> None:
+                  prompt_prior: bool = True, exclude_sources: Sequence[str] = (), prior_epochs: int = 4) -> None:
     from elis.predictor.ranker import RankerConfig
     from elis.predictor.ranker_train import train_ranker_checkpoint
     from elis.predictor.serving import user_checkpoint_path
@@ -59,7 +63,8 @@ def _train_ranker(files, out, seed, max_epochs, rank_weight, regression_weight, 
         typer.echo(f"training without {', '.join(exclude_sources)}: {len(records)} records")
     out = out or user_checkpoint_path(_settings().cache_dir)
     config = RankerConfig(seed=seed, max_epochs=min(max_epochs, 60), rank_weight=rank_weight,
-                          regression_weight=regression_weight, use_prompt_prior=prompt_prior)
+                          regression_weight=regression_weight, use_prompt_prior=prompt_prior,
+                          prior_epochs=prior_epochs)
     path, meta = train_ranker_checkpoint(records, out, _embedding_cache(), config, files, half=not float32)
     val = meta["validation"]
     typer.echo(f"validation: pooled tau {val['val_pooled_tau']:.3f}; tau by step {val['val_tau_by_step']}; "
@@ -131,6 +136,7 @@ def train(
         list[str] | None, typer.Option(help="ranker: leave this source out of training (repeatable), to replay "
                                             "it later as traffic the predictor never saw")
     ] = None,
+    prior_epochs: PriorEpochsOption = 4,
 ) -> None:
     """Cache the frozen embeddings, train the head, save a checkpoint with its metadata.
 
@@ -139,7 +145,7 @@ def train(
     _set_threads(threads)
     if kind == "ranker":
         _train_ranker(corpus or [DEFAULT_CORPUS], out, seed, max_epochs, rank_weight, regression_weight, float32,
-                      prompt_prior, exclude_source or [])
+                      prompt_prior, exclude_source or [], prior_epochs)
         return
     if kind != "elis":
         typer.secho(f"error: unknown --kind {kind!r} (elis | ranker)", fg="red", err=True)
@@ -204,6 +210,7 @@ def evaluate(
                                             "the shipped one) on these held-out sources, steps 0-8")
     ] = None,
     prompt_prior: PromptPriorOption = True,
+    prior_epochs: PriorEpochsOption = 4,
 ) -> None:
     """MAE, RMSE, R2, Kendall tau overall and per step; tables, per-example errors CSV, MAE-per-step PNG.
 
@@ -214,7 +221,7 @@ def evaluate(
     _set_threads(threads)
     if loso:
         _evaluate_loso(corpus or [DEFAULT_CORPUS], greedy or [], source, out_dir, max_epochs,
-                       checkpoint, baseline_source or [], prompt_prior)
+                       checkpoint, baseline_source or [], prompt_prior, prior_epochs)
         return
     from elis.predictor.evaluation import evaluate_checkpoint
     from elis.predictor.serving import default_checkpoint_path
@@ -230,7 +237,7 @@ def evaluate(
 
 
 def _evaluate_loso(files, greedy_files, held_out, out_dir, max_epochs, baseline_checkpoint=None,
-                   baseline_sources=(), prompt_prior: bool = True) -> None:
+                   baseline_sources=(), prompt_prior: bool = True, prior_epochs: int = 4) -> None:
     from elis.predictor.experiments import evaluate_protocols
     from elis.predictor.ranker import RankerConfig
 
@@ -248,7 +255,7 @@ def _evaluate_loso(files, greedy_files, held_out, out_dir, max_epochs, baseline_
         old = load_checkpoint(baseline_checkpoint or PREVIOUS_CHECKPOINT)
         cache.prompt_budget = int(old.metadata["prompt_budget"])  # its text join (the ranker does not use it)
         baseline = (old, cache)
-    config = RankerConfig(max_epochs=max_epochs, use_prompt_prior=prompt_prior)
+    config = RankerConfig(max_epochs=max_epochs, use_prompt_prior=prompt_prior, prior_epochs=prior_epochs)
     summaries = evaluate_protocols(cache, records, config, out_dir,
                                    window, held_out=held_out, greedy=greedy, baseline=baseline,
                                    baseline_sources=baseline_sources)

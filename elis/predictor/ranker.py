@@ -77,6 +77,9 @@ class RankerConfig:
     # the prompt prior's score (prompt_prior.py: the encoder's top layers fine-tuned for admission) as one
     # more scalar; the prior is trained on the same train/val split before the head
     use_prompt_prior: bool = False
+    # epochs of the prior's fine-tuning (early stopping keeps its best epoch); 4 in the shipped checkpoint.
+    # Every 4-epoch run was still improving at its last epoch (docs/predictor.md).
+    prior_epochs: int = 4
     projection_dim: int = 64
     hidden: int = 256
     num_layers: int = 2
