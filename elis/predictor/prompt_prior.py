@@ -104,6 +104,11 @@ def load_prior(encoder, metadata: dict[str, Any], state: dict[str, torch.Tensor]
     return PromptPrior(bert, head, encoder.tokenizer, encoder.max_length, top_layers, dict(metadata))
 
 
+def prior_config(epochs: int = 4) -> FinetuneConfig:
+    """The fine-tuning of the shipped prior: the top 2 layers, `epochs` at most (its best epoch is kept)."""
+    return FinetuneConfig(top_layers=2, max_epochs=epochs)
+
+
 def train_prompt_prior(encoder, splits: dict[str, list[dict]], config: FinetuneConfig | None = None,
                        progress: Callable[[str], None] = lambda _: None,
                        embed_texts: Callable[[list[str]], np.ndarray] | None = None) -> PromptPrior:
@@ -112,7 +117,7 @@ def train_prompt_prior(encoder, splits: dict[str, list[dict]], config: FinetuneC
 
     `embed_texts` (e.g. the training EmbeddingCache's) gives the frozen encoder's vectors, so the frozen
     head does not re-encode prompts already cached on disk."""
-    config = config or FinetuneConfig(top_layers=2, max_epochs=4)
+    config = config or prior_config()
 
     def head_of(prompt: str) -> str:
         return prompt_head(encoder.tokenizer, prompt, encoder.max_length)
