@@ -75,8 +75,9 @@ class PeriodicUpdate(threading.Thread):
 
     def _run_child(self) -> str:
         try:
+            # check=False: the exit code is the child's answer (accepted, refused or failed), read below
             done = subprocess.run(self.command, capture_output=True, text=True, timeout=self.timeout_s,
-                                  preexec_fn=lambda: os.nice(NICE))
+                                  check=False, preexec_fn=lambda: os.nice(NICE))
         except subprocess.TimeoutExpired:
             log.warning("predictor update took more than %.0f s and was stopped", self.timeout_s)
             return "failed"

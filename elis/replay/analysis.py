@@ -1,5 +1,6 @@
-"""Statistics of saved runs for `elis report`: JCT by true output length, queuing delay over time, and the
-predictor's predicted against true remaining length at each step with Kendall's tau. Pure Python."""
+"""Statistics of saved runs for `elis report`: JCT by true output length, queuing delay over time, the
+predictor's predicted against true remaining length at each step with Kendall's tau, and what the live quality
+guard would decide from a run's predictions. Pure Python."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from dataclasses import dataclass
 
 from elis.replay.live import LiveRecord
 from elis.scheduling import guard
+from elis.scheduling.levels import PriorityLevels
+from elis.scheduling.scheduler import Scheduler
 
 # Output-length buckets (tokens): edges of half-open intervals [lo, hi).
 LENGTH_EDGES = (0, 32, 64, 128, 256, 512, 1024, math.inf)
@@ -86,3 +89,67 @@ def prediction_table(points: Sequence[PredictionPoint]) -> list[tuple[str, int, 
 
 def _mae(points: Sequence[PredictionPoint]) -> float:
     return sum(abs(p.predicted - p.true) for p in points) / len(points) if points else math.nan
+
+
+def finished_jobs(records: Sequence[LiveRecord]) -> list[guard.FinishedJob]:
+    """A run's finished jobs as the live guard reads them from the database (`storage.jobs.recent_finished`):
+    the admission prediction, and each window's re-prediction with the tokens generated before it, up to the
+    last window (a prediction made once the job is done has nothing left to rank)."""
+    jobs = []
+    for live in records:
+        record = live.record
+        if record.status != "done":
+            continue
+        generated, steps = 0, []
+        for tokens, predicted in zip(live.window_tokens, live.predictions):
+            generated += tokens
+            if not math.isnan(predicted) and generated < record.num_output_tokens:
+                steps.append((generated, float(predicted)))
+        initial = None if math.isnan(live.initial_prediction) else float(live.initial_prediction)
+        jobs.append(guard.FinishedJob(record.job_id, record.num_output_tokens, record.jct - record.queuing_delay,
+                                      initial, tuple(steps)))
+    return jobs
+
+
+@dataclass(frozen=True)
+class GuardVerdict:
+    """What the quality guard, built from the service's settings, decides after seeing one run's finished jobs:
+    whether prediction policies would order the queue (`trusted`) and whether predictions may pre-empt a running
+    job (`preempting`), with the measures behind both."""
+
+    jobs: int
+    admission_tau: float | None
+    admission_bias: float | None
+    pooled_tau: float | None
+    pooled_bias: float | None
+    yield_precision: float | None
+    yield_pairs: int
+    trusted: bool
+    preempting: bool
+    reason: str
+    preempt_reason: str
+
+
+def guard_verdict(records: Sequence[LiveRecord], settings: object) -> GuardVerdict:
+    """Replay a run's finished jobs through a fresh scheduler built from `settings` (any object with the
+    service's setting names, e.g. `elis.config.Settings`), as one refresh of the live guard would see them.
+
+    A forced-length replay's live guard ignores its jobs (their lengths were not the model's to predict); a
+    replay of recorded natural lengths (`--lengths-from`) is a fair test all the same, and this is how to ask
+    whether its re-predictions would have earned pre-emption."""
+    # Levels only set broker priorities, on which the verdict does not depend: log-spaced ones do.
+    levels = PriorityLevels.log_spaced(int(settings.num_priority_levels), high=float(settings.max_tokens_limit))
+    scheduler = Scheduler.from_settings(settings, levels)
+    finished = finished_jobs(records)
+    scheduler.observe(finished)
+    quality = scheduler.quality
+    return GuardVerdict(
+        jobs=len(finished),
+        admission_tau=quality.admission_tau, admission_bias=quality.admission_bias,
+        pooled_tau=quality.pooled_tau if quality.pooled_num else None,
+        pooled_bias=quality.pooled_bias if quality.pooled_num else None,
+        yield_precision=quality.yield_precision, yield_pairs=quality.yield_pairs,
+        trusted=not scheduler.guard.fallback, preempting=scheduler.guard.preempting,
+        reason=scheduler.guard.reason, preempt_reason=scheduler.guard.preempt_reason,
+    )
+

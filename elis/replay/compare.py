@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from elis.replay.client import auth_headers
 from elis.replay.live import LiveRecord, RunResult, WorkItem, read_live_records, run_live, write_live_records
 from elis.replay.report import markdown_table, print_table, summarize
 
@@ -232,8 +233,23 @@ def ordering_notes(manifest_runs: Mapping[str, Mapping]) -> list[str]:
         if other:
             parts = ", ".join(f"{n} of {total} in order '{order}'" for order, n in other.items())
             notes.append(f"{name} ran {parts}: not its own policy's order (the quality guard's FCFS fallback: "
-                         "it judges only natural finished jobs; see /v1/scheduler)")
+                         "it judges only natural finished jobs; see /v1/stats)")
+        guard_at_start = run.get("guard_at_start") or {}
+        if _preempts_on_predictions(run.get("policy")) and guard_at_start.get("preempting") is False:
+            notes.append(f"{name} started with pre-emption on predictions off ({guard_at_start.get('preempt_reason')}):"
+                         " it ordered the queue by predictions but yielded only to starving jobs")
     return notes
+
+
+def _preempts_on_predictions(policy: str | None) -> bool:
+    """Whether running jobs of `policy` yield to a head predicted sooner (the guard's pre-emption gate applies)."""
+    from elis.scheduling.policy import JobView, UnknownPolicyError, make_policy
+
+    try:
+        rule = make_policy(policy or "")
+    except UnknownPolicyError:
+        return False
+    return rule.uses_predictions and rule.yields(JobView(job_id="", arrival_time=0.0))
 
 
 def write_tables(out_dir: Path, runs: Mapping[str, Sequence[LiveRecord]], title: str = "",
@@ -500,6 +516,26 @@ def policies_of(base_urls: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def guard_state(base_url: str, wait_s: float = 5.0) -> dict:
+    """The quality guard's state on a started API (GET /v1/stats): the order in force, whether predictions may
+    pre-empt, and why; {} when the API does not say. Waits up to `wait_s` for its first refresh, so the
+    state is the one judged from the finished jobs in the database, not the start state."""
+    import httpx
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            stats = httpx.get(f"{base_url.rstrip('/')}/v1/stats", timeout=10, headers=auth_headers()).json()
+        except (httpx.HTTPError, ValueError):
+            return {}
+        guard = stats.get("guard") or {}
+        if stats.get("rank_quality") is not None or time.monotonic() >= deadline:
+            return {"ordering": stats.get("ordering"), "fallback": guard.get("fallback"),
+                    "judged_tau": guard.get("judged_tau"), "reason": guard.get("reason"),
+                    "preempting": guard.get("preempting"), "preempt_reason": guard.get("preempt_reason")}
+        time.sleep(0.5)
+
+
 # -- the comparison ---------------------------------------------------------------------------------------
 
 
@@ -537,6 +573,9 @@ def run_compare(items: Sequence[WorkItem], policies: Sequence[str], stack: Stack
     def one(name: str, policy: str, run_items: Sequence[WorkItem]) -> RunResult:
         base = stack.api(policy)
         echo(f"{name}: {len(run_items)} jobs on {base} (policy {policy})")
+        guard_at_start = guard_state(base)
+        if guard_at_start:
+            echo(f"{name}: ordering {guard_at_start.get('ordering')}; {guard_at_start.get('preempt_reason')}")
         try:
             run = run_live(base, run_items, label=f"compare-{stamp}-{name}", timeout_s=timeout_s,
                            progress=progress, desc=name)
@@ -547,7 +586,7 @@ def run_compare(items: Sequence[WorkItem], policies: Sequence[str], stack: Stack
         manifest["runs"][name] = {"policy": policy, "jobs": len(run_items), "submitted": run.submitted,
                                   "wall_s": round(run.wall_s, 2), "interrupted": run.interrupted,
                                   "error": run.error, "records": records_path(out_dir, name).name,
-                                  "orderings": run.orderings}
+                                  "orderings": run.orderings, "guard_at_start": guard_at_start}
         write_manifest(out_dir, manifest)
         for line in ordering_notes({name: manifest["runs"][name]}):
             echo(f"warning: {line}")

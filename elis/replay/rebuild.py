@@ -137,7 +137,43 @@ def report_run(saved: SavedRun, out_dir: Path) -> list[Path]:
         print(text)
         plot_predictions(points, out_dir / "predictions.png", f"predicted vs true remaining length ({title})")
         written += [out_dir / "predictions.md", out_dir / "predictions.csv", out_dir / "predictions.png"]
+        settings = _run_settings(saved.manifest)
+        verdicts = {name: analysis.guard_verdict(saved.runs[name], settings) for name in points}
+        text = _write(out_dir, "guard", GUARD_HEADER, [_guard_row(name, v) for name, v in verdicts.items()])
+        (out_dir / "guard.md").write_text(text + "\n" + GUARD_NOTE + "\n")
+        print(text)
+        written += [out_dir / "guard.md", out_dir / "guard.csv"]
     return written
+
+
+GUARD_HEADER = ["run", "finished jobs", "admission tau", "admission bias", "re-prediction tau (pooled)",
+                "re-prediction bias", "yield precision (pairs)", "order", "pre-emption on predictions"]
+GUARD_NOTE = ("What the quality guard, with the run's settings, decides from each run's finished jobs (as one refresh "
+              "of the live guard would): the order trusted or FCFS, and pre-emption on predictions on or off. Bias: "
+              "mean predicted / mean true remaining tokens. Yield precision: of the prediction pairs that would make "
+              "a running job yield at the margin, the share where the head was truly shorter. A forced-length "
+              "replay's live guard ignores its jobs; with lengths recorded from a natural run this is the verdict "
+              "it would have reached on them.")
+# The manifest's settings that change the guard's verdict.
+GUARD_SETTINGS = ("guard", "guard_threshold", "guard_hysteresis", "guard_min_jobs", "guard_start_in_fallback",
+                  "guard_preempt_precision", "yield_margin", "yield_uncertainty", "calibrate_steps", "policy")
+
+
+def _run_settings(manifest: dict):
+    from elis.config import Settings
+
+    saved = manifest.get("settings") or {}
+    return Settings().model_copy(update={key: saved[key] for key in GUARD_SETTINGS if key in saved})
+
+
+def _guard_row(name: str, verdict: analysis.GuardVerdict) -> list:
+    def fmt(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    precision = "-" if verdict.yield_precision is None else f"{verdict.yield_precision:.2f} ({verdict.yield_pairs})"
+    return [name, verdict.jobs, fmt(verdict.admission_tau), fmt(verdict.admission_bias), fmt(verdict.pooled_tau),
+            fmt(verdict.pooled_bias), precision, "trusted" if verdict.trusted else "FCFS (fallback)",
+            "on" if verdict.preempting else "off"]
 
 
 def report_command(

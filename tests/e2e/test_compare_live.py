@@ -39,6 +39,10 @@ def test_compare_runs_policies_and_the_bound_on_the_same_workload(stack, tmp_pat
     # Every job admitted under its own policy's order (the stack's guard does not start in fallback).
     assert manifest["runs"]["isrtf"]["orderings"] == {"isrtf": 6}
     assert manifest["runs"]["bound"]["orderings"] == {"srtf-oracle": 6}
+    # The guard's state as each run started, read from the live API's /v1/stats.
+    guard_at_start = manifest["runs"]["isrtf"]["guard_at_start"]
+    assert guard_at_start["ordering"] == "isrtf" and isinstance(guard_at_start["preempting"], bool)
+    assert guard_at_start["preempt_reason"]
     assert manifest["warmup"]["jobs"] == 6 and manifest["warmup"]["error"] is None  # every prompt, not measured
     with open(out / "table.csv", newline="") as handle:
         table = {row["run"]: row for row in csv.DictReader(handle)}

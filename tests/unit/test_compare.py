@@ -311,6 +311,20 @@ def test_a_policy_held_in_the_guards_fcfs_fallback_is_named_under_the_table(tmp_
     assert "Warning" in (tmp_path / "table.md").read_text()
 
 
+def test_an_isrtf_run_whose_guard_kept_preemption_off_is_named_under_the_table():
+    from elis.replay.compare import ordering_notes
+
+    off = {"preempting": False, "preempt_reason": "pre-emption off: fewer than 20 re-predictions"}
+    manifest_runs = {
+        "isrtf": {"policy": "isrtf", "orderings": {"isrtf": 3}, "guard_at_start": off},
+        "isrtf.r2": {"policy": "isrtf", "orderings": {"isrtf": 3}, "guard_at_start": {**off, "preempting": True}},
+        "sjf": {"policy": "sjf", "orderings": {"sjf": 3}, "guard_at_start": off},  # SJF never pre-empts anyway
+    }
+    notes = ordering_notes(manifest_runs)
+    assert notes == [("isrtf started with pre-emption on predictions off (pre-emption off: fewer than 20 "
+                     "re-predictions): it ordered the queue by predictions but yielded only to starving jobs")]
+
+
 def test_each_run_is_paired_with_the_fcfs_run_on_the_closest_engine_speed():
     from elis.replay.compare import speed_matched_note, speed_matched_pairs
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
@@ -9,8 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from elis.cli import app
+from elis.config import Settings
 from elis.replay.analysis import (
     PredictionPoint,
+    finished_jobs,
+    guard_verdict,
     jct_by_length,
     kendall_tau,
     prediction_points,
@@ -77,6 +81,52 @@ def test_prediction_points_pair_each_prediction_with_the_true_remaining_length()
     assert prediction_points([live(2, 0, 1, 5)]) == []  # FCFS: no predictor
 
 
+def test_finished_jobs_are_what_the_live_guard_reads():
+    # As storage.jobs.recent_finished: (tokens generated, prediction) per window before the last token.
+    job = live(0, 0, 5, 120, queued=1.0, initial=90.0, windows=(50, 50, 20), predictions=(60.0, 30.0, math.nan))
+    no_predictor = live(1, 0, 2, 40, windows=(40,), predictions=(math.nan,))
+    failed = live(2, 0, 2, 40, status="failed", initial=10.0)
+    jobs = finished_jobs([job, no_predictor, failed])
+    assert [j.job_id for j in jobs] == ["j0", "j1"]
+    assert jobs[0].step_predictions == ((50, 60.0), (100, 30.0))
+    assert jobs[0].initial_prediction == 90.0 and jobs[0].service_s == pytest.approx(4.0)
+    assert jobs[1].initial_prediction is None and jobs[1].step_predictions == ()
+
+
+def _predicted_jobs(count: int, rank: int) -> list[LiveRecord]:
+    """`count` finished jobs whose every prediction ranks the true remaining length right (rank 1) or
+    exactly backwards (rank -1)."""
+    def said(remaining: int) -> float:
+        return float(remaining) if rank > 0 else 1000.0 - remaining
+
+    records = []
+    for i in range(count):
+        tokens = 20 + 15 * i
+        windows = tuple([50] * (tokens // 50) + ([tokens % 50] if tokens % 50 else []))
+        done = list(itertools.accumulate(windows))
+        predictions = tuple(said(tokens - d) if d < tokens else math.nan for d in done)
+        records.append(live(i, i, 2.0, tokens, initial=said(tokens), windows=windows, predictions=predictions))
+    return records
+
+
+def test_guard_verdict_trusts_and_preempts_on_predictions_that_rank_and_not_on_those_that_do_not():
+    settings = Settings()
+    good = guard_verdict(_predicted_jobs(30, rank=1), settings)
+    assert good.jobs == 30 and good.admission_tau == pytest.approx(1.0) and good.pooled_tau == pytest.approx(1.0)
+    assert good.yield_precision == pytest.approx(1.0) and good.yield_pairs > 0
+    assert good.trusted and good.preempting
+    bad = guard_verdict(_predicted_jobs(30, rank=-1), settings)
+    assert bad.admission_tau == pytest.approx(-1.0)
+    assert not bad.trusted and not bad.preempting
+    assert "fall" in bad.reason.lower() or "below" in bad.reason.lower()
+    few = guard_verdict(_predicted_jobs(5, rank=1), settings)  # under guard_min_jobs: the start state holds
+    assert not few.trusted and not few.preempting
+    admission_only = [live(r.item, 0, 2.0, r.record.num_output_tokens, initial=r.initial_prediction)
+                      for r in _predicted_jobs(30, rank=1)]
+    only = guard_verdict(admission_only, settings)  # an FCFS run: no re-predictions to judge pre-emption by
+    assert only.trusted and not only.preempting and only.pooled_tau is None
+
+
 def _saved_run(folder, rate, slow):
     folder.mkdir(parents=True)
     fcfs = [live(i, i, slow * (i + 1), 40 + 60 * i, queued=i, policy="fcfs") for i in range(4)]
@@ -106,6 +156,8 @@ def test_report_rebuilds_tables_and_plots_of_a_saved_run_and_a_sweep(tmp_path):
         assert (sweep / name).stat().st_size > 0
     table = (sweep / "rate-1" / "report" / "table.md").read_text()
     assert "| fcfs | 4/4 | 7.50 (1.00/3.75) |" in table  # 3 x (1+2+3+4)/4 against the bound's 2.0
+    guard_rows = (sweep / "rate-1" / "report" / "guard.csv").read_text().splitlines()
+    assert guard_rows[1].startswith("isrtf,4,") and guard_rows[1].endswith(",FCFS (fallback),off")  # 4 < min_jobs
     lengths = (sweep / "rate-1" / "report" / "jct_by_length.csv").read_text().splitlines()
     assert "fcfs,32-63,1,3.00" in lengths and "fcfs,128-255,2,10.50" in lengths  # 160 and 220 tokens: 9, 12 s
 
