@@ -93,21 +93,16 @@ def _mae(points: Sequence[PredictionPoint]) -> float:
 
 def finished_jobs(records: Sequence[LiveRecord]) -> list[guard.FinishedJob]:
     """A run's finished jobs as the live guard reads them from the database (`storage.jobs.recent_finished`):
-    the admission prediction, and each window's re-prediction with the tokens generated before it, up to the
-    last window (a prediction made once the job is done has nothing left to rank)."""
+    the admission prediction and the re-predictions (`guard.step_predictions`)."""
     jobs = []
     for live in records:
         record = live.record
         if record.status != "done":
             continue
-        generated, steps = 0, []
-        for tokens, predicted in zip(live.window_tokens, live.predictions):
-            generated += tokens
-            if not math.isnan(predicted) and generated < record.num_output_tokens:
-                steps.append((generated, float(predicted)))
+        steps = guard.step_predictions(zip(live.window_tokens, live.predictions), record.num_output_tokens)
         initial = None if math.isnan(live.initial_prediction) else float(live.initial_prediction)
         jobs.append(guard.FinishedJob(record.job_id, record.num_output_tokens, record.jct - record.queuing_delay,
-                                      initial, tuple(steps)))
+                                      initial, steps))
     return jobs
 
 
@@ -146,8 +141,7 @@ def guard_verdict(records: Sequence[LiveRecord], settings: object) -> GuardVerdi
     return GuardVerdict(
         jobs=len(finished),
         admission_tau=quality.admission_tau, admission_bias=quality.admission_bias,
-        pooled_tau=quality.pooled_tau if quality.pooled_num else None,
-        pooled_bias=quality.pooled_bias if quality.pooled_num else None,
+        pooled_tau=quality.pooled_tau, pooled_bias=quality.pooled_bias,
         yield_precision=quality.yield_precision, yield_pairs=quality.yield_pairs,
         trusted=not scheduler.guard.fallback, preempting=scheduler.guard.preempting,
         reason=scheduler.guard.reason, preempt_reason=scheduler.guard.preempt_reason,

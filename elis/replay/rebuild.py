@@ -93,9 +93,9 @@ def plot_predictions(points: dict[str, list[analysis.PredictionPoint]], path: Pa
         ax.plot([0, top], [0, top], linestyle="--", color="grey", label="exact")
 
 
-def _write(out_dir: Path, stem: str, header: Sequence[str], rows: Sequence[Sequence]) -> str:
+def _write(out_dir: Path, stem: str, header: Sequence[str], rows: Sequence[Sequence], note: str = "") -> str:
     text = markdown_table(header, rows)
-    (out_dir / f"{stem}.md").write_text(text + "\n")
+    (out_dir / f"{stem}.md").write_text(text + "\n" + (f"\n{note}\n" if note else ""))
     with open(out_dir / f"{stem}.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
@@ -139,8 +139,8 @@ def report_run(saved: SavedRun, out_dir: Path) -> list[Path]:
         written += [out_dir / "predictions.md", out_dir / "predictions.csv", out_dir / "predictions.png"]
         settings = _run_settings(saved.manifest)
         verdicts = {name: analysis.guard_verdict(saved.runs[name], settings) for name in points}
-        text = _write(out_dir, "guard", GUARD_HEADER, [_guard_row(name, v) for name, v in verdicts.items()])
-        (out_dir / "guard.md").write_text(text + "\n" + GUARD_NOTE + "\n")
+        text = _write(out_dir, "guard", GUARD_HEADER, [_guard_row(name, v) for name, v in verdicts.items()],
+                      note=GUARD_NOTE)
         print(text)
         written += [out_dir / "guard.md", out_dir / "guard.csv"]
     return written

@@ -16,7 +16,7 @@ FCFS; it comes back at `threshold + hysteresis`. Until `min_jobs` jobs have fini
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 # Pooled predictions beyond this many are subsampled evenly (keeps a refresh cheap on a busy worker).
@@ -104,6 +104,19 @@ def yield_precision(points: Sequence[tuple[float, float]], uncertainty: float) -
 def _bias(predicted: Sequence[float], true: Sequence[float]) -> float | None:
     total_true = sum(true)
     return sum(predicted) / total_true if total_true > 0 else None
+
+
+def step_predictions(windows: Iterable[tuple[int, float | None]], output_tokens: int) -> tuple[tuple[int, float], ...]:
+    """A finished job's re-predictions as the guard judges them: from (tokens the window generated, prediction
+    after it) in window order, (tokens generated so far, prediction) for each window that left tokens to rank
+    (a prediction made once the job is done has nothing left to rank). Missing predictions (None or NaN) are
+    skipped."""
+    generated, steps = 0, []
+    for num_tokens, prediction in windows:
+        generated += num_tokens
+        if prediction is not None and not math.isnan(prediction) and generated < output_tokens:
+            steps.append((generated, float(prediction)))
+    return tuple(steps)
 
 
 @dataclass(frozen=True)

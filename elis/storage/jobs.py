@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from elis import clock
 from elis.clock import seconds_between
+from elis.scheduling.guard import step_predictions
 from elis.storage.models import Job, JobStatus, Window
 
 
@@ -355,13 +356,10 @@ def recent_finished(session: Session, *, limit: int) -> list[FinishedFacts]:
             windows.setdefault(job_id, []).append((index, num_tokens, prediction))
     facts = []
     for job in jobs:
-        generated, steps = 0, []
-        for _, num_tokens, prediction in sorted(windows.get(job.id, [])):
-            generated += num_tokens
-            if prediction is not None and generated < job.num_output_tokens:
-                steps.append((generated, float(prediction)))
+        steps = step_predictions(((num_tokens, prediction) for _, num_tokens, prediction in
+                                  sorted(windows.get(job.id, []))), job.num_output_tokens)
         facts.append(FinishedFacts(job.id, job.num_output_tokens, job.service_s or 0.0, job.initial_prediction,
-                                   tuple(steps)))
+                                   steps))
     return facts
 
 

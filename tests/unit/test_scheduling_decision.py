@@ -234,3 +234,12 @@ def test_the_fast_kendall_tau_equals_scipys_on_any_input_with_ties(points):
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     ours, theirs = kendall_tau(xs, ys), scipy_stats.kendalltau(xs, ys).statistic
     assert (ours is None and math.isnan(theirs)) or ours == pytest.approx(theirs)
+
+
+def test_step_predictions_skip_missing_ones_and_the_prediction_after_the_last_token():
+    from elis.scheduling.guard import step_predictions
+
+    # 120 tokens in windows of 50, 50, 20: the database stores None, a saved run NaN, for "no prediction".
+    assert step_predictions([(50, 60.0), (50, None), (20, 5.0)], 120) == ((50, 60.0),)
+    assert step_predictions([(50, float("nan")), (50, 30.0), (20, float("nan"))], 120) == ((100, 30.0),)
+    assert step_predictions([], 0) == ()
