@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     # Pre-emption on predictions (ISRTF yields) only while the yield rule, checked on finished jobs' predictions,
     # is right at least this often; else prediction policies order the queue but do not pre-empt.
     guard_preempt_precision: float = 0.9
+    # Re-predict at every window end, as the ELIS paper does. Off (the default): only where some prediction could
+    # make the job yield (a job waits, and it starves or the yield rule could pass even at the job's longest
+    # possible remaining length), plus a sample for the guard. On a CPU worker the predictor takes cores from
+    # vLLM: re-predicting every window made ISRTF's windows 3-4% slower (docs/scheduling.md, run 15).
+    repredict_every_window: bool = False
+    repredict_sample_every: int = Field(default=4, ge=0)
     # Scale predictions per step (mean true / mean predicted remaining, learned from finished jobs) so an
     # admission prediction and a re-prediction after k windows compare fairly.
     calibrate_steps: bool = True

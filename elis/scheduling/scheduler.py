@@ -9,6 +9,7 @@ state: the guard's verdict and the aging bound, both refreshed from finished job
 from __future__ import annotations
 
 import threading
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -56,6 +57,10 @@ class Scheduler:
     # Learn a per-step scale from finished jobs so predictions made at different steps compare fairly.
     calibrate_steps: bool = True
     calibration: StepCalibration = field(default_factory=StepCalibration)
+    # Re-predict at every window end (the ELIS paper), or only where a prediction could make the job yield plus
+    # one window in `repredict_sample_every` for the guard (see `should_repredict`).
+    repredict_every_window: bool = False
+    repredict_sample_every: int = 4
     quality: RankQuality | None = None
     aging_bound_s: float = field(init=False)
     _policies: dict[tuple[str, bool, float], Policy] = field(default_factory=dict, init=False, repr=False)
@@ -95,6 +100,27 @@ class Scheduler:
     def repredicts(self, name: str | None = None) -> bool:
         """Whether windows of this policy re-predict now (not during an FCFS fallback: nothing would use it)."""
         return self.policy(name).repredicts
+
+    def should_repredict(self, job: JobView, most_remaining: float, head: JobView | None, now: float,
+                         cost: SwitchCost = SwitchCost(), policy_name: str | None = None) -> bool:
+        """Whether this window end re-predicts `job`'s remaining length before deciding.
+
+        A re-prediction matters to the order only when the job may yield: its new score then sets its level
+        in the queue, and for ISRTF it sets whether it yields at all. Every score rule is monotone in the
+        predicted remaining length (so is the margin, a fixed share of it), so if the job would not yield
+        even at `most_remaining` (its largest possible remaining length, max_tokens minus what it generated),
+        no prediction can make it yield and this one is skipped: nothing waits, or pre-emption on predictions
+        is off and the head does not starve, or the head is not sooner by the margin even then. One skipped
+        window in `repredict_sample_every` re-predicts anyway (chosen by a hash of job and step, the same in
+        the worker and the simulator), so the guard keeps judging re-predictions at every step."""
+        if not self.repredicts(policy_name):
+            return False
+        if self.repredict_every_window:
+            return True
+        if self.decide(replace(job, predicted_remaining=most_remaining), head, now, cost, policy_name).yields:
+            return True
+        every = self.repredict_sample_every
+        return every > 0 and zlib.crc32(f"{job.job_id}:{job.num_generated}".encode()) % every == 0
 
     def ordering(self, name: str | None = None) -> str:
         """The order jobs of this policy actually get right now, e.g. 'isrtf' or 'fcfs (guard fallback)'."""
@@ -171,6 +197,8 @@ class Scheduler:
             "margin": {"enabled": self.margin.enabled, "uncertainty_default": self.margin.default_uncertainty,
                        "uncertainty_by_step": [list(p) for p in self.margin.uncertainty_by_step]},
             "levels": {"num_levels": self.levels.num_levels, "edges": list(self.levels.edges)},
+            "repredict": {"every_window": self.repredict_every_window,
+                          "sample_every": self.repredict_sample_every},
             "calibration": {"enabled": self.calibrate_steps,
                             "factor_by_step": [[s, round(f, 4)] for s, f in self.calibration.factors]},
         }
@@ -188,7 +216,9 @@ class Scheduler:
         aging = AgingRule(enabled=settings.aging, fixed_s=settings.max_wait_s, factor=settings.aging_factor,
                           floor_s=settings.aging_floor_s,
                           since_arrival=bool(getattr(settings, "aging_since_arrival", True)))
-        return cls(settings.policy, levels, margin, guard, aging, calibrate_steps=settings.calibrate_steps)
+        return cls(settings.policy, levels, margin, guard, aging, calibrate_steps=settings.calibrate_steps,
+                   repredict_every_window=bool(getattr(settings, "repredict_every_window", False)),
+                   repredict_sample_every=int(getattr(settings, "repredict_sample_every", 4)))
 
 
 class ScheduledPolicy(Policy):

@@ -33,6 +33,9 @@ from elis.simulator.length_models import Exact, LengthModel
 
 _WORKER, _FREE, _REQUEUE, _CONTINUE = 0, 1, 2, 3
 _EPS = 1e-9
+# The simulator's predictions have no max_tokens cap, so a job's longest possible remaining length (what
+# `Scheduler.should_repredict` tests a yield with) is unbounded; large and finite, as the margin scales with it.
+_UNCAPPED = 1e9
 
 
 @dataclass(frozen=True)
@@ -276,15 +279,18 @@ class Simulator:
             self._finish(job, now)
             return _FREE
         scheduler = self.scheduler
-        repredicts = scheduler.repredicts(self.policy.name) if scheduler is not None else self.policy.repredicts
-        if repredicts:  # as the live worker: re-predict first, then decide with the new estimate
-            job.predicted = self.model.predict(job.output - job.generated, job.windows, job.job_id)
-            job.steps.append((job.generated, job.predicted))
         queue = self._queue_of(worker)
         head = queue.peek(now) if queue else None
         # The service's own window-end decision (elis.scheduling.decision.decide), with the switch cost the
         # live worker would measure: the window-end overhead plus the re-prefill the prefix cache misses.
         cost = self._switch_cost(worker, job)
+        if scheduler is not None:  # as the live worker: re-predict where it may matter, then decide with it
+            repredicts = scheduler.should_repredict(job.view(), _UNCAPPED, head, now, cost, self.policy.name)
+        else:
+            repredicts = self.policy.repredicts
+        if repredicts:
+            job.predicted = self.model.predict(job.output - job.generated, job.windows, job.job_id)
+            job.steps.append((job.generated, job.predicted))
         if scheduler is not None:
             decision = scheduler.decide(job.view(), head, now, cost, self.policy.name)
         else:

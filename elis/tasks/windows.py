@@ -160,16 +160,23 @@ def run_job_windows(runtime: WorkerRuntime, job_id: str, window_index: int, rede
         service_s += (ended - started).total_seconds()
         yielded, priority, prediction_after, predict_s, failed = False, None, None, None, False
         if reason is None:
-            # The policy in force now (FCFS while the quality guard falls back): re-predict only if it uses it.
-            if scheduler.repredicts(job.policy) and runtime.predictor is not None:
+            head = _queue_head(runtime)
+            now = ended.timestamp()
+            view = job_view(job, len(generated), prediction, service_s, ended)
+            cost = runtime.switch_cost.estimate(len(job.prompt_ids) + len(generated))
+            # Re-predict only under a policy that uses it now (not FCFS while the quality guard falls back) and
+            # only where a prediction could make the job yield (or as the guard's sample): on a CPU worker the
+            # predictor takes cores from the engine.
+            most_remaining = max(job.max_tokens - len(generated), 0)
+            if runtime.predictor is not None and scheduler.should_repredict(view, most_remaining, head, now, cost,
+                                                                            job.policy):
                 predict_started = time.perf_counter()
                 raw = runtime.predictor.predict_one(_prediction_input(job, text, len(generated)))
                 predict_s = time.perf_counter() - predict_started
                 failed = raw is None
                 prediction_after = clip_prediction(raw, job, len(generated))
-            view = with_prediction(job_view(job, len(generated), prediction, service_s, ended), prediction_after)
-            cost = runtime.switch_cost.estimate(len(job.prompt_ids) + len(generated))
-            decision = scheduler.decide(view, _queue_head(runtime), ended.timestamp(), cost, job.policy)
+                view = with_prediction(view, prediction_after)
+            decision = scheduler.decide(view, head, now, cost, job.policy)
             if decision.yields:
                 yielded = True
                 priority = decision.level

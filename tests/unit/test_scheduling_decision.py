@@ -243,3 +243,49 @@ def test_step_predictions_skip_missing_ones_and_the_prediction_after_the_last_to
     assert step_predictions([(50, 60.0), (50, None), (20, 5.0)], 120) == ((50, 60.0),)
     assert step_predictions([(50, float("nan")), (50, 30.0), (20, float("nan"))], 120) == ((100, 30.0),)
     assert step_predictions([], 0) == ()
+
+
+# --- when to re-predict ------------------------------------------------------------------------------------
+def trusting(policy: str = "isrtf", **kwargs) -> Scheduler:
+    """A scheduler whose guard trusts the predictor (pre-emption on), with no sampled re-predictions."""
+    kwargs.setdefault("repredict_sample_every", 0)
+    return Scheduler(policy, LEVELS, guard=QualityGuard(start_in_fallback=False), **kwargs)
+
+
+def test_a_window_end_re_predicts_only_where_a_prediction_could_make_the_job_yield():
+    scheduler = trusting(margin=YieldMargin.of(0.9))
+    running = job("r", 300.0, generated=100, arrival=0.0, enqueued=1.0)
+    assert not scheduler.should_repredict(running, 400.0, None, 2.0)  # nothing waits
+    # Yielding needs head < (1 - 0.9) x the job's score: with at most 400 tokens left, a head predicted 30 could
+    # take the slot, one predicted 60 could not, whatever the re-prediction says.
+    assert scheduler.should_repredict(running, 400.0, job("h", 30.0, arrival=1.5), 2.0)
+    assert not scheduler.should_repredict(running, 400.0, job("h", 60.0, arrival=1.5), 2.0)
+    assert trusting(repredict_every_window=True).should_repredict(running, 400.0, None, 2.0)
+    assert not trusting("sjf").should_repredict(running, 400.0, job("h", 1.0, arrival=1.5), 2.0)
+
+
+def test_with_pre_emption_off_only_a_starving_head_makes_a_re_prediction_worth_it():
+    scheduler = trusting(margin=YieldMargin.of(0.3), aging=AgingRule(fixed_s=10.0))
+    scheduler.guard.preempting = False
+    running = job("r", 300.0, generated=100, arrival=5.0, enqueued=5.0)
+    assert not scheduler.should_repredict(running, 400.0, job("h", 1.0, arrival=6.0), 12.0)
+    assert scheduler.should_repredict(running, 400.0, job("h", 900.0, arrival=1.0), 12.0)  # waited 11 s > 10 s
+
+
+def test_skipped_windows_are_sampled_for_the_guard_about_one_in_n_and_the_same_every_time():
+    scheduler = trusting(repredict_sample_every=4)
+    steps = [job(f"j{i}", 100.0, generated=50 * k) for i in range(50) for k in range(1, 9)]
+    sampled = [scheduler.should_repredict(s, 500.0, None, 1.0) for s in steps]
+    assert 0.15 < sum(sampled) / len(sampled) < 0.35
+    assert sampled == [scheduler.should_repredict(s, 500.0, None, 1.0) for s in steps]
+
+
+@given(st.floats(1, 500), st.floats(0, 500), st.floats(0, 0.95), st.floats(0, 100), st.booleans())
+def test_a_skipped_re_prediction_could_not_have_made_the_job_yield(most, head_score, u, prediction, preempting):
+    scheduler = trusting(margin=YieldMargin.of(u))
+    scheduler.guard.preempting = preempting
+    running, head = job("r", 50.0, generated=50, enqueued=1.0), job("h", head_score, arrival=0.5)
+    if not scheduler.should_repredict(running, most, head, 2.0, SwitchCost(0.1, 0.01)):
+        for fraction in (0.0, 0.25, 0.5, 1.0):
+            predicted = JobView(running.job_id, running.arrival_time, 50, most * fraction, 50.0, 1.0, 0.0, None)
+            assert not scheduler.decide(predicted, head, 2.0, SwitchCost(0.1, 0.01)).yields

@@ -130,3 +130,12 @@ def test_a_duplicate_delivery_of_a_finished_window_is_skipped(settings):
     assert run_job_windows(rt, job_id, 0, redelivered=False) == "done"
     engine_calls = rt.engine.calls
     assert run_job_windows(rt, job_id, 0, redelivered=True) == "skipped" and rt.engine.calls == engine_calls
+
+
+def test_with_nothing_waiting_a_window_end_does_not_re_predict(settings):
+    job_id = submit(settings, "isrtf", 1, 120.0)
+    rt, recorder = runtime(settings.model_copy(update={"repredict_sample_every": 0}), ScriptedEngine({1: 150}),
+                           ScriptedPredictor(100.0))
+    assert run_job_windows(rt, job_id, 0, redelivered=False) == "done"
+    assert rt.predictor.calls == 0 and recorder.published == []
+    assert [w[1] for w in stored(settings, job_id)[2]] == [None, None, None]
