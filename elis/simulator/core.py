@@ -33,7 +33,7 @@ from elis.simulator.length_models import Exact, LengthModel
 
 _WORKER, _FREE, _REQUEUE, _CONTINUE = 0, 1, 2, 3
 _EPS = 1e-9
-# The simulator's predictions have no max_tokens cap, so a job's longest possible remaining length (what
+# Without a max_tokens cap (SimConfig.max_tokens None) a job's longest possible remaining length (what
 # `Scheduler.should_repredict` tests a yield with) is unbounded; large and finite, as the margin scales with it.
 _UNCAPPED = 1e9
 
@@ -42,7 +42,8 @@ _UNCAPPED = 1e9
 class SimConfig:
     """The simulated cluster: `num_workers` engines with `num_slots` batch slots each, `window_tokens` per
     window, `routing` (`shared` queue or `sticky` per-worker queues), optional broker `levels` (None: exact
-    policy order), and the window-end decision's yield `margin`."""
+    policy order), the window-end decision's yield `margin`, and the jobs' `max_tokens` (None: no cap), which
+    clips predictions to what is left under it, as the live worker does."""
 
     num_workers: int = 1
     num_slots: int = 8
@@ -51,6 +52,7 @@ class SimConfig:
     levels: PriorityLevels | None = None
     # The yield margin of the window-end decision (the service's default comes from its settings).
     margin: YieldMargin = NO_MARGIN
+    max_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.num_workers < 1 or self.num_slots < 1 or self.window_tokens < 1:
@@ -66,6 +68,7 @@ class SimResult:
     wall_s: float
     num_windows: int
     config: SimConfig = field(default_factory=SimConfig)
+    num_predictions: int = 0  # window-end re-predictions
 
     @property
     def summary(self) -> Summary:
@@ -151,6 +154,7 @@ class Simulator:
         self.dirty: set[_Worker] = set()
         self.records: list[JobRecord] = []
         self.num_windows = 0
+        self.num_predictions = 0
         self._decision_levels = config.levels or PriorityLevels.log_spaced(10)
 
     # --- the event loop -------------------------------------------------------------------------------
@@ -182,7 +186,7 @@ class Simulator:
                     self._schedule(worker)
                 self.dirty.clear()
         return SimResult(self.policy.name, self.records, time.perf_counter() - started, self.num_windows,
-                         self.config)
+                         self.config, self.num_predictions)
 
     def _push(self, when: float, kind: int, payload: object, worker: _Worker) -> None:
         self.seq += 1
@@ -206,7 +210,7 @@ class Simulator:
     def _arrive(self, job: _Job, now: float) -> None:
         self.jobs[job.job_id] = job
         if self.policy.needs_initial_prediction or self.scheduler is not None:  # the service predicts every job
-            job.initial = job.predicted = self.model.predict(job.output, 0, job.job_id)
+            job.initial = job.predicted = self._clipped(self.model.predict(job.output, 0, job.job_id), job)
         if self.shared_queue is not None:
             self.shared_queue.push(job.view(), now)
             free = [w for w in self.workers if w.busy < self.config.num_slots]
@@ -285,17 +289,28 @@ class Simulator:
         # live worker would measure: the window-end overhead plus the re-prefill the prefix cache misses.
         cost = self._switch_cost(worker, job)
         if scheduler is not None:  # as the live worker: re-predict where it may matter, then decide with it
-            repredicts = scheduler.should_repredict(job.view(), _UNCAPPED, head, now, cost, self.policy.name)
+            repredicts = scheduler.should_repredict(job.view(), self._most_remaining(job), head, now, cost,
+                                                    self.policy.name)
         else:
             repredicts = self.policy.repredicts
         if repredicts:
-            job.predicted = self.model.predict(job.output - job.generated, job.windows, job.job_id)
+            job.predicted = self._clipped(self.model.predict(job.output - job.generated, job.windows, job.job_id), job)
             job.steps.append((job.generated, job.predicted))
+            self.num_predictions += 1
+            if self.profile.predict_s > 0:  # the predictor takes the engine's cores for a moment
+                worker.resume_at = max(worker.resume_at, now) + self.profile.predict_s
         if scheduler is not None:
             decision = scheduler.decide(job.view(), head, now, cost, self.policy.name)
         else:
             decision = decide(self.policy, job.view(), head, now, self._decision_levels, self.config.margin, cost)
         return _REQUEUE if decision.yields else _CONTINUE
+
+    def _most_remaining(self, job: _Job) -> float:
+        cap = self.config.max_tokens
+        return _UNCAPPED if cap is None else float(max(cap - job.generated, 0))
+
+    def _clipped(self, prediction: float, job: _Job) -> float:
+        return min(max(prediction, 0.0), self._most_remaining(job))
 
     def _switch_cost(self, worker: _Worker, job: _Job) -> SwitchCost:
         margin = self.scheduler.margin if self.scheduler is not None else self.config.margin

@@ -20,13 +20,16 @@ class EngineProfile:
     points, linear extrapolation past the last two). A job joining a batch stalls the whole batch for its
     prefill (`prefill_s_per_token` x prompt and tokens so far, unless the worker's prefix cache still holds
     them: `prefix_cache_tokens` per worker, LRU). Every window end costs `window_overhead_s` (database, publish,
-    policy) during which the job's slot is idle.
+    policy) during which the job's slot is idle. A re-prediction stalls the whole batch for `predict_s`: on a
+    CPU worker the predictor shares the cores with the engine (about 0.018 s per re-prediction measured live,
+    run 15 of docs/scheduling.md; the embedded profile leaves it at 0, as for a predictor beside a GPU).
     """
 
     decode_step_s: dict[int, float]
     prefill_s_per_token: float = 0.0
     window_overhead_s: float = 0.0
     prefix_cache_tokens: int = 0
+    predict_s: float = 0.0
     source: str = ""
     _points: tuple[tuple[int, ...], tuple[float, ...]] = field(init=False, repr=False, compare=False)
 
@@ -58,6 +61,7 @@ class EngineProfile:
             prefill_s_per_token=float(data.get("prefill_s_per_token", 0.0)),
             window_overhead_s=float(data.get("window_overhead_s", 0.0)),
             prefix_cache_tokens=int(data.get("prefix_cache_tokens", 0)),
+            predict_s=float(data.get("predict_s", 0.0)),
             source=str(data.get("source", "")),
         )
 

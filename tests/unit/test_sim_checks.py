@@ -150,3 +150,22 @@ def test_the_service_schedulers_aging_bounds_a_long_jobs_wait_in_the_simulators_
         assert long_job.queuing_delay <= 5.0 + one_window + 1e-6, long_job
     else:
         assert long_job.queuing_delay > 15.0, long_job  # behind the whole stream of short jobs
+
+
+def test_a_re_prediction_costs_engine_time_and_re_predicting_only_where_it_matters_saves_most_of_it(pool):
+    from elis.simulator.figures import service_scheduler
+
+    config = SimConfig(1, 4, 50, max_tokens=512)
+    jobs = synthetic_workload(300, "gamma", 0.9 * measure_capacity(EngineProfile.load(), config, pool), seed=2,
+                              pool=pool)
+
+    def run(predict_s: float, **overrides):
+        profile = replace(EngineProfile.load(), predict_s=predict_s)
+        return simulate(jobs, make_policy("isrtf"), profile, config, LognormalNoise(0.5, seed=1),
+                        scheduler=service_scheduler("isrtf", guard=False, **overrides))
+
+    every, where = run(0.05, repredict_every_window=True), run(0.05)
+    free = run(0.0, repredict_every_window=True)
+    assert every.summary.mean_jct > free.summary.mean_jct  # the stalls cost
+    assert where.num_predictions < 0.5 * every.num_predictions
+    assert where.summary.mean_jct < every.summary.mean_jct
