@@ -1,4 +1,5 @@
-"""The length predictor on the live stack: SSJF predicts once at admission, ISRTF re-predicts every window."""
+"""The length predictor on the live stack: SSJF predicts once at admission, ISRTF re-predicts at window ends (every
+window here: the e2e stack samples every window it would otherwise skip)."""
 
 from __future__ import annotations
 
