@@ -288,6 +288,8 @@ class Simulator:
         # The service's own window-end decision (elis.scheduling.decision.decide), with the switch cost the
         # live worker would measure: the window-end overhead plus the re-prefill the prefix cache misses.
         cost = self._switch_cost(worker, job)
+        if job.predicted is not None:  # what the cap leaves now, as the worker clips the last prediction
+            job.predicted = self._clipped(job.predicted, job)
         if scheduler is not None:  # as the live worker: re-predict where it may matter, then decide with it
             repredicts = scheduler.should_repredict(job.view(), self._most_remaining(job), head, now, cost,
                                                     self.policy.name)

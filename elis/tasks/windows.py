@@ -162,7 +162,9 @@ def run_job_windows(runtime: WorkerRuntime, job_id: str, window_index: int, rede
         if reason is None:
             head = _queue_head(runtime)
             now = ended.timestamp()
-            view = job_view(job, len(generated), prediction, service_s, ended)
+            # The last prediction, clipped to what max_tokens leaves now: never above the longest remaining
+            # length should_repredict tests, so a skipped re-prediction cannot change the decision.
+            view = job_view(job, len(generated), clip_prediction(prediction, job, len(generated)), service_s, ended)
             cost = runtime.switch_cost.estimate(len(job.prompt_ids) + len(generated))
             # Re-predict only under a policy that uses it now (not FCFS while the quality guard falls back) and
             # only where a prediction could make the job yield (or as the guard's sample): on a CPU worker the

@@ -139,3 +139,15 @@ def test_with_nothing_waiting_a_window_end_does_not_re_predict(settings):
     assert run_job_windows(rt, job_id, 0, redelivered=False) == "done"
     assert rt.predictor.calls == 0 and recorder.published == []
     assert [w[1] for w in stored(settings, job_id)[2]] == [None, None, None]
+
+
+def test_a_skipped_re_prediction_leaves_the_last_prediction_clipped_to_the_cap_so_it_cannot_force_a_yield(settings):
+    # Admitted at 5,000 tokens (above its cap of 500); a head predicted at 45 waits. With the margin at 0.9 of the
+    # job's score, no prediction of at most 450 remaining tokens makes it yield, so the window skips the predictor,
+    # and the old 5,000 (clipped to 450) must not make it yield either.
+    job_id = submit(settings, "isrtf", 1, 5000.0)
+    submit(settings, "isrtf", 2, 45.0)
+    rt, recorder = runtime(settings.model_copy(update={"repredict_sample_every": 0, "yield_uncertainty": 0.9}),
+                           ScriptedEngine({1: 150, 2: 45}), ScriptedPredictor(100.0))
+    assert run_job_windows(rt, job_id, 0, redelivered=False) == "done"
+    assert rt.predictor.calls == 0 and recorder.published == []
