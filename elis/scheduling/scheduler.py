@@ -217,8 +217,8 @@ class Scheduler:
                           floor_s=settings.aging_floor_s,
                           since_arrival=bool(getattr(settings, "aging_since_arrival", True)))
         return cls(settings.policy, levels, margin, guard, aging, calibrate_steps=settings.calibrate_steps,
-                   repredict_every_window=bool(getattr(settings, "repredict_every_window", False)),
-                   repredict_sample_every=int(getattr(settings, "repredict_sample_every", 4)))
+                   repredict_every_window=bool(getattr(settings, "repredict_every_window", cls.repredict_every_window)),
+                   repredict_sample_every=int(getattr(settings, "repredict_sample_every", cls.repredict_sample_every)))
 
 
 class ScheduledPolicy(Policy):

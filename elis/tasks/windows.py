@@ -103,10 +103,15 @@ def finish_reason(output: WindowOutput, generated: list[int], text: str, job: Jo
     return None, text
 
 
+def most_remaining(job: JobSnapshot, num_generated: int) -> int:
+    """The job's longest possible remaining length: what its max_tokens leaves."""
+    return max(job.max_tokens - num_generated, 0)
+
+
 def clip_prediction(prediction: float | None, job: JobSnapshot, num_generated: int) -> float | None:
     if prediction is None:
         return None
-    return float(min(max(prediction, 0.0), max(job.max_tokens - num_generated, 0)))
+    return float(min(max(prediction, 0.0), most_remaining(job, num_generated)))
 
 
 def job_view(job: JobSnapshot, num_generated: int, prediction: float | None, service_s: float, now: datetime) -> JobView:
@@ -169,9 +174,8 @@ def run_job_windows(runtime: WorkerRuntime, job_id: str, window_index: int, rede
             # Re-predict only under a policy that uses it now (not FCFS while the quality guard falls back) and
             # only where a prediction could make the job yield (or as the guard's sample): on a CPU worker the
             # predictor takes cores from the engine.
-            most_remaining = max(job.max_tokens - len(generated), 0)
-            if runtime.predictor is not None and scheduler.should_repredict(view, most_remaining, head, now, cost,
-                                                                            job.policy):
+            longest = most_remaining(job, len(generated))
+            if runtime.predictor is not None and scheduler.should_repredict(view, longest, head, now, cost, job.policy):
                 predict_started = time.perf_counter()
                 raw = runtime.predictor.predict_one(_prediction_input(job, text, len(generated)))
                 predict_s = time.perf_counter() - predict_started
