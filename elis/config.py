@@ -72,6 +72,17 @@ class Settings(BaseSettings):
     # Pre-emption on predictions (ISRTF yields) only while the yield rule, checked on finished jobs' predictions,
     # is right at least this often; else prediction policies order the queue but do not pre-empt.
     guard_preempt_precision: float = 0.9
+    # The outcome guard: from a complete cohort of recently finished jobs, the mean JCT of the jobs the policy
+    # ordered against the same jobs replayed under FCFS on the same slots (their counterfactual). Above
+    # 1 + outcome_tolerance over at least outcome_min_jobs judged jobs, every policy orders as FCFS; the policy is
+    # tried again after outcome_retry_jobs jobs, doubling on every further trip (up to guard_window_jobs).
+    outcome_guard: bool = True
+    # How much slower than the FCFS counterfactual (a ratio above 1) the policy's jobs may be before it trips.
+    outcome_tolerance: float = Field(default=0.05, ge=0.0)
+    # Judged jobs (ordered by the policy, in a complete cohort) needed before the outcome guard may trip.
+    outcome_min_jobs: int = Field(default=50, ge=2)
+    # Jobs served in FCFS order after a trip before the policy is tried again (doubles on every further trip).
+    outcome_retry_jobs: int = Field(default=100, ge=1)
     # Re-predict at every window end, as the ELIS paper does. Off (the default): only where some prediction could
     # make the job yield (a job waits, and it starves or the yield rule could pass even at the job's longest
     # possible remaining length), plus a sample for the guard. On a CPU worker the predictor takes cores from

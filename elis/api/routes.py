@@ -137,7 +137,7 @@ def healthz(request: Request, response: Response, settings: SettingsDep) -> Heal
     scheduler = request.app.state.scheduler
     return Health(
         status="ok" if healthy else "degraded", database=database, broker=broker,
-        policy=scheduler.default_policy, ordering=scheduler.ordering(), guard=scheduler.guard.reason,
+        policy=scheduler.default_policy, ordering=scheduler.ordering(), guard=scheduler.guard_reason(),
         model=settings.model or "SmolLM2-135M-Instruct (bundled)",
     )
 
@@ -145,5 +145,6 @@ def healthz(request: Request, response: Response, settings: SettingsDep) -> Heal
 @router.get("/v1/stats", response_model=SchedulerStats)
 def scheduler_stats(request: Request) -> SchedulerStats:
     """The scheduler's live state: the order in force, the quality guard and the rank quality it judges by
-    (Kendall tau of predictions vs true lengths over the last finished jobs), the aging bound."""
+    (Kendall tau of predictions vs true lengths over the last finished jobs), the outcome guard (the policy's
+    jobs' mean JCT against their FCFS counterfactual), the aging bound."""
     return SchedulerStats(**request.app.state.scheduler.snapshot())

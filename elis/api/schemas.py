@@ -182,7 +182,7 @@ class Health(BaseModel):
     database: str
     broker: str
     policy: str
-    # The order jobs get now, and the quality guard's reason (e.g. an FCFS fallback and the tau behind it).
+    # The order jobs get now, and the guards' reason (e.g. an FCFS fallback and the tau or the JCT ratio behind it).
     ordering: str
     guard: str
     model: str
@@ -190,12 +190,14 @@ class Health(BaseModel):
 
 class SchedulerStats(BaseModel):
     """The scheduler's state: the order in force, the quality guard, the rank quality of recent predictions,
-    the aging bound, the yield margin and the level edges."""
+    the outcome guard (the policy's jobs against their FCFS counterfactual), the aging bound, the yield margin
+    and the level edges."""
 
     policy: str
     ordering: str
     guard: dict
     rank_quality: dict | None
+    outcome: dict
     aging: dict
     margin: dict
     levels: dict

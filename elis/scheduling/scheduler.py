@@ -1,9 +1,9 @@
-"""One Scheduler for the whole service: policy, level edges, yield margin, quality guard and aging, together.
+"""One Scheduler for the whole service: policy, level edges, yield margin, quality and outcome guards and aging.
 
 Built once per process from the settings (`elis.tasks.scheduling_setup.build_scheduler`, or
 `Scheduler.from_settings` in the simulator) and shared by the API (admission score and level), the workers
 (window-end decisions), the reconciler (starvation) and the simulator. It holds the only mutable scheduling
-state: the guard's verdict and the aging bound, both refreshed from finished jobs by `observe`.
+state: the guards' verdicts and the aging bound, all refreshed from finished jobs by `observe`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from elis.scheduling.guard import (
     measure_rank_quality,
 )
 from elis.scheduling.levels import PriorityLevels
+from elis.scheduling.outcome import Cohort, OutcomeGuard, measure_outcome
 from elis.scheduling.policy import FCFS, Aging, JobView, Policy, make_policy
 
 
@@ -47,7 +48,8 @@ class AgingRule:
 @dataclass
 class Scheduler:
     """Every scheduling decision of the service. Policies are looked up by name (a job carries the policy it
-    was admitted under); while the guard is in fallback, a policy that orders by predictions acts as FCFS."""
+    was admitted under); while the quality guard is in fallback, a policy that orders by predictions acts as
+    FCFS; while the outcome guard is tripped, every policy does."""
 
     default_policy: str
     levels: PriorityLevels
@@ -61,9 +63,14 @@ class Scheduler:
     # one window in `repredict_sample_every` for the guard (see `should_repredict`).
     repredict_every_window: bool = False
     repredict_sample_every: int = 4
+    # Judges the outcome: the policy's jobs against their FCFS counterfactual (elis.scheduling.outcome).
+    outcome: OutcomeGuard = field(default_factory=OutcomeGuard)
     quality: RankQuality | None = None
+    # When the order last switched between the policy's and FCFS (a guard changed state; seconds on the clock
+    # `observe` is given): the outcome guard judges only jobs that arrived since the policy's order is on.
+    ordering_since: float = 0.0
     aging_bound_s: float = field(init=False)
-    _policies: dict[tuple[str, bool, float], Policy] = field(default_factory=dict, init=False, repr=False)
+    _policies: dict[tuple[str, bool, bool, float], Policy] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -73,16 +80,17 @@ class Scheduler:
     # --- policies -----------------------------------------------------------------------------------------
     def policy(self, name: str | None = None) -> Policy:
         """The policy in force for jobs admitted under `name` (default: the service's): FCFS while the
-        guard falls back and the policy orders by predictions; wrapped in aging when aging is on."""
+        quality guard falls back and the policy orders by predictions, or while the outcome guard is tripped;
+        wrapped in aging when aging is on."""
         name = name or self.default_policy
-        fallback = self.guard.fallback
+        fallback, tripped = self.guard.fallback, self.outcome.tripped
         bound = round(self.aging_bound_s, 1) if self.aging.enabled else 0.0
-        key = (name, fallback, bound)
+        key = (name, fallback, tripped, bound)
         with self._lock:
             policy = self._policies.get(key)
             if policy is None:
                 inner = make_policy(name)
-                if fallback and inner.uses_predictions:
+                if (fallback and inner.uses_predictions) or tripped:
                     inner = FCFS()
                 policy = Aging(inner, bound, since_arrival=self.aging.since_arrival) if bound > 0 else inner
                 if len(self._policies) > 256:
@@ -123,11 +131,24 @@ class Scheduler:
         return every > 0 and zlib.crc32(f"{job.job_id}:{job.num_generated}".encode()) % every == 0
 
     def ordering(self, name: str | None = None) -> str:
-        """The order jobs of this policy actually get right now, e.g. 'isrtf' or 'fcfs (guard fallback)'."""
+        """The order jobs of this policy actually get right now, e.g. 'isrtf', 'fcfs (guard fallback)' or
+        'fcfs (outcome guard)'."""
         base = self.base_policy(name)
         if self.guard.fallback and base.uses_predictions:
             return "fcfs (guard fallback)"
+        if self.outcome.tripped and base.name != "fcfs":
+            return "fcfs (outcome guard)"
         return base.name
+
+    def guard_reason(self) -> str:
+        """The quality guard's reason, and the outcome guard's while it holds FCFS order."""
+        if self.outcome.tripped:
+            return f"{self.guard.reason}; outcome guard: {self.outcome.reason}"
+        return self.guard.reason
+
+    def in_fallback(self, name: str | None = None) -> bool:
+        """Whether jobs of this policy get FCFS order now instead of the policy's (either guard)."""
+        return self.ordering(name).startswith("fcfs") and self.base_policy(name).name != "fcfs"
 
     # --- decisions ----------------------------------------------------------------------------------------
     def calibrated(self, job: JobView) -> JobView:
@@ -159,19 +180,44 @@ class Scheduler:
         return isinstance(policy, Aging) and policy.is_starving(job, now)
 
     # --- learning from finished jobs ----------------------------------------------------------------------
-    def observe(self, finished: Sequence[FinishedJob], service_times: Sequence[float] | None = None) -> bool:
-        """Refresh the rank quality, the guard and the aging bound from recently finished jobs. Returns True
-        when the guard changed state. `service_times`: what the aging bound is derived from, when it should
+    def observe(self, finished: Sequence[FinishedJob], service_times: Sequence[float] | None = None,
+                cohort: Cohort | None = None, now: float | None = None) -> bool:
+        """Refresh the rank quality, the guards and the aging bound from recently finished jobs. Returns True
+        when a guard changed state. `service_times`: what the aging bound is derived from, when it should
         see more jobs than the guard judges (the service passes every done job's, forced lengths included,
-        which the guard leaves out); default: the finished jobs' own."""
+        which the guard leaves out); default: the finished jobs' own. `cohort` (with `now`, on the same clock
+        as its arrivals): a complete cohort of finished jobs for the outcome guard; without it, the outcome
+        guard keeps its state."""
         if self.calibrate_steps:
             self.calibration = StepCalibration.fit(finished, min_points=self.guard.min_jobs)
         quality = measure_rank_quality(finished, scale=self.calibration.factor,
                                        margin=self.margin.default_uncertainty if self.margin.enabled else 0.0)
+        before = self.in_fallback()
         changed = self.guard.update(quality)
         self.quality = quality
+        if now is not None and self.in_fallback() != before:
+            self.ordering_since = now
+        if cohort is not None:
+            changed |= self._judge_outcome(cohort, now)
         times = [j.service_s for j in finished] if service_times is None else list(service_times)
         self.aging_bound_s = self.aging.bound(times)
+        return changed
+
+    def _judge_outcome(self, cohort: Cohort, now: float | None) -> bool:
+        """Judge the jobs that arrived since the policy's order came on (or, tripped, count the jobs served in
+        FCFS order since) and move `ordering_since` when the outcome guard changes state."""
+        if not self.outcome.tripped and self.in_fallback():
+            return False  # the quality guard holds FCFS order: nothing of the policy's to judge
+        since = self.ordering_since
+        recent = [job for job in cohort.jobs if job.arrival_s >= since]
+        if self.outcome.tripped:
+            check = None
+        else:
+            jobs = [replace(j, judged=j.judged and j.arrival_s >= since) for j in cohort.jobs]
+            check = measure_outcome(jobs, cohort.slots, cohort.backlog)
+        changed = self.outcome.update(check, len(recent))
+        if changed and now is not None:
+            self.ordering_since = now
         return changed
 
     def snapshot(self) -> dict[str, Any]:
@@ -192,6 +238,7 @@ class Scheduler:
                 "preempt_precision": self.guard.preempt_precision,
             },
             "rank_quality": None if self.quality is None else self.quality.as_dict(),
+            "outcome": {**self.outcome.as_dict(), "judging_since": round(self.ordering_since, 3)},
             "aging": {"enabled": self.aging.enabled, "bound_s": round(self.aging_bound_s, 2),
                       "derived": self.aging.fixed_s <= 0, "since_arrival": self.aging.since_arrival},
             "margin": {"enabled": self.margin.enabled, "uncertainty_default": self.margin.default_uncertainty,
@@ -216,9 +263,15 @@ class Scheduler:
         aging = AgingRule(enabled=settings.aging, fixed_s=settings.max_wait_s, factor=settings.aging_factor,
                           floor_s=settings.aging_floor_s,
                           since_arrival=bool(getattr(settings, "aging_since_arrival", True)))
+        outcome = OutcomeGuard(enabled=bool(getattr(settings, "outcome_guard", True)),
+                               tolerance=float(getattr(settings, "outcome_tolerance", OutcomeGuard.tolerance)),
+                               min_jobs=int(getattr(settings, "outcome_min_jobs", OutcomeGuard.min_jobs)),
+                               retry_jobs=int(getattr(settings, "outcome_retry_jobs", OutcomeGuard.retry_jobs)),
+                               max_retry_jobs=int(getattr(settings, "guard_window_jobs", OutcomeGuard.max_retry_jobs)))
         return cls(settings.policy, levels, margin, guard, aging, calibrate_steps=settings.calibrate_steps,
                    repredict_every_window=bool(getattr(settings, "repredict_every_window", cls.repredict_every_window)),
-                   repredict_sample_every=int(getattr(settings, "repredict_sample_every", cls.repredict_sample_every)))
+                   repredict_sample_every=int(getattr(settings, "repredict_sample_every", cls.repredict_sample_every)),
+                   outcome=outcome)
 
 
 class ScheduledPolicy(Policy):

@@ -25,6 +25,7 @@ from elis.scheduling.balance import Routing, make_routing
 from elis.scheduling.decision import NO_MARGIN, SwitchCost, YieldMargin, decide
 from elis.scheduling.guard import FinishedJob
 from elis.scheduling.levels import PriorityLevels
+from elis.scheduling.outcome import Cohort, JobOutcome
 from elis.scheduling.policy import JobView, Policy
 from elis.scheduling.queue import PolicyQueue
 from elis.scheduling.scheduler import ScheduledPolicy, Scheduler
@@ -77,7 +78,8 @@ class SimResult:
 
 class _Job:
     __slots__ = ("job_id", "arrival", "prompt", "output", "generated", "windows", "first_start", "enqueued_at",
-                 "service", "initial", "predicted", "queued", "max_wait", "window_start", "window_len", "steps")
+                 "service", "initial", "predicted", "queued", "max_wait", "window_start", "window_len", "steps",
+                 "spans")
 
     def __init__(self, spec: TraceJob) -> None:
         self.job_id = spec.job_id
@@ -96,6 +98,7 @@ class _Job:
         self.window_start = 0.0
         self.window_len = 0
         self.steps: list[tuple[int, float]] = []  # (tokens generated, re-prediction), for the quality guard
+        self.spans: list[tuple[float, float]] = []  # (start, end) of each window and its overhead: outcome guard
 
     def view(self) -> JobView:
         return JobView(self.job_id, self.arrival, self.generated, self.predicted, self.initial, self.enqueued_at,
@@ -135,6 +138,7 @@ class Simulator:
         self.window_jobs = window_jobs
         self.next_refresh = refresh_s
         self.finished: list[FinishedJob] = []
+        self.outcomes: list[JobOutcome] = []  # finished jobs, for the outcome guard's cohort
         self.policy = ScheduledPolicy(scheduler, policy.name.split("+")[0]) if scheduler is not None else policy
         self.profile = profile
         self.config = config
@@ -179,7 +183,8 @@ class Simulator:
             if self.scheduler is not None and self.finished and (events or index < count):
                 clock_now = events[0][0] if events else specs[index].arrival
                 if clock_now >= self.next_refresh:
-                    self.scheduler.observe(self.finished[-self.window_jobs:])
+                    self.scheduler.observe(self.finished[-self.window_jobs:], cohort=self._cohort(),
+                                           now=clock_now)
                     self.next_refresh = clock_now + self.refresh_s
             if self.dirty:
                 for worker in self.dirty:
@@ -187,6 +192,16 @@ class Simulator:
                 self.dirty.clear()
         return SimResult(self.policy.name, self.records, time.perf_counter() - started, self.num_windows,
                          self.config, self.num_predictions)
+
+    def _cohort(self) -> Cohort:
+        """What the service's `recent_cohort` reads: the last finished jobs by arrival among those that arrived
+        before the oldest unfinished one, each with the time it held a slot."""
+        oldest = min((job.arrival for job in self.jobs.values()), default=float("inf"))
+        done = sorted((o for o in self.outcomes if o.arrival_s < oldest), key=lambda o: o.arrival_s)
+        cohort = done[-self.window_jobs:]
+        first = cohort[0].arrival_s if cohort else 0.0
+        backlog = [o for o in self.outcomes if o.arrival_s < first < o.finish_s]
+        return Cohort(tuple(cohort), self.config.num_workers * self.config.num_slots, tuple(backlog))
 
     def _push(self, when: float, kind: int, payload: object, worker: _Worker) -> None:
         self.seq += 1
@@ -278,6 +293,7 @@ class Simulator:
         job.generated += job.window_len
         job.windows += 1
         job.service += now - job.window_start
+        job.spans.append((job.window_start, now + self.profile.window_overhead_s))
         self.num_windows += 1
         if job.generated >= job.output:
             self._finish(job, now)
@@ -331,6 +347,9 @@ class Simulator:
             job.prompt, job.output, job.windows, "done", job.max_wait))
         if self.scheduler is not None:
             self.finished.append(FinishedJob(job.job_id, job.output, job.service, job.initial, tuple(job.steps)))
+            self.outcomes.append(JobOutcome(job.arrival, now, tuple(job.spans), judged=self.policy.name != "fcfs"))
+            if len(self.outcomes) > 4 * self.window_jobs:
+                del self.outcomes[:len(self.outcomes) - 4 * self.window_jobs]
         del self.jobs[job.job_id]
         self.routing.forget(job.job_id)
         if self.progress is not None and len(self.records) % 1000 == 0:

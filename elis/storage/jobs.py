@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from elis import clock
 from elis.clock import seconds_between
 from elis.scheduling.guard import step_predictions
+from elis.scheduling.outcome import Cohort, JobOutcome, peak_concurrency
 from elis.storage.models import Job, JobStatus, Window
 
 
@@ -361,6 +362,46 @@ def recent_finished(session: Session, *, limit: int) -> list[FinishedFacts]:
         facts.append(FinishedFacts(job.id, job.num_output_tokens, job.service_s or 0.0, job.initial_prediction,
                                    steps))
     return facts
+
+
+def recent_cohort(session: Session, *, limit: int) -> Cohort:
+    """The outcome guard's evidence: the last `limit` done jobs by arrival among those that arrived before the
+    oldest job still queued or running (a complete cohort: a job the order keeps waiting is not left out while
+    its successors count); the backlog (earlier jobs that finished after the cohort's first arrival); each
+    job's slot spans (every window and its window-end work, minus the re-prediction only a length-aware order
+    makes); and the slots they ran on (the most windows ever running at once). Jobs admitted under FCFS share
+    the slots but are not judged."""
+    active = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+    oldest_active = session.scalar(select(func.min(Job.arrival_at)).where(Job.status.in_(active)))
+    query = select(Job.id, Job.arrival_at, Job.finished_at, Job.policy).where(
+        Job.status == JobStatus.DONE.value, Job.finished_at.is_not(None))
+    if oldest_active is not None:
+        query = query.where(Job.arrival_at < oldest_active)
+    jobs = list(session.execute(query.order_by(Job.arrival_at.desc(), Job.id).limit(limit)))
+    if not jobs:
+        return Cohort((), 1)
+    first_arrival = min(job.arrival_at for job in jobs)
+    backlog = list(session.execute(
+        select(Job.id, Job.arrival_at, Job.finished_at, Job.policy)
+        .where(Job.arrival_at < first_arrival, Job.finished_at > first_arrival)
+    ))
+    spans: dict[str, list[tuple[float, float]]] = {}
+    intervals: list[tuple[float, float]] = []
+    rows = session.execute(
+        select(Window.job_id, Window.started_at, Window.ended_at, Window.overhead_s, Window.predict_s)
+        .where(Window.job_id.in_([job.id for job in jobs + backlog]))
+    )
+    for job_id, started, ended, overhead, predict in rows:
+        start, end = started.timestamp(), ended.timestamp() + (overhead or 0.0)
+        intervals.append((start, end))
+        spans.setdefault(job_id, []).append((start, max(end - (predict or 0.0), start)))
+
+    def outcome(job) -> JobOutcome:
+        return JobOutcome(job.arrival_at.timestamp(), job.finished_at.timestamp(), tuple(sorted(spans.get(job.id, []))),
+                          judged=job.policy != "fcfs")
+
+    return Cohort(tuple(outcome(job) for job in reversed(jobs)), max(peak_concurrency(intervals), 1),
+                  tuple(outcome(job) for job in backlog))
 
 
 def tenant_usage(session: Session, *, tenant: str) -> tuple[int, int]:

@@ -11,6 +11,7 @@ import logging
 import threading
 from pathlib import Path
 
+from elis import clock
 from elis.config import Settings
 from elis.scheduling.guard import FinishedJob
 from elis.scheduling.levels import LevelFile, PriorityLevels, load_level_file
@@ -56,11 +57,13 @@ def refresh_scheduler(scheduler: Scheduler, settings: Settings) -> bool:
     with session_scope(settings.resolved_database_url) as session:
         facts = store.recent_finished(session, limit=settings.guard_window_jobs)
         service_times = store.recent_service_times(session, limit=settings.guard_window_jobs)
+        cohort = store.recent_cohort(session, limit=settings.guard_window_jobs) if scheduler.outcome.enabled else None
     finished = [FinishedJob(f.job_id, f.output_tokens, f.service_s, f.initial_prediction, f.step_predictions)
                 for f in facts]
-    changed = scheduler.observe(finished, service_times=service_times)
+    changed = scheduler.observe(finished, service_times=service_times, cohort=cohort, now=clock.now().timestamp())
     if changed:
-        log.warning("quality guard: %s; ordering now %s", scheduler.guard.reason, scheduler.ordering())
+        log.warning("quality guard: %s; outcome guard: %s; ordering now %s", scheduler.guard.reason,
+                    scheduler.outcome.reason, scheduler.ordering())
     return changed
 
 
@@ -85,9 +88,10 @@ class QualityMonitor(threading.Thread):
                     since_log = 0.0
                     quality = self.scheduler.quality
                     log.info("rank quality over %d finished jobs: admission tau %s (n=%d), re-predictions tau %s "
-                             "(n=%d); %s; aging bound %.1f s", quality.num_jobs, _fmt(quality.admission_tau),
-                             quality.admission_num, _fmt(quality.pooled_tau), quality.pooled_num,
-                             self.scheduler.guard.reason, self.scheduler.aging_bound_s)
+                             "(n=%d); %s; outcome guard: %s; aging bound %.1f s", quality.num_jobs,
+                             _fmt(quality.admission_tau), quality.admission_num, _fmt(quality.pooled_tau),
+                             quality.pooled_num, self.scheduler.guard.reason, self.scheduler.outcome.reason,
+                             self.scheduler.aging_bound_s)
             except Exception as exc:  # an observer's failure must not stop serving
                 log.warning("quality monitor: refresh failed: %s", exc)
             if self.stopped.wait(self.settings.guard_refresh_s):

@@ -92,3 +92,50 @@ def test_forced_replays_feed_the_aging_bound_but_not_the_guard(guarded):
     stats = client.get("/v1/stats").json()
     assert stats["aging"]["bound_s"] == pytest.approx(settings.aging_factor * 40.0, rel=0.01)
     assert client.app.state.scheduler.quality.num_jobs == 0  # the guard judged no job
+
+
+def served(url: str, arrival, start, seconds: float, policy: str = "isrtf") -> str:
+    """A job that arrived at `arrival` and ran one window from `start` for `seconds`, to EOS."""
+    from datetime import timedelta
+
+    with session_scope(url) as session:
+        job_id = store.create_job(session, new=new_job(policy=policy, max_tokens=100), now=arrival).id
+    with session_scope(url) as session:
+        assert store.claim_window(session, job_id=job_id, window_index=0, worker="w1", redelivered=False,
+                                  now=start) is not None
+    with session_scope(url) as session:
+        commit = commit_for(job_id, 0, [7] * 10, start, start + timedelta(seconds=seconds), finish_reason="eos")
+        assert store.commit_window(session, commit=commit) is not None
+    return job_id
+
+
+def test_jobs_that_finished_later_than_fcfs_would_have_trip_the_outcome_guard(settings):
+    from datetime import timedelta
+
+    url = settings.resolved_database_url
+    t0 = clock.now() - timedelta(seconds=60)
+    # One slot. The long job arrived second and ran first: mean JCT 10.55 s against 5.95 s in arrival order.
+    served(url, t0, t0 + timedelta(seconds=10.1), 1.0)
+    served(url, t0 + timedelta(seconds=0.1), t0 + timedelta(seconds=0.1), 10.0)
+    with session_scope(url) as session:  # a job still queued, arrived before them all, holds the cohort back
+        waiting = store.create_job(session, new=new_job(policy="isrtf"), now=t0 - timedelta(seconds=1)).id
+    with session_scope(url) as session:
+        assert store.recent_cohort(session, limit=10).jobs == ()
+        store.request_cancel(session, job_id=waiting, now=clock.now())
+    with session_scope(url) as session:
+        cohort = store.recent_cohort(session, limit=10)
+    assert cohort.slots == 1 and [round(j.slot_s, 3) for j in cohort.jobs] == [1.0, 10.0]
+
+    guarded = settings.model_copy(update={"policy": "isrtf", "outcome_min_jobs": 2, "guard_refresh_s": 3600.0,
+                                          "guard_start_in_fallback": False, "shadow_predictions": False})
+    with TestClient(create_app(guarded)) as client:
+        refresh_scheduler(client.app.state.scheduler, guarded)
+        stats = client.get("/v1/stats").json()
+        assert stats["ordering"] == "fcfs (outcome guard)" and stats["outcome"]["tripped"] is True
+        assert stats["outcome"]["check"]["ratio"] == pytest.approx(10.55 / 5.95, rel=1e-3)
+        health = client.get("/healthz").json()
+        assert health["ordering"] == "fcfs (outcome guard)" and "outcome guard" in health["guard"]
+        accepted = client.post("/v1/jobs", json={"prompt": "Name three rivers.", "max_tokens": 64}).json()
+        assert accepted["ordering"] == "fcfs (outcome guard)"
+        metrics = client.get("/metrics").text
+        assert 'elis_predictor_rank_quality{measure="outcome_tripped"} 1.0' in metrics

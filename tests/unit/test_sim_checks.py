@@ -169,3 +169,29 @@ def test_a_re_prediction_costs_engine_time_and_re_predicting_only_where_it_matte
     assert every.summary.mean_jct > free.summary.mean_jct  # the stalls cost
     assert where.num_predictions < 0.5 * every.num_predictions
     assert where.summary.mean_jct < every.summary.mean_jct
+
+
+def test_the_outcome_guard_takes_a_losing_order_back_to_fcfs_and_leaves_a_winning_one_alone():
+    """MLFQ without aging on lengths that mostly run to the cap loses to FCFS (least-attained-service round robin);
+    the outcome guard notices from the finished jobs and turns the order to FCFS. SJF with a fair predictor
+    wins, and the guard never trips it."""
+    from elis.simulator.blind import CORPUS_PATH, corpus_pool
+    from elis.simulator.figures import service_scheduler
+
+    config = SimConfig(1, 4, 50, max_tokens=512)
+    pool = corpus_pool(CORPUS_PATH, "seed_tasks", 512)
+    profile = EngineProfile.load()
+    jobs = synthetic_workload(600, "gamma", 0.8 * measure_capacity(profile, config, pool), seed=1, pool=pool)
+    fcfs = simulate(jobs, make_policy("fcfs"), profile, config).summary.mean_jct
+
+    def run(policy: str, outcome_guard: bool):
+        scheduler = service_scheduler(policy, guard=False, aging=False, outcome_guard=outcome_guard)
+        result = simulate(jobs, make_policy(policy), profile, config, LognormalNoise(0.5, seed=1), scheduler=scheduler)
+        return result.summary.mean_jct, scheduler.outcome.trips
+
+    unguarded, _ = run("mlfq", False)
+    guarded, trips = run("mlfq", True)
+    assert unguarded > 1.1 * fcfs  # the losing order
+    assert trips >= 1 and guarded < unguarded - 0.5 * (unguarded - fcfs)  # most of the loss taken back
+    sjf, sjf_trips = run("sjf", True)
+    assert sjf < fcfs and sjf_trips == 0

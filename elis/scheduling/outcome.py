@@ -1,0 +1,198 @@
+"""The outcome guard: did the length-aware order actually finish jobs sooner than FCFS would have? If not, stop.
+
+The quality guard (`guard.py`) judges the predictions: do they rank? A predictor can rank fairly and the order
+still lose, because it is wrong in exactly the pairs that pre-empt, or because a switch costs more than the
+margin expects. So the service also judges the outcome, from its own finished jobs:
+
+1. take a complete cohort of recently finished jobs (every job that arrived before the oldest one still queued or
+   running: an order that starves long jobs cannot look good by leaving them out);
+2. replay that cohort under FCFS on the same number of slots, each job holding a slot for as long as it did in
+   reality minus what only the length-aware order pays (its re-predictions): the **counterfactual** FCFS
+   completion times of the very same jobs, on the very same engine speed (so the engine's drift, which swamps
+   run-to-run comparisons on a shared machine, cancels out). The work still in the system when the cohort's
+   first job arrived (the backlog: earlier jobs, what they had left to run then) goes first, as FCFS would
+   serve it: without it a cohort cut from a long queue would be replayed into idle slots;
+3. compare the realized mean JCT of the jobs the policy ordered with their counterfactual FCFS mean JCT.
+
+Above `1 + tolerance`, `OutcomeGuard` trips: the order falls back to FCFS. It tries the policy again after
+`retry_jobs` jobs have finished in FCFS order, doubling that each time it trips again (up to the guard's window of
+jobs), as a circuit breaker does. It does not see a loss of engine throughput (a slower engine makes the
+counterfactual slower too): that is what the margin and re-predicting only where it matters keep small.
+
+Checked on every recorded live run (`scripts/outcome_guard_replay.py`, docs/scheduling.md): the counterfactual
+reproduces FCFS runs' own mean JCT within 0.4-2.2% when it is given each job's true slot time.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """One finished job: when it arrived and finished (seconds, any common clock), the spans it held a slot for
+    work FCFS would also have paid (`spans`: each window and its window-end work, minus re-predictions), and
+    whether the outcome guard judges it (it was ordered by the length-aware policy; FCFS jobs and jobs from an
+    FCFS period still share the slots, so they are replayed)."""
+
+    arrival_s: float
+    finish_s: float
+    spans: tuple[tuple[float, float], ...]
+    judged: bool = True
+
+    @property
+    def jct_s(self) -> float:
+        return self.finish_s - self.arrival_s
+
+    @property
+    def slot_s(self) -> float:
+        return sum(max(end - start, 0.0) for start, end in self.spans)
+
+    def slot_s_after(self, t: float) -> float:
+        """The slot time this job still had ahead of it at time `t`."""
+        return sum(max(end - max(start, t), 0.0) for start, end in self.spans)
+
+
+def fcfs_counterfactual(outcomes: Sequence[JobOutcome], slots: int,
+                        backlog: Sequence[JobOutcome] = ()) -> list[float]:
+    """Completion times (JCT, seconds) of the jobs under FCFS on `slots` slots, each holding a slot for its
+    `slot_s`, in the order of `outcomes` as given. `backlog`: earlier jobs still in the system at the first
+    arrival; what they had left to run then goes first (in their arrival order)."""
+    if slots < 1:
+        raise ValueError("slots must be >= 1")
+    free: list[float] = []  # when each busy slot frees up; fewer than `slots` entries: a slot is idle
+    if outcomes:
+        t0 = min(job.arrival_s for job in outcomes)
+        for job in sorted(backlog, key=lambda j: j.arrival_s):
+            left = job.slot_s_after(t0)
+            if left > 0:
+                start = t0 if len(free) < slots else max(heapq.heappop(free), t0)
+                heapq.heappush(free, start + left)
+    order = sorted(range(len(outcomes)), key=lambda i: (outcomes[i].arrival_s, i))
+    jcts = [0.0] * len(outcomes)
+    for i in order:
+        job = outcomes[i]
+        start = job.arrival_s if len(free) < slots else max(heapq.heappop(free), job.arrival_s)
+        end = start + job.slot_s
+        heapq.heappush(free, end)
+        jcts[i] = end - job.arrival_s
+    return jcts
+
+
+def peak_concurrency(intervals: Iterable[tuple[float, float]]) -> int:
+    """The most intervals (start, end) open at one instant: how many slots the jobs were served on."""
+    events = []
+    for start, end in intervals:
+        if end > start:
+            events.append((start, 1))
+            events.append((end, -1))
+    events.sort()  # at a tie an end (-1) sorts first: back-to-back windows of one slot do not count twice
+    peak = current = 0
+    for _, delta in events:
+        current += delta
+        peak = max(peak, current)
+    return peak
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """A complete cohort of finished jobs (see the module's docstring), the slots they were served on, and the
+    backlog: earlier jobs that finished after the cohort's first arrival."""
+
+    jobs: tuple[JobOutcome, ...]
+    slots: int
+    backlog: tuple[JobOutcome, ...] = ()
+
+
+@dataclass(frozen=True)
+class OutcomeCheck:
+    """The realized mean JCT of the judged jobs against their counterfactual FCFS mean JCT."""
+
+    num_jobs: int  # the cohort replayed
+    num_judged: int
+    slots: int
+    realized_mean_s: float
+    fcfs_mean_s: float
+
+    @property
+    def ratio(self) -> float:
+        return self.realized_mean_s / self.fcfs_mean_s if self.fcfs_mean_s > 0 else 1.0
+
+    def as_dict(self) -> dict:
+        return {"num_jobs": self.num_jobs, "num_judged": self.num_judged, "slots": self.slots,
+                "realized_mean_s": round(self.realized_mean_s, 3), "fcfs_mean_s": round(self.fcfs_mean_s, 3),
+                "ratio": round(self.ratio, 4)}
+
+
+def measure_outcome(outcomes: Sequence[JobOutcome], slots: int,
+                    backlog: Sequence[JobOutcome] = ()) -> OutcomeCheck | None:
+    """Replay the cohort (after its backlog) under FCFS and compare the judged jobs; None when none is judged."""
+    judged = [i for i, job in enumerate(outcomes) if job.judged]
+    if not judged or slots < 1:
+        return None
+    counterfactual = fcfs_counterfactual(outcomes, slots, backlog)
+    realized = sum(outcomes[i].jct_s for i in judged) / len(judged)
+    fcfs = sum(counterfactual[i] for i in judged) / len(judged)
+    return OutcomeCheck(len(outcomes), len(judged), slots, realized, fcfs)
+
+
+@dataclass
+class OutcomeGuard:
+    """Falls back to FCFS when the judged jobs finished later than FCFS would have finished them, by more than
+    `tolerance` (a ratio), over at least `min_jobs` judged jobs; tries again after `retry_jobs` jobs finished
+    in FCFS order, doubling on every further trip, never past `max_retry_jobs` (the window the service reads)."""
+
+    enabled: bool = True
+    tolerance: float = 0.05
+    min_jobs: int = 50
+    retry_jobs: int = 100
+    max_retry_jobs: int = 200
+    tripped: bool = False
+    trips: int = 0
+    last: OutcomeCheck | None = None
+    reason: str = "not judged yet"
+
+    @property
+    def retry_after(self) -> int:
+        """Jobs to serve in FCFS order before the policy is tried again."""
+        return min(self.retry_jobs * 2 ** max(self.trips - 1, 0), self.max_retry_jobs)
+
+    def update(self, check: OutcomeCheck | None, jobs_since_change: int) -> bool:
+        """Take a new check (of the jobs ordered by the policy since it was last switched on) or, while tripped,
+        the count of jobs finished since the trip. Returns True when the state changed."""
+        if not self.enabled:
+            changed, self.tripped = self.tripped, False
+            self.reason = "outcome guard off"
+            return changed
+        if self.tripped:
+            if jobs_since_change >= self.retry_after:
+                self.tripped = False
+                self.last = None
+                self.reason = f"trying the policy again after {jobs_since_change} jobs in FCFS order"
+                return True
+            self.reason = (f"FCFS order: the policy's jobs took {self._ratio_text()} their FCFS counterfactual; "
+                           f"retry after {self.retry_after} jobs ({jobs_since_change} so far)")
+            return False
+        self.last = check
+        if check is None or check.num_judged < self.min_jobs:
+            judged = 0 if check is None else check.num_judged
+            self.reason = f"judging: {judged} of {self.min_jobs} jobs ordered by the policy finished"
+            return False
+        if check.ratio > 1.0 + self.tolerance:
+            self.tripped = True
+            self.trips += 1
+            self.reason = (f"tripped: the policy's {check.num_judged} jobs took {check.ratio:.3f}x their FCFS "
+                           f"counterfactual (tolerance {self.tolerance:.2f}); FCFS for {self.retry_after} jobs")
+            return True
+        self.reason = f"ok: {check.ratio:.3f}x the FCFS counterfactual over {check.num_judged} jobs"
+        return False
+
+    def _ratio_text(self) -> str:
+        return "more than" if self.last is None else f"{self.last.ratio:.3f}x"
+
+    def as_dict(self) -> dict:
+        return {"enabled": self.enabled, "tripped": self.tripped, "trips": self.trips, "reason": self.reason,
+                "tolerance": self.tolerance, "min_jobs": self.min_jobs, "retry_after_jobs": self.retry_after,
+                "check": None if self.last is None else self.last.as_dict()}

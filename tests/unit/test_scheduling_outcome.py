@@ -1,0 +1,167 @@
+"""The outcome guard (elis.scheduling.outcome): the FCFS counterfactual against hand-computed schedules, the
+guard's trip, retry and backoff, and the scheduler acting on it. Pure: no broker, no database, no engine."""
+
+from __future__ import annotations
+
+import heapq
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from elis.scheduling.levels import PriorityLevels
+from elis.scheduling.outcome import (
+    Cohort,
+    JobOutcome,
+    OutcomeCheck,
+    OutcomeGuard,
+    fcfs_counterfactual,
+    measure_outcome,
+    peak_concurrency,
+)
+from elis.scheduling.policy import FCFS, JobView
+from elis.scheduling.scheduler import Scheduler
+
+
+def job(arrival: float, start: float, finish: float, judged: bool = True) -> JobOutcome:
+    """A job that held one slot from `start` to `finish`."""
+    return JobOutcome(arrival, finish, ((start, finish),), judged)
+
+
+def test_counterfactual_on_one_slot_serves_in_arrival_order():
+    # Realized: the long job (arrived second) ran first. FCFS: the short one at 0-1, the long one at 1-11.
+    short, long_ = job(0.0, 10.1, 11.1), job(0.1, 0.1, 10.1)
+    assert fcfs_counterfactual([short, long_], slots=1) == pytest.approx([1.0, 10.9])
+    check = measure_outcome([short, long_], slots=1)
+    assert check.realized_mean_s == pytest.approx((11.1 + 10.0) / 2)
+    assert check.fcfs_mean_s == pytest.approx((1.0 + 10.9) / 2)
+    assert check.ratio == pytest.approx(10.55 / 5.95)
+
+
+def test_counterfactual_uses_every_slot_and_waits_only_when_all_are_busy():
+    jobs = [job(0, 0, 4), job(0, 0, 2), job(1, 2, 3), job(1, 3, 6)]
+    # two slots: 0-4, 0-2; the third starts at 2 (ends 3), the fourth at 3 (ends 6)
+    assert fcfs_counterfactual(jobs, slots=2) == pytest.approx([4, 2, 2, 5])
+    assert fcfs_counterfactual(jobs, slots=4) == pytest.approx([4, 2, 1, 3])  # nobody waits
+
+
+def test_the_backlog_goes_first_with_only_what_it_had_left():
+    # An earlier job ran 0-10 on the only slot; the cohort starts at 6, when 4 s of it were left.
+    earlier = job(0.0, 0.0, 10.0, judged=False)
+    cohort = [job(6.0, 10.0, 12.0)]
+    assert earlier.slot_s_after(6.0) == pytest.approx(4.0)
+    assert fcfs_counterfactual(cohort, 1, backlog=[earlier]) == pytest.approx([6.0])
+    assert fcfs_counterfactual(cohort, 1) == pytest.approx([2.0])  # without it: replayed into an idle slot
+
+
+def test_only_judged_jobs_are_compared_but_every_job_holds_a_slot():
+    unjudged, judged = job(0, 0, 5, judged=False), job(0, 5, 6)
+    check = measure_outcome([unjudged, judged], slots=1)
+    assert check.num_judged == 1 and check.num_jobs == 2
+    assert check.realized_mean_s == pytest.approx(6.0) and check.fcfs_mean_s == pytest.approx(6.0)
+    assert measure_outcome([unjudged], slots=1) is None
+
+
+def test_peak_concurrency_counts_overlaps_not_back_to_back_windows():
+    assert peak_concurrency([(0, 1), (1, 2), (2, 3)]) == 1
+    assert peak_concurrency([(0, 3), (1, 2), (1.5, 4), (3, 5)]) == 3
+    assert peak_concurrency([]) == 0
+
+
+def _fcfs_realized(arrivals_and_slots: list[tuple[float, float]], slots: int) -> list[JobOutcome]:
+    """Jobs served FCFS on `slots` slots, one window each, by an independent event loop."""
+    free = [0.0] * slots
+    out = []
+    for arrival, slot_s in sorted(arrivals_and_slots):
+        start = max(heapq.heappop(free), arrival)
+        heapq.heappush(free, start + slot_s)
+        out.append(job(arrival, start, start + slot_s))
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 100), st.floats(0.1, 20)), min_size=1, max_size=40), st.integers(1, 5))
+def test_a_realized_fcfs_run_is_its_own_counterfactual(jobs, slots):
+    check = measure_outcome(_fcfs_realized(jobs, slots), slots)
+    assert check.ratio == pytest.approx(1.0)
+
+
+def _check(ratio: float, judged: int = 60) -> OutcomeCheck:
+    return OutcomeCheck(judged, judged, 4, ratio * 10.0, 10.0)
+
+
+def test_guard_trips_above_the_tolerance_and_not_before_min_jobs():
+    guard = OutcomeGuard(tolerance=0.05, min_jobs=50)
+    assert guard.update(_check(1.5, judged=49), 0) is False and not guard.tripped
+    assert guard.update(_check(1.04), 0) is False and not guard.tripped
+    assert guard.update(_check(1.06), 0) is True and guard.tripped and guard.trips == 1
+    assert "1.060x" in guard.reason
+
+
+def test_guard_retries_after_retry_jobs_and_doubles_the_wait_on_every_trip():
+    guard = OutcomeGuard(min_jobs=2, retry_jobs=10, max_retry_jobs=30)
+    guard.update(_check(2.0), 0)
+    assert guard.retry_after == 10
+    assert guard.update(None, 9) is False and guard.tripped
+    assert guard.update(None, 10) is True and not guard.tripped
+    guard.update(_check(2.0), 0)
+    assert guard.trips == 2 and guard.retry_after == 20
+    guard.update(_check(1.0), 0)  # ignored while tripped
+    assert guard.tripped
+    guard.update(None, 20)
+    guard.update(_check(2.0), 0)
+    assert guard.retry_after == 30  # 40, capped
+
+
+def test_a_disabled_guard_never_trips():
+    guard = OutcomeGuard(enabled=False, min_jobs=2)
+    assert guard.update(_check(5.0), 0) is False and not guard.tripped
+
+
+def _scheduler(policy: str = "mlfq", **guard) -> Scheduler:
+    from elis.scheduling.guard import QualityGuard
+
+    return Scheduler(policy, PriorityLevels.log_spaced(10), guard=QualityGuard(start_in_fallback=False),
+                     outcome=OutcomeGuard(min_jobs=2, retry_jobs=3, **guard))
+
+
+def _bad_cohort(start: float = 0.0) -> Cohort:
+    # One slot; the long job (arrived second) was served first: 1.77x the FCFS counterfactual.
+    return Cohort((job(start, start + 10.1, start + 11.1), job(start + 0.1, start + 0.1, start + 10.1)), 1)
+
+
+def test_a_tripped_outcome_guard_turns_every_policy_to_fcfs_and_says_so():
+    scheduler = _scheduler("mlfq")
+    assert scheduler.ordering() == "mlfq" and not scheduler.in_fallback()
+    running = JobView("a", 0.0, 500, None, None, 0.0, 20.0)
+    newcomer = JobView("b", 1.0, 0, None, None, 1.0, 0.0)
+    assert scheduler.decide(running, newcomer, 2.0).yields  # MLFQ: the job with more service yields
+    assert scheduler.observe([], cohort=_bad_cohort(), now=20.0) is True
+    assert scheduler.ordering() == "fcfs (outcome guard)" and scheduler.in_fallback()
+    policy = scheduler.policy()
+    assert isinstance(getattr(policy, "inner", policy), FCFS)
+    assert not scheduler.decide(running, newcomer, 2.0).yields  # FCFS: the earlier arrival keeps its slot
+    assert "outcome guard" in scheduler.guard_reason()
+    snapshot = scheduler.snapshot()
+    assert snapshot["outcome"]["tripped"] is True and snapshot["outcome"]["check"]["ratio"] > 1.7
+    assert snapshot["outcome"]["judging_since"] == 20.0
+
+
+def test_after_a_trip_only_jobs_that_arrived_since_count_and_fcfs_jobs_are_never_judged():
+    scheduler = _scheduler("isrtf")
+    scheduler.observe([], cohort=_bad_cohort(), now=20.0)
+    old_and_new = _bad_cohort().jobs + tuple(job(21.0 + i, 21.0 + i, 21.5 + i) for i in range(3))
+    assert scheduler.observe([], cohort=Cohort(old_and_new, 1), now=30.0) is True  # 3 jobs since the trip: retry
+    assert scheduler.ordering() == "isrtf" and scheduler.ordering_since == 30.0
+    # The bad cohort arrived before the policy came back on: not judged again.
+    assert scheduler.observe([], cohort=_bad_cohort(), now=31.0) is False and not scheduler.outcome.tripped
+    fcfs_only = Cohort(tuple(JobOutcome(j.arrival_s + 40, j.finish_s + 40, tuple((a + 40, b + 40) for a, b in j.spans),
+                                        judged=False) for j in _bad_cohort().jobs), 1)
+    assert scheduler.observe([], cohort=fcfs_only, now=60.0) is False and not scheduler.outcome.tripped
+
+
+def test_while_the_quality_guard_holds_fcfs_nothing_is_judged():
+    scheduler = Scheduler("isrtf", PriorityLevels.log_spaced(10), outcome=OutcomeGuard(min_jobs=2))
+    assert scheduler.ordering() == "fcfs (guard fallback)"  # the quality guard starts in fallback
+    assert scheduler.observe([], cohort=_bad_cohort(), now=20.0) is False
+    assert not scheduler.outcome.tripped and scheduler.outcome.last is None
