@@ -536,6 +536,18 @@ def guard_state(base_url: str, wait_s: float = 5.0) -> dict:
         time.sleep(0.5)
 
 
+def outcome_state(base_url: str) -> dict:
+    """The outcome guard's state on a running API (GET /v1/stats `outcome`): tripped or not, why, and the last
+    check (the policy's jobs' mean JCT against their FCFS counterfactual); {} when the API does not say."""
+    import httpx
+
+    try:
+        stats = httpx.get(f"{base_url.rstrip('/')}/v1/stats", timeout=10, headers=auth_headers()).json()
+    except (httpx.HTTPError, ValueError):
+        return {}
+    return stats.get("outcome") or {}
+
+
 # -- the comparison ---------------------------------------------------------------------------------------
 
 
@@ -576,17 +588,22 @@ def run_compare(items: Sequence[WorkItem], policies: Sequence[str], stack: Stack
         guard_at_start = guard_state(base)
         if guard_at_start:
             echo(f"{name}: ordering {guard_at_start.get('ordering')}; {guard_at_start.get('preempt_reason')}")
+        outcome_at_end: dict = {}
         try:
             run = run_live(base, run_items, label=f"compare-{stamp}-{name}", timeout_s=timeout_s,
                            progress=progress, desc=name)
+            outcome_at_end = outcome_state(base)
         finally:
             stack.stop_apis()
+        if outcome_at_end:
+            echo(f"{name}: outcome guard {outcome_at_end.get('reason')}")
         result.runs[name] = run.records
         write_live_records(run.records, records_path(out_dir, name))
         manifest["runs"][name] = {"policy": policy, "jobs": len(run_items), "submitted": run.submitted,
                                   "wall_s": round(run.wall_s, 2), "interrupted": run.interrupted,
                                   "error": run.error, "records": records_path(out_dir, name).name,
-                                  "orderings": run.orderings, "guard_at_start": guard_at_start}
+                                  "orderings": run.orderings, "guard_at_start": guard_at_start,
+                                  "outcome_at_end": outcome_at_end}
         write_manifest(out_dir, manifest)
         for line in ordering_notes({name: manifest["runs"][name]}):
             echo(f"warning: {line}")
