@@ -20,3 +20,18 @@ def test_an_unknown_policy_is_refused_with_the_choices():
     result = runner.invoke(app, ["demo", "--policies", "fastest"])
     assert result.exit_code != 0
     assert "unknown policy 'fastest'" in result.output
+
+
+def test_dtype_auto_is_bfloat16_only_where_the_cpu_or_a_gpu_computes_it_natively(monkeypatch):
+    from elis import config
+
+    assert config.cpu_has_native_bf16("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n")
+    assert config.cpu_has_native_bf16("Features\t: fp asimd bf16\n")  # ARM
+    assert not config.cpu_has_native_bf16("flags\t\t: fpu sse avx2 avx512f avx512_vnni\n")  # AVX-512, no BF16
+    assert not config.cpu_has_native_bf16("")
+    monkeypatch.setattr(config, "has_gpu", lambda: False)
+    monkeypatch.setattr(config, "cpu_has_native_bf16", lambda cpuinfo=None: False)
+    assert config.Settings(dtype="auto").dtype == "float32"
+    assert config.Settings(dtype="bfloat16").dtype == "bfloat16"  # an explicit choice stands
+    monkeypatch.setattr(config, "has_gpu", lambda: True)
+    assert config.Settings(dtype="auto").dtype == "bfloat16"
