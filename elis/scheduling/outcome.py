@@ -4,8 +4,12 @@ The quality guard (`guard.py`) judges the predictions: do they rank? A predictor
 still lose, because it is wrong in exactly the pairs that pre-empt, or because a switch costs more than the
 margin expects. So the service also judges the outcome, from its own finished jobs:
 
-1. take a complete cohort of recently finished jobs (every job that arrived before the oldest one still queued or
-   running: an order that starves long jobs cannot look good by leaving them out);
+1. take the last jobs that arrived at least a horizon ago (the aging bound: a job still in the system after it
+   waits longer than aging allows), finished or not: an order that starves long jobs cannot look good by
+   leaving them out. A job not finished yet is **censored**: its JCT so far (now minus arrival) stands for its
+   JCT, and its slot time is what it has held plus an upper bound on what it still needs (its tokens left
+   under max_tokens at the cohort's time per token). Both err towards the policy (its JCT is at least that,
+   FCFS would have served it in at most that), so censoring never makes the guard trip;
 2. replay that cohort under FCFS on the same number of slots, each job holding a slot for as long as it did in
    reality minus what only the length-aware order pays (its re-predictions): the **counterfactual** FCFS
    completion times of the very same jobs, on the very same engine speed (so the engine's drift, which swamps
@@ -38,9 +42,11 @@ class JobOutcome:
     FCFS period still share the slots, so they are replayed)."""
 
     arrival_s: float
-    finish_s: float
+    finish_s: float  # a job not finished yet: the time of the reading (censored)
     spans: tuple[tuple[float, float], ...]
     judged: bool = True
+    # A job not finished yet: an upper bound on the slot time it still needs (0 for a finished job).
+    remaining_s: float = 0.0
 
     @property
     def jct_s(self) -> float:
@@ -48,11 +54,11 @@ class JobOutcome:
 
     @property
     def slot_s(self) -> float:
-        return sum(max(end - start, 0.0) for start, end in self.spans)
+        return sum(max(end - start, 0.0) for start, end in self.spans) + self.remaining_s
 
     def slot_s_after(self, t: float) -> float:
         """The slot time this job still had ahead of it at time `t`."""
-        return sum(max(end - max(start, t), 0.0) for start, end in self.spans)
+        return sum(max(end - max(start, t), 0.0) for start, end in self.spans) + self.remaining_s
 
 
 def fcfs_counterfactual(outcomes: Sequence[JobOutcome], slots: int,
@@ -98,8 +104,8 @@ def peak_concurrency(intervals: Iterable[tuple[float, float]]) -> int:
 
 @dataclass(frozen=True)
 class Cohort:
-    """A complete cohort of finished jobs (see the module's docstring), the slots they were served on, and the
-    backlog: earlier jobs that finished after the cohort's first arrival."""
+    """The jobs judged together (see the module's docstring), the slots they were served on, and the backlog:
+    earlier jobs still in the system at the cohort's first arrival."""
 
     jobs: tuple[JobOutcome, ...]
     slots: int

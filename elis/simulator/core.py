@@ -138,7 +138,7 @@ class Simulator:
         self.window_jobs = window_jobs
         self.next_refresh = refresh_s
         self.finished: list[FinishedJob] = []
-        self.outcomes: list[JobOutcome] = []  # finished jobs, for the outcome guard's cohort
+        self.outcomes: list[tuple[JobOutcome, int]] = []  # finished jobs and their tokens: the outcome guard's
         self.policy = ScheduledPolicy(scheduler, policy.name.split("+")[0]) if scheduler is not None else policy
         self.profile = profile
         self.config = config
@@ -183,7 +183,7 @@ class Simulator:
             if self.scheduler is not None and self.finished and (events or index < count):
                 clock_now = events[0][0] if events else specs[index].arrival
                 if clock_now >= self.next_refresh:
-                    self.scheduler.observe(self.finished[-self.window_jobs:], cohort=self._cohort(),
+                    self.scheduler.observe(self.finished[-self.window_jobs:], cohort=self._cohort(clock_now),
                                            now=clock_now)
                     self.next_refresh = clock_now + self.refresh_s
             if self.dirty:
@@ -193,14 +193,22 @@ class Simulator:
         return SimResult(self.policy.name, self.records, time.perf_counter() - started, self.num_windows,
                          self.config, self.num_predictions)
 
-    def _cohort(self) -> Cohort:
-        """What the service's `recent_cohort` reads: the last finished jobs by arrival among those that arrived
-        before the oldest unfinished one, each with the time it held a slot."""
-        oldest = min((job.arrival for job in self.jobs.values()), default=float("inf"))
-        done = sorted((o for o in self.outcomes if o.arrival_s < oldest), key=lambda o: o.arrival_s)
-        cohort = done[-self.window_jobs:]
+    def _cohort(self, now: float) -> Cohort:
+        """What the service's `recent_cohort` reads: the last jobs by arrival that arrived an aging bound ago
+        or earlier, finished or (censored) not, each with the time it held a slot."""
+        cut = now - self.scheduler.aging_bound_s
+        done = [o for o, _ in self.outcomes if o.arrival_s < cut]
+        tokens = sum(n for o, n in self.outcomes if o.arrival_s < cut)
+        per_token = sum(o.slot_s for o in done) / tokens if tokens else 0.0
+        judged = self.policy.name != "fcfs"
+        cap = self.config.max_tokens
+        active = [JobOutcome(job.arrival, now, tuple(job.spans), judged,
+                             remaining_s=max((cap or job.output) - job.generated, 0) * per_token)
+                  for job in self.jobs.values() if job.arrival < cut]
+        everything = sorted(done + active, key=lambda o: o.arrival_s)
+        cohort = everything[-self.window_jobs:]
         first = cohort[0].arrival_s if cohort else 0.0
-        backlog = [o for o in self.outcomes if o.arrival_s < first < o.finish_s]
+        backlog = [o for o in everything[:-self.window_jobs] if o.finish_s > first]
         return Cohort(tuple(cohort), self.config.num_workers * self.config.num_slots, tuple(backlog))
 
     def _push(self, when: float, kind: int, payload: object, worker: _Worker) -> None:
@@ -347,7 +355,8 @@ class Simulator:
             job.prompt, job.output, job.windows, "done", job.max_wait))
         if self.scheduler is not None:
             self.finished.append(FinishedJob(job.job_id, job.output, job.service, job.initial, tuple(job.steps)))
-            self.outcomes.append(JobOutcome(job.arrival, now, tuple(job.spans), judged=self.policy.name != "fcfs"))
+            self.outcomes.append((JobOutcome(job.arrival, now, tuple(job.spans), judged=self.policy.name != "fcfs"),
+                                  job.output))
             if len(self.outcomes) > 4 * self.window_jobs:
                 del self.outcomes[:len(self.outcomes) - 4 * self.window_jobs]
         del self.jobs[job.job_id]

@@ -364,27 +364,31 @@ def recent_finished(session: Session, *, limit: int) -> list[FinishedFacts]:
     return facts
 
 
-def recent_cohort(session: Session, *, limit: int) -> Cohort:
-    """The outcome guard's evidence: the last `limit` done jobs by arrival among those that arrived before the
-    oldest job still queued or running (a complete cohort: a job the order keeps waiting is not left out while
-    its successors count); the backlog (earlier jobs that finished after the cohort's first arrival); each
-    job's slot spans (every window and its window-end work, minus the re-prediction only a length-aware order
-    makes); and the slots they ran on (the most windows ever running at once). Jobs admitted under FCFS share
-    the slots but are not judged."""
-    active = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
-    oldest_active = session.scalar(select(func.min(Job.arrival_at)).where(Job.status.in_(active)))
-    query = select(Job.id, Job.arrival_at, Job.finished_at, Job.policy).where(
-        Job.status == JobStatus.DONE.value, Job.finished_at.is_not(None))
-    if oldest_active is not None:
-        query = query.where(Job.arrival_at < oldest_active)
+def recent_cohort(session: Session, *, limit: int, arrived_before: datetime, now: datetime,
+                  workload: str | None = None) -> Cohort:
+    """The outcome guard's evidence (`elis.scheduling.outcome`): the last `limit` jobs by arrival that arrived
+    before `arrived_before` and are done or still queued or running (a job still in the system is censored at
+    `now`, with an upper bound on the slot time it still needs); the backlog (earlier jobs still in the system
+    at the cohort's first arrival); each job's slot spans (every window and its window-end work, minus the
+    re-prediction only a length-aware order makes); and the slots they ran on (the most windows ever running
+    at once). Jobs admitted under FCFS share the slots but are not judged. `workload`: only that replay's jobs
+    (for reading one run of a comparison)."""
+    live = (JobStatus.DONE.value, JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+    columns = (Job.id, Job.arrival_at, Job.finished_at, Job.policy, Job.status, Job.num_output_tokens, Job.max_tokens,
+               Job.true_output_tokens, Job.force_length)
+    query = select(*columns).where(Job.status.in_(live), Job.arrival_at < arrived_before)
+    if workload is not None:
+        query = query.where(Job.workload == workload)
     jobs = list(session.execute(query.order_by(Job.arrival_at.desc(), Job.id).limit(limit)))
     if not jobs:
         return Cohort((), 1)
     first_arrival = min(job.arrival_at for job in jobs)
-    backlog = list(session.execute(
-        select(Job.id, Job.arrival_at, Job.finished_at, Job.policy)
-        .where(Job.arrival_at < first_arrival, Job.finished_at > first_arrival)
-    ))
+    backlog_query = select(*columns).where(
+        Job.status.in_(live), Job.arrival_at < first_arrival,
+        (Job.finished_at > first_arrival) | Job.finished_at.is_(None))
+    if workload is not None:
+        backlog_query = backlog_query.where(Job.workload == workload)
+    backlog = list(session.execute(backlog_query))
     spans: dict[str, list[tuple[float, float]]] = {}
     intervals: list[tuple[float, float]] = []
     rows = session.execute(
@@ -395,10 +399,19 @@ def recent_cohort(session: Session, *, limit: int) -> Cohort:
         start, end = started.timestamp(), ended.timestamp() + (overhead or 0.0)
         intervals.append((start, end))
         spans.setdefault(job_id, []).append((start, max(end - (predict or 0.0), start)))
+    done = [job for job in jobs if job.status == JobStatus.DONE.value]
+    tokens = sum(job.num_output_tokens for job in done)
+    held = sum(end - start for job in done for start, end in spans.get(job.id, []))
+    per_token = held / tokens if tokens else 0.0
 
     def outcome(job) -> JobOutcome:
-        return JobOutcome(job.arrival_at.timestamp(), job.finished_at.timestamp(), tuple(sorted(spans.get(job.id, []))),
-                          judged=job.policy != "fcfs")
+        own = tuple(sorted(spans.get(job.id, [])))
+        judged = job.policy != "fcfs"
+        if job.status == JobStatus.DONE.value:
+            return JobOutcome(job.arrival_at.timestamp(), job.finished_at.timestamp(), own, judged)
+        cap = job.true_output_tokens if job.force_length and job.true_output_tokens else job.max_tokens
+        left = max(cap - job.num_output_tokens, 0) * per_token
+        return JobOutcome(job.arrival_at.timestamp(), now.timestamp(), own, judged, remaining_s=left)
 
     return Cohort(tuple(outcome(job) for job in reversed(jobs)), max(peak_concurrency(intervals), 1),
                   tuple(outcome(job) for job in backlog))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 from elis import clock
@@ -54,13 +55,19 @@ def refresh_scheduler(scheduler: Scheduler, settings: Settings) -> bool:
     from elis.storage import jobs as store
     from elis.storage.db import session_scope
 
+    now = clock.now()
     with session_scope(settings.resolved_database_url) as session:
         facts = store.recent_finished(session, limit=settings.guard_window_jobs)
         service_times = store.recent_service_times(session, limit=settings.guard_window_jobs)
-        cohort = store.recent_cohort(session, limit=settings.guard_window_jobs) if scheduler.outcome.enabled else None
+        cohort = None
+        if scheduler.outcome.enabled:
+            # Judge jobs that arrived an aging bound ago or earlier: by then a job still waiting is starving.
+            horizon = timedelta(seconds=scheduler.aging_bound_s)
+            cohort = store.recent_cohort(session, limit=settings.guard_window_jobs, arrived_before=now - horizon,
+                                         now=now)
     finished = [FinishedJob(f.job_id, f.output_tokens, f.service_s, f.initial_prediction, f.step_predictions)
                 for f in facts]
-    changed = scheduler.observe(finished, service_times=service_times, cohort=cohort, now=clock.now().timestamp())
+    changed = scheduler.observe(finished, service_times=service_times, cohort=cohort, now=now.timestamp())
     if changed:
         log.warning("quality guard: %s; outcome guard: %s; ordering now %s", scheduler.guard.reason,
                     scheduler.outcome.reason, scheduler.ordering())

@@ -117,13 +117,21 @@ def test_jobs_that_finished_later_than_fcfs_would_have_trip_the_outcome_guard(se
     # One slot. The long job arrived second and ran first: mean JCT 10.55 s against 5.95 s in arrival order.
     served(url, t0, t0 + timedelta(seconds=10.1), 1.0)
     served(url, t0 + timedelta(seconds=0.1), t0 + timedelta(seconds=0.1), 10.0)
-    with session_scope(url) as session:  # a job still queued, arrived before them all, holds the cohort back
-        waiting = store.create_job(session, new=new_job(policy="isrtf"), now=t0 - timedelta(seconds=1)).id
+    now = clock.now()
+    with session_scope(url) as session:  # a job still queued, arrived before them all: censored at `now`
+        waiting = store.create_job(session, new=new_job(policy="isrtf", max_tokens=100),
+                                   now=t0 - timedelta(seconds=1)).id
     with session_scope(url) as session:
-        assert store.recent_cohort(session, limit=10).jobs == ()
+        cohort = store.recent_cohort(session, limit=10, arrived_before=now, now=now)
+        assert store.recent_cohort(session, limit=10, arrived_before=t0, now=now).jobs[0].remaining_s > 0
         store.request_cancel(session, job_id=waiting, now=clock.now())
+    censored = cohort.jobs[0]
+    assert censored.finish_s == pytest.approx(now.timestamp()) and censored.spans == ()
+    # Its upper bound: 100 tokens left at the cohort's 11 s per 20 tokens.
+    assert censored.remaining_s == pytest.approx(100 * 11.0 / 20)
     with session_scope(url) as session:
-        cohort = store.recent_cohort(session, limit=10)
+        cohort = store.recent_cohort(session, limit=10, arrived_before=now, now=now)
+        assert store.recent_cohort(session, limit=10, arrived_before=t0, now=now).jobs == ()
     assert cohort.slots == 1 and [round(j.slot_s, 3) for j in cohort.jobs] == [1.0, 10.0]
 
     guarded = settings.model_copy(update={"policy": "isrtf", "outcome_min_jobs": 2, "guard_refresh_s": 3600.0,

@@ -165,3 +165,14 @@ def test_while_the_quality_guard_holds_fcfs_nothing_is_judged():
     assert scheduler.ordering() == "fcfs (guard fallback)"  # the quality guard starts in fallback
     assert scheduler.observe([], cohort=_bad_cohort(), now=20.0) is False
     assert not scheduler.outcome.tripped and scheduler.outcome.last is None
+
+
+def test_a_censored_job_counts_its_wait_so_far_and_at_most_what_it_could_still_need():
+    # A job still waiting at t=30 (arrived at 0, never ran, at most 5 s of work left) and one that ran 1-2.
+    waiting = JobOutcome(0.0, 30.0, (), remaining_s=5.0)
+    ran = job(1.0, 1.0, 2.0)
+    assert waiting.slot_s == 5.0 and waiting.slot_s_after(10.0) == 5.0 and waiting.jct_s == 30.0
+    check = measure_outcome([waiting, ran], slots=1)
+    # FCFS would have served the waiting job first (0-5) and the other at 5-6.
+    assert check.fcfs_mean_s == pytest.approx((5.0 + 5.0) / 2)
+    assert check.realized_mean_s == pytest.approx((30.0 + 1.0) / 2)
