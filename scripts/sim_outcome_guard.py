@@ -49,8 +49,9 @@ def run(policy: str, seed: int, jobs, **overrides):
     return result.summary, scheduler.outcome.trips
 
 
-print(f"{source} lengths (cap 512), predictor {spec.kind} {spec.errors or spec.sigma}, settings {shared}, capacity {capacity:.3f} jobs/s, {num_jobs} jobs x "
-      f"{num_seeds} seeds; mean JCT / FCFS (runs that tripped); p99 / FCFS")
+print(f"{source} lengths (cap 512), predictor {spec.kind} {spec.errors or spec.sigma}, settings {shared}, "
+      f"capacity {capacity:.3f} jobs/s, {num_jobs} jobs x {num_seeds} seeds; "
+      "mean JCT / FCFS (runs that tripped); p99 / FCFS")
 header = [f"{p}, outcome guard {state}" for p in policies for state in ("off", "on")]
 print("| load | " + " | ".join(header) + " |")
 print("| ---: |" + " ---: |" * len(header))
