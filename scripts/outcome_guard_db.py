@@ -8,7 +8,7 @@ Usage: python scripts/outcome_guard_db.py DATABASE_URL [LABEL_SUBSTRING]
 import sys
 from dataclasses import replace
 
-from sqlalchemy import distinct, select
+from sqlalchemy import select
 
 from elis import clock
 from elis.scheduling.outcome import measure_outcome
@@ -21,7 +21,7 @@ needle = sys.argv[2] if len(sys.argv) > 2 else ""
 print("| run | jobs | slots | mean JCT s | FCFS counterfactual s | ratio |")
 print("| --- | ---: | ---: | ---: | ---: | ---: |")
 with session_scope(url) as session:
-    labels = sorted(label for label in session.scalars(select(distinct(Job.workload)))
+    labels = sorted(label for label in session.scalars(select(Job.workload).distinct())
                     if label and needle in label and not label.endswith("warmup"))
     for label in labels:
         now = clock.now()

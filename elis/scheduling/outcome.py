@@ -7,9 +7,9 @@ margin expects. So the service also judges the outcome, from its own finished jo
 1. take the last jobs that arrived at least a horizon ago (the aging bound: a job still in the system after it
    waits longer than aging allows), finished or not: an order that starves long jobs cannot look good by
    leaving them out. A job not finished yet is **censored**: its JCT so far (now minus arrival) stands for its
-   JCT, and its slot time is what it has held plus an upper bound on what it still needs (its tokens left
-   under max_tokens at the cohort's time per token). Both err towards the policy (its JCT is at least that,
-   FCFS would have served it in at most that), so censoring never makes the guard trip;
+   JCT (it is at least that), and its slot time is what it has held plus what it likely still needs: the
+   mean residual length of the finished jobs longer than what it has generated (`mean_residual_tokens`,
+   at most its tokens left under max_tokens) at the cohort's time per token;
 2. replay that cohort under FCFS on the same number of slots, each job holding a slot for as long as it did in
    reality minus what only the length-aware order pays (its re-predictions): the **counterfactual** FCFS
    completion times of the very same jobs, on the very same engine speed (so the engine's drift, which swamps
@@ -100,6 +100,17 @@ def peak_concurrency(intervals: Iterable[tuple[float, float]]) -> int:
         current += delta
         peak = max(peak, current)
     return peak
+
+
+def mean_residual_tokens(lengths: Sequence[int], generated: int, cap: int) -> float:
+    """Tokens a job that has generated `generated` likely still needs: the mean of (length - generated) over
+    the finished jobs' `lengths` longer than that, at most `cap - generated`; `cap - generated` when no
+    finished job was longer."""
+    left = max(cap - generated, 0)
+    longer = [length for length in lengths if length > generated]
+    if not longer:
+        return float(left)
+    return min(sum(longer) / len(longer) - generated, float(left))
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from elis.scheduling.balance import Routing, make_routing
 from elis.scheduling.decision import NO_MARGIN, SwitchCost, YieldMargin, decide
 from elis.scheduling.guard import FinishedJob
 from elis.scheduling.levels import PriorityLevels
-from elis.scheduling.outcome import Cohort, JobOutcome
+from elis.scheduling.outcome import Cohort, JobOutcome, mean_residual_tokens
 from elis.scheduling.policy import JobView, Policy
 from elis.scheduling.queue import PolicyQueue
 from elis.scheduling.scheduler import ScheduledPolicy, Scheduler
@@ -202,8 +202,9 @@ class Simulator:
         per_token = sum(o.slot_s for o in done) / tokens if tokens else 0.0
         judged = self.policy.name != "fcfs"
         cap = self.config.max_tokens
+        lengths = [n for o, n in self.outcomes if o.arrival_s < cut]
         active = [JobOutcome(job.arrival, now, tuple(job.spans), judged,
-                             remaining_s=max((cap or job.output) - job.generated, 0) * per_token)
+                             remaining_s=mean_residual_tokens(lengths, job.generated, cap or job.output) * per_token)
                   for job in self.jobs.values() if job.arrival < cut]
         everything = sorted(done + active, key=lambda o: o.arrival_s)
         cohort = everything[-self.window_jobs:]

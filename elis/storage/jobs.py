@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from elis import clock
 from elis.clock import seconds_between
 from elis.scheduling.guard import step_predictions
-from elis.scheduling.outcome import Cohort, JobOutcome, peak_concurrency
+from elis.scheduling.outcome import Cohort, JobOutcome, mean_residual_tokens, peak_concurrency
 from elis.storage.models import Job, JobStatus, Window
 
 
@@ -368,7 +368,7 @@ def recent_cohort(session: Session, *, limit: int, arrived_before: datetime, now
                   workload: str | None = None) -> Cohort:
     """The outcome guard's evidence (`elis.scheduling.outcome`): the last `limit` jobs by arrival that arrived
     before `arrived_before` and are done or still queued or running (a job still in the system is censored at
-    `now`, with an upper bound on the slot time it still needs); the backlog (earlier jobs still in the system
+    `now`, with the slot time it likely still needs); the backlog (earlier jobs still in the system
     at the cohort's first arrival); each job's slot spans (every window and its window-end work, minus the
     re-prediction only a length-aware order makes); and the slots they ran on (the most windows ever running
     at once). Jobs admitted under FCFS share the slots but are not judged. `workload`: only that replay's jobs
@@ -403,6 +403,7 @@ def recent_cohort(session: Session, *, limit: int, arrived_before: datetime, now
     tokens = sum(job.num_output_tokens for job in done)
     held = sum(end - start for job in done for start, end in spans.get(job.id, []))
     per_token = held / tokens if tokens else 0.0
+    lengths = [job.num_output_tokens for job in done]
 
     def outcome(job) -> JobOutcome:
         own = tuple(sorted(spans.get(job.id, [])))
@@ -410,7 +411,7 @@ def recent_cohort(session: Session, *, limit: int, arrived_before: datetime, now
         if job.status == JobStatus.DONE.value:
             return JobOutcome(job.arrival_at.timestamp(), job.finished_at.timestamp(), own, judged)
         cap = job.true_output_tokens if job.force_length and job.true_output_tokens else job.max_tokens
-        left = max(cap - job.num_output_tokens, 0) * per_token
+        left = mean_residual_tokens(lengths, job.num_output_tokens, cap) * per_token
         return JobOutcome(job.arrival_at.timestamp(), now.timestamp(), own, judged, remaining_s=left)
 
     return Cohort(tuple(outcome(job) for job in reversed(jobs)), max(peak_concurrency(intervals), 1),
