@@ -16,6 +16,7 @@ from elis.scheduling.outcome import (
     OutcomeCheck,
     OutcomeGuard,
     fcfs_counterfactual,
+    mean_residual_tokens,
     measure_outcome,
     peak_concurrency,
 )
@@ -176,3 +177,12 @@ def test_a_censored_job_counts_its_wait_so_far_and_at_most_what_it_could_still_n
     # FCFS would have served the waiting job first (0-5) and the other at 5-6.
     assert check.fcfs_mean_s == pytest.approx((5.0 + 5.0) / 2)
     assert check.realized_mean_s == pytest.approx((30.0 + 1.0) / 2)
+
+
+def test_mean_residual_tokens_is_what_longer_finished_jobs_had_left_bounded_by_the_cap():
+    lengths = [10, 100, 300, 500]
+    assert mean_residual_tokens(lengths, 0, 512) == pytest.approx(227.5)
+    assert mean_residual_tokens(lengths, 200, 512) == pytest.approx(200.0)  # (300 + 500) / 2 - 200
+    assert mean_residual_tokens(lengths, 450, 512) == pytest.approx(50.0)
+    assert mean_residual_tokens(lengths, 500, 512) == 12.0  # none longer: what the cap leaves
+    assert mean_residual_tokens(lengths, 0, 100) == 100.0  # never past the cap
