@@ -45,8 +45,9 @@ class JobOutcome:
     finish_s: float  # a job not finished yet: the time of the reading (censored)
     spans: tuple[tuple[float, float], ...]
     judged: bool = True
-    # A job not finished yet: an upper bound on the slot time it still needs (0 for a finished job).
+    # A job not finished yet: the slot time it likely still needs (0 for a finished job).
     remaining_s: float = 0.0
+    policy: str = ""  # the policy it was admitted under ("": the service's default)
 
     @property
     def jct_s(self) -> float:
@@ -195,7 +196,7 @@ class OutcomeGuard:
         self.last = check
         if check is None or check.num_judged < self.min_jobs:
             judged = 0 if check is None else check.num_judged
-            self.reason = f"judging: {judged} of {self.min_jobs} jobs ordered by the policy finished"
+            self.reason = f"judging: {judged} of {self.min_jobs} jobs ordered by the policy so far"
             return False
         if check.ratio > 1.0 + self.tolerance:
             self.tripped = True

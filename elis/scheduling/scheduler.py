@@ -66,9 +66,10 @@ class Scheduler:
     # Judges the outcome: the policy's jobs against their FCFS counterfactual (elis.scheduling.outcome).
     outcome: OutcomeGuard = field(default_factory=OutcomeGuard)
     quality: RankQuality | None = None
-    # When the order last switched between the policy's and FCFS (a guard changed state; seconds on the clock
-    # `observe` is given): the outcome guard judges only jobs that arrived since the policy's order is on.
-    ordering_since: float = 0.0
+    # When each guard last changed state (seconds on the clock `observe` is given): the outcome guard judges only
+    # jobs that arrived since their policy's order was last switched on (`judging_since`).
+    quality_since: float = 0.0
+    outcome_since: float = 0.0
     aging_bound_s: float = field(init=False)
     _policies: dict[tuple[str, bool, bool, float], Policy] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -150,6 +151,15 @@ class Scheduler:
         """Whether jobs of this policy get FCFS order now instead of the policy's (either guard)."""
         return self.ordering(name).startswith("fcfs") and self.base_policy(name).name != "fcfs"
 
+    def judging_since(self, name: str | None = None) -> float:
+        """Jobs of this policy that arrived since then got the policy's order (infinite: none does now). The
+        quality guard's state matters only to policies that order by predictions (a worker serves jobs of every
+        policy, whatever its own default)."""
+        base = self.base_policy(name)
+        if base.name == "fcfs" or self.outcome.tripped or (self.guard.fallback and base.uses_predictions):
+            return float("inf")
+        return max(self.outcome_since, self.quality_since if base.uses_predictions else 0.0)
+
     # --- decisions ----------------------------------------------------------------------------------------
     def calibrated(self, job: JobView) -> JobView:
         """The job with its predictions on the common scale (admission predictions by the step-0 factor,
@@ -192,11 +202,10 @@ class Scheduler:
             self.calibration = StepCalibration.fit(finished, min_points=self.guard.min_jobs)
         quality = measure_rank_quality(finished, scale=self.calibration.factor,
                                        margin=self.margin.default_uncertainty if self.margin.enabled else 0.0)
-        before = self.in_fallback()
         changed = self.guard.update(quality)
         self.quality = quality
-        if now is not None and self.in_fallback() != before:
-            self.ordering_since = now
+        if changed and now is not None:
+            self.quality_since = now
         if cohort is not None:
             changed |= self._judge_outcome(cohort, now)
         times = [j.service_s for j in finished] if service_times is None else list(service_times)
@@ -204,20 +213,18 @@ class Scheduler:
         return changed
 
     def _judge_outcome(self, cohort: Cohort, now: float | None) -> bool:
-        """Judge the jobs that arrived since the policy's order came on (or, tripped, count the jobs served in
-        FCFS order since) and move `ordering_since` when the outcome guard changes state."""
-        if not self.outcome.tripped and self.in_fallback():
-            return False  # the quality guard holds FCFS order: nothing of the policy's to judge
-        since = self.ordering_since
-        recent = [job for job in cohort.jobs if job.arrival_s >= since]
+        """Judge the jobs that arrived since their policy's order came on (or, tripped, count the jobs served in
+        FCFS order since the trip) and note when the outcome guard changes state."""
+        recent = [job for job in cohort.jobs if job.arrival_s >= self.outcome_since]
         if self.outcome.tripped:
             check = None
         else:
-            jobs = [replace(j, judged=j.judged and j.arrival_s >= since) for j in cohort.jobs]
+            jobs = [replace(j, judged=j.judged and j.arrival_s >= self.judging_since(j.policy or None))
+                    for j in cohort.jobs]
             check = measure_outcome(jobs, cohort.slots, cohort.backlog)
         changed = self.outcome.update(check, len(recent))
         if changed and now is not None:
-            self.ordering_since = now
+            self.outcome_since = now
         return changed
 
     def snapshot(self) -> dict[str, Any]:
@@ -238,7 +245,7 @@ class Scheduler:
                 "preempt_precision": self.guard.preempt_precision,
             },
             "rank_quality": None if self.quality is None else self.quality.as_dict(),
-            "outcome": {**self.outcome.as_dict(), "judging_since": round(self.ordering_since, 3)},
+            "outcome": {**self.outcome.as_dict(), "judging_since": _finite(self.judging_since())},
             "aging": {"enabled": self.aging.enabled, "bound_s": round(self.aging_bound_s, 2),
                       "derived": self.aging.fixed_s <= 0, "since_arrival": self.aging.since_arrival},
             "margin": {"enabled": self.margin.enabled, "uncertainty_default": self.margin.default_uncertainty,
@@ -272,6 +279,11 @@ class Scheduler:
                    repredict_every_window=bool(getattr(settings, "repredict_every_window", cls.repredict_every_window)),
                    repredict_sample_every=int(getattr(settings, "repredict_sample_every", cls.repredict_sample_every)),
                    outcome=outcome)
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no infinity: None stands for 'never'."""
+    return None if value == float("inf") else round(value, 3)
 
 
 class ScheduledPolicy(Policy):

@@ -204,7 +204,8 @@ class Simulator:
         cap = self.config.max_tokens
         lengths = [n for o, n in self.outcomes if o.arrival_s < cut]
         active = [JobOutcome(job.arrival, now, tuple(job.spans), judged,
-                             remaining_s=mean_residual_tokens(lengths, job.generated, cap or job.output) * per_token)
+                             remaining_s=mean_residual_tokens(lengths, job.generated, cap or job.output) * per_token,
+                             policy=self.policy.name)
                   for job in self.jobs.values() if job.arrival < cut]
         everything = sorted(done + active, key=lambda o: o.arrival_s)
         cohort = everything[-self.window_jobs:]
@@ -356,8 +357,8 @@ class Simulator:
             job.prompt, job.output, job.windows, "done", job.max_wait))
         if self.scheduler is not None:
             self.finished.append(FinishedJob(job.job_id, job.output, job.service, job.initial, tuple(job.steps)))
-            self.outcomes.append((JobOutcome(job.arrival, now, tuple(job.spans), judged=self.policy.name != "fcfs"),
-                                  job.output))
+            self.outcomes.append((JobOutcome(job.arrival, now, tuple(job.spans), judged=self.policy.name != "fcfs",
+                                             policy=self.policy.name), job.output))
             if len(self.outcomes) > 4 * self.window_jobs:
                 del self.outcomes[:len(self.outcomes) - 4 * self.window_jobs]
         del self.jobs[job.job_id]

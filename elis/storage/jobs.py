@@ -409,10 +409,10 @@ def recent_cohort(session: Session, *, limit: int, arrived_before: datetime, now
         own = tuple(sorted(spans.get(job.id, [])))
         judged = job.policy != "fcfs"
         if job.status == JobStatus.DONE.value:
-            return JobOutcome(job.arrival_at.timestamp(), job.finished_at.timestamp(), own, judged)
+            return JobOutcome(job.arrival_at.timestamp(), job.finished_at.timestamp(), own, judged, policy=job.policy)
         cap = job.true_output_tokens if job.force_length and job.true_output_tokens else job.max_tokens
         left = mean_residual_tokens(lengths, job.num_output_tokens, cap) * per_token
-        return JobOutcome(job.arrival_at.timestamp(), now.timestamp(), own, judged, remaining_s=left)
+        return JobOutcome(job.arrival_at.timestamp(), now.timestamp(), own, judged, remaining_s=left, policy=job.policy)
 
     return Cohort(tuple(outcome(job) for job in reversed(jobs)), max(peak_concurrency(intervals), 1),
                   tuple(outcome(job) for job in backlog))

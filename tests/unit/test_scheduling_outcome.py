@@ -4,6 +4,7 @@ guard's trip, retry and backoff, and the scheduler acting on it. Pure: no broker
 from __future__ import annotations
 
 import heapq
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -145,7 +146,7 @@ def test_a_tripped_outcome_guard_turns_every_policy_to_fcfs_and_says_so():
     assert "outcome guard" in scheduler.guard_reason()
     snapshot = scheduler.snapshot()
     assert snapshot["outcome"]["tripped"] is True and snapshot["outcome"]["check"]["ratio"] > 1.7
-    assert snapshot["outcome"]["judging_since"] == 20.0
+    assert snapshot["outcome"]["judging_since"] is None  # FCFS order now: nothing of the policy's to judge
 
 
 def test_after_a_trip_only_jobs_that_arrived_since_count_and_fcfs_jobs_are_never_judged():
@@ -153,7 +154,7 @@ def test_after_a_trip_only_jobs_that_arrived_since_count_and_fcfs_jobs_are_never
     scheduler.observe([], cohort=_bad_cohort(), now=20.0)
     old_and_new = _bad_cohort().jobs + tuple(job(21.0 + i, 21.0 + i, 21.5 + i) for i in range(3))
     assert scheduler.observe([], cohort=Cohort(old_and_new, 1), now=30.0) is True  # 3 jobs since the trip: retry
-    assert scheduler.ordering() == "isrtf" and scheduler.ordering_since == 30.0
+    assert scheduler.ordering() == "isrtf" and scheduler.judging_since() == 30.0
     # The bad cohort arrived before the policy came back on: not judged again.
     assert scheduler.observe([], cohort=_bad_cohort(), now=31.0) is False and not scheduler.outcome.tripped
     fcfs_only = Cohort(tuple(JobOutcome(j.arrival_s + 40, j.finish_s + 40, tuple((a + 40, b + 40) for a, b in j.spans),
@@ -161,11 +162,16 @@ def test_after_a_trip_only_jobs_that_arrived_since_count_and_fcfs_jobs_are_never
     assert scheduler.observe([], cohort=fcfs_only, now=60.0) is False and not scheduler.outcome.tripped
 
 
-def test_while_the_quality_guard_holds_fcfs_nothing_is_judged():
+def test_while_the_quality_guard_holds_fcfs_no_job_of_a_prediction_policy_is_judged_but_mlfq_jobs_are():
+    # A worker whose default is ISRTF serves jobs of every policy: the quality guard's fallback holds ISRTF's
+    # jobs in FCFS order, not MLFQ's.
     scheduler = Scheduler("isrtf", PriorityLevels.log_spaced(10), outcome=OutcomeGuard(min_jobs=2))
     assert scheduler.ordering() == "fcfs (guard fallback)"  # the quality guard starts in fallback
     assert scheduler.observe([], cohort=_bad_cohort(), now=20.0) is False
-    assert not scheduler.outcome.tripped and scheduler.outcome.last is None
+    assert not scheduler.outcome.tripped and scheduler.outcome.last is None  # no job judged
+    assert scheduler.judging_since("isrtf") == float("inf") and scheduler.judging_since("mlfq") == 0.0
+    mlfq_jobs = Cohort(tuple(replace(j, policy="mlfq") for j in _bad_cohort().jobs), 1)
+    assert scheduler.observe([], cohort=mlfq_jobs, now=21.0) is True and scheduler.outcome.tripped
 
 
 def test_a_censored_job_counts_its_wait_so_far_and_at_most_what_it_could_still_need():
