@@ -74,10 +74,11 @@ def stack(tmp_path_factory):
     """One worker for the e2e tier: one slot, float32 (windows exact), 50-token windows."""
     # The tests below check orders exactly: aging (on by default, its bound follows observed service times)
     # would let a starving short job overtake, and the quality guard (forced-length jobs teach it nothing)
-    # would hold the order at FCFS. tests/integration cover both. A lone job re-predicts only as the guard's
+    # would hold the order at FCFS, and so would the outcome guard once the session's jobs of several policies
+    # add up to 50 judged ones. tests/integration and tests/unit cover all three. A lone job re-predicts only as the guard's
     # sample (Scheduler.should_repredict); sampling every window lets the tests see each window's re-prediction
     # (tests/unit/test_window_task.py covers the skipping).
     live = Stack(tmp_path_factory.mktemp("stack"), slots=1, dtype="float32", window_tokens=50, aging=False,
-                 guard_start_in_fallback=False, repredict_sample_every=1)
+                 guard_start_in_fallback=False, repredict_sample_every=1, outcome_guard=False)
     yield live
     live.close()

@@ -30,7 +30,8 @@ class PrivateStack:
         self.queue = unique_queue("elis.fault")
         self.env = launch.elis_env(database_url=self.pg.url, broker_url=BROKER_URL, queue_name=self.queue,
                                    policy="mlfq", slots=2, dtype="float32", window_tokens=50,
-                                   reconcile_interval_s=1.0, lease_s=20.0, lost_after_s=5.0, outage_wait_s=300.0)
+                                   reconcile_interval_s=1.0, lease_s=20.0, lost_after_s=5.0, outage_wait_s=300.0,
+                                   outcome_guard=False)  # MLFQ must keep yielding: no FCFS fallback mid-test
         self.worker = launch.start_worker(self.env, tmp, name="fault-worker", node=f"fault-{self.queue[-8:]}")
         port = launch.free_port()
         self.base = f"http://127.0.0.1:{port}"
