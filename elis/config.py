@@ -106,14 +106,14 @@ class Settings(BaseSettings):
     # Pre-emption on predictions (ISRTF yields) only while the yield rule, checked on finished jobs' predictions,
     # is right at least this often; else prediction policies order the queue but do not pre-empt.
     guard_preempt_precision: float = 0.9
-    # The outcome guard: from a complete cohort of recently finished jobs, the mean JCT of the jobs the policy
-    # ordered against the same jobs replayed under FCFS on the same slots (their counterfactual). Above
+    # The outcome guard: from the last jobs that arrived an aging bound ago (finished, or censored), the mean JCT
+    # of the jobs the policy ordered against the same jobs replayed under FCFS on the same slots. Above
     # 1 + outcome_tolerance over at least outcome_min_jobs judged jobs, every policy orders as FCFS; the policy is
     # tried again after outcome_retry_jobs jobs, doubling on every further trip (up to guard_window_jobs).
     outcome_guard: bool = True
     # How much slower than the FCFS counterfactual (a ratio above 1) the policy's jobs may be before it trips.
     outcome_tolerance: float = Field(default=0.05, ge=0.0)
-    # Judged jobs (ordered by the policy, in a complete cohort) needed before the outcome guard may trip.
+    # Judged jobs (ordered by the policy, arrived an aging bound ago) needed before the outcome guard may trip.
     outcome_min_jobs: int = Field(default=50, ge=2)
     # Jobs served in FCFS order after a trip before the policy is tried again (doubles on every further trip).
     outcome_retry_jobs: int = Field(default=100, ge=1)

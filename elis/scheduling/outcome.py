@@ -116,6 +116,25 @@ def mean_residual_tokens(lengths: Sequence[int], generated: int, cap: int) -> fl
 
 
 @dataclass(frozen=True)
+class ResidualEstimate:
+    """What a censored job likely still needs, learned from the finished jobs of its cohort: their lengths
+    (tokens) and the slot seconds they took per token."""
+
+    lengths: tuple[int, ...]
+    seconds_per_token: float
+
+    @classmethod
+    def of(cls, finished: Iterable[tuple[float, int]]) -> ResidualEstimate:
+        """From (slot seconds, output tokens) of finished jobs."""
+        pairs = list(finished)
+        tokens = sum(n for _, n in pairs)
+        return cls(tuple(n for _, n in pairs), sum(s for s, _ in pairs) / tokens if tokens else 0.0)
+
+    def remaining_s(self, generated: int, cap: int) -> float:
+        return mean_residual_tokens(self.lengths, generated, cap) * self.seconds_per_token
+
+
+@dataclass(frozen=True)
 class Cohort:
     """The jobs judged together (see the module's docstring), the slots they were served on, and the backlog:
     earlier jobs still in the system at the cohort's first arrival."""

@@ -147,10 +147,6 @@ class Scheduler:
             return f"{self.guard.reason}; outcome guard: {self.outcome.reason}"
         return self.guard.reason
 
-    def in_fallback(self, name: str | None = None) -> bool:
-        """Whether jobs of this policy get FCFS order now instead of the policy's (either guard)."""
-        return self.ordering(name).startswith("fcfs") and self.base_policy(name).name != "fcfs"
-
     def judging_since(self, name: str | None = None) -> float:
         """Jobs of this policy that arrived since then got the policy's order (infinite: none does now). The
         quality guard's state matters only to policies that order by predictions (a worker serves jobs of every
@@ -196,7 +192,7 @@ class Scheduler:
         when a guard changed state. `service_times`: what the aging bound is derived from, when it should
         see more jobs than the guard judges (the service passes every done job's, forced lengths included,
         which the guard leaves out); default: the finished jobs' own. `cohort` (with `now`, on the same clock
-        as its arrivals): a complete cohort of finished jobs for the outcome guard; without it, the outcome
+        as its arrivals): the outcome guard's jobs (`storage.jobs.recent_cohort`); without it, the outcome
         guard keeps its state."""
         if self.calibrate_steps:
             self.calibration = StepCalibration.fit(finished, min_points=self.guard.min_jobs)

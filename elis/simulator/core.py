@@ -25,7 +25,7 @@ from elis.scheduling.balance import Routing, make_routing
 from elis.scheduling.decision import NO_MARGIN, SwitchCost, YieldMargin, decide
 from elis.scheduling.guard import FinishedJob
 from elis.scheduling.levels import PriorityLevels
-from elis.scheduling.outcome import Cohort, JobOutcome, mean_residual_tokens
+from elis.scheduling.outcome import Cohort, JobOutcome, ResidualEstimate
 from elis.scheduling.policy import JobView, Policy
 from elis.scheduling.queue import PolicyQueue
 from elis.scheduling.scheduler import ScheduledPolicy, Scheduler
@@ -197,14 +197,13 @@ class Simulator:
         """What the service's `recent_cohort` reads: the last jobs by arrival that arrived an aging bound ago
         or earlier, finished or (censored) not, each with the time it held a slot."""
         cut = now - self.scheduler.aging_bound_s
-        done = [o for o, _ in self.outcomes if o.arrival_s < cut]
-        tokens = sum(n for o, n in self.outcomes if o.arrival_s < cut)
-        per_token = sum(o.slot_s for o in done) / tokens if tokens else 0.0
+        finished = [(o, n) for o, n in self.outcomes if o.arrival_s < cut]
+        done = [o for o, _ in finished]
+        residual = ResidualEstimate.of((o.slot_s, n) for o, n in finished)
         judged = self.policy.name != "fcfs"
         cap = self.config.max_tokens
-        lengths = [n for o, n in self.outcomes if o.arrival_s < cut]
         active = [JobOutcome(job.arrival, now, tuple(job.spans), judged,
-                             remaining_s=mean_residual_tokens(lengths, job.generated, cap or job.output) * per_token,
+                             remaining_s=residual.remaining_s(job.generated, cap or job.output),
                              policy=self.policy.name)
                   for job in self.jobs.values() if job.arrival < cut]
         everything = sorted(done + active, key=lambda o: o.arrival_s)

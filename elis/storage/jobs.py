@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from elis import clock
 from elis.clock import seconds_between
 from elis.scheduling.guard import step_predictions
-from elis.scheduling.outcome import Cohort, JobOutcome, mean_residual_tokens, peak_concurrency
+from elis.scheduling.outcome import Cohort, JobOutcome, ResidualEstimate, peak_concurrency
 from elis.storage.models import Job, JobStatus, Window
 
 
@@ -399,11 +399,8 @@ def recent_cohort(session: Session, *, limit: int, arrived_before: datetime, now
         start, end = started.timestamp(), ended.timestamp() + (overhead or 0.0)
         intervals.append((start, end))
         spans.setdefault(job_id, []).append((start, max(end - (predict or 0.0), start)))
-    done = [job for job in jobs if job.status == JobStatus.DONE.value]
-    tokens = sum(job.num_output_tokens for job in done)
-    held = sum(end - start for job in done for start, end in spans.get(job.id, []))
-    per_token = held / tokens if tokens else 0.0
-    lengths = [job.num_output_tokens for job in done]
+    residual = ResidualEstimate.of((sum(end - start for start, end in spans.get(job.id, [])), job.num_output_tokens)
+                                   for job in jobs if job.status == JobStatus.DONE.value)
 
     def outcome(job) -> JobOutcome:
         own = tuple(sorted(spans.get(job.id, [])))
@@ -411,8 +408,8 @@ def recent_cohort(session: Session, *, limit: int, arrived_before: datetime, now
         if job.status == JobStatus.DONE.value:
             return JobOutcome(job.arrival_at.timestamp(), job.finished_at.timestamp(), own, judged, policy=job.policy)
         cap = job.true_output_tokens if job.force_length and job.true_output_tokens else job.max_tokens
-        left = mean_residual_tokens(lengths, job.num_output_tokens, cap) * per_token
-        return JobOutcome(job.arrival_at.timestamp(), now.timestamp(), own, judged, remaining_s=left, policy=job.policy)
+        return JobOutcome(job.arrival_at.timestamp(), now.timestamp(), own, judged,
+                          remaining_s=residual.remaining_s(job.num_output_tokens, cap), policy=job.policy)
 
     return Cohort(tuple(outcome(job) for job in reversed(jobs)), max(peak_concurrency(intervals), 1),
                   tuple(outcome(job) for job in backlog))

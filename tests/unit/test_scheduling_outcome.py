@@ -134,12 +134,12 @@ def _bad_cohort(start: float = 0.0) -> Cohort:
 
 def test_a_tripped_outcome_guard_turns_every_policy_to_fcfs_and_says_so():
     scheduler = _scheduler("mlfq")
-    assert scheduler.ordering() == "mlfq" and not scheduler.in_fallback()
+    assert scheduler.ordering() == "mlfq"
     running = JobView("a", 0.0, 500, None, None, 0.0, 20.0)
     newcomer = JobView("b", 1.0, 0, None, None, 1.0, 0.0)
     assert scheduler.decide(running, newcomer, 2.0).yields  # MLFQ: the job with more service yields
     assert scheduler.observe([], cohort=_bad_cohort(), now=20.0) is True
-    assert scheduler.ordering() == "fcfs (outcome guard)" and scheduler.in_fallback()
+    assert scheduler.ordering() == "fcfs (outcome guard)"
     policy = scheduler.policy()
     assert isinstance(getattr(policy, "inner", policy), FCFS)
     assert not scheduler.decide(running, newcomer, 2.0).yields  # FCFS: the earlier arrival keeps its slot
@@ -192,3 +192,12 @@ def test_mean_residual_tokens_is_what_longer_finished_jobs_had_left_bounded_by_t
     assert mean_residual_tokens(lengths, 450, 512) == pytest.approx(50.0)
     assert mean_residual_tokens(lengths, 500, 512) == 12.0  # none longer: what the cap leaves
     assert mean_residual_tokens(lengths, 0, 100) == 100.0  # never past the cap
+
+
+def test_a_residual_estimate_is_the_mean_residual_length_at_the_finished_jobs_time_per_token():
+    from elis.scheduling.outcome import ResidualEstimate
+
+    estimate = ResidualEstimate.of([(10.0, 100), (30.0, 300)])  # 0.1 s per token
+    assert estimate.seconds_per_token == pytest.approx(0.1)
+    assert estimate.remaining_s(50, 512) == pytest.approx((200 - 50) * 0.1)  # (100 + 300) / 2 - 50 tokens
+    assert ResidualEstimate.of([]).remaining_s(0, 512) == 0.0  # nothing finished: no time per token yet
