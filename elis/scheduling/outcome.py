@@ -6,10 +6,11 @@ margin expects. So the service also judges the outcome, from its own finished jo
 
 1. take the last jobs that arrived at least a horizon ago (the aging bound: a job still in the system after it
    waits longer than aging allows), finished or not: an order that starves long jobs cannot look good by
-   leaving them out. A job not finished yet is **censored**: its JCT so far (now minus arrival) stands for its
-   JCT (it is at least that), and its slot time is what it has held plus what it likely still needs: the
-   mean residual length of the finished jobs longer than what it has generated (`mean_residual_tokens`,
-   at most its tokens left under max_tokens) at the cohort's time per token;
+   leaving them out. A job not finished yet is **censored**: what it likely still needs is the mean residual
+   length of the finished jobs longer than what it has generated (`mean_residual_tokens`, at most its tokens
+   left under max_tokens) at the cohort's time per token; its slot time is what it has held plus that, and its
+   JCT is its time in the system so far plus that (it cannot finish sooner than if it held a slot from now on:
+   counting only its wait so far hid a starving order until its starving jobs finished);
 2. replay that cohort under FCFS on the same number of slots, each job holding a slot for as long as it did in
    reality minus what only the length-aware order pays (its re-predictions): the **counterfactual** FCFS
    completion times of the very same jobs, on the very same engine speed (so the engine's drift, which swamps
@@ -52,7 +53,8 @@ class JobOutcome:
 
     @property
     def jct_s(self) -> float:
-        return self.finish_s - self.arrival_s
+        """Time in the system; a censored job's at the earliest: its wait so far plus what it still needs."""
+        return self.finish_s + self.remaining_s - self.arrival_s
 
     @property
     def slot_s(self) -> float:

@@ -174,15 +174,25 @@ def test_while_the_quality_guard_holds_fcfs_no_job_of_a_prediction_policy_is_jud
     assert scheduler.observe([], cohort=mlfq_jobs, now=21.0) is True and scheduler.outcome.tripped
 
 
-def test_a_censored_job_counts_its_wait_so_far_and_at_most_what_it_could_still_need():
-    # A job still waiting at t=30 (arrived at 0, never ran, at most 5 s of work left) and one that ran 1-2.
+def test_a_censored_job_counts_its_wait_so_far_plus_what_it_still_needs():
+    # A job still waiting at t=30 (arrived at 0, never ran, 5 s of work left) and one that ran 1-2.
     waiting = JobOutcome(0.0, 30.0, (), remaining_s=5.0)
     ran = job(1.0, 1.0, 2.0)
-    assert waiting.slot_s == 5.0 and waiting.slot_s_after(10.0) == 5.0 and waiting.jct_s == 30.0
+    # It cannot finish before 35 s: even given a slot at the reading it still needs its 5 s.
+    assert waiting.slot_s == 5.0 and waiting.slot_s_after(10.0) == 5.0 and waiting.jct_s == 35.0
     check = measure_outcome([waiting, ran], slots=1)
     # FCFS would have served the waiting job first (0-5) and the other at 5-6.
     assert check.fcfs_mean_s == pytest.approx((5.0 + 5.0) / 2)
-    assert check.realized_mean_s == pytest.approx((30.0 + 1.0) / 2)
+    assert check.realized_mean_s == pytest.approx((35.0 + 1.0) / 2)
+
+
+def test_a_censored_job_that_fcfs_is_serving_reads_as_its_counterfactual():
+    # FCFS order, one slot, read at t=4: the first job ran 0-3 and finished, the second has held the slot since 3
+    # and needs 2 s more. Its earliest finish (6) is the counterfactual's: an FCFS order reads 1.0, not below.
+    first = job(0.0, 0.0, 3.0)
+    running = JobOutcome(1.0, 4.0, ((3.0, 4.0),), remaining_s=2.0)
+    check = measure_outcome([first, running], slots=1)
+    assert running.jct_s == 5.0 and check.ratio == pytest.approx(1.0)
 
 
 def test_mean_residual_tokens_is_what_longer_finished_jobs_had_left_bounded_by_the_cap():
