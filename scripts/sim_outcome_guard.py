@@ -4,7 +4,8 @@ against FCFS, on one corpus source's lengths capped at 512 tokens, Gamma arrival
 The quality guard is off (the predictor is given: a persistent lognormal error of SIGMA), so only the outcome guard
 can take a policy back to FCFS. MLFQ (no predictions: the quality guard never judges it) on lengths that mostly
 run to the cap is the case the issue names: least-attained-service order over long jobs. Each cell: mean JCT as
-a ratio to FCFS (mean over seeds), and in brackets how many runs tripped the guard at least once.
+a ratio to FCFS (mean over seeds), and in brackets how many runs tripped the guard at least once and, over those
+runs, the median number of jobs that had arrived when it first tripped (how long the loss went unnoticed).
 
 Usage: python scripts/sim_outcome_guard.py [LOAD,...] [SIGMA|recorded:PATH] [JOBS] [SEEDS] [SOURCE] [POLICY,...]
     [SETTING=VALUE,...]
@@ -44,14 +45,26 @@ shared = dict(item.split("=") for item in sys.argv[7].split(",")) if len(sys.arg
 
 
 def run(policy: str, seed: int, jobs, **overrides):
+    """The run's summary, its trips, and the number of jobs that had arrived when the guard first tripped."""
     scheduler = figures.service_scheduler(policy, guard=False, **shared, **overrides)
+    first_trip: list[float] = []
+    observe = scheduler.observe
+
+    def watched(*args, **kwargs):  # note the clock at the first trip: how long the loss went unnoticed
+        changed = observe(*args, **kwargs)
+        if scheduler.outcome.trips and not first_trip:
+            first_trip.append(kwargs["now"])
+        return changed
+
+    scheduler.observe = watched
     result = Simulator(jobs, make_policy(policy), profile, config, spec.build(seed), scheduler=scheduler).run()
-    return result.summary, scheduler.outcome.trips
+    arrived = sum(job.arrival <= first_trip[0] for job in jobs) if first_trip else None
+    return result.summary, scheduler.outcome.trips, arrived
 
 
 print(f"{source} lengths (cap 512), predictor {spec.kind} {spec.errors or spec.sigma}, settings {shared}, "
       f"capacity {capacity:.3f} jobs/s, {num_jobs} jobs x {num_seeds} seeds; "
-      "mean JCT / FCFS (runs that tripped); p99 / FCFS")
+      "mean JCT / FCFS (runs that tripped, median job at the first trip); p99 / FCFS")
 header = [f"{p}, outcome guard {state}" for p in policies for state in ("off", "on")]
 print("| load | " + " | ".join(header) + " |")
 print("| ---: |" + " ---: |" * len(header))
@@ -59,15 +72,24 @@ for load in loads:
     means: dict[str, list[float]] = {h: [] for h in header}
     tails: dict[str, list[float]] = {h: [] for h in header}
     tripped: dict[str, int] = {h: 0 for h in header}
+    first_trips: dict[str, list[int]] = {h: [] for h in header}
     for seed in range(num_seeds):
         jobs = synthetic_workload(num_jobs, "gamma", load * capacity, None, seed=seed, pool=pool)
-        fcfs, _ = run("fcfs", seed, jobs)
+        fcfs, _, _ = run("fcfs", seed, jobs)
         for policy in policies:
             for state in ("off", "on"):
                 label = f"{policy}, outcome guard {state}"
-                summary, trips = run(policy, seed, jobs, outcome_guard=state == "on")
+                summary, trips, arrived = run(policy, seed, jobs, outcome_guard=state == "on")
                 means[label].append(summary.mean_jct / fcfs.mean_jct)
                 tails[label].append(summary.p99_jct / fcfs.p99_jct)
                 tripped[label] += trips > 0
-    cells = [f"{statistics.mean(means[h]):.3f} ({tripped[h]}); p99 {statistics.mean(tails[h]):.2f}" for h in header]
+                if arrived is not None:
+                    first_trips[label].append(arrived)
+
+    def first_trip(label: str) -> str:
+        arrived = first_trips[label]
+        return f", first trip at job {statistics.median(arrived):.0f}" if arrived else ""
+
+    cells = [f"{statistics.mean(means[h]):.3f} ({tripped[h]}{first_trip(h)}); p99 {statistics.mean(tails[h]):.2f}"
+             for h in header]
     print(f"| {load} | " + " | ".join(cells) + " |")
