@@ -67,10 +67,15 @@ def refresh_scheduler(scheduler: Scheduler, settings: Settings) -> bool:
                                          now=now)
     finished = [FinishedJob(f.job_id, f.output_tokens, f.service_s, f.initial_prediction, f.step_predictions)
                 for f in facts]
+    ordering_before = scheduler.ordering()
     changed = scheduler.observe(finished, service_times=service_times, cohort=cohort, now=now.timestamp())
     if changed:
-        log.warning("quality guard: %s; outcome guard: %s; ordering now %s", scheduler.guard.reason,
-                    scheduler.outcome.reason, scheduler.ordering())
+        # A guard can change state without changing the order (the quality guard under MLFQ, which orders
+        # without predictions): say which.
+        ordering = scheduler.ordering()
+        verb = "now" if ordering != ordering_before else "still"
+        log.warning("quality guard: %s; outcome guard: %s; ordering %s %s", scheduler.guard.reason,
+                    scheduler.outcome.reason, verb, ordering)
     return changed
 
 
