@@ -245,10 +245,14 @@ class QualityGuard:
     # Whether a running job may yield to a head that predictions say is sooner (starving heads always win).
     preempting: bool = field(init=False)
     preempt_reason: str = field(init=False)
+    # Whether pre-emption has been judged on evidence yet (until then the scheduler re-predicts every window
+    # of a re-predicting policy, so the evidence comes in a few jobs rather than a few dozen).
+    preempt_judged: bool = field(init=False)
 
     def __post_init__(self) -> None:
         # Trusting at the start (start_in_fallback=False) trusts pre-emption too, until evidence says otherwise.
         self.preempting = not (self.enabled and self.start_in_fallback)
+        self.preempt_judged = not self.enabled
         self.preempt_reason = ("guard disabled" if not self.enabled else
                                f"pre-emption {'off' if not self.preempting else 'on'}: fewer than {self.min_jobs} "
                                "re-predictions of finished jobs to judge it by")
@@ -266,16 +270,20 @@ class QualityGuard:
             candidates.append(quality.pooled_tau)
         return min(candidates) if candidates else None
 
-    def update(self, quality: RankQuality) -> bool:
-        """Take a new measurement; returns True when the fallback state changed."""
+    def update(self, quality: RankQuality, preemption: RankQuality | None = None) -> bool:
+        """Take a new measurement; returns True when the fallback state changed. `preemption`: the measurement
+        pre-emption is judged by, when it rests on more jobs than `quality` (default: `quality`)."""
         if not self.enabled:
             return False
-        if quality.pooled_num >= self.min_jobs and quality.yield_precision is not None:
-            precision = quality.yield_precision
+        evidence = quality if preemption is None else preemption
+        if evidence.pooled_num >= self.min_jobs and evidence.yield_precision is not None:
+            precision = evidence.yield_precision
             self.preempting = precision >= self.preempt_precision
+            self.preempt_judged = True
             verdict = "on" if self.preempting else "off"
             self.preempt_reason = (f"pre-emption {verdict}: the yield rule was right in {100 * precision:.0f}% of "
-                                   f"{quality.yield_pairs} prediction pairs (needs {100 * self.preempt_precision:.0f}%)")
+                                   f"{evidence.yield_pairs} prediction pairs of {evidence.num_jobs} finished jobs "
+                                   f"(needs {100 * self.preempt_precision:.0f}%)")
         tau = self.judged(quality)
         self.judged_tau = tau
         if tau is None:

@@ -121,15 +121,23 @@ class Scheduler:
         no prediction can make it yield and this one is skipped: nothing waits, or pre-emption on predictions
         is off and the head does not starve, or the head is not sooner by the margin even then. One skipped
         window in `repredict_sample_every` re-predicts anyway (chosen by a hash of job and step, the same in
-        the worker and the simulator), so the guard keeps judging re-predictions at every step."""
+        the worker and the simulator), so the guard keeps judging re-predictions at every step; every window
+        does until the guard has judged pre-emption. Sampling goes on while a guard holds FCFS order (the
+        re-prediction then changes no decision)."""
+        every = self.repredict_sample_every
+        sampled = every > 0 and zlib.crc32(f"{job.job_id}:{job.num_generated}".encode()) % every == 0
+        # Until pre-emption has been judged, every window is the guard's sample: its evidence then comes from
+        # a few finished jobs instead of a few dozen (a re-prediction costs milliseconds, a window seconds).
+        sampled = sampled or not self.guard.preempt_judged
         if not self.repredicts(policy_name):
-            return False
+            # While a guard holds FCFS order, the order needs no re-prediction, but the quality guard still
+            # needs fresh re-predictions to judge (and to lift its fallback by): keep sampling them.
+            return sampled and self.base_policy(policy_name).repredicts
         if self.repredict_every_window:
             return True
         if self.decide(replace(job, predicted_remaining=most_remaining), head, now, cost, policy_name).yields:
             return True
-        every = self.repredict_sample_every
-        return every > 0 and zlib.crc32(f"{job.job_id}:{job.num_generated}".encode()) % every == 0
+        return sampled
 
     def ordering(self, name: str | None = None) -> str:
         """The order jobs of this policy actually get right now, e.g. 'isrtf', 'fcfs (guard fallback)' or
@@ -187,18 +195,28 @@ class Scheduler:
 
     # --- learning from finished jobs ----------------------------------------------------------------------
     def observe(self, finished: Sequence[FinishedJob], service_times: Sequence[float] | None = None,
-                cohort: Cohort | None = None, now: float | None = None) -> bool:
+                cohort: Cohort | None = None, now: float | None = None,
+                repredicted: Sequence[FinishedJob] | None = None) -> bool:
         """Refresh the rank quality, the guards and the aging bound from recently finished jobs. Returns True
         when a guard changed state. `service_times`: what the aging bound is derived from, when it should
         see more jobs than the guard judges (the service passes every done job's, forced lengths included,
         which the guard leaves out); default: the finished jobs' own. `cohort` (with `now`, on the same clock
         as its arrivals): the outcome guard's jobs (`storage.jobs.recent_cohort`); without it, the outcome
-        guard keeps its state."""
+        guard keeps its state.
+
+        `repredicted`: the last finished jobs that have re-predictions, however far back (the service passes
+        `storage.jobs.recent_repredicted`). Only a policy that re-predicts (ISRTF) makes them, so after a spell
+        of FCFS or SJF the last finished jobs hold none, and the step calibration and the pre-emption verdict
+        would have nothing to go on until the re-predicting policy had served a few dozen jobs without them.
+        Both are learned from these jobs together with `finished`; the tau guard judges `finished` alone."""
+        evidence = _union(finished, repredicted or ())
         if self.calibrate_steps:
-            self.calibration = StepCalibration.fit(finished, min_points=self.guard.min_jobs)
-        quality = measure_rank_quality(finished, scale=self.calibration.factor,
-                                       margin=self.margin.default_uncertainty if self.margin.enabled else 0.0)
-        changed = self.guard.update(quality)
+            self.calibration = StepCalibration.fit(evidence, min_points=self.guard.min_jobs)
+        margin = self.margin.default_uncertainty if self.margin.enabled else 0.0
+        quality = measure_rank_quality(finished, scale=self.calibration.factor, margin=margin)
+        preemption = quality if len(evidence) == len(finished) else measure_rank_quality(
+            evidence, scale=self.calibration.factor, margin=margin)
+        changed = self.guard.update(quality, preemption=preemption)
         self.quality = quality
         if changed and now is not None:
             self.quality_since = now
@@ -275,6 +293,12 @@ class Scheduler:
                    repredict_every_window=bool(getattr(settings, "repredict_every_window", cls.repredict_every_window)),
                    repredict_sample_every=int(getattr(settings, "repredict_sample_every", cls.repredict_sample_every)),
                    outcome=outcome)
+
+
+def _union(first: Sequence[FinishedJob], second: Sequence[FinishedJob]) -> list[FinishedJob]:
+    """The jobs of both, each once (by job id), in the order first, then what only the second holds."""
+    seen = {job.job_id for job in first}
+    return list(first) + [job for job in second if job.job_id not in seen]
 
 
 def _finite(value: float) -> float | None:

@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
 from elis import clock
@@ -340,12 +340,21 @@ def recent_service_times(session: Session, *, limit: int) -> list[float]:
 def recent_finished(session: Session, *, limit: int) -> list[FinishedFacts]:
     """The last `limit` jobs that ran to their end (EOS, stop or max_tokens), newest first. Jobs with a
     forced length are left out: their length says nothing about the predictor."""
-    jobs = list(session.scalars(
-        select(Job)
-        .where(Job.status == JobStatus.DONE.value, Job.force_length.is_(False))
-        .order_by(Job.finished_at.desc(), Job.id)
-        .limit(limit)
-    ))
+    return _finished_facts(session, select(Job).where(Job.status == JobStatus.DONE.value,
+                                                       Job.force_length.is_(False)), limit)
+
+
+def recent_repredicted(session: Session, *, limit: int) -> list[FinishedFacts]:
+    """As `recent_finished`, but only jobs with at least one re-prediction after a window, however far back:
+    what the pre-emption verdict and the step calibration learn from when the last jobs ran under a policy
+    that makes none (FCFS, SJF)."""
+    has_reprediction = select(Window.job_id).where(Window.job_id == Job.id, Window.prediction_after.is_not(None))
+    return _finished_facts(session, select(Job).where(Job.status == JobStatus.DONE.value, Job.force_length.is_(False),
+                                                       has_reprediction.exists()), limit)
+
+
+def _finished_facts(session: Session, query: Select, limit: int) -> list[FinishedFacts]:
+    jobs = list(session.scalars(query.order_by(Job.finished_at.desc(), Job.id).limit(limit)))
     ids = [job.id for job in jobs]
     windows: dict[str, list[tuple[int, int, float | None]]] = {}
     if ids:

@@ -58,6 +58,7 @@ def refresh_scheduler(scheduler: Scheduler, settings: Settings) -> bool:
     now = clock.now()
     with session_scope(settings.resolved_database_url) as session:
         facts = store.recent_finished(session, limit=settings.guard_window_jobs)
+        repredicted = store.recent_repredicted(session, limit=settings.guard_window_jobs)
         service_times = store.recent_service_times(session, limit=settings.guard_window_jobs)
         cohort = None
         if scheduler.outcome.enabled:
@@ -65,10 +66,10 @@ def refresh_scheduler(scheduler: Scheduler, settings: Settings) -> bool:
             horizon = timedelta(seconds=scheduler.aging_bound_s)
             cohort = store.recent_cohort(session, limit=settings.guard_window_jobs, arrived_before=now - horizon,
                                          now=now)
-    finished = [FinishedJob(f.job_id, f.output_tokens, f.service_s, f.initial_prediction, f.step_predictions)
-                for f in facts]
-    ordering_before = scheduler.ordering()
-    changed = scheduler.observe(finished, service_times=service_times, cohort=cohort, now=now.timestamp())
+    finished = [_finished_job(f) for f in facts]
+    ordering_before, preempting_before = scheduler.ordering(), scheduler.guard.preempting
+    changed = scheduler.observe(finished, service_times=service_times, cohort=cohort, now=now.timestamp(),
+                                repredicted=[_finished_job(f) for f in repredicted])
     if changed:
         # A guard can change state without changing the order (the quality guard under MLFQ, which orders
         # without predictions): say which.
@@ -76,7 +77,14 @@ def refresh_scheduler(scheduler: Scheduler, settings: Settings) -> bool:
         verb = "now" if ordering != ordering_before else "still"
         log.warning("quality guard: %s; outcome guard: %s; ordering %s %s", scheduler.guard.reason,
                     scheduler.outcome.reason, verb, ordering)
+    if scheduler.guard.preempting != preempting_before:
+        log.warning("quality guard: %s", scheduler.guard.preempt_reason)
     return changed
+
+
+def _finished_job(facts) -> FinishedJob:
+    return FinishedJob(facts.job_id, facts.output_tokens, facts.service_s, facts.initial_prediction,
+                       facts.step_predictions)
 
 
 class QualityMonitor(threading.Thread):

@@ -72,6 +72,27 @@ def test_predictions_that_rank_backwards_turn_the_order_to_fcfs_and_good_ones_br
     assert stats["aging"]["enabled"] is True and stats["aging"]["bound_s"] == settings.aging_floor_s
 
 
+def test_after_a_spell_without_re_predictions_pre_emption_is_judged_on_the_older_jobs_that_had_them(guarded):
+    settings, client = guarded
+    scheduler, url = client.app.state.scheduler, settings.resolved_database_url
+    lengths = [60 + 40 * i for i in range(12)]
+    isrtf = [finished_job(url, length, initial=float(length), after_first_window=float(length - 50))
+             for length in lengths]
+    # Then a full guard window of jobs with admission predictions only (as SJF makes): no re-predictions.
+    for length in lengths:
+        finished_job(url, length, initial=float(length), after_first_window=None)
+    with session_scope(url) as session:
+        assert {f.job_id for f in store.recent_repredicted(session, limit=50)} == set(isrtf)
+        assert not any(f.step_predictions for f in store.recent_finished(session, limit=settings.guard_window_jobs))
+    scheduler.guard.preempting = False
+    refresh_scheduler(scheduler, settings)
+    stats = client.get("/v1/stats").json()
+    assert stats["guard"]["preempting"] is True, stats["guard"]["preempt_reason"]
+    assert "of 24 finished jobs" in stats["guard"]["preempt_reason"]  # the 12 last ones and the 12 re-predicted
+    assert stats["rank_quality"]["num_jobs"] == 12 and stats["rank_quality"]["pooled"]["n"] == 0
+    assert [step for step, _ in stats["calibration"]["factor_by_step"]] == [0, 50]
+
+
 def test_forced_replays_feed_the_aging_bound_but_not_the_guard(guarded):
     from datetime import timedelta
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -249,7 +250,9 @@ def test_step_predictions_skip_missing_ones_and_the_prediction_after_the_last_to
 def trusting(policy: str = "isrtf", **kwargs) -> Scheduler:
     """A scheduler whose guard trusts the predictor (pre-emption on), with no sampled re-predictions."""
     kwargs.setdefault("repredict_sample_every", 0)
-    return Scheduler(policy, LEVELS, guard=QualityGuard(start_in_fallback=False), **kwargs)
+    scheduler = Scheduler(policy, LEVELS, guard=QualityGuard(start_in_fallback=False), **kwargs)
+    scheduler.guard.preempt_judged = True  # as after the guard's first verdict: no dense sampling
+    return scheduler
 
 
 def test_a_window_end_re_predicts_only_where_a_prediction_could_make_the_job_yield():
@@ -278,6 +281,60 @@ def test_skipped_windows_are_sampled_for_the_guard_about_one_in_n_and_the_same_e
     sampled = [scheduler.should_repredict(s, 500.0, None, 1.0) for s in steps]
     assert 0.15 < sum(sampled) / len(sampled) < 0.35
     assert sampled == [scheduler.should_repredict(s, 500.0, None, 1.0) for s in steps]
+
+
+def test_in_fallback_isrtf_still_samples_re_predictions_for_the_guard_and_they_change_no_decision():
+    scheduler = Scheduler.from_settings(SimpleNamespace(**{**vars(SETTINGS), "repredict_sample_every": 4}), LEVELS)
+    scheduler.observe(ranked(-1, 8))
+    assert scheduler.guard.fallback
+    scheduler.guard.preempt_judged = True  # judged earlier (else every window is sampled: the next test)
+    steps = [job(f"j{i}", 100.0, generated=50 * k, enqueued=1.0) for i in range(50) for k in range(1, 9)]
+    head = job("h", 1.0, arrival=0.5)
+    sampled = [s for s in steps if scheduler.should_repredict(s, 500.0, head, 2.0)]
+    assert 0.15 < len(sampled) / len(steps) < 0.35  # the same one in four as when trusted
+    assert not any(scheduler.decide(replace(s, predicted_remaining=p), head, 2.0).yields
+                   for s in sampled for p in (0.0, 500.0))  # FCFS order: no prediction makes a job yield
+    # A policy that never re-predicts (SJF keeps its admission order) samples nothing, in fallback or not.
+    assert not any(scheduler.should_repredict(s, 500.0, head, 2.0, policy_name="sjf") for s in steps)
+
+
+def test_until_pre_emption_is_judged_every_window_of_a_re_predicting_policy_re_predicts():
+    scheduler = Scheduler.from_settings(SimpleNamespace(**{**vars(SETTINGS), "guard_start_in_fallback": True}), LEVELS)
+    assert scheduler.guard.fallback and not scheduler.guard.preempt_judged
+    steps = [job(f"j{i}", 100.0, generated=50 * k) for i in range(10) for k in range(1, 9)]
+    assert all(scheduler.should_repredict(s, 500.0, None, 1.0) for s in steps)
+    assert not any(scheduler.should_repredict(s, 500.0, None, 1.0, policy_name="sjf") for s in steps)
+    scheduler.observe(with_repredictions(30, precise=True))  # judged: back to one window in four
+    assert scheduler.guard.preempt_judged and scheduler.guard.preempting
+    assert 0.1 < sum(scheduler.should_repredict(s, 500.0, None, 1.0) for s in steps) / len(steps) < 0.4
+
+
+def with_repredictions(count: int, precise: bool) -> list[FinishedJob]:
+    """Finished ISRTF jobs whose re-predictions after 50 tokens rank the remaining lengths (or invert them)."""
+    jobs = []
+    for i in range(count):
+        length = 100 + 20 * i
+        predicted = float(length - 50) if precise else float(1000 - 20 * i)
+        jobs.append(FinishedJob(f"r{i}", length, 5.0, float(length), ((50, predicted),)))
+    return jobs
+
+
+def test_pre_emption_is_judged_on_older_re_predicted_jobs_when_the_last_ones_have_none():
+    # The last finished jobs ran under SJF (admission predictions only): alone they leave pre-emption unjudged.
+    recent = [FinishedJob(f"s{i}", 100 + 10 * i, 5.0, float(100 + 10 * i)) for i in range(30)]
+    alone = Scheduler.from_settings(SimpleNamespace(**{**vars(SETTINGS), "guard_start_in_fallback": True}), LEVELS)
+    alone.observe(recent)
+    assert not alone.guard.fallback and not alone.guard.preempting  # trusted order, no evidence to pre-empt on
+    assert alone.calibration.factor(50) == alone.calibration.factor(0)  # no step-50 factor learned
+    helped = Scheduler.from_settings(SimpleNamespace(**{**vars(SETTINGS), "guard_start_in_fallback": True}), LEVELS)
+    helped.observe(recent, repredicted=with_repredictions(30, precise=True))
+    assert helped.guard.preempting and "of 60 finished jobs" in helped.guard.preempt_reason
+    assert dict(helped.calibration.factors)[50] == pytest.approx(1.0)  # re-predictions were exact
+    assert helped.quality.num_jobs == 30 and helped.quality.pooled_num == 0  # the tau guard judges the last jobs
+    # Bad re-predictions, however old, keep it off; a job in both lists counts once.
+    wrong = Scheduler.from_settings(SETTINGS, LEVELS)
+    wrong.observe(recent, repredicted=with_repredictions(30, precise=False) + recent[:5])
+    assert not wrong.guard.preempting and "of 60 finished jobs" in wrong.guard.preempt_reason
 
 
 @given(st.floats(1, 500), st.floats(0, 500), st.floats(0, 0.95), st.floats(0, 100), st.booleans())

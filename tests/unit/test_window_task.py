@@ -115,12 +115,21 @@ def test_fcfs_runs_a_job_to_completion_under_one_message_without_predicting(sett
     assert stored(settings, job_id)[:2] == ("done", 120) and recorder.published == [] and predictor.calls == 0
 
 
-def test_during_a_guard_fallback_isrtf_neither_re_predicts_nor_yields(settings):
+def test_during_a_guard_fallback_isrtf_never_yields_and_re_predicts_only_as_the_guards_sample(settings):
     long_job = submit(settings, "isrtf", 1, 400.0)
     submit(settings, "isrtf", 2, 20.0)
     rt, recorder = runtime(settings, ScriptedEngine({1: 100, 2: 20}), ScriptedPredictor(250.0))
     rt.scheduler.guard.fallback = True
+    # Pre-emption not judged yet: every window is the guard's sample (the last one has nothing left to rank).
     assert run_job_windows(rt, long_job, 0, redelivered=False) == "done"
+    assert recorder.published == [] and rt.predictor.calls == 1
+    assert [w[1] for w in stored(settings, long_job)[2]] == [250.0, None]
+    # Judged, with no sampling: a fallback window re-predicts nothing (FCFS order needs none).
+    other = submit(settings, "isrtf", 3, 400.0)
+    rt, recorder = runtime(settings.model_copy(update={"repredict_sample_every": 0}), ScriptedEngine({3: 100}),
+                           ScriptedPredictor(250.0))
+    rt.scheduler.guard.fallback, rt.scheduler.guard.preempt_judged = True, True
+    assert run_job_windows(rt, other, 0, redelivered=False) == "done"
     assert recorder.published == [] and rt.predictor.calls == 0
 
 
@@ -136,6 +145,7 @@ def test_with_nothing_waiting_a_window_end_does_not_re_predict(settings):
     job_id = submit(settings, "isrtf", 1, 120.0)
     rt, recorder = runtime(settings.model_copy(update={"repredict_sample_every": 0}), ScriptedEngine({1: 150}),
                            ScriptedPredictor(100.0))
+    rt.scheduler.guard.preempt_judged = True  # else every window is the guard's sample
     assert run_job_windows(rt, job_id, 0, redelivered=False) == "done"
     assert rt.predictor.calls == 0 and recorder.published == []
     assert [w[1] for w in stored(settings, job_id)[2]] == [None, None, None]
@@ -149,5 +159,6 @@ def test_a_skipped_re_prediction_leaves_the_last_prediction_clipped_to_the_cap_s
     submit(settings, "isrtf", 2, 45.0)
     rt, recorder = runtime(settings.model_copy(update={"repredict_sample_every": 0, "yield_uncertainty": 0.9}),
                            ScriptedEngine({1: 150, 2: 45}), ScriptedPredictor(100.0))
+    rt.scheduler.guard.preempt_judged = True  # else every window is the guard's sample
     assert run_job_windows(rt, job_id, 0, redelivered=False) == "done"
     assert rt.predictor.calls == 0 and recorder.published == []
