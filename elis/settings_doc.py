@@ -43,8 +43,8 @@ MEANINGS = {
     "guard_window_jobs": "the guard judges the last this many finished jobs",
     "guard_start_in_fallback": "start in FCFS until the guard has judged the predictor",
     "repredict_sample_every": "window ends where no prediction could make the job yield re-predict one time in "
-                              "this many anyway, so the guard keeps judging re-predictions (0: never; every window does until "
-                              "the guard has judged pre-emption)",
+                              "this many anyway, so the guard keeps judging re-predictions (0: never; every window "
+                              "does until the guard has judged pre-emption)",
     "guard_refresh_s": "how often API and workers refresh the guard and the aging bound",
     "predictor_update_jobs": "the periodic predictor update learns from the last this many finished jobs",
     "api_host": "`elis serve` bind address",
