@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     # Pre-emption on predictions (ISRTF yields) only while the yield rule, checked on finished jobs' predictions,
     # is right at least this often; else prediction policies order the queue but do not pre-empt.
     guard_preempt_precision: float = 0.9
+    # Once on, pre-emption stays on until the precision falls below guard_preempt_precision minus this: a
+    # precision at the bar moves by a point between refreshes (measured: on and off every 10 s in run 21).
+    guard_preempt_hysteresis: float = Field(default=0.02, ge=0.0)
     # The outcome guard: from the last jobs that arrived an aging bound ago (finished, or censored), the mean JCT
     # of the jobs the policy ordered against the same jobs replayed under FCFS on the same slots. Above
     # 1 + outcome_tolerance over at least outcome_min_jobs judged jobs, every policy orders as FCFS; the policy is

@@ -239,6 +239,8 @@ class QualityGuard:
     start_in_fallback: bool = True
     # Pre-emption on predictions needs more than a fair rank: the yield rule must be right this often.
     preempt_precision: float = 0.9
+    # Pre-emption comes on at `preempt_precision` and, once on, goes off below `preempt_precision - this`.
+    preempt_hysteresis: float = 0.02
     fallback: bool = field(init=False)
     reason: str = field(init=False)
     judged_tau: float | None = field(init=False, default=None)
@@ -278,12 +280,13 @@ class QualityGuard:
         evidence = quality if preemption is None else preemption
         if evidence.pooled_num >= self.min_jobs and evidence.yield_precision is not None:
             precision = evidence.yield_precision
-            self.preempting = precision >= self.preempt_precision
+            bar = self.preempt_precision - (self.preempt_hysteresis if self.preempting and self.preempt_judged else 0.0)
+            self.preempting = precision >= bar
             self.preempt_judged = True
             verdict = "on" if self.preempting else "off"
-            self.preempt_reason = (f"pre-emption {verdict}: the yield rule was right in {100 * precision:.0f}% of "
+            self.preempt_reason = (f"pre-emption {verdict}: the yield rule was right in {100 * precision:.1f}% of "
                                    f"{evidence.yield_pairs} prediction pairs of {evidence.num_jobs} finished jobs "
-                                   f"(needs {100 * self.preempt_precision:.0f}%)")
+                                   f"(needs {100 * bar:.0f}%{' to stay on' if bar < self.preempt_precision else ''})")
         tau = self.judged(quality)
         self.judged_tau = tau
         if tau is None:

@@ -257,6 +257,7 @@ class Scheduler:
                 "preempting": self.guard.preempting,
                 "preempt_reason": self.guard.preempt_reason,
                 "preempt_precision": self.guard.preempt_precision,
+                "preempt_hysteresis": self.guard.preempt_hysteresis,
             },
             "rank_quality": None if self.quality is None else self.quality.as_dict(),
             "outcome": {**self.outcome.as_dict(), "judging_since": _finite(self.judging_since())},
@@ -280,7 +281,9 @@ class Scheduler:
         guard = QualityGuard(threshold=settings.guard_threshold, hysteresis=settings.guard_hysteresis,
                              min_jobs=settings.guard_min_jobs, enabled=settings.guard,
                              start_in_fallback=settings.guard_start_in_fallback,
-                             preempt_precision=settings.guard_preempt_precision)
+                             preempt_precision=settings.guard_preempt_precision,
+                             preempt_hysteresis=float(getattr(settings, "guard_preempt_hysteresis",
+                                                              QualityGuard.preempt_hysteresis)))
         aging = AgingRule(enabled=settings.aging, fixed_s=settings.max_wait_s, factor=settings.aging_factor,
                           floor_s=settings.aging_floor_s,
                           since_arrival=bool(getattr(settings, "aging_since_arrival", True)))

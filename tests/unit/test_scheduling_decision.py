@@ -14,6 +14,7 @@ from elis.scheduling.decision import NO_MARGIN, SwitchCost, YieldMargin, decide,
 from elis.scheduling.guard import (
     FinishedJob,
     QualityGuard,
+    RankQuality,
     StepCalibration,
     aging_bound,
     kendall_tau,
@@ -307,6 +308,24 @@ def test_until_pre_emption_is_judged_every_window_of_a_re_predicting_policy_re_p
     scheduler.observe(with_repredictions(30, precise=True))  # judged: back to one window in four
     assert scheduler.guard.preempt_judged and scheduler.guard.preempting
     assert 0.1 < sum(scheduler.should_repredict(s, 500.0, None, 1.0) for s in steps) / len(steps) < 0.4
+
+
+def test_pre_emption_comes_on_at_the_precision_bar_and_goes_off_only_below_it_minus_the_hysteresis():
+    guard = QualityGuard(min_jobs=5, preempt_precision=0.9, preempt_hysteresis=0.02)
+
+    def at(precision: float) -> RankQuality:
+        return RankQuality(num_jobs=50, pooled_num=50, yield_precision=precision, yield_pairs=900)
+
+    guard.update(at(0.895))
+    assert guard.preempt_judged and not guard.preempting
+    guard.update(at(0.90))
+    assert guard.preempting and "needs 90%)" in guard.preempt_reason
+    guard.update(at(0.885))  # within the band: stays on
+    assert guard.preempting and "needs 88% to stay on" in guard.preempt_reason
+    guard.update(at(0.879))
+    assert not guard.preempting
+    guard.update(at(0.899))  # off: the full bar again
+    assert not guard.preempting
 
 
 def with_repredictions(count: int, precise: bool) -> list[FinishedJob]:
