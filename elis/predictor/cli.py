@@ -428,9 +428,11 @@ def update_curve(
     out_dir: Annotated[Path | None, typer.Option(help="[default: <cache_dir>/predictor/update-curve]")] = None,
     point: Annotated[list[int] | None, typer.Option(help="finished jobs per update [default: 100, 300]")] = None,
     max_epochs: int = 40,
+    prompt_prior: PromptPriorOption = True,
     threads: ThreadsOption = 1,
 ) -> None:
-    """The online-update curve by replaying a held-out source's finished jobs through `update`."""
+    """The online-update curve by replaying a held-out source's finished jobs through `update`, from a checkpoint
+    of the shipped kind (the ranker with the prompt prior; --no-prompt-prior: without) trained without it."""
     _setup_logging()
     _set_threads(threads)
     from elis.predictor.experiments import curve_markdown, online_curve
@@ -438,8 +440,8 @@ def update_curve(
 
     records = _read_corpus(corpus or [DEFAULT_CORPUS])
     out_dir = out_dir or _settings().cache_dir / "predictor" / "update-curve"
-    results = online_curve(_embedding_cache(), records, source, out_dir, RankerConfig(max_epochs=max_epochs),
-                           point or [100, 300])
+    config = RankerConfig(max_epochs=max_epochs, use_prompt_prior=prompt_prior)
+    results = online_curve(_embedding_cache(), records, source, out_dir, config, point or [100, 300])
     typer.echo(curve_markdown(results))
     typer.echo(f"tables in {out_dir}")
 
