@@ -355,6 +355,9 @@ def update(
     holdout: Annotated[float, typer.Option(help="fraction of the jobs (by prompt) held back to validate")] = 0.3,
     head: Annotated[bool, typer.Option(help="also try fine-tuning the head (else calibration only)")] = True,
     min_gain: Annotated[float, typer.Option(help="required pooled-tau gain on the held-back jobs")] = 0.0,
+    min_confidence: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="required share of bootstrap resamples of the held-back prompts in which the new "
+                               "version ranks better (0: off)")] = 0.9,
     database_url: Annotated[
         str | None, typer.Option(help="the service's database [default: the ELIS_DATABASE_URL setting]")
     ] = None,
@@ -390,7 +393,8 @@ def update(
                                         lambda ids, tok=tokenizer: tok.decode(ids, skip_special_tokens=True))
         try:
             result = update_checkpoint(source, data, cache, out_path=out, holdout_fraction=holdout,
-                                       refit_head=head, min_gain=min_gain, dry_run=dry_run)
+                                       refit_head=head, min_gain=min_gain, dry_run=dry_run,
+                                       min_confidence=min_confidence)
             typer.echo(f"{result.reason} ({result.adapt_jobs} jobs to adapt, {result.holdout_jobs} held back); "
                        f"version {result.version}{'' if dry_run else f' written to {result.path}'}")
             if not dry_run:
