@@ -159,8 +159,10 @@ def bootstrap_win_rate(true: Sequence[float], before: Sequence[float], after: Se
     drawn together, since they are not independent).
 
     Why: with 100-300 finished jobs, 30-90 are held back; their pooled tau moves by about 0.1 from one slice to
-    another, and the best of two candidates is picked on the same slice, so "better on the slice" alone accepted
-    a version that ranked worse on a fixed test set (docs/predictor.md, the online-update curve)."""
+    another, and the best of two candidates is picked on the same slice, so "better on the slice" accepts noise
+    (a random walk of versions under the periodic update). It does not make the slice stand for later traffic:
+    on the online-update curve (docs/predictor.md) a version 100% sure on its 30 held-back jobs still ranked a
+    fixed test set worse."""
     y, b, a = (np.asarray(v, dtype=np.float64) for v in (true, before, after))
     members: dict[str, list[int]] = {}
     for index, group in enumerate(groups):
