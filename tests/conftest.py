@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -38,8 +39,19 @@ def truncate(url: str) -> None:
 
     from elis.storage.db import get_engine
 
-    with get_engine(url).begin() as connection:
-        connection.execute(text("TRUNCATE windows, jobs, api_keys, batches, files"))
+    from sqlalchemy.exc import OperationalError
+
+    # An earlier test's API may still be finishing a guard refresh (reads of jobs, then windows, in one
+    # transaction): PostgreSQL then breaks the deadlock by aborting the TRUNCATE. Try again.
+    for attempt in range(5):
+        try:
+            with get_engine(url).begin() as connection:
+                connection.execute(text("TRUNCATE windows, jobs, api_keys, batches, files"))
+            return
+        except OperationalError as exc:
+            if "deadlock detected" not in str(exc) or attempt == 4:
+                raise
+            time.sleep(0.5)
 
 
 def unique_queue(prefix: str) -> str:

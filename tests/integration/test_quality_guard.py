@@ -3,6 +3,8 @@ order to FCFS (the API says so), and good ones bring it back."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -41,6 +43,11 @@ def guarded(settings):
                                           "guard_refresh_s": 3600.0,
                                           "guard_start_in_fallback": False, "shadow_predictions": False})
     with TestClient(create_app(guarded)) as client:
+        # Let the monitor's start-up refresh finish first: one that ends after a test's own refresh would
+        # overwrite what that refresh learned with what the database held at start-up.
+        deadline = time.monotonic() + 30.0
+        while client.app.state.scheduler.quality is None and time.monotonic() < deadline:
+            time.sleep(0.05)
         yield guarded, client
 
 
