@@ -7,7 +7,8 @@ A preemptive policy says *whether the order changed* (the waiting head sorts bef
 alone is not enough to pay for a switch: the yielding job loses its slot, its context must be prefilled again
 (nearly free when this worker's prefix cache still holds it), and a window end costs a broker round trip. And
 when the order comes from a predictor, a small difference in predicted remaining length is mostly noise. So a
-job yields only when the head is sooner by a margin that covers both (`YieldMargin`), or when the head starves.
+job yields only when the head is sooner by a margin that covers both (`YieldMargin`), or when the head starves
+(under a preemptive policy; a non-preemptive one runs its jobs to completion, and aging only reorders its queue).
 """
 
 from __future__ import annotations
@@ -102,6 +103,8 @@ def decide(policy: Policy, job: JobView, head: JobView | None, now: float, level
     if head is None:
         return Decision(False, score, level, "nothing waits")
     if isinstance(policy, Aging) and policy.is_starving(head, now):
+        if not policy.yields(job):
+            return Decision(False, score, level, "runs to completion; the starving head takes the next free slot")
         if policy.keeps_slot_against_starving(job, head, now):
             return Decision(False, score, level, "starving too, and arrived before the head")
         return Decision(True, score, level, "the head starves")

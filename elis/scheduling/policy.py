@@ -203,8 +203,9 @@ class Aging(Policy):
         return since + self.wait_bound(job)
 
     def should_yield(self, job: JobView, now: float, head: JobView | None = None) -> bool:
-        """NOTE: unlike textbook FCFS/SJF, a running job yields at its window end to a starving head, so the
-        wait stays bounded (bound + one window) even for non-preemptive inner policies."""
+        """A running job of a preemptive inner policy (ISRTF, MLFQ, SRTF) yields at its window end to a
+        starving head. Under a non-preemptive one (FCFS, SJF) aging only reorders the queue: the starving job
+        takes the next slot that frees (see `keeps_slot_against_starving`)."""
         if self.inner.should_yield(job, now, head):
             return True
         if head is None or not self.is_starving(head, now):
@@ -212,9 +213,19 @@ class Aging(Policy):
         return not self.keeps_slot_against_starving(job, head, now)
 
     def keeps_slot_against_starving(self, job: JobView, head: JobView, now: float) -> bool:
-        """Starving jobs go in arrival order: counted from arrival, a running job can be starving too, and it
-        keeps its slot against a starving head that arrived after it (else two old jobs would swap every
-        window, each swap a re-prefill and a broker round trip)."""
+        """Whether a running job keeps its slot although the head starves.
+
+        - Under a non-preemptive inner policy it always does. Pre-empting it would move the starvation, not
+          end it: where jobs queue long enough to starve, the yielded job went back behind every shorter or
+          starving job and waited, in run 21 of docs/scheduling.md, 20-40 s to finish a job of 63-512 tokens
+          (7-11 such jobs a run under SJF, 1-2 s on every job's mean JCT), while the starving head would have
+          had a slot at the next job's end anyway (seconds away with several slots). FCFS never pre-empts, so
+          this also keeps a guard's FCFS fallback the FCFS its outcome guard compares with.
+        - Starving jobs go in arrival order: counted from arrival, a running job can be starving too, and it
+          keeps its slot against a starving head that arrived after it (else two old jobs would swap every
+          window, each swap a re-prefill and a broker round trip)."""
+        if not self.inner.yields(job):
+            return True
         return self.since_arrival and self.is_starving(job, now) and job.arrival_time <= head.arrival_time
 
     def score(self, job: JobView, now: float) -> float:

@@ -63,10 +63,23 @@ def test_an_exact_policy_pays_the_switch_cost_but_no_prediction_uncertainty():
     assert decision.yields  # 80 < 100 and the oracle's lengths are not uncertain
 
 
-def test_non_preemptive_policies_run_on_unless_the_head_starves():
-    running, head = job("a", 400.0, generated=50, enqueued=100.0), job("b", 10.0, arrival=1.0, enqueued=1.0)
+def test_non_preemptive_policies_run_to_completion_even_when_the_head_starves():
+    # Aging reorders a non-preemptive policy's queue; it does not pre-empt (run 21: pre-empted SJF jobs went
+    # back behind every starving job and waited 20-40 s), and FCFS must stay the FCFS it is compared with.
+    running = job("a", 400.0, generated=50, arrival=90.0, enqueued=100.0)
+    head = job("b", 10.0, arrival=1.0, enqueued=1.0)
     assert not decide(make_policy("sjf"), running, head, 100.0, LEVELS).yields
-    aged = Aging(make_policy("sjf"), 30.0)
+    for name in ("sjf", "fcfs"):
+        aged = Aging(make_policy(name), 30.0, since_arrival=True)
+        assert aged.is_starving(head, 100.0) and not aged.is_starving(running, 100.0)
+        decision = decide(aged, running, head, 100.0, LEVELS, YieldMargin.of(0.9))
+        assert not decision.yields and decision.reason.startswith("runs to completion")
+        assert not aged.should_yield(running, 100.0, head)
+
+
+def test_preemptive_policies_yield_to_a_starving_head_whatever_the_margin():
+    running, head = job("a", 400.0, generated=50, enqueued=100.0), job("b", 500.0, arrival=1.0, enqueued=1.0)
+    aged = Aging(make_policy("isrtf"), 30.0)
     decision = decide(aged, running, head, 100.0, LEVELS, YieldMargin.of(0.9))
     assert decision.yields and decision.reason == "the head starves"  # the margin never blocks a starving head
 

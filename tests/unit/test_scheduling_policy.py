@@ -112,13 +112,17 @@ def test_the_scheduler_builds_aging_since_arrival_from_its_setting():
     assert Scheduler.from_settings(legacy, levels).policy().since_arrival
 
 
-def test_a_non_preemptive_policy_with_aging_yields_to_a_starving_head_only():
-    policy = Aging(FCFS(), max_wait_s=5.0)
-    running = JobView("run", 0.0)
-    starving = JobView("old", 1.0, enqueued_at=1.0)
-    assert policy.should_yield(running, now=6.5, head=starving)
-    assert not policy.should_yield(running, now=5.5, head=starving)
-    assert not policy.should_yield(running, now=6.5, head=None)
+def test_aging_pre_empts_only_for_a_preemptive_policy():
+    # Under FCFS or SJF aging reorders the queue (the starving job takes the next free slot); under ISRTF a
+    # running job also gives its slot to a starving head at its window end.
+    running = JobView("run", 3.0, predicted_remaining=10.0)
+    starving = JobView("old", 1.0, predicted_remaining=500.0, enqueued_at=1.0)
+    for inner in (FCFS(), SJF()):
+        assert not Aging(inner, max_wait_s=5.0).should_yield(running, now=6.5, head=starving)
+    isrtf = Aging(ISRTF(), max_wait_s=5.0)
+    assert isrtf.should_yield(running, now=6.5, head=starving)
+    assert not isrtf.should_yield(running, now=5.5, head=starving)
+    assert not isrtf.should_yield(running, now=6.5, head=None)
     assert not FCFS().should_yield(running, now=6.5, head=starving)
 
 
