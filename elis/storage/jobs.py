@@ -7,6 +7,7 @@ redelivered or re-published window message cannot append tokens twice.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -337,25 +338,40 @@ def recent_service_times(session: Session, *, limit: int) -> list[float]:
     )]
 
 
+def _finished_query() -> Select:
+    # Jobs with a forced length are left out: their length says nothing about the predictor.
+    return select(Job).where(Job.status == JobStatus.DONE.value, Job.force_length.is_(False))
+
+
+def _repredicted_query() -> Select:
+    has_reprediction = select(Window.job_id).where(Window.job_id == Job.id, Window.prediction_after.is_not(None))
+    return _finished_query().where(has_reprediction.exists())
+
+
 def recent_finished(session: Session, *, limit: int) -> list[FinishedFacts]:
     """The last `limit` jobs that ran to their end (EOS, stop or max_tokens), newest first. Jobs with a
     forced length are left out: their length says nothing about the predictor."""
-    return _finished_facts(session, select(Job).where(Job.status == JobStatus.DONE.value,
-                                                       Job.force_length.is_(False)), limit)
+    return _finished_facts(session, [_finished_query()], limit)[0]
 
 
 def recent_repredicted(session: Session, *, limit: int) -> list[FinishedFacts]:
     """As `recent_finished`, but only jobs with at least one re-prediction after a window, however far back:
     what the pre-emption verdict and the step calibration learn from when the last jobs ran under a policy
     that makes none (FCFS, SJF)."""
-    has_reprediction = select(Window.job_id).where(Window.job_id == Job.id, Window.prediction_after.is_not(None))
-    return _finished_facts(session, select(Job).where(Job.status == JobStatus.DONE.value, Job.force_length.is_(False),
-                                                       has_reprediction.exists()), limit)
+    return _finished_facts(session, [_repredicted_query()], limit)[0]
 
 
-def _finished_facts(session: Session, query: Select, limit: int) -> list[FinishedFacts]:
-    jobs = list(session.scalars(query.order_by(Job.finished_at.desc(), Job.id).limit(limit)))
-    ids = [job.id for job in jobs]
+def recent_guard_evidence(session: Session, *, limit: int) -> tuple[list[FinishedFacts], list[FinishedFacts]]:
+    """`recent_finished` and `recent_repredicted` together, reading the windows of a job in both once (under
+    ISRTF the two lists are mostly the same jobs)."""
+    finished, repredicted = _finished_facts(session, [_finished_query(), _repredicted_query()], limit)
+    return finished, repredicted
+
+
+def _finished_facts(session: Session, queries: Sequence[Select], limit: int) -> list[list[FinishedFacts]]:
+    job_lists = [list(session.scalars(query.order_by(Job.finished_at.desc(), Job.id).limit(limit)))
+                 for query in queries]
+    ids = sorted({job.id for jobs in job_lists for job in jobs})
     windows: dict[str, list[tuple[int, int, float | None]]] = {}
     if ids:
         rows = session.execute(
@@ -364,13 +380,14 @@ def _finished_facts(session: Session, query: Select, limit: int) -> list[Finishe
         )
         for job_id, index, num_tokens, prediction in rows:
             windows.setdefault(job_id, []).append((index, num_tokens, prediction))
-    facts = []
-    for job in jobs:
-        steps = step_predictions(((num_tokens, prediction) for _, num_tokens, prediction in
-                                  sorted(windows.get(job.id, []))), job.num_output_tokens)
-        facts.append(FinishedFacts(job.id, job.num_output_tokens, job.service_s or 0.0, job.initial_prediction,
-                                   steps))
-    return facts
+    facts: dict[str, FinishedFacts] = {}
+    for job in (job for jobs in job_lists for job in jobs):
+        if job.id not in facts:
+            steps = step_predictions(((num_tokens, prediction) for _, num_tokens, prediction in
+                                      sorted(windows.get(job.id, []))), job.num_output_tokens)
+            facts[job.id] = FinishedFacts(job.id, job.num_output_tokens, job.service_s or 0.0,
+                                          job.initial_prediction, steps)
+    return [[facts[job.id] for job in jobs] for jobs in job_lists]
 
 
 def recent_cohort(session: Session, *, limit: int, arrived_before: datetime, now: datetime,

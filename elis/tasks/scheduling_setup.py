@@ -57,8 +57,7 @@ def refresh_scheduler(scheduler: Scheduler, settings: Settings) -> bool:
 
     now = clock.now()
     with session_scope(settings.resolved_database_url) as session:
-        facts = store.recent_finished(session, limit=settings.guard_window_jobs)
-        repredicted = store.recent_repredicted(session, limit=settings.guard_window_jobs)
+        facts, repredicted = store.recent_guard_evidence(session, limit=settings.guard_window_jobs)
         service_times = store.recent_service_times(session, limit=settings.guard_window_jobs)
         cohort = None
         if scheduler.outcome.enabled:

@@ -91,6 +91,11 @@ def test_after_a_spell_without_re_predictions_pre_emption_is_judged_on_the_older
     with session_scope(url) as session:
         assert {f.job_id for f in store.recent_repredicted(session, limit=50)} == set(isrtf)
         assert not any(f.step_predictions for f in store.recent_finished(session, limit=settings.guard_window_jobs))
+        # The refresh reads both at once (each job's windows once): the same lists as the two reads.
+        finished, repredicted = store.recent_guard_evidence(session, limit=12)
+        assert finished == store.recent_finished(session, limit=12)
+        assert repredicted == store.recent_repredicted(session, limit=12)
+        assert {f.job_id for f in repredicted} == set(isrtf) and all(f.step_predictions for f in repredicted)
     scheduler.guard.preempting = False
     refresh_scheduler(scheduler, settings)
     stats = client.get("/v1/stats").json()
