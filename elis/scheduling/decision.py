@@ -73,7 +73,8 @@ class YieldMargin:
         return cost.tokens + uncertain
 
     @classmethod
-    def of(cls, default_uncertainty: float, by_step: Sequence[tuple[int, float]] = (), enabled: bool = True) -> YieldMargin:
+    def of(cls, default_uncertainty: float, by_step: Sequence[tuple[int, float]] = (),
+           enabled: bool = True) -> YieldMargin:
         return cls(tuple(sorted((int(s), float(e)) for s, e in by_step)), float(default_uncertainty), enabled)
 
 

@@ -192,8 +192,8 @@ def test_the_aging_bound_follows_the_mean_service_time_above_a_floor():
 # --- the scheduler ----------------------------------------------------------------------------------------
 SETTINGS = SimpleNamespace(policy="isrtf", yield_uncertainty=0.3, yield_margin_per_step=False, yield_margin=True,
                            guard_threshold=0.2, guard_hysteresis=0.05, guard_min_jobs=5, guard=True,
-                           guard_start_in_fallback=False, guard_preempt_precision=0.9, max_wait_s=0.0, aging=True, aging_factor=3.0,
-                           aging_floor_s=10.0, calibrate_steps=True)
+                           guard_start_in_fallback=False, guard_preempt_precision=0.9, max_wait_s=0.0, aging=True,
+                           aging_factor=3.0, aging_floor_s=10.0, calibrate_steps=True)
 
 
 def test_in_fallback_a_prediction_policy_orders_as_fcfs_and_stops_re_predicting():
