@@ -353,7 +353,12 @@ def update(
         Path | None, typer.Option(help="replay: learn from this corpus file's records instead of the database")
     ] = None,
     holdout: Annotated[float, typer.Option(help="fraction of the jobs (by prompt) held back to validate")] = 0.3,
+    holdout_split: Annotated[str, typer.Option(
+        help="which jobs are held back: 'later' (the prompts seen last: the update is judged on the traffic "
+             "after what it learned from) or 'hash' (by prompt hash)")] = "later",
     head: Annotated[bool, typer.Option(help="also try fine-tuning the head (else calibration only)")] = True,
+    min_finetune_jobs: Annotated[int, typer.Option(
+        min=1, help="fine-tune the head only from this many adapting jobs up (below: calibration only)")] = 200,
     min_gain: Annotated[float, typer.Option(help="required pooled-tau gain on the held-back jobs")] = 0.0,
     min_confidence: Annotated[float, typer.Option(
         min=0.0, max=1.0, help="required share of bootstrap resamples of the held-back prompts in which the new "
@@ -394,7 +399,8 @@ def update(
         try:
             result = update_checkpoint(source, data, cache, out_path=out, holdout_fraction=holdout,
                                        refit_head=head, min_gain=min_gain, dry_run=dry_run,
-                                       min_confidence=min_confidence)
+                                       min_confidence=min_confidence, holdout_split=holdout_split,
+                                       min_finetune_jobs=min_finetune_jobs)
             typer.echo(f"{result.reason} ({result.adapt_jobs} jobs to adapt, {result.holdout_jobs} held back); "
                        f"version {result.version}{'' if dry_run else f' written to {result.path}'}")
             if not dry_run:
@@ -433,6 +439,8 @@ def update_curve(
     point: Annotated[list[int] | None, typer.Option(help="finished jobs per update [default: 100, 300]")] = None,
     max_epochs: int = 40,
     prompt_prior: PromptPriorOption = True,
+    holdout_split: Annotated[str, typer.Option(help="as `update --holdout-split`")] = "later",
+    min_finetune_jobs: Annotated[int, typer.Option(min=1, help="as `update --min-finetune-jobs`")] = 200,
     threads: ThreadsOption = 1,
 ) -> None:
     """The online-update curve by replaying a held-out source's finished jobs through `update`, from a checkpoint
@@ -445,7 +453,8 @@ def update_curve(
     records = _read_corpus(corpus or [DEFAULT_CORPUS])
     out_dir = out_dir or _settings().cache_dir / "predictor" / "update-curve"
     config = RankerConfig(max_epochs=max_epochs, use_prompt_prior=prompt_prior)
-    results = online_curve(_embedding_cache(), records, source, out_dir, config, point or [100, 300])
+    results = online_curve(_embedding_cache(), records, source, out_dir, config, point or [100, 300],
+                           holdout_split=holdout_split, min_finetune_jobs=min_finetune_jobs)
     typer.echo(curve_markdown(results))
     typer.echo(f"tables in {out_dir}")
 

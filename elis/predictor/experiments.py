@@ -178,7 +178,8 @@ def scores_for(ranker: Ranker, arrays) -> np.ndarray:
 
 
 def online_curve(cache, records: Sequence[dict], source: str, out_dir: Path, config: RankerConfig,
-                 points: Sequence[int] = (100, 300), holdout_fraction: float = 0.3) -> list[dict[str, Any]]:
+                 points: Sequence[int] = (100, 300), holdout_fraction: float = 0.3, holdout_split: str = "later",
+                 min_finetune_jobs: int = 200) -> list[dict[str, Any]]:
     """The online-update curve by replay: a checkpoint trained without `source`, then `elis predictor
     update` fed the first 100, then the first 300 finished jobs of `source` (corpus records in the order
     they were generated), each update from the checkpoint the previous one left. Every point is scored on a
@@ -217,7 +218,8 @@ def online_curve(cache, records: Sequence[dict], source: str, out_dir: Path, con
             log.warning("only %d finished jobs of %s to replay; stopping before %d", len(stream), source, n)
             break
         try:
-            result = update_checkpoint(path, stream[:n], cache, holdout_fraction=holdout_fraction)
+            result = update_checkpoint(path, stream[:n], cache, holdout_fraction=holdout_fraction,
+                                       holdout_split=holdout_split, min_finetune_jobs=min_finetune_jobs)
             note = result.reason
         except UpdateRefused as exc:
             note = str(exc)

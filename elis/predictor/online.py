@@ -3,11 +3,13 @@
 Every finished job is a labelled example: its prompt, its text after each window (decoded from its token ids
 at the window boundaries) and its true remaining length at each of them. An update:
 
-1. takes the last N finished jobs (or corpus-format records, for a replay) and splits them by prompt into an
-   ADAPT part and a held-back HOLDOUT part (`holdout_fraction`);
+1. takes the last N finished jobs (or corpus-format records, for a replay), oldest first, and splits them by
+   prompt into an ADAPT part and a held-back HOLDOUT part (`holdout_fraction`): by default the HOLDOUT is the
+   LATER stretch (the prompts seen last), so an update is judged on traffic that came after what it learned
+   from, as it will be served; `holdout_split="hash"` draws it by prompt hash instead;
 2. builds candidates from the current ranker checkpoint: (a) the same head with the per-step calibration
-   refitted on ADAPT; (b) if `refit_head`, the head fine-tuned on ADAPT (ranking + regression loss, a few
-   epochs, a lower learning rate) and then recalibrated;
+   refitted on ADAPT; (b) if `refit_head` and ADAPT holds at least `min_finetune_jobs` jobs, the head
+   fine-tuned on ADAPT (ranking + regression loss, a few epochs, a lower learning rate) and then recalibrated;
 3. scores the current checkpoint and each candidate on HOLDOUT by the POOLED Kendall tau (every step at
    once: the scheduler compares admission predictions with re-predictions, so ranking across steps is
    what it needs);
@@ -103,8 +105,9 @@ def job_record(job: Any, decode, window_tokens: int, sample: int = 0) -> dict[st
 
 
 def finished_job_records(database_url: str, limit: int, window_tokens: int, decode) -> list[dict[str, Any]]:
-    """The last `limit` jobs that ended on their own (EOS, stop or max_tokens), newest first. Jobs with a
-    forced length (trace replay) are left out: their length says nothing about the prompt."""
+    """The last `limit` jobs that ended on their own (EOS, stop or max_tokens), oldest first (as `update`
+    takes them: its held-back judge is the later stretch). Jobs with a forced length (trace replay) are left
+    out: their length says nothing about the prompt."""
     from sqlalchemy import select
     from sqlalchemy.orm import lazyload
 
@@ -126,7 +129,7 @@ def finished_job_records(database_url: str, limit: int, window_tokens: int, deco
             key = prompt_key(job.prompt)
             samples[key] = samples.get(key, -1) + 1
             records.append(job_record(job, decode, window_tokens, samples[key]))
-        return records[::-1]
+        return records
 
 
 # -- the update ------------------------------------------------------------------------------------------
@@ -179,13 +182,25 @@ def bootstrap_win_rate(true: Sequence[float], before: Sequence[float], after: Se
     return wins / reps
 
 
-def split_adapt_holdout(records: Sequence[dict], holdout_fraction: float) -> tuple[list[dict], list[dict]]:
-    """By prompt hash (salted, so it is independent of the train/val/test rule): all samples of a prompt
-    on one side."""
-    adapt, holdout = [], []
-    for record in records:
-        side = split_of("update\0" + record["prompt"], (1 - holdout_fraction, holdout_fraction, 0.0))
-        (adapt if side == "train" else holdout).append(record)
+HOLDOUT_SPLITS = ("later", "hash")
+
+
+def split_adapt_holdout(records: Sequence[dict], holdout_fraction: float,
+                        how: str = "later") -> tuple[list[dict], list[dict]]:
+    """All samples of a prompt on one side. `later` (records oldest first): the prompts first seen in the
+    last `holdout_fraction` of the records are held back, so the judge is the stretch of traffic after the
+    one adapted to. `hash`: by prompt hash (salted, so it is independent of the train/val/test rule)."""
+    if how not in HOLDOUT_SPLITS:
+        raise ValueError(f"holdout split {how!r}: choose one of {', '.join(HOLDOUT_SPLITS)}")
+    if how == "hash":
+        held = {r["prompt"] for r in records
+                if split_of("update\0" + r["prompt"], (1 - holdout_fraction, holdout_fraction, 0.0)) != "train"}
+    else:
+        first_seen = list(dict.fromkeys(r["prompt"] for r in records))
+        num_held = round(len(first_seen) * holdout_fraction)
+        held = set(first_seen[len(first_seen) - num_held:]) if num_held else set()
+    adapt = [r for r in records if r["prompt"] not in held]
+    holdout = [r for r in records if r["prompt"] in held]
     return adapt, holdout
 
 
@@ -242,16 +257,21 @@ def update_checkpoint(
     min_gain: float = 0.0,
     dry_run: bool = False,
     min_confidence: float = 0.9,
+    holdout_split: str = "later",
+    min_finetune_jobs: int = 200,
 ) -> UpdateResult:
-    """One update from `records` (see the module docstring). Raises UpdateRefused when nothing is better: the
-    best candidate must beat the current model's pooled tau on the held-back jobs by more than `min_gain`, and
-    do so in at least `min_confidence` of bootstrap resamples of them (`bootstrap_win_rate`; 0 turns it off)."""
+    """One update from `records`, oldest first (see the module docstring). Raises UpdateRefused when nothing
+    is better: the best candidate must beat the current model's pooled tau on the held-back jobs by more than
+    `min_gain`, and do so in at least `min_confidence` of bootstrap resamples of them (`bootstrap_win_rate`; 0
+    turns it off). The head is fine-tuned only from `min_finetune_jobs` adapting jobs up: on the update curve
+    (docs/predictor.md) a head fine-tuned on 70 jobs won its own held-back slice and ranked a fixed test set
+    worse; below that only the calibration is refitted."""
     from elis.predictor.ranker_train import uncertainty_by_step, write_level_file
 
     checkpoint = load_checkpoint(checkpoint_path)
     current = ranker_of(checkpoint)
     config = replace(current.config)
-    adapt_records, holdout_records = split_adapt_holdout(records, holdout_fraction)
+    adapt_records, holdout_records = split_adapt_holdout(records, holdout_fraction, holdout_split)
     if len(adapt_records) < 10 or len(holdout_records) < 5:
         raise UpdateRefused(f"too few finished jobs ({len(adapt_records)} to adapt, {len(holdout_records)} held "
                             "back; need 10 and 5)")
@@ -260,7 +280,7 @@ def update_checkpoint(
     holdout = arrays_of(cache, flatten(holdout_records), config, prior)
     current_tau = pooled_tau(current, holdout)
     candidates = {"recalibrated": recalibrated(current, adapt)}
-    if refit_head:
+    if refit_head and len(adapt_records) >= min_finetune_jobs:
         candidates["fine-tuned"] = fine_tune(current, adapt)
     taus = {name: pooled_tau(r, holdout) for name, r in candidates.items()}
     best_name = max(taus, key=lambda n: taus[n])
@@ -290,6 +310,7 @@ def update_checkpoint(
             "candidate": best_name,
             "adapt_jobs": len(adapt_records),
             "holdout_jobs": len(holdout_records),
+            "holdout_split": holdout_split,
             "holdout_pooled_tau_before": current_tau,
             "holdout_pooled_tau_after": taus[best_name],
             "holdout_confidence": result.confidence,

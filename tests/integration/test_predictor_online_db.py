@@ -149,9 +149,9 @@ def test_finished_job_records_are_the_done_unforced_jobs_with_the_text_of_each_w
     service.cancel(service.admit("A job cancelled in the queue.", at=80), at=81)
 
     records = finished_job_records(db_url, 100, WINDOW, lambda ids: decode(tokenizer, ids))
-    assert [r["id"] for r in records] == list(reversed(done))  # newest first, nothing else
+    assert [r["id"] for r in records] == list(done)  # oldest first, nothing else
     assert [r["id"] for r in finished_job_records(db_url, 2, WINDOW, lambda ids: decode(tokenizer, ids))] == \
-        list(reversed(done))[:2]  # the limit keeps the LAST finished jobs
+        list(done)[-2:]  # the limit keeps the LAST finished jobs
 
     # hand check: 120 tokens -> examples at 0, 50, 100 tokens with 120, 70, 20 to go; the text at each step is
     # what the first 50k tokens decode to, without the half emoji token 50 ends in
@@ -229,7 +229,9 @@ def test_update_learns_a_signal_from_the_database_and_writes_the_next_version(db
     store_traffic(Service(db_url, tokenizer), tokenizer, reversed_in_adapt=True, reversed_in_holdout=True)
     version = load_checkpoint(checkpoint).metadata.get("version", 1)
     edges_before = (checkpoint.parent / "level_edges.json").read_text()
-    code, output = run_update(db_url, checkpoint, tmp_path, tokenizer, monkeypatch)
+    # 42 adapting jobs: below the default 200 only the calibration is refitted, which cannot turn a ranking
+    # round; let the head be fine-tuned on them.
+    code, output = run_update(db_url, checkpoint, tmp_path, tokenizer, monkeypatch, "--min-finetune-jobs", "10")
     assert code == 0, output
     assert "accepted" in output
     updated = load_checkpoint(checkpoint).metadata

@@ -20,7 +20,13 @@ from elis.predictor.corpus_eval import (
 )
 from elis.predictor.fakes import FakeEmbeddingCache, FakeEncoder, fake_record
 from elis.predictor.features import Example, PredictionInput, flatten
-from elis.predictor.online import UpdateRefused, bootstrap_win_rate, ranker_of, update_checkpoint
+from elis.predictor.online import (
+    UpdateRefused,
+    bootstrap_win_rate,
+    ranker_of,
+    split_adapt_holdout,
+    update_checkpoint,
+)
 from elis.predictor.ranker import RankerConfig, arrays_of, ranker_metadata, train_ranker
 from elis.predictor.serving import LengthPredictor
 from elis.prompts import PromptItem
@@ -168,6 +174,27 @@ def test_update_refuses_a_model_that_does_not_rank_better(tmp_path: Path, record
     with pytest.raises(UpdateRefused, match="refused"):
         update_checkpoint(path, _records(160, samples=1, seed=1), FakeEmbeddingCache(), min_gain=0.5)
     assert file_sha256(path) == before
+
+
+def test_the_held_back_jobs_are_the_later_stretch_with_every_sample_of_a_prompt():
+    records = [{"prompt": p, "n": i} for i, p in enumerate("a b a c d c e f g h".split())]
+    adapt, holdout = split_adapt_holdout(records, 0.25)  # 8 prompts by first appearance: the last 2 held back
+    assert [r["prompt"] for r in holdout] == ["g", "h"]
+    assert [r["n"] for r in adapt] == [0, 1, 2, 3, 4, 5, 6, 7]  # a's and c's later samples stay with them
+    by_hash = split_adapt_holdout(records, 0.5, "hash")
+    assert {r["prompt"] for r in by_hash[0]}.isdisjoint(r["prompt"] for r in by_hash[1])
+    assert sorted(r["n"] for part in by_hash for r in part) == list(range(10))
+    with pytest.raises(ValueError, match="holdout split"):
+        split_adapt_holdout(records, 0.3, "random")
+
+
+def test_the_head_is_fine_tuned_only_from_enough_adapting_jobs(tmp_path: Path, records):
+    path = _checkpoint(tmp_path, records, broken_scale=8.0)
+    few = update_checkpoint(path, _records(160, samples=1, seed=1), FakeEmbeddingCache(), dry_run=True)
+    assert set(few.candidates) == {"recalibrated"}  # 112 adapting jobs < 200
+    enough = update_checkpoint(path, _records(160, samples=1, seed=1), FakeEmbeddingCache(), dry_run=True,
+                               min_finetune_jobs=100)
+    assert set(enough.candidates) == {"recalibrated", "fine-tuned"}
 
 
 def test_the_bootstrap_is_sure_of_a_clear_gain_and_not_of_a_tie_or_a_loss():
