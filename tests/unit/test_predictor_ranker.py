@@ -160,7 +160,9 @@ def records():
 
 def test_update_accepts_a_better_calibration_and_writes_a_new_version(tmp_path: Path, records):
     path = _checkpoint(tmp_path, records, broken_scale=8.0)
-    result = update_checkpoint(path, _records(160, samples=1, seed=1), FakeEmbeddingCache(), refit_head=False)
+    # (these fake records have no order in time: the hash split is the one their numbers were chosen on)
+    result = update_checkpoint(path, _records(160, samples=1, seed=1), FakeEmbeddingCache(), refit_head=False,
+                               holdout_split="hash")
     assert result.accepted and result.version == 2
     assert result.candidates["recalibrated"] > result.current_tau
     reloaded = load_checkpoint(path)
@@ -190,10 +192,10 @@ def test_the_held_back_jobs_are_the_later_stretch_with_every_sample_of_a_prompt(
 
 def test_the_head_is_fine_tuned_only_from_enough_adapting_jobs(tmp_path: Path, records):
     path = _checkpoint(tmp_path, records, broken_scale=8.0)
-    few = update_checkpoint(path, _records(160, samples=1, seed=1), FakeEmbeddingCache(), dry_run=True)
+    jobs, anything = _records(160, samples=1, seed=1), {"dry_run": True, "min_gain": -1.0, "min_confidence": 0}
+    few = update_checkpoint(path, jobs, FakeEmbeddingCache(), **anything)
     assert set(few.candidates) == {"recalibrated"}  # 112 adapting jobs < 200
-    enough = update_checkpoint(path, _records(160, samples=1, seed=1), FakeEmbeddingCache(), dry_run=True,
-                               min_finetune_jobs=100)
+    enough = update_checkpoint(path, jobs, FakeEmbeddingCache(), min_finetune_jobs=100, **anything)
     assert set(enough.candidates) == {"recalibrated", "fine-tuned"}
 
 
@@ -212,14 +214,16 @@ def test_the_bootstrap_is_sure_of_a_clear_gain_and_not_of_a_tie_or_a_loss():
 
 def test_update_refuses_a_gain_on_the_held_back_jobs_that_their_resamples_do_not_confirm(tmp_path: Path, records):
     path = _checkpoint(tmp_path, records)
-    update_checkpoint(path, _records(160, samples=1, seed=1), FakeEmbeddingCache(), refit_head=False)  # version 2
+    cache = FakeEmbeddingCache()
+    update_checkpoint(path, _records(160, samples=1, seed=1), cache, refit_head=False, holdout_split="hash")  # v2
     before = file_sha256(path)
     again = _records(160, samples=1, seed=2)
     # Recalibrating version 2 again gains a hair on the held-back jobs (0.372 -> 0.376): too little to be sure of.
-    unchecked = update_checkpoint(path, again, FakeEmbeddingCache(), refit_head=False, min_confidence=0, dry_run=True)
+    unchecked = update_checkpoint(path, again, cache, refit_head=False, min_confidence=0, dry_run=True,
+                                  holdout_split="hash")
     assert unchecked.accepted and unchecked.candidates["recalibrated"] - unchecked.current_tau < 0.02
     with pytest.raises(UpdateRefused, match="better in only .* of resamples"):
-        update_checkpoint(path, again, FakeEmbeddingCache(), refit_head=False)
+        update_checkpoint(path, again, cache, refit_head=False, holdout_split="hash")
     assert file_sha256(path) == before
 
 
