@@ -1,6 +1,6 @@
 """Where a run's time went after its jobs first started: re-queued jobs (yields) and their extra waits.
 
-Usage: python requeue.py records-*.csv [more records CSVs]
+Usage: python requeue.py */records-*.csv ../seed-tasks-leakfree-r21/*/records-*.csv > requeue.md
 
 Reads the per-job records `elis compare` writes. A job's queuing delay is all its time in the queue; its first
 wait is `first_start - arrival`; the rest is time spent queued again after yielding its slot. Prints one
@@ -23,7 +23,8 @@ def row(path: Path) -> str:
     short = [float(j["jct"]) for j in jobs if int(j["num_output_tokens"]) < 100]
     capped = [float(j["jct"]) for j in jobs if int(j["num_output_tokens"]) >= 512]
     mean = statistics.mean
-    return (f"| {path.parent.name}/{path.stem.removeprefix('records-')} | {len(jobs)} | {len(requeued)} | "
+    label = f"{path.resolve().parent.parent.name}/{path.parent.name}/{path.stem.removeprefix('records-')}"
+    return (f"| {label} | {len(jobs)} | {len(requeued)} | "
             f"{mean(requeued) if requeued else 0:.1f} | {sum(extra) / len(jobs):.2f} | "
             f"{mean(float(j['jct']) for j in jobs):.2f} | {mean(short) if short else float('nan'):.2f} | "
             f"{mean(capped) if capped else float('nan'):.2f} |")
