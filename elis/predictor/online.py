@@ -197,8 +197,7 @@ def split_adapt_holdout(records: Sequence[dict], holdout_fraction: float,
                 if split_of("update\0" + r["prompt"], (1 - holdout_fraction, holdout_fraction, 0.0)) != "train"}
     else:
         first_seen = list(dict.fromkeys(r["prompt"] for r in records))
-        num_held = round(len(first_seen) * holdout_fraction)
-        held = set(first_seen[len(first_seen) - num_held:]) if num_held else set()
+        held = set(first_seen[len(first_seen) - round(len(first_seen) * holdout_fraction):])
     adapt = [r for r in records if r["prompt"] not in held]
     holdout = [r for r in records if r["prompt"] in held]
     return adapt, holdout

@@ -104,10 +104,10 @@ def decide(policy: Policy, job: JobView, head: JobView | None, now: float, level
     if head is None:
         return Decision(False, score, level, "nothing waits")
     if isinstance(policy, Aging) and policy.is_starving(head, now):
-        if not policy.yields(job):
-            return Decision(False, score, level, "runs to completion; the starving head takes the next free slot")
         if policy.keeps_slot_against_starving(job, head, now):
-            return Decision(False, score, level, "starving too, and arrived before the head")
+            reason = ("starving too, and arrived before the head" if policy.yields(job)
+                      else "runs to completion; the starving head takes the next free slot")
+            return Decision(False, score, level, reason)
         return Decision(True, score, level, "the head starves")
     if not policy.should_yield(job, now, head):
         reason = "runs to completion" if not policy.yields(job) else "the head is not sooner"

@@ -218,7 +218,7 @@ class Aging(Policy):
         - Under a non-preemptive inner policy it always does. Pre-empting it would move the starvation, not
           end it: where jobs queue long enough to starve, the yielded job went back behind every shorter or
           starving job and waited, in run 21 of docs/scheduling.md, 20-40 s to finish a job of 63-512 tokens
-          (7-11 such jobs a run under SJF, 1-2 s on every job's mean JCT), while the starving head would have
+          (5-11 such jobs a run under SJF, 1-2 s on every job's mean JCT), while the starving head would have
           had a slot at the next job's end anyway (seconds away with several slots). FCFS never pre-empts, so
           this also keeps a guard's FCFS fallback the FCFS its outcome guard compares with.
         - Starving jobs go in arrival order: counted from arrival, a running job can be starving too, and it
