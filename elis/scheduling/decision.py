@@ -105,8 +105,12 @@ def decide(policy: Policy, job: JobView, head: JobView | None, now: float, level
         return Decision(False, score, level, "nothing waits")
     if isinstance(policy, Aging) and policy.is_starving(head, now):
         if policy.keeps_slot_against_starving(job, head, now):
-            reason = ("starving too, and arrived before the head" if policy.yields(job)
-                      else "runs to completion; the starving head takes the next free slot")
+            if not policy.yields(job):
+                reason = "runs to completion; the starving head takes the next free slot"
+            elif not policy.preempts:
+                reason = "aging does not pre-empt; the starving head takes the next free slot"
+            else:
+                reason = "starving too, and arrived before the head"
             return Decision(False, score, level, reason)
         return Decision(True, score, level, "the head starves")
     if not policy.should_yield(job, now, head):

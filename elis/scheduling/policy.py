@@ -172,7 +172,7 @@ class Aging(Policy):
     """
 
     def __init__(self, inner: Policy, max_wait_s: float, service_factor: float = 0.0,
-                 since_arrival: bool = False) -> None:
+                 since_arrival: bool = False, preempts: bool = True) -> None:
         if max_wait_s <= 0 and service_factor <= 0:
             raise ValueError("aging needs max_wait_s > 0 or service_factor > 0")
         self.inner = inner
@@ -181,6 +181,9 @@ class Aging(Policy):
         # Count from the job's arrival, not from when it last entered the queue: a job pre-empted again and
         # again (each wait under the bound) still goes first once its whole time in the system passes it.
         self.since_arrival = since_arrival
+        # Whether a starving head may take a running job's slot at its window end (preemptive inner policies
+        # only); off, aging only reorders the queue under every policy.
+        self.preempts = preempts
         self.name = f"{inner.name}+aging"  # type: ignore[misc]
         self.needs_initial_prediction = inner.needs_initial_prediction  # type: ignore[misc]
         self.repredicts = inner.repredicts  # type: ignore[misc]
@@ -224,7 +227,7 @@ class Aging(Policy):
         - Starving jobs go in arrival order: counted from arrival, a running job can be starving too, and it
           keeps its slot against a starving head that arrived after it (else two old jobs would swap every
           window, each swap a re-prefill and a broker round trip)."""
-        if not self.inner.yields(job):
+        if not self.inner.yields(job) or not self.preempts:
             return True
         return self.since_arrival and self.is_starving(job, now) and job.arrival_time <= head.arrival_time
 
@@ -236,7 +239,7 @@ class Aging(Policy):
 
     def __repr__(self) -> str:
         return (f"Aging({self.inner!r}, max_wait_s={self.max_wait_s}, service_factor={self.service_factor}, "
-                f"since_arrival={self.since_arrival})")
+                f"since_arrival={self.since_arrival}, preempts={self.preempts})")
 
 
 _POLICIES: dict[str, type[Policy]] = {cls.name: cls for cls in (FCFS, SJF, ISRTF, SRTFOracle, MLFQ)}

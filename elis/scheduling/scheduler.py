@@ -38,6 +38,7 @@ class AgingRule:
     factor: float = 3.0
     floor_s: float = 10.0
     since_arrival: bool = True  # count the bound from the job's arrival (total time), not its last enqueue
+    preempts: bool = True  # a starving head takes a running job's slot under a preemptive policy
 
     def bound(self, service_times: Sequence[float]) -> float:
         if self.fixed_s > 0:
@@ -93,7 +94,8 @@ class Scheduler:
                 inner = make_policy(name)
                 if (fallback and inner.uses_predictions) or tripped:
                     inner = FCFS()
-                policy = Aging(inner, bound, since_arrival=self.aging.since_arrival) if bound > 0 else inner
+                policy = (Aging(inner, bound, since_arrival=self.aging.since_arrival, preempts=self.aging.preempts)
+                          if bound > 0 else inner)
                 if len(self._policies) > 256:
                     self._policies.clear()
                 self._policies[key] = policy
@@ -262,7 +264,8 @@ class Scheduler:
             "rank_quality": None if self.quality is None else self.quality.as_dict(),
             "outcome": {**self.outcome.as_dict(), "judging_since": _finite(self.judging_since())},
             "aging": {"enabled": self.aging.enabled, "bound_s": round(self.aging_bound_s, 2),
-                      "derived": self.aging.fixed_s <= 0, "since_arrival": self.aging.since_arrival},
+                      "derived": self.aging.fixed_s <= 0, "since_arrival": self.aging.since_arrival,
+                      "preempts": self.aging.preempts},
             "margin": {"enabled": self.margin.enabled, "uncertainty_default": self.margin.default_uncertainty,
                        "uncertainty_by_step": [list(p) for p in self.margin.uncertainty_by_step]},
             "levels": {"num_levels": self.levels.num_levels, "edges": list(self.levels.edges)},
@@ -286,7 +289,8 @@ class Scheduler:
                                                               QualityGuard.preempt_hysteresis)))
         aging = AgingRule(enabled=settings.aging, fixed_s=settings.max_wait_s, factor=settings.aging_factor,
                           floor_s=settings.aging_floor_s,
-                          since_arrival=bool(getattr(settings, "aging_since_arrival", True)))
+                          since_arrival=bool(getattr(settings, "aging_since_arrival", True)),
+                          preempts=bool(getattr(settings, "aging_preempts", True)))
         outcome = OutcomeGuard(enabled=bool(getattr(settings, "outcome_guard", True)),
                                tolerance=float(getattr(settings, "outcome_tolerance", OutcomeGuard.tolerance)),
                                min_jobs=int(getattr(settings, "outcome_min_jobs", OutcomeGuard.min_jobs)),

@@ -84,6 +84,29 @@ def test_preemptive_policies_yield_to_a_starving_head_whatever_the_margin():
     assert decision.yields and decision.reason == "the head starves"  # the margin never blocks a starving head
 
 
+def test_with_aging_not_pre_empting_a_starving_head_waits_for_a_free_slot_under_isrtf_too():
+    # ELIS_AGING_PREEMPTS=false: aging only reorders the queue, whatever the policy; a head that is merely
+    # shorter (not starving) still takes the slot by the margin rule.
+    aged = Aging(make_policy("isrtf"), 30.0, since_arrival=True, preempts=False)
+    running = job("a", 400.0, generated=50, arrival=90.0, enqueued=90.0)
+    starving = job("b", 500.0, arrival=1.0, enqueued=1.0)
+    kept = decide(aged, running, starving, 100.0, LEVELS, YieldMargin.of(0.9))
+    assert not kept.yields and kept.reason.startswith("aging does not pre-empt")
+    assert not aged.should_yield(running, 100.0, starving)
+    shorter = job("c", 10.0, arrival=95.0, enqueued=95.0)
+    assert decide(aged, running, shorter, 100.0, LEVELS, YieldMargin.of(0.3)).yields
+    assert decide(Aging(make_policy("isrtf"), 30.0, since_arrival=True), running, starving, 100.0, LEVELS).yields
+
+
+def test_the_scheduler_builds_aging_that_pre_empts_or_not_from_the_settings():
+    for preempts in (True, False):
+        settings = SimpleNamespace(**{**vars(SETTINGS), "policy": "isrtf", "aging_preempts": preempts})
+        scheduler = Scheduler.from_settings(settings, LEVELS)
+        policy = scheduler.policy()
+        assert isinstance(policy, Aging) and policy.preempts is preempts
+        assert scheduler.snapshot()["aging"]["preempts"] is preempts
+
+
 def test_a_starving_running_job_keeps_its_slot_against_a_later_starving_head():
     # Counted from arrival, both have been in the system past the 10 s bound: arrival order decides, and the
     # worker must not swap the old running job out for a newer one (the decision the worker acts on).
