@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from elis import clock
 from elis.clock import seconds_between
-from elis.scheduling.guard import step_predictions
+from elis.scheduling.guard import FinishedJob, step_predictions
 from elis.scheduling.outcome import Cohort, JobOutcome, ResidualEstimate, peak_concurrency
 from elis.storage.models import Job, JobStatus, Window
 
@@ -317,18 +317,6 @@ def seconds_ago(now: datetime, seconds: float) -> datetime:
     return now - timedelta(seconds=seconds)
 
 
-@dataclass(frozen=True)
-class FinishedFacts:
-    """A finished job's length, service time and the predictions made for it (for the quality guard)."""
-
-    job_id: str
-    output_tokens: int
-    service_s: float
-    initial_prediction: float | None
-    # (tokens generated when predicted, predicted remaining) for every window re-prediction
-    step_predictions: tuple[tuple[int, float], ...]
-
-
 def recent_service_times(session: Session, *, limit: int) -> list[float]:
     """Service seconds of the last `limit` done jobs, forced lengths included: what a job costs the engine is
     real whether its length was forced or not (the aging bound is derived from it)."""
@@ -348,27 +336,27 @@ def _repredicted_query() -> Select:
     return _finished_query().where(has_reprediction.exists())
 
 
-def recent_finished(session: Session, *, limit: int) -> list[FinishedFacts]:
+def recent_finished(session: Session, *, limit: int) -> list[FinishedJob]:
     """The last `limit` jobs that ran to their end (EOS, stop or max_tokens), newest first. Jobs with a
     forced length are left out: their length says nothing about the predictor."""
     return _finished_facts(session, [_finished_query()], limit)[0]
 
 
-def recent_repredicted(session: Session, *, limit: int) -> list[FinishedFacts]:
+def recent_repredicted(session: Session, *, limit: int) -> list[FinishedJob]:
     """As `recent_finished`, but only jobs with at least one re-prediction after a window, however far back:
     what the pre-emption verdict and the step calibration learn from when the last jobs ran under a policy
     that makes none (FCFS, SJF)."""
     return _finished_facts(session, [_repredicted_query()], limit)[0]
 
 
-def recent_guard_evidence(session: Session, *, limit: int) -> tuple[list[FinishedFacts], list[FinishedFacts]]:
+def recent_guard_evidence(session: Session, *, limit: int) -> tuple[list[FinishedJob], list[FinishedJob]]:
     """`recent_finished` and `recent_repredicted` together, reading the windows of a job in both once (under
     ISRTF the two lists are mostly the same jobs)."""
     finished, repredicted = _finished_facts(session, [_finished_query(), _repredicted_query()], limit)
     return finished, repredicted
 
 
-def _finished_facts(session: Session, queries: Sequence[Select], limit: int) -> list[list[FinishedFacts]]:
+def _finished_facts(session: Session, queries: Sequence[Select], limit: int) -> list[list[FinishedJob]]:
     job_lists = [list(session.scalars(query.order_by(Job.finished_at.desc(), Job.id).limit(limit)))
                  for query in queries]
     ids = sorted({job.id for jobs in job_lists for job in jobs})
@@ -380,13 +368,13 @@ def _finished_facts(session: Session, queries: Sequence[Select], limit: int) -> 
         )
         for job_id, index, num_tokens, prediction in rows:
             windows.setdefault(job_id, []).append((index, num_tokens, prediction))
-    facts: dict[str, FinishedFacts] = {}
+    facts: dict[str, FinishedJob] = {}
     for job in (job for jobs in job_lists for job in jobs):
         if job.id not in facts:
             steps = step_predictions(((num_tokens, prediction) for _, num_tokens, prediction in
                                       sorted(windows.get(job.id, []))), job.num_output_tokens)
-            facts[job.id] = FinishedFacts(job.id, job.num_output_tokens, job.service_s or 0.0,
-                                          job.initial_prediction, steps)
+            facts[job.id] = FinishedJob(job.id, job.num_output_tokens, job.service_s or 0.0,
+                                         job.initial_prediction, steps)
     return [[facts[job.id] for job in jobs] for jobs in job_lists]
 
 

@@ -57,7 +57,7 @@ def refresh_scheduler(scheduler: Scheduler, settings: Settings) -> bool:
 
     now = clock.now()
     with session_scope(settings.resolved_database_url) as session:
-        facts, repredicted = store.recent_guard_evidence(session, limit=settings.guard_window_jobs)
+        finished, repredicted = store.recent_guard_evidence(session, limit=settings.guard_window_jobs)
         service_times = store.recent_service_times(session, limit=settings.guard_window_jobs)
         cohort = None
         if scheduler.outcome.enabled:
@@ -65,10 +65,9 @@ def refresh_scheduler(scheduler: Scheduler, settings: Settings) -> bool:
             horizon = timedelta(seconds=scheduler.aging_bound_s)
             cohort = store.recent_cohort(session, limit=settings.guard_window_jobs, arrived_before=now - horizon,
                                          now=now)
-    finished = [_finished_job(f) for f in facts]
     ordering_before, preempting_before = scheduler.ordering(), scheduler.guard.preempting
     changed = scheduler.observe(finished, service_times=service_times, cohort=cohort, now=now.timestamp(),
-                                repredicted=[_finished_job(f) for f in repredicted])
+                                repredicted=repredicted)
     if changed:
         # A guard can change state without changing the order (the quality guard under MLFQ, which orders
         # without predictions): say which.
@@ -79,11 +78,6 @@ def refresh_scheduler(scheduler: Scheduler, settings: Settings) -> bool:
     if scheduler.guard.preempting != preempting_before:
         log.warning("quality guard: %s", scheduler.guard.preempt_reason)
     return changed
-
-
-def _finished_job(facts) -> FinishedJob:
-    return FinishedJob(facts.job_id, facts.output_tokens, facts.service_s, facts.initial_prediction,
-                       facts.step_predictions)
 
 
 class QualityMonitor(threading.Thread):
