@@ -14,7 +14,6 @@ from pathlib import Path
 
 from elis import clock
 from elis.config import Settings
-from elis.scheduling.guard import FinishedJob
 from elis.scheduling.levels import LevelFile, PriorityLevels, load_level_file
 from elis.scheduling.scheduler import Scheduler
 
