@@ -241,6 +241,21 @@ def ordering_notes(manifest_runs: Mapping[str, Mapping]) -> list[str]:
     return notes
 
 
+def all_forced(items: Sequence[WorkItem]) -> bool:
+    """Whether every job of a workload has its output length forced (a length trace, `--lengths-from`)."""
+    return bool(items) and all("target_output_tokens" in item.body for item in items)
+
+
+def _uses_predictions(policy: str | None) -> bool:
+    """Whether `policy` orders by length predictions (so the quality guard can hold it in FCFS order)."""
+    from elis.scheduling.policy import UnknownPolicyError, make_policy
+
+    try:
+        return make_policy(policy or "").uses_predictions
+    except UnknownPolicyError:
+        return False
+
+
 def _preempts_on_predictions(policy: str | None) -> bool:
     """Whether running jobs of `policy` yield to a head predicted sooner (the guard's pre-emption gate applies)."""
     from elis.scheduling.policy import JobView, UnknownPolicyError, make_policy
@@ -551,6 +566,24 @@ def outcome_state(base_url: str) -> dict:
 # -- the comparison ---------------------------------------------------------------------------------------
 
 
+def forced_order_warning(items: Sequence[WorkItem], policies: Sequence[str], guard: Mapping) -> str | None:
+    """Why the length-aware policies of a comparison would run in FCFS order, said before the first run; None
+    when they would not. The quality guard judges only natural finished jobs (a forced length says nothing of
+    the predictor): when every job's length is forced and the database holds no natural job to judge, it keeps
+    FCFS order all along, and the comparison measures FCFS under their names."""
+    predicted = [p for p in policies if _uses_predictions(p)]
+    no_evidence = bool(guard.get("fallback")) and str(guard.get("reason") or "").startswith("no evidence")
+    if not (predicted and all_forced(items) and no_evidence):
+        return None
+    return (f"every job's length is forced and the quality guard has no natural finished job to judge "
+            f"({guard.get('reason')}): {', '.join(predicted)} will run in FCFS order. For a forced-length "
+            "comparison of predicted orders, first run a natural pass of a re-predicting policy into the same "
+            "--database-url (docs/compare.md), or set ELIS_GUARD_START_IN_FALLBACK=false to trust the predictor "
+            "untested")
+
+
+
+
 @dataclass
 class CompareResult:
     """What a comparison produced: records per run (policies, then `bound`) and how it ended."""
@@ -614,6 +647,15 @@ def run_compare(items: Sequence[WorkItem], policies: Sequence[str], stack: Stack
         return run
 
     try:
+        predicted = [p for p in policies if _uses_predictions(p)]
+        if predicted and all_forced(items):
+            try:
+                warning = forced_order_warning(items, policies, guard_state(stack.api(predicted[0])))
+            finally:
+                stack.stop_apis()
+            if warning:
+                echo(f"warning: {warning}")
+                manifest["warnings"] = [*manifest.get("warnings", []), warning]
         if warmup and policies:
             warm = warmup_items(items)
             echo(f"warm-up: {len(warm)} prompts, one token each (not measured)")

@@ -15,6 +15,7 @@ from elis.replay.compare import (
     TABLE_NOTE,
     bound_items,
     comparison_table,
+    forced_order_warning,
     metrics_of,
     policy_of_run,
     round_order,
@@ -86,6 +87,20 @@ def test_the_bound_forces_the_recorded_lengths_of_finished_jobs_only():
     assert forced[1].offset_s == 1.0
     longer = bound_items(items[:1], {0: 100})  # recorded under a larger cap: the cap rises to the length
     assert longer[0].body["max_tokens"] == 100 and longer[0].body["target_output_tokens"] == 100
+
+
+def test_a_forced_comparison_with_no_natural_job_to_judge_is_called_fcfs_before_it_runs():
+    items = [WorkItem(i, float(i), {"messages": [{"role": "user", "content": f"p{i}"}], "max_tokens": 64})
+             for i in range(3)]
+    forced = bound_items(items, {0: 17, 1: 30, 2: 5})
+    no_evidence = {"fallback": True, "reason": "no evidence yet: fewer than 20 finished jobs with predictions"}
+    warning = forced_order_warning(forced, ["fcfs", "sjf", "isrtf"], no_evidence)
+    assert warning is not None and "sjf, isrtf will run in FCFS order" in warning and "natural pass" in warning
+    judged = {"fallback": True, "reason": "FCFS fallback: predictions rank at tau 0.050 over the last 60 finished"}
+    assert forced_order_warning(forced, ["sjf"], judged) is None  # judged on natural jobs: FCFS by right
+    assert forced_order_warning(forced, ["fcfs", "mlfq", "srtf-oracle"], no_evidence) is None  # no prediction used
+    assert forced_order_warning(items, ["isrtf"], no_evidence) is None  # natural lengths: the guard will learn
+    assert forced_order_warning(forced, ["isrtf"], {"fallback": False, "reason": "predictions trusted"}) is None
 
 
 def test_the_warm_up_sends_every_prompt_at_once_for_one_forced_token():
