@@ -46,6 +46,11 @@ class AgingRule:
         return aging_bound(service_times, self.factor, self.floor_s)
 
 
+# Policies the outcome guard neither judges nor turns to FCFS: FCFS is its counterfactual, and SRTF-oracle is
+# the exact-length bound that comparisons measure against (a trip would measure FCFS under its name, run 25).
+OUTCOME_EXEMPT = ("fcfs", "srtf-oracle")
+
+
 @dataclass
 class Scheduler:
     """Every scheduling decision of the service. Policies are looked up by name (a job carries the policy it
@@ -92,7 +97,7 @@ class Scheduler:
             policy = self._policies.get(key)
             if policy is None:
                 inner = make_policy(name)
-                if (fallback and inner.uses_predictions) or tripped:
+                if (fallback and inner.uses_predictions) or (tripped and inner.name not in OUTCOME_EXEMPT):
                     inner = FCFS()
                 policy = (Aging(inner, bound, since_arrival=self.aging.since_arrival, preempts=self.aging.preempts)
                           if bound > 0 else inner)
@@ -147,7 +152,7 @@ class Scheduler:
         base = self.base_policy(name)
         if self.guard.fallback and base.uses_predictions:
             return "fcfs (guard fallback)"
-        if self.outcome.tripped and base.name != "fcfs":
+        if self.outcome.tripped and base.name not in OUTCOME_EXEMPT:
             return "fcfs (outcome guard)"
         return base.name
 
@@ -162,7 +167,7 @@ class Scheduler:
         quality guard's state matters only to policies that order by predictions (a worker serves jobs of every
         policy, whatever its own default)."""
         base = self.base_policy(name)
-        if base.name == "fcfs" or self.outcome.tripped or (self.guard.fallback and base.uses_predictions):
+        if base.name in OUTCOME_EXEMPT or self.outcome.tripped or (self.guard.fallback and base.uses_predictions):
             return float("inf")
         return max(self.outcome_since, self.quality_since if base.uses_predictions else 0.0)
 

@@ -149,6 +149,20 @@ def test_a_tripped_outcome_guard_turns_every_policy_to_fcfs_and_says_so():
     assert snapshot["outcome"]["judging_since"] is None  # FCFS order now: nothing of the policy's to judge
 
 
+def test_the_exact_length_bound_is_neither_judged_nor_turned_to_fcfs():
+    # A comparison measures every policy against SRTF on exact lengths; in run 25 the guard, judging the bound's
+    # own pre-emptions, turned 26 of its 60 jobs to FCFS order. The bound must stay the bound.
+    scheduler = _scheduler("isrtf")
+    assert scheduler.judging_since("srtf-oracle") == float("inf") and scheduler.judging_since() < float("inf")
+    scheduler.observe([], cohort=_bad_cohort(), now=20.0)
+    assert scheduler.ordering() == "fcfs (outcome guard)" and scheduler.ordering("srtf-oracle") == "srtf-oracle"
+    oracle = scheduler.policy("srtf-oracle")
+    assert getattr(oracle, "inner", oracle).name == "srtf-oracle"
+    longer = JobView("a", 0.0, 50, None, None, 0.0, 5.0, true_remaining=400)
+    shorter = JobView("b", 1.0, 0, None, None, 1.0, 0.0, true_remaining=10)
+    assert scheduler.decide(longer, shorter, 2.0, policy_name="srtf-oracle").yields
+
+
 def test_after_a_trip_only_jobs_that_arrived_since_count_and_fcfs_jobs_are_never_judged():
     scheduler = _scheduler("isrtf")
     scheduler.observe([], cohort=_bad_cohort(), now=20.0)
