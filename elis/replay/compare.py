@@ -582,8 +582,6 @@ def forced_order_warning(items: Sequence[WorkItem], policies: Sequence[str], gua
             "untested")
 
 
-
-
 @dataclass
 class CompareResult:
     """What a comparison produced: records per run (policies, then `bound`) and how it ended."""
