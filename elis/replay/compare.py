@@ -258,13 +258,9 @@ def _uses_predictions(policy: str | None) -> bool:
 
 def _preempts_on_predictions(policy: str | None) -> bool:
     """Whether running jobs of `policy` yield to a head predicted sooner (the guard's pre-emption gate applies)."""
-    from elis.scheduling.policy import JobView, UnknownPolicyError, make_policy
+    from elis.scheduling.policy import JobView, make_policy
 
-    try:
-        rule = make_policy(policy or "")
-    except UnknownPolicyError:
-        return False
-    return rule.uses_predictions and rule.yields(JobView(job_id="", arrival_time=0.0))
+    return _uses_predictions(policy) and make_policy(policy or "").yields(JobView(job_id="", arrival_time=0.0))
 
 
 def write_tables(out_dir: Path, runs: Mapping[str, Sequence[LiveRecord]], title: str = "",
@@ -646,7 +642,7 @@ def run_compare(items: Sequence[WorkItem], policies: Sequence[str], stack: Stack
 
     try:
         predicted = [p for p in policies if _uses_predictions(p)]
-        if predicted and all_forced(items):
+        if predicted and all_forced(items):  # else nothing to warn of, and no API to start for the guard's state
             try:
                 warning = forced_order_warning(items, policies, guard_state(stack.api(predicted[0])))
             finally:
