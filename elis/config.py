@@ -161,6 +161,11 @@ class Settings(BaseSettings):
     # finished jobs) in a low-priority child process; 0: never (run the command yourself).
     predictor_update_every_s: float = Field(default=0.0, ge=0.0)
     predictor_update_jobs: int = Field(default=300, ge=15)
+    # The loop rule (elis/predictor/loops.py): a job whose output's tail repeats itself is predicted to use
+    # this share of its remaining token budget; greedy jobs (temperature 0) never leave a loop, sampled ones
+    # did in about 20% of cases (docs/predictor.md, "The loop rule"). 0 turns the rule off for that kind.
+    predictor_loop_greedy_share: float = Field(default=1.0, ge=0.0, le=1.0)
+    predictor_loop_sampled_share: float = Field(default=0.8, ge=0.0, le=1.0)
 
     # A worker's Prometheus /metrics port (0: not served); one port per worker process on a host.
     worker_metrics_port: int = 0

@@ -22,7 +22,9 @@ from elis.predictor.corpus_eval import (
     summary_line,
     write_csv,
 )
+from elis.predictor.evaluation import kendall_tau_b
 from elis.predictor.features import flatten
+from elis.predictor.loops import LoopRule
 from elis.predictor.ranker import Ranker, RankerConfig, arrays_of, score_array, train_ranker
 
 log = logging.getLogger(__name__)
@@ -77,14 +79,19 @@ def evaluate_protocols(
     for name, splits in plans:
         ranker, info, arrays, prior = run_split(cache, splits, config)
         test = arrays["test"]
-        rows = step_rows(test.examples, ranker.predict(test), window_tokens, max_step=max_step)
+        predicted = ranker.predict(test)
+        rows = step_rows(test.examples, predicted, window_tokens, max_step=max_step)
         named_rows[name] = rows
         (out_dir / f"{name}.md").write_text(markdown(rows))
         summary = summary_line(name, rows) | {"train_records": len(splits["train"]), "best_epoch": info["best_epoch"]}
         if prior is not None:
             summary["prompt_prior"] = info["prompt_prior"]
+        val = arrays["val"]
+        summary["loop_share_on_val"] = loop_share_sweep(val.examples, ranker.predict(val))
         summaries.append(summary)
         log.info("%s: %s", name, summary)
+        _with_loop_rule(f"{name}+loops", test.examples, predicted, window_tokens, max_step, out_dir, named_rows,
+                        summaries)
         source = name.removeprefix("loso-")
         if baseline is not None and name.startswith("loso-") and source in baseline_sources:
             # the previous checkpoint (ELIS MLP on the joined text) on the same test examples, steps 0-8
@@ -99,13 +106,41 @@ def evaluate_protocols(
         for greedy_name, greedy_records in (greedy or {}).items():
             if name.startswith("loso-") and all(r.get("source") == source for r in greedy_records):
                 g = arrays_of(cache, flatten(greedy_records), config, prior)
-                g_rows = step_rows(g.examples, ranker.predict(g), window_tokens, max_step=max_step)
+                g_predicted = ranker.predict(g)
+                g_rows = step_rows(g.examples, g_predicted, window_tokens, max_step=max_step)
                 named_rows[f"{name}-greedy"] = g_rows
                 (out_dir / f"{name}-greedy.md").write_text(markdown(g_rows))
                 summaries.append(summary_line(f"{name}-greedy ({greedy_name})", g_rows))
+                _with_loop_rule(f"{name}-greedy+loops", g.examples, g_predicted, window_tokens, max_step, out_dir,
+                                named_rows, summaries)
     write_csv(out_dir / "per_step.csv", named_rows)
     (out_dir / "summary.json").write_text(json.dumps(summaries, indent=2))
     return summaries
+
+
+LOOP_SHARES = (0.0, 0.5, 0.8, 1.0)
+
+
+def loop_share_sweep(examples, predicted, shares: Sequence[float] = LOOP_SHARES) -> dict[str, float]:
+    """Pooled Kendall tau (every step) of the predictions with the loop rule at each sampled share, on
+    validation examples: the share for sampled jobs is chosen here, never on a test set."""
+    true = np.array([e.remaining for e in examples], dtype=np.float64)
+    out = {}
+    for share in shares:
+        rule = LoopRule(sampled_share=share)
+        out[f"{share:.1f}"] = kendall_tau_b(true, np.array(rule.apply_all(predicted, examples)))
+    return out
+
+
+def _with_loop_rule(name, examples, predicted, window_tokens, max_step, out_dir, named_rows, summaries) -> None:
+    """The same test set scored after the loop rule (default shares): a table beside the plain one."""
+    looped = np.array(LoopRule().apply_all(predicted, examples))
+    rows = step_rows(examples, looped, window_tokens, max_step=max_step)
+    named_rows[name] = rows
+    (out_dir / f"{name}.md").write_text(markdown(rows))
+    summary = summary_line(name, rows) | {"loop_changed": int(np.sum(looped != np.asarray(predicted)))}
+    summaries.append(summary)
+    log.info("%s: %s", name, summary)
 
 
 ABLATIONS: dict[str, dict[str, Any]] = {

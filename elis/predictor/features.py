@@ -42,6 +42,8 @@ class PredictionInput:
     num_generated: int = 0
     # The job's token limit, when known: the prediction is capped at max_tokens - num_generated.
     max_tokens: int | None = None
+    # The job's sampling temperature, when known (0: greedy; the loop rule trusts a greedy loop fully).
+    temperature: float | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class Example:
     prompt_id: str = ""
     source: str = ""
     sample: int = 0
+    temperature: float | None = None
 
 
 class _Tokenizer(Protocol):
@@ -244,9 +247,14 @@ def examples_from_record(record: dict[str, Any]) -> list[Example]:
                 prompt_id=str(record.get("prompt_id", record["id"])),
                 source=str(record.get("source", "")),
                 sample=int(record.get("sample", 0)),
+                temperature=_float_or_none(record.get("temperature")),
             )
         )
     return examples
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None or value == "" else float(value)
 
 
 def prompt_key(prompt: str) -> str:

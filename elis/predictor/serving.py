@@ -31,6 +31,7 @@ import torch
 from elis.predictor.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from elis.predictor.encoder import Encoder, EncoderUnavailable, load_encoder
 from elis.predictor.features import PredictionInput, cap_remaining, join_text
+from elis.predictor.loops import LoopRule
 from elis.predictor.training import features_of
 from elis.scheduling.levels import PriorityLevels
 
@@ -118,8 +119,10 @@ class LengthPredictor:
         watch: bool = False,
         reload_s: float = 10.0,
         follow_default: bool = False,
+        loop_rule: LoopRule | None = None,
     ) -> None:
         self._check_encoder(encoder, checkpoint)
+        self.loop_rule = loop_rule
         self.encoder = encoder
         self.checkpoint = checkpoint
         self.path = path
@@ -280,7 +283,8 @@ class LengthPredictor:
                 x = features_of(embeddings, items, self.metadata["features"])
                 with torch.no_grad():
                     out = self.checkpoint.transform.inverse(self.checkpoint.head(torch.from_numpy(x)))
-        return [cap_remaining(float(v), item) for v, item in zip(np.asarray(out, dtype=np.float64), items)]
+        capped = [cap_remaining(float(v), item) for v, item in zip(np.asarray(out, dtype=np.float64), items)]
+        return self.loop_rule.apply_all(capped, items) if self.loop_rule is not None else capped
 
 
 _loaded: dict[Path, LengthPredictor] = {}
@@ -295,7 +299,10 @@ def load_predictor(checkpoint: str | Path | None = None) -> LengthPredictor:
     follow_default = checkpoint is None
     path = Path(checkpoint).expanduser() if checkpoint is not None else default_checkpoint_path()
     path = path.resolve()
-    reload_s = float(get_settings().predictor_reload_s)
+    settings = get_settings()
+    reload_s = float(settings.predictor_reload_s)
+    loop_rule = LoopRule(greedy_share=settings.predictor_loop_greedy_share,
+                         sampled_share=settings.predictor_loop_sampled_share)
     with _load_lock:
         if path in _loaded:
             return _loaded[path]
@@ -306,7 +313,7 @@ def load_predictor(checkpoint: str | Path | None = None) -> LengthPredictor:
             raise PredictorUnavailable(str(exc)) from exc
         # NOTE: watch the file so `elis predictor update` reaches running APIs and workers without a restart
         predictor = LengthPredictor(encoder, loaded, path, watch=reload_s > 0, reload_s=reload_s,
-                                    follow_default=follow_default)
+                                    follow_default=follow_default, loop_rule=loop_rule)
         _loaded[path] = predictor
         log.info("predictor loaded from %s (encoder %s)", path, encoder.name)
         return predictor

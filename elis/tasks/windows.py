@@ -232,7 +232,8 @@ def _queue_head(runtime: WorkerRuntime) -> JobView | None:
 def _prediction_input(job: JobSnapshot, text: str, num_generated: int):
     from elis.predictor.serving import PredictionInput
 
-    return PredictionInput(prompt=job.prompt, output_text=text, num_generated=num_generated, max_tokens=job.max_tokens)
+    return PredictionInput(prompt=job.prompt, output_text=text, num_generated=num_generated, max_tokens=job.max_tokens,
+                           temperature=job.sampling.temperature)
 
 
 @celery_app.task(name=RUN_WINDOW_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)

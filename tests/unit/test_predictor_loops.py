@@ -1,0 +1,97 @@
+"""The loop rule: detection on real looping outputs, the shares, and its place in the served predictor."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from elis.predictor.checkpoint import load_checkpoint
+from elis.predictor.fakes import FakeEncoder
+from elis.predictor.features import PredictionInput
+from elis.predictor.loops import LoopRule, loop_period, masked
+from elis.predictor.serving import LengthPredictor
+
+GREEDY_SET = Path(__file__).resolve().parents[2] / "elis" / "data" / "predictor_greedy_gsm8k.jsonl.gz"
+
+# A real greedy output of SmolLM2-135M-Instruct (gsm8k-437): the numbers count up, the template repeats.
+COUNTING_LOOP = (
+    "He will sell 4 chickens for $1.50, so he will sell 4 * 2 = 8 chickens for $1.50.\n"
+    "He will sell 8 chickens for $1.50, so he will sell 8 * 2 = 16 chickens for $1.50.\n"
+    "He will sell 16 chickens for $1.50, so he will sell 16 * 2 = 32 chickens for $1.50.\n"
+    "He will sell 32 chickens for $1.50, so he will sell 32 * 2 = 64 chickens for $1.50.\n"
+)
+PROSE = (
+    "Jose needs 12 tablespoons of lemon juice to make a dozen cupcakes. Every lemon provides 4 tablespoons, "
+    "so a dozen cupcakes need 3 lemons. Three dozen cupcakes need 3 * 3 = 9 lemons. The answer is 9."
+)
+
+
+def test_masking_makes_counting_loops_periodic():
+    assert masked("2 * 40 = 80, 1,280.5 and x9") == "# * # = #, # and x#"
+    period = loop_period(COUNTING_LOOP)
+    assert period == len(masked("He will sell 8 chickens for $1.50, so he will sell 8 * 2 = 16 chickens for $1.50.\n"))
+
+
+def test_text_that_does_not_repeat_has_no_period():
+    assert loop_period(PROSE) is None
+    assert loop_period("") is None
+    # one repetition of a short phrase is not a loop: the span must cover min_span characters
+    assert loop_period("the end. the end.") is None
+
+
+def test_a_long_period_needs_a_full_repeat():
+    letters = random.Random(0)
+    paragraph = "".join(letters.choice("abcdefghij ") for _ in range(300))
+    assert loop_period(paragraph + paragraph[:150]) is None
+    assert loop_period(paragraph + paragraph) == 300
+    assert loop_period(paragraph + paragraph, max_period=200) is None
+
+
+def _job(text: str, temperature: float | None, generated: int = 200, max_tokens: int | None = 512):
+    return PredictionInput("p", text, generated, max_tokens, temperature)
+
+
+def test_the_rule_raises_a_looping_job_to_its_budget_by_temperature():
+    rule = LoopRule(greedy_share=1.0, sampled_share=0.8)
+    assert rule.apply(40.0, _job(COUNTING_LOOP, 0.0)) == 312.0
+    assert rule.apply(40.0, _job(COUNTING_LOOP, 0.7)) == pytest.approx(0.8 * 312 + 0.2 * 40)
+    assert rule.apply(40.0, _job(COUNTING_LOOP, None)) == pytest.approx(0.8 * 312 + 0.2 * 40)  # unknown: sampled
+    assert rule.apply(40.0, _job(PROSE, 0.0)) == 40.0
+    assert rule.apply(40.0, _job(COUNTING_LOOP, 0.0, max_tokens=None)) == 40.0  # no budget known
+    assert rule.apply(400.0, _job(COUNTING_LOOP, 0.7)) == 400.0  # never lowers
+    assert LoopRule(sampled_share=0.0).apply(40.0, _job(COUNTING_LOOP, 0.7)) == 40.0  # off for sampled
+
+
+def test_on_the_shipped_greedy_set_every_flagged_output_ran_to_its_limit():
+    """150 greedy gsm8k outputs: at every window boundary, a flagged output hit max_tokens (no false
+    positive), and by 400 tokens most outputs that would hit it are flagged."""
+    records = [json.loads(line) for line in gzip.open(GREEDY_SET, "rt")]
+    flagged_at_8 = capped_at_8 = 0
+    for record in records:
+        capped = record["finish_reason"] == "length"
+        offsets = record["window_char_offsets"]
+        for step in range(1, min(len(offsets), 9)):
+            flagged = loop_period(record["output_text"][: offsets[step]]) is not None
+            assert capped or not flagged, (record["id"], step)
+            if step == 8:
+                flagged_at_8 += flagged
+                capped_at_8 += capped
+    assert capped_at_8 >= 15
+    assert flagged_at_8 >= 0.7 * capped_at_8
+
+
+def test_the_served_predictor_applies_the_rule(tmp_path: Path):
+    from tests.unit.test_predictor_ranker import _checkpoint, _records
+
+    path = _checkpoint(tmp_path, _records(240, samples=1))
+    plain = LengthPredictor(FakeEncoder(), load_checkpoint(path), path)
+    ruled = LengthPredictor(FakeEncoder(), load_checkpoint(path), path, loop_rule=LoopRule())
+    looping = PredictionInput("Count chickens.", COUNTING_LOOP, 200, 1024, 0.0)
+    fresh = PredictionInput("Count chickens.", "", 0, 1024, 0.0)
+    assert ruled.predict([looping])[0] == 824.0
+    assert plain.predict([looping])[0] < 824.0
+    assert ruled.predict([fresh]) == plain.predict([fresh])
