@@ -431,6 +431,30 @@ def _served_tokenizer(settings):
         raise typer.Exit(2) from exc
 
 
+@predictor_app.command()
+def loops(
+    records: Annotated[list[Path], typer.Argument(help="build-dataset record files (.jsonl or .jsonl.gz)")],
+    max_step: Annotated[int, typer.Option(min=1, help="last window boundary to count")] = 12,
+) -> None:
+    """How well the loop rule's detector works on recorded outputs: per window boundary, the outputs still
+    running, how many it flags as looping, how many of those ran to max_tokens (precision), and how many of
+    the outputs that ran to max_tokens it had flagged by then (recall). By temperature."""
+    from elis.predictor.loops import loop_counts
+
+    rows = _read_corpus(records)
+    by_temperature: dict[str, list[dict]] = {}
+    for row in rows:
+        by_temperature.setdefault(str(row.get("temperature", "?")), []).append(row)
+    for temperature, group in sorted(by_temperature.items()):
+        typer.echo(f"\n## temperature {temperature} ({len(group)} outputs, "
+                   f"{sum(r.get('finish_reason') == 'length' for r in group)} ran to max_tokens)\n")
+        typer.echo("| step | running | ran to max_tokens | flagged | of those, ran to max_tokens | precision | recall |")
+        typer.echo("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for c in loop_counts(group, max_step):
+            typer.echo(f"| {c.step} | {c.running} | {c.capped} | {c.flagged} | {c.flagged_capped} "
+                       f"| {c.precision:.2f} | {c.recall:.2f} |")
+
+
 @predictor_app.command("update-curve")
 def update_curve(
     source: Annotated[str, typer.Option(help="the source the checkpoint never sees")] = "gsm8k",

@@ -77,3 +77,45 @@ class LoopRule:
 
     def apply_all(self, predicted, jobs) -> list[float]:
         return [self.apply(float(p), job) for p, job in zip(predicted, jobs)]
+
+
+@dataclass(frozen=True)
+class LoopCount:
+    """At one window boundary: outputs still running, those flagged as looping, and how they ended."""
+
+    step: int
+    running: int
+    flagged: int
+    flagged_capped: int
+    capped: int
+
+    @property
+    def precision(self) -> float:
+        """Of the flagged outputs, the share that ran to max_tokens."""
+        return self.flagged_capped / self.flagged if self.flagged else float("nan")
+
+    @property
+    def recall(self) -> float:
+        """Of the outputs still running that would run to max_tokens, the share flagged."""
+        return self.flagged_capped / self.capped if self.capped else float("nan")
+
+
+def loop_counts(records, max_step: int = 12, min_span: int = 100, max_period: int = 1500) -> list[LoopCount]:
+    """Precision and recall of loop detection per window boundary, on build-dataset records (output_text,
+    window_char_offsets, finish_reason 'length' when the output hit max_tokens)."""
+    counts = []
+    for step in range(1, max_step + 1):
+        running = flagged = flagged_capped = capped = 0
+        for record in records:
+            offsets = record["window_char_offsets"]
+            if step >= len(offsets):
+                continue
+            running += 1
+            ran_to_limit = record.get("finish_reason") == "length"
+            hit = loop_period(record["output_text"][: offsets[step]], min_span, max_period) is not None
+            capped += ran_to_limit
+            flagged += hit
+            flagged_capped += hit and ran_to_limit
+        if running:
+            counts.append(LoopCount(step, running, flagged, flagged_capped, capped))
+    return counts

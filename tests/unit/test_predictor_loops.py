@@ -95,3 +95,16 @@ def test_the_served_predictor_applies_the_rule(tmp_path: Path):
     assert ruled.predict([looping])[0] == 824.0
     assert plain.predict([looping])[0] < 824.0
     assert ruled.predict([fresh]) == plain.predict([fresh])
+
+
+def test_loop_counts_give_precision_and_recall_per_boundary():
+    from elis.predictor.loops import loop_counts
+
+    looping = {"output_text": PROSE + COUNTING_LOOP * 3, "finish_reason": "length",
+               "window_char_offsets": [0, len(PROSE), len(PROSE) + 2 * len(COUNTING_LOOP)]}
+    ending = {"output_text": PROSE, "finish_reason": "stop", "window_char_offsets": [0, 60]}
+    first, second = loop_counts([looping, ending], max_step=5)
+    assert (first.step, first.running, first.capped, first.flagged) == (1, 2, 1, 0)
+    assert first.recall == 0.0
+    assert (second.step, second.running, second.flagged, second.flagged_capped) == (2, 1, 1, 1)
+    assert second.precision == 1.0 and second.recall == 1.0
