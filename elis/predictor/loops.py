@@ -33,11 +33,13 @@ def loop_period(text: str, min_span: int = 100, max_period: int = 1500) -> int |
     max(min_span, p) characters; None when it does not repeat."""
     tail = masked(text[-(4 * max_period + 2 * min_span):])
     n = len(tail)
+    last = tail[-8:]
     for period in range(1, max_period + 1):
         span = max(min_span, period)
         if n < span + period:
             return None
-        if tail[n - span:] == tail[n - span - period:n - period]:
+        # cheap test first: the last 8 characters must recur `period` earlier (most periods fail here)
+        if tail[n - 8 - period:n - period] == last and tail[n - span:] == tail[n - span - period:n - period]:
             return period
     return None
 
