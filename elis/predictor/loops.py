@@ -19,13 +19,15 @@ import re
 from dataclasses import dataclass
 from typing import Protocol
 
-NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+# A list enumerator at a line's start ("3." or "3)") is kept: a numbered list counts towards a stated number
+# of items ("Here are five examples") and ends there; every other number is masked.
+NUMBER_OR_ENUMERATOR = re.compile(r"(?m)(^[ \t]*\d+[.)])|\d+(?:[.,]\d+)*")
 GREEDY_TEMPERATURE = 1e-5  # at or below this, decoding is greedy (vLLM treats it so)
 
 
 def masked(text: str) -> str:
-    """The text with every number (digits, with inner . or ,) replaced by '#'."""
-    return NUMBER.sub("#", text)
+    """The text with every number (digits, with inner . or ,) replaced by '#', except list enumerators."""
+    return NUMBER_OR_ENUMERATOR.sub(lambda m: m.group(1) or "#", text)
 
 
 def loop_period(text: str, min_span: int = 100, max_period: int = 1500) -> int | None:

@@ -36,6 +36,20 @@ def test_masking_makes_counting_loops_periodic():
     assert period == len(masked("He will sell 8 chickens for $1.50, so he will sell 8 * 2 = 16 chickens for $1.50.\n"))
 
 
+# A real greedy output (live run 26) that repeats an item and then stops at the tenth: the enumerators count to
+# a stated end, so they are kept and the list is not a loop.
+NUMBERED_LIST = "".join(
+    f"{i}. Spanish Language Academy - A Spanish language learning platform with a Spanish language course.\n\n"
+    for i in range(3, 11)
+)
+
+
+def test_a_numbered_list_is_not_a_loop_but_the_same_items_unnumbered_are():
+    assert masked("3. Buy 12 items\n  10) and 4.5") == "3. Buy # items\n  10) and #"
+    assert loop_period(NUMBERED_LIST) is None
+    assert loop_period(NUMBERED_LIST.replace("\n\n", " ").replace(". Spanish", " Spanish")) is not None
+
+
 def test_text_that_does_not_repeat_has_no_period():
     assert loop_period(PROSE) is None
     assert loop_period("") is None
