@@ -7,10 +7,11 @@ coarse repetition features and keeps predicting a short remainder (left-out gsm8
 step 4; docs/predictor.md, "The loop rule").
 
 Detection works on the decoded text with every number replaced by one placeholder, so a loop whose numbers
-count up ("2 * 40 = 80", "2 * 80 = 160") is a loop too: the masked tail must repeat with some period p for
-at least max(min_span, p) characters. Measured on the shipped corpora (`elis predictor loops`): at
-temperature 0 every flagged output ran to its limit (0 false positives in 150 gsm8k prompts); at temperature
-0.7 about 80% did (sampling can leave a loop), so sampled jobs get a share of the limit, not all of it.
+count up ("2 * 40 = 80", "2 * 80 = 160") is a loop too; list enumerators at a line's start are kept, since a
+numbered list counts towards a stated end. The masked tail must repeat with some period p for at least
+max(min_span, p) characters. Measured (`elis predictor loops`): greedy, every flagged output ran to its limit
+(150 gsm8k prompts; 15 of 18 capped outputs flagged and no other in a live alpaca run); at temperature 0.7,
+68-91% did (sampling can leave a loop), so sampled jobs get a share of the limit, not all of it.
 """
 
 from __future__ import annotations
