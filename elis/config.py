@@ -161,10 +161,12 @@ class Settings(BaseSettings):
     # finished jobs) in a low-priority child process; 0: never (run the command yourself).
     predictor_update_every_s: float = Field(default=0.0, ge=0.0)
     predictor_update_jobs: int = Field(default=300, ge=15)
-    # The loop rule (elis/predictor/loops.py): a job whose output's tail repeats itself is predicted to use
-    # this share of its remaining token budget; greedy jobs (temperature 0) never leave a loop, sampled ones
-    # did in about 20% of cases (docs/predictor.md, "The loop rule"). 0 turns the rule off for that kind.
+    # The loop rule (elis/predictor/loops.py): a greedy job (temperature 0) whose output's tail repeats itself
+    # is predicted to use this share of its remaining token budget (no flagged greedy output stopped early in
+    # docs/predictor.md, "The loop rule"); 0 turns the rule off for greedy jobs.
     predictor_loop_greedy_share: float = Field(default=1.0, ge=0.0, le=1.0)
+    # The same for a sampled job (or one of unknown temperature): 9-32% of flagged outputs at temperature 0.7
+    # left their loop; 0 turns the rule off for sampled jobs.
     predictor_loop_sampled_share: float = Field(default=0.8, ge=0.0, le=1.0)
 
     # A worker's Prometheus /metrics port (0: not served); one port per worker process on a host.
