@@ -448,7 +448,8 @@ def loops(
     for temperature, group in sorted(by_temperature.items()):
         typer.echo(f"\n## temperature {temperature} ({len(group)} outputs, "
                    f"{sum(r.get('finish_reason') == 'length' for r in group)} ran to max_tokens)\n")
-        typer.echo("| step | running | ran to max_tokens | flagged | of those, ran to max_tokens | precision | recall |")
+        typer.echo("| step | running | ran to max_tokens | flagged | of those, ran to max_tokens | precision "
+                   "| recall |")
         typer.echo("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for c in loop_counts(group, max_step):
             typer.echo(f"| {c.step} | {c.running} | {c.capped} | {c.flagged} | {c.flagged_capped} "
