@@ -122,3 +122,18 @@ def test_loop_counts_give_precision_and_recall_per_boundary():
     assert first.recall == 0.0
     assert (second.step, second.running, second.flagged, second.flagged_capped) == (2, 1, 1, 1)
     assert second.precision == 1.0 and second.recall == 1.0
+
+
+def test_the_loops_command_prints_the_table_and_rejects_a_missing_file(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from elis.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["predictor", "loops", str(GREEDY_SET), "--max-step", "4"])
+    assert result.exit_code == 0, result.output
+    assert "## temperature 0.0 (150 outputs, 17 ran to max_tokens)" in result.output
+    assert "| 4 | 69 | 17 | 11 | 11 | 1.00 | 0.65 |" in result.output
+    missing = runner.invoke(app, ["predictor", "loops", str(tmp_path / "none.jsonl")])
+    assert missing.exit_code == 2
+    assert "no such corpus file" in missing.output
