@@ -3,6 +3,7 @@ on the live stack, with the exact-length bound). elis/cli.py registers both."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -174,7 +175,9 @@ def compare_command(
                                   max_prompt_tokens=max_prompt_tokens)
         except WorkloadError as exc:
             _fail(str(exc))
-        return work if lengths_from is None else _with_lengths_from(work, lengths_from)
+        if lengths_from is None:
+            return work
+        return _with_lengths_from(work, lengths_from, {"workload": str(prompts), "num": num, "seed": seed})
 
     workloads = {r: workload_at(r) for r in sweep_rates} if sweep_rates else {None: workload_at(rate)}
     out_dir = out_dir or Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -236,14 +239,40 @@ def _stop_cleanly_on_signals() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
-def _with_lengths_from(work, records_csv: Path):
+def _sample_mismatch(work, records_csv: Path, sample: dict) -> str | None:
+    """Why the run that wrote `records_csv` drew other items than this one, from the manifest.json beside it
+    (None when it matches or there is no manifest). Records name items by their position in the sample, so
+    another --num or --seed would silently give each prompt another prompt's length."""
+    manifest_path = records_csv.parent / "manifest.json"
+    try:
+        options = json.loads(manifest_path.read_text()).get("options") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    timed = work.info.get("kind") in ("trace", "lengths")  # a trace takes its first rows: no seed in the choice
+    keys = ("num",) if timed else ("num", "seed")
+    differ = [f"--{key} {options[key]} there, {sample[key]} here" for key in keys
+              if key in options and options[key] != sample[key]]
+    if options.get("workload") and Path(str(options["workload"])).name != Path(sample["workload"]).name:
+        differ.insert(0, f"workload {Path(str(options['workload'])).name} there, {Path(sample['workload']).name} here")
+    if not differ:
+        return None
+    return (f"--lengths-from {records_csv}: its run ({manifest_path}) drew another sample ({'; '.join(differ)}); "
+            "records name jobs by their place in the sample, so each prompt would get another prompt's length. "
+            "Use the same workload, --num and --seed")
+
+
+def _with_lengths_from(work, records_csv: Path, sample: dict | None = None):
     """The workload with each item's output forced to the length it had in `records_csv` (items it does not
-    hold, e.g. jobs that failed there, are left out, and the run says how many)."""
+    hold, e.g. jobs that failed there, are left out, and the run says how many). `sample`: this run's workload,
+    num and seed, checked against the earlier run's manifest when it has one."""
     from dataclasses import replace
 
     from elis.replay import compare as cmp
     from elis.replay.live import read_live_records
 
+    mismatch = _sample_mismatch(work, records_csv, sample) if sample is not None else None
+    if mismatch:
+        _fail(mismatch)
     try:
         lengths = cmp.true_lengths_of(read_live_records(records_csv))
     except (OSError, ValueError) as exc:

@@ -235,6 +235,28 @@ def test_lengths_from_an_earlier_run_force_every_item_it_finished(tmp_path):
         assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
 
 
+def test_lengths_from_a_run_of_another_sample_is_refused(tmp_path):
+    from elis.replay.cli import _sample_mismatch
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"question {i}"}) + "\n" for i in range(6)))
+    earlier = tmp_path / "earlier" / "records-fcfs.csv"
+    earlier.parent.mkdir()
+    write_live_records([rec(i, 0, 1, 0, 10 + i) for i in range(4)], earlier)
+    (earlier.parent / "manifest.json").write_text(json.dumps({"options": {"workload": str(prompts), "num": 4, "seed": 1}}))
+    work = build_workload(prompts, num=4, arrivals="poisson", rate=1.0, seed=1, max_tokens=64)
+    assert _sample_mismatch(work, earlier, {"workload": str(prompts), "num": 4, "seed": 1}) is None
+    why = _sample_mismatch(work, earlier, {"workload": str(prompts), "num": 3, "seed": 2})
+    assert "--num 4 there, 3 here" in why and "--seed 1 there, 2 here" in why
+    assert "workload" in _sample_mismatch(work, earlier, {"workload": "other.jsonl", "num": 4, "seed": 1})
+    result = runner.invoke(app, ["compare", "--prompts", str(prompts), "--num", "4", "--seed", "2",
+                                 "--lengths-from", str(earlier), "--out-dir", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "drew another sample" in result.output and "Traceback" not in result.output
+    # without a manifest beside the records there is nothing to check against
+    (earlier.parent / "manifest.json").unlink()
+    assert _sample_mismatch(work, earlier, {"workload": str(prompts), "num": 3, "seed": 2}) is None
+
+
 def test_compare_and_report_are_registered_with_help():
     result = runner.invoke(app, ["--help"])
     assert "compare" in result.output and "report" in result.output
