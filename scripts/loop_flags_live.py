@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"flagged at some window and ran to max_tokens: {sum(c for _, c in first_flags)} "
           f"(first flag at {sorted(f for f, c in first_flags if c)} tokens); flagged and stopped earlier: "
           f"{sum(not c for _, c in first_flags)}")
-    print("\n| tokens generated | running | ran to max_tokens | flagged | of those, ran to max_tokens | precision | recall |")
+    print("\n| tokens generated | running | ran to max_tokens | flagged | of those, ran to max_tokens "
+          "| precision | recall |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for c in loop_counts(records, args.max_step):
         print(f"| {c.step * args.window_tokens} | {c.running} | {c.capped} | {c.flagged} | {c.flagged_capped} "

@@ -243,7 +243,8 @@ def test_lengths_from_a_run_of_another_sample_is_refused(tmp_path):
     earlier = tmp_path / "earlier" / "records-fcfs.csv"
     earlier.parent.mkdir()
     write_live_records([rec(i, 0, 1, 0, 10 + i) for i in range(4)], earlier)
-    (earlier.parent / "manifest.json").write_text(json.dumps({"options": {"workload": str(prompts), "num": 4, "seed": 1}}))
+    options = {"workload": str(prompts), "num": 4, "seed": 1}
+    (earlier.parent / "manifest.json").write_text(json.dumps({"options": options}))
     work = build_workload(prompts, num=4, arrivals="poisson", rate=1.0, seed=1, max_tokens=64)
     assert _sample_mismatch(work, earlier, {"workload": str(prompts), "num": 4, "seed": 1}) is None
     why = _sample_mismatch(work, earlier, {"workload": str(prompts), "num": 3, "seed": 2})
