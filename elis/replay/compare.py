@@ -222,6 +222,24 @@ def speed_matched_note(runs: Mapping[str, Sequence[LiveRecord]]) -> str:
     return "Against the FCFS run on the closest engine speed: " + "; ".join(parts) + "."
 
 
+def work_note(runs: Mapping[str, Sequence[LiveRecord]], tolerance: float = 0.03) -> str:
+    """A warning when runs generated different amounts of work: natural (not forced) outputs vary with batch
+    composition, so one policy's run may produce 5-10% fewer tokens than FCFS's, and part of its JCT ratio is then
+    work, not order (docs/compare.md, the 2026-12-05 sweep). '' when every run's mean output tokens is within
+    `tolerance` of FCFS's mean over its rounds, or there is no FCFS run."""
+    per_run = {name: metrics_of(records)["mean_output_tokens"] for name, records in runs.items()}
+    fcfs = [tokens for name, tokens in per_run.items() if policy_of_run(name) == "fcfs" and math.isfinite(tokens)]
+    if not fcfs or sum(fcfs) <= 0:
+        return ""
+    base = sum(fcfs) / len(fcfs)
+    off = [f"{name} {100 * (tokens / base - 1):+.0f}%" for name, tokens in per_run.items()
+           if policy_of_run(name) != "fcfs" and math.isfinite(tokens) and abs(tokens / base - 1) > tolerance]
+    if not off:
+        return ""
+    return ("the runs did different work: mean output tokens against FCFS's " + ", ".join(off)
+            + "; part of those runs' JCT ratios is work, not order (--lengths-from forces the same lengths)")
+
+
 def ordering_notes(manifest_runs: Mapping[str, Mapping]) -> list[str]:
     """One line per run whose jobs were not all admitted under its own policy's order (from the manifest's
     `orderings`): e.g. SSJF held at FCFS by the quality guard, which then compared nothing."""
@@ -267,8 +285,9 @@ def write_tables(out_dir: Path, runs: Mapping[str, Sequence[LiveRecord]], title:
                  notes: Sequence[str] = ()) -> str:
     """table.md and table.csv in `out_dir`; returns the Markdown. `notes`: lines to add under the table."""
     header, rows, csv_header, csv_rows = comparison_table(runs)
+    warnings = [line for line in [work_note(runs), *notes] if line]
     note = " ".join(part for part in [table_note(runs), speed_matched_note(runs),
-                                      *(f"Warning: {line}." for line in notes)] if part)
+                                      *(f"Warning: {line}." for line in warnings)] if part)
     text = (f"## {title}\n\n" if title else "") + markdown_table(header, rows) + f"\n\n{note}\n"
     (out_dir / "table.md").write_text(text)
     with open(out_dir / "table.csv", "w", newline="") as handle:

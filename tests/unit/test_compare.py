@@ -363,6 +363,19 @@ def test_an_isrtf_run_whose_guard_kept_preemption_off_is_named_under_the_table()
                      "re-predictions): it ordered the queue by predictions but yielded only to starving jobs")]
 
 
+def test_the_table_warns_when_runs_did_different_work(tmp_path):
+    from elis.replay.compare import work_note, write_tables
+
+    fcfs = [rec(0, 0, 4, 1, 100), rec(1, 1, 9, 3, 300)]  # mean 200 tokens
+    same = [rec(0, 0, 3, 1, 102), rec(1, 1, 8, 3, 300)]  # +0.5%: within the tolerance
+    shorter = [rec(0, 0, 3, 1, 80), rec(1, 1, 8, 3, 280)]  # mean 180: -10%
+    assert work_note({"fcfs": fcfs, "isrtf": same}) == ""
+    note = work_note({"fcfs": fcfs, "isrtf": shorter, "bound": same})
+    assert "isrtf -10%" in note and "bound" not in note and "not order" in note
+    assert work_note({"isrtf": shorter}) == ""  # nothing to compare with
+    assert "Warning: the runs did different work" in write_tables(tmp_path, {"fcfs": fcfs, "isrtf": shorter})
+
+
 def test_each_run_is_paired_with_the_fcfs_run_on_the_closest_engine_speed():
     from elis.replay.compare import speed_matched_note, speed_matched_pairs
 
