@@ -175,9 +175,11 @@ def compare_command(
                                   max_prompt_tokens=max_prompt_tokens)
         except WorkloadError as exc:
             _fail(str(exc))
-        if lengths_from is None:
-            return work
-        return _with_lengths_from(work, lengths_from, {"workload": str(prompts), "num": num, "seed": seed})
+        sample = {"workload": str(prompts), "num": num, "seed": seed}
+        mismatch = _sample_mismatch(work, bound_from, sample, "--bound-from") if bound_from else None
+        if mismatch:
+            _fail(mismatch)
+        return work if lengths_from is None else _with_lengths_from(work, lengths_from, sample)
 
     workloads = {r: workload_at(r) for r in sweep_rates} if sweep_rates else {None: workload_at(rate)}
     out_dir = out_dir or Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -239,7 +241,7 @@ def _stop_cleanly_on_signals() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
-def _sample_mismatch(work, records_csv: Path, sample: dict) -> str | None:
+def _sample_mismatch(work, records_csv: Path, sample: dict, option: str = "--lengths-from") -> str | None:
     """Why the run that wrote `records_csv` drew other items than this one, from the manifest.json beside it
     (None when it matches or there is no manifest). Records name items by their position in the sample, so
     another --num or --seed would silently give each prompt another prompt's length."""
@@ -256,7 +258,7 @@ def _sample_mismatch(work, records_csv: Path, sample: dict) -> str | None:
         differ.insert(0, f"workload {Path(str(options['workload'])).name} there, {Path(sample['workload']).name} here")
     if not differ:
         return None
-    return (f"--lengths-from {records_csv}: its run ({manifest_path}) drew another sample ({'; '.join(differ)}); "
+    return (f"{option} {records_csv}: its run ({manifest_path}) drew another sample ({'; '.join(differ)}); "
             "records name jobs by their place in the sample, so each prompt would get another prompt's length. "
             "Use the same workload, --num and --seed")
 

@@ -253,6 +253,9 @@ def test_lengths_from_a_run_of_another_sample_is_refused(tmp_path):
     result = runner.invoke(app, ["compare", "--prompts", str(prompts), "--num", "4", "--seed", "2",
                                  "--lengths-from", str(earlier), "--out-dir", str(tmp_path / "out")])
     assert result.exit_code == 2 and "drew another sample" in result.output and "Traceback" not in result.output
+    result = runner.invoke(app, ["compare", "--prompts", str(prompts), "--num", "3", "--seed", "1",
+                                 "--bound-from", str(earlier), "--out-dir", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "--bound-from" in result.output and "--num 4 there, 3 here" in result.output
     # without a manifest beside the records there is nothing to check against
     (earlier.parent / "manifest.json").unlink()
     assert _sample_mismatch(work, earlier, {"workload": str(prompts), "num": 3, "seed": 2}) is None
