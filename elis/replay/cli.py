@@ -170,18 +170,21 @@ def compare_command(
 
     def workload_at(run_rate: float | None):
         try:
-            work = build_workload(prompts, kind=kind, num=num, arrivals=arrivals, rate=run_rate, cv=cv, seed=seed,
+            return build_workload(prompts, kind=kind, num=num, arrivals=arrivals, rate=run_rate, cv=cv, seed=seed,
                                   max_tokens=max_tokens, temperature=temperature, slots=slots, load=load,
                                   max_prompt_tokens=max_prompt_tokens)
         except WorkloadError as exc:
             _fail(str(exc))
-        sample = {"workload": str(prompts), "num": num, "seed": seed}
-        mismatch = _sample_mismatch(work, bound_from, sample, "--bound-from") if bound_from else None
-        if mismatch:
-            _fail(mismatch)
-        return work if lengths_from is None else _with_lengths_from(work, lengths_from, sample)
 
     workloads = {r: workload_at(r) for r in sweep_rates} if sweep_rates else {None: workload_at(rate)}
+    # Records name jobs by their place in the sample: check once that earlier records come from this sample.
+    sample = {"workload": str(prompts), "num": num, "seed": seed}
+    for option, path in (("--bound-from", bound_from), ("--lengths-from", lengths_from)):
+        mismatch = _sample_mismatch(next(iter(workloads.values())), path, sample, option) if path else None
+        if mismatch:
+            _fail(mismatch)
+    if lengths_from is not None:
+        workloads = {r: _with_lengths_from(work, lengths_from) for r, work in workloads.items()}
     out_dir = out_dir or Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = get_settings()
@@ -263,18 +266,14 @@ def _sample_mismatch(work, records_csv: Path, sample: dict, option: str = "--len
             "Use the same workload, --num and --seed")
 
 
-def _with_lengths_from(work, records_csv: Path, sample: dict | None = None):
+def _with_lengths_from(work, records_csv: Path):
     """The workload with each item's output forced to the length it had in `records_csv` (items it does not
-    hold, e.g. jobs that failed there, are left out, and the run says how many). `sample`: this run's workload,
-    num and seed, checked against the earlier run's manifest when it has one."""
+    hold, e.g. jobs that failed there, are left out, and the run says how many)."""
     from dataclasses import replace
 
     from elis.replay import compare as cmp
     from elis.replay.live import read_live_records
 
-    mismatch = _sample_mismatch(work, records_csv, sample) if sample is not None else None
-    if mismatch:
-        _fail(mismatch)
     try:
         lengths = cmp.true_lengths_of(read_live_records(records_csv))
     except (OSError, ValueError) as exc:
