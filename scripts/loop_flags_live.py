@@ -22,13 +22,15 @@ from elis.predictor.loops import loop_counts, loop_period
 
 
 def window_records(rows, tokenizer, window_tokens: int) -> list[dict]:
-    """Records in the corpus layout (output_text, window_char_offsets, finish_reason) from finished jobs."""
+    """Records in the corpus layout (output_text, window_char_offsets, finish_reason) from finished jobs: one
+    offset per window boundary the job was still running at (0, window_tokens, ... below its length), as the
+    corpus has them. The end of the output is not a boundary: the worker re-predicts only unfinished jobs."""
     records = []
     for generated_ids, max_tokens in rows:
         ids = list(generated_ids or [])
-        text_at = [tokenizer.decode(ids[:end], skip_special_tokens=True)
-                   for end in range(0, len(ids), window_tokens)] + [tokenizer.decode(ids, skip_special_tokens=True)]
-        records.append({"output_text": text_at[-1], "window_char_offsets": [len(t) for t in text_at],
+        text_at = [tokenizer.decode(ids[:end], skip_special_tokens=True) for end in range(0, len(ids), window_tokens)]
+        records.append({"output_text": tokenizer.decode(ids, skip_special_tokens=True),
+                        "window_char_offsets": [len(t) for t in text_at],
                         "finish_reason": "length" if len(ids) >= max_tokens else "stop", "tokens": len(ids)})
     return records
 

@@ -137,3 +137,23 @@ def test_the_loops_command_prints_the_table_and_rejects_a_missing_file(tmp_path:
     missing = runner.invoke(app, ["predictor", "loops", str(tmp_path / "none.jsonl")])
     assert missing.exit_code == 2
     assert "no such corpus file" in missing.output
+
+
+def test_the_live_flag_script_cuts_outputs_only_at_boundaries_the_job_was_still_running_at():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "loop_flags_live.py"
+    spec = importlib.util.spec_from_file_location("loop_flags_live", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    class OneCharPerToken:
+        def decode(self, ids, skip_special_tokens=True):
+            return "".join(chr(ord("a") + i % 26) for i in ids)
+
+    stopped, capped = script.window_records([(list(range(346)), 512), (list(range(100)), 100)], OneCharPerToken(), 50)
+    # 346 tokens: boundaries at 0, 50, ..., 300; the end (346) is no boundary (no re-prediction after the last token)
+    assert stopped["window_char_offsets"] == [0, 50, 100, 150, 200, 250, 300]
+    assert len(stopped["output_text"]) == 346 and stopped["finish_reason"] == "stop"
+    # 100 tokens at a cap of 100: it finished at the end of its second window, so 100 is no boundary either
+    assert capped["window_char_offsets"] == [0, 50] and capped["finish_reason"] == "length"
