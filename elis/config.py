@@ -114,6 +114,11 @@ class Settings(BaseSettings):
     # Once on, pre-emption stays on until the precision falls below guard_preempt_precision minus this: a
     # precision at the bar moves by a point between refreshes (measured: on and off every 10 s in run 21).
     guard_preempt_hysteresis: float = Field(default=0.02, ge=0.0)
+    # While the quality guard holds FCFS order, ISRTF still moves a greedy job caught in a loop (it will run to
+    # max_tokens: a fact of decoding, not a prediction) behind the other jobs when more than the mean finished
+    # length is left (scheduling.LoopsLast). Off by default: in the simulator on greedy gsm8k it gave 0.5-4.5% of
+    # the mean JCT for 1.15-1.25x the p99 (docs/scheduling.md, "Loops last in the fallback").
+    fallback_loops_last: bool = False
     # The outcome guard: from the last jobs that arrived an aging bound ago (finished, or censored), the mean JCT
     # of the jobs the policy ordered against the same jobs replayed under FCFS on the same slots. Above
     # 1 + outcome_tolerance over at least outcome_min_jobs judged jobs, every policy orders as FCFS; the policy is

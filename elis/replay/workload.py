@@ -30,6 +30,9 @@ class TraceJob:
     arrival: float
     num_prompt_tokens: int
     num_output_tokens: int
+    # Tokens generated when the output's loop becomes detectable (a greedy output that runs to its limit),
+    # for the simulator; None: it does not loop, or no one looked.
+    loop_at: int | None = None
 
 
 def default_trace_path() -> Path:
@@ -101,18 +104,15 @@ def arrival_times(num_jobs: int, kind: str = "gamma", rate: float | None = None,
     return times - times[0]
 
 
-def sample_lengths(num_jobs: int, pool: Sequence[TraceJob], seed: int = 0) -> list[tuple[int, int]]:
-    """(prompt, output) length pairs drawn with replacement from a trace (keeps their correlation)."""
-    picks = np.random.default_rng(seed + 1).integers(0, len(pool), size=num_jobs)
-    return [(pool[i].num_prompt_tokens, pool[i].num_output_tokens) for i in picks]
-
-
 def synthetic_workload(num_jobs: int, kind: str = "gamma", rate: float | None = None, cv: float | None = None,
                        seed: int = 0, pool: Sequence[TraceJob] | None = None) -> list[TraceJob]:
-    """Gamma or Poisson arrivals with lengths sampled from `pool` (default: the Azure trace)."""
+    """Gamma or Poisson arrivals with lengths sampled from `pool` (default: the Azure trace), with replacement,
+    each job's prompt and output lengths (and loop point) drawn together so their correlation is kept."""
     times = arrival_times(num_jobs, kind, rate, cv, seed)
-    lengths = sample_lengths(num_jobs, pool if pool is not None else read_azure_trace(), seed)
-    return [TraceJob(f"j{i:07d}", float(t), p, o) for i, (t, (p, o)) in enumerate(zip(times, lengths))]
+    pool = pool if pool is not None else read_azure_trace()
+    picks = np.random.default_rng(seed + 1).integers(0, len(pool), size=num_jobs)
+    return [TraceJob(f"j{i:07d}", float(t), pool[k].num_prompt_tokens, pool[k].num_output_tokens, pool[k].loop_at)
+            for i, (t, k) in enumerate(zip(times, picks))]
 
 
 def rescale_to_rate(jobs: Sequence[TraceJob], rate: float) -> list[TraceJob]:

@@ -36,6 +36,9 @@ class JobView:
     service_time: float = 0.0
     # True remaining tokens, when a trace knows them (the oracle).
     true_remaining: int | None = None
+    # Remaining tokens a fact of decoding fixes, not a prediction: a greedy output caught in a loop runs to its
+    # token limit (elis.predictor.loops), so it has max_tokens minus what it generated left. None: not known.
+    known_remaining: int | None = None
 
     def waited(self, now: float) -> float:
         """Seconds since the job last entered the queue."""
@@ -99,6 +102,36 @@ class FCFS(Policy):
 
     def yields(self, job: JobView) -> bool:
         return False
+
+
+class LoopsLast(FCFS):
+    """FCFS, except for jobs whose remaining length a fact of decoding fixes (`JobView.known_remaining`: a
+    greedy output caught in a loop runs to its limit) and exceeds `typical_tokens`, the mean length of recently
+    finished jobs: such a job gives its slot at a window end to a waiting job and then waits behind the others,
+    the least known remaining first.
+
+    It is what a re-predicting policy (ISRTF) falls back to while the quality guard finds its predictions rank
+    no better than chance: the order keeps no prediction, only the one length that is certain. Swapping a job
+    of known remaining R with a waiting job of expected length E shortens the pair's total completion time by
+    R - E (the exchange argument of SRPT), so only jobs with more than the typical length left give way.
+    """
+
+    name = "fcfs, loops last"
+
+    def __init__(self, typical_tokens: float) -> None:
+        self.typical_tokens = typical_tokens
+
+    def _demoted(self, job: JobView) -> bool:
+        return job.known_remaining is not None and job.known_remaining > self.typical_tokens
+
+    def score(self, job: JobView, now: float) -> float:
+        return float(job.known_remaining) if self._demoted(job) else 0.0
+
+    def yields(self, job: JobView) -> bool:
+        return self._demoted(job)
+
+    def __repr__(self) -> str:
+        return f"LoopsLast(typical_tokens={self.typical_tokens})"
 
 
 class SJF(Policy):

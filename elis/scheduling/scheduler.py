@@ -25,7 +25,7 @@ from elis.scheduling.guard import (
 )
 from elis.scheduling.levels import PriorityLevels
 from elis.scheduling.outcome import Cohort, OutcomeGuard, measure_outcome
-from elis.scheduling.policy import FCFS, Aging, JobView, Policy, make_policy
+from elis.scheduling.policy import FCFS, Aging, JobView, LoopsLast, Policy, make_policy
 
 
 @dataclass(frozen=True)
@@ -72,12 +72,17 @@ class Scheduler:
     # Judges the outcome: the policy's jobs against their FCFS counterfactual (elis.scheduling.outcome).
     outcome: OutcomeGuard = field(default_factory=OutcomeGuard)
     quality: RankQuality | None = None
+    # While the quality guard holds FCFS order, a re-predicting policy still moves jobs whose remaining length
+    # is a fact (greedy loops) behind the others (`LoopsLast`), once `typical_tokens` is known.
+    loops_last: bool = False
+    # The mean output length of the jobs the guard last judged (None until it has judged `guard.min_jobs`).
+    typical_tokens: float | None = None
     # When each guard last changed state (seconds on the clock `observe` is given): the outcome guard judges only
     # jobs that arrived since their policy's order was last switched on (`judging_since`).
     quality_since: float = 0.0
     outcome_since: float = 0.0
     aging_bound_s: float = field(init=False)
-    _policies: dict[tuple[str, bool, bool, float], Policy] = field(default_factory=dict, init=False, repr=False)
+    _policies: dict[tuple[str, bool, bool, float, float], Policy] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -92,19 +97,36 @@ class Scheduler:
         name = name or self.default_policy
         fallback, tripped = self.guard.fallback, self.outcome.tripped
         bound = round(self.aging_bound_s, 1) if self.aging.enabled else 0.0
-        key = (name, fallback, tripped, bound)
+        typical = self._loops_last_tokens(name)
+        key = (name, fallback, tripped, bound, typical)
         with self._lock:
             policy = self._policies.get(key)
             if policy is None:
                 inner = make_policy(name)
-                if (fallback and inner.uses_predictions) or (tripped and inner.name not in OUTCOME_EXEMPT):
+                if tripped and inner.name not in OUTCOME_EXEMPT:
                     inner = FCFS()
+                elif fallback and inner.uses_predictions:
+                    inner = LoopsLast(typical) if typical > 0 else FCFS()
                 policy = (Aging(inner, bound, since_arrival=self.aging.since_arrival, preempts=self.aging.preempts)
                           if bound > 0 else inner)
                 if len(self._policies) > 256:
                     self._policies.clear()
                 self._policies[key] = policy
         return policy
+
+    def _loops_last_tokens(self, name: str) -> float:
+        """The typical length `LoopsLast` compares with, rounded so the policy cache stays small; 0 when the
+        policy in force for `name` does not move loops last: not in the quality guard's fallback, the outcome
+        guard tripped (plain FCFS then), a policy that does not pre-empt (SJF), or no typical length yet."""
+        if not (self.loops_last and self.guard.fallback) or self.outcome.tripped or self.typical_tokens is None:
+            return 0.0
+        if not make_policy(name).repredicts:
+            return 0.0
+        return float(max(10, 10 * round(self.typical_tokens / 10)))
+
+    def moves_loops_last(self, name: str | None = None) -> bool:
+        """Whether jobs of this policy are ordered by `LoopsLast` now (a worker then looks for loops)."""
+        return self._loops_last_tokens(name or self.default_policy) > 0
 
     def base_policy(self, name: str | None = None) -> Policy:
         """The policy as configured, ignoring the guard (what a job asked for)."""
@@ -150,10 +172,12 @@ class Scheduler:
         """The order jobs of this policy actually get right now, e.g. 'isrtf', 'fcfs (guard fallback)' or
         'fcfs (outcome guard)'."""
         base = self.base_policy(name)
-        if self.guard.fallback and base.uses_predictions:
-            return "fcfs (guard fallback)"
         if self.outcome.tripped and base.name not in OUTCOME_EXEMPT:
             return "fcfs (outcome guard)"
+        if self.guard.fallback and base.uses_predictions:
+            if self.moves_loops_last(base.name):
+                return f"{LoopsLast.name} (guard fallback)"
+            return "fcfs (guard fallback)"
         return base.name
 
     def guard_reason(self) -> str:
@@ -167,8 +191,10 @@ class Scheduler:
         quality guard's state matters only to policies that order by predictions (a worker serves jobs of every
         policy, whatever its own default)."""
         base = self.base_policy(name)
-        if base.name in OUTCOME_EXEMPT or self.outcome.tripped or (self.guard.fallback and base.uses_predictions):
+        if base.name in OUTCOME_EXEMPT or self.outcome.tripped:
             return float("inf")
+        if self.guard.fallback and base.uses_predictions and not self.moves_loops_last(base.name):
+            return float("inf")  # FCFS order: nothing to judge
         return max(self.outcome_since, self.quality_since if base.uses_predictions else 0.0)
 
     # --- decisions ----------------------------------------------------------------------------------------
@@ -225,6 +251,8 @@ class Scheduler:
             evidence, scale=self.calibration.factor, margin=margin)
         changed = self.guard.update(quality, preemption=preemption)
         self.quality = quality
+        if len(finished) >= self.guard.min_jobs:
+            self.typical_tokens = sum(job.output_tokens for job in finished) / len(finished)
         if changed and now is not None:
             self.quality_since = now
         if cohort is not None:
@@ -268,6 +296,8 @@ class Scheduler:
             },
             "rank_quality": None if self.quality is None else self.quality.as_dict(),
             "outcome": {**self.outcome.as_dict(), "judging_since": _finite(self.judging_since())},
+            "loops_last": {"enabled": self.loops_last, "active": self.moves_loops_last(),
+                           "typical_tokens": None if self.typical_tokens is None else round(self.typical_tokens, 1)},
             "aging": {"enabled": self.aging.enabled, "bound_s": round(self.aging_bound_s, 2),
                       "derived": self.aging.fixed_s <= 0, "since_arrival": self.aging.since_arrival,
                       "preempts": self.aging.preempts},
@@ -304,7 +334,7 @@ class Scheduler:
         return cls(settings.policy, levels, margin, guard, aging, calibrate_steps=settings.calibrate_steps,
                    repredict_every_window=bool(getattr(settings, "repredict_every_window", cls.repredict_every_window)),
                    repredict_sample_every=int(getattr(settings, "repredict_sample_every", cls.repredict_sample_every)),
-                   outcome=outcome)
+                   outcome=outcome, loops_last=bool(getattr(settings, "fallback_loops_last", cls.loops_last)))
 
 
 def _union(first: Sequence[FinishedJob], second: Sequence[FinishedJob]) -> list[FinishedJob]:

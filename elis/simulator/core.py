@@ -79,13 +79,14 @@ class SimResult:
 class _Job:
     __slots__ = ("job_id", "arrival", "prompt", "output", "generated", "windows", "first_start", "enqueued_at",
                  "service", "initial", "predicted", "queued", "max_wait", "window_start", "window_len", "steps",
-                 "spans")
+                 "spans", "loop_at")
 
     def __init__(self, spec: TraceJob) -> None:
         self.job_id = spec.job_id
         self.arrival = spec.arrival
         self.prompt = spec.num_prompt_tokens
         self.output = max(1, spec.num_output_tokens)
+        self.loop_at = spec.loop_at
         self.generated = 0
         self.windows = 0
         self.first_start = -1.0
@@ -101,8 +102,10 @@ class _Job:
         self.spans: list[tuple[float, float]] = []  # (start, end) of each window and its overhead: outcome guard
 
     def view(self) -> JobView:
+        remaining = self.output - self.generated
+        looping = self.loop_at is not None and self.generated >= self.loop_at
         return JobView(self.job_id, self.arrival, self.generated, self.predicted, self.initial, self.enqueued_at,
-                       self.service, self.output - self.generated)
+                       self.service, remaining, known_remaining=remaining if looping else None)
 
 
 class _Worker:

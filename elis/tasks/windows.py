@@ -14,6 +14,7 @@ from datetime import datetime
 from celery.exceptions import Reject
 
 from elis import clock, metrics
+from elis.predictor.loops import GREEDY_TEMPERATURE, loop_period
 from elis.scheduling import JobView
 from elis.scheduling.policy import with_prediction
 from elis.storage import jobs as store
@@ -114,7 +115,17 @@ def clip_prediction(prediction: float | None, job: JobSnapshot, num_generated: i
     return float(min(max(prediction, 0.0), most_remaining(job, num_generated)))
 
 
-def job_view(job: JobSnapshot, num_generated: int, prediction: float | None, service_s: float, now: datetime) -> JobView:
+def known_remaining(job: JobSnapshot, num_generated: int, text: str) -> int | None:
+    """What max_tokens leaves a greedy job whose output is caught in a loop (a greedy loop never ends before
+    the limit: `elis.predictor.loops`); None for a sampled job, or one that does not loop."""
+    temperature = job.sampling.temperature
+    if temperature is None or temperature > GREEDY_TEMPERATURE or not text or loop_period(text) is None:
+        return None
+    return most_remaining(job, num_generated)
+
+
+def job_view(job: JobSnapshot, num_generated: int, prediction: float | None, service_s: float, now: datetime,
+             known: int | None = None) -> JobView:
     """The policy's view of the job as it leaves a window (it would re-enter the queue now)."""
     return JobView(
         job_id=job.id,
@@ -125,6 +136,7 @@ def job_view(job: JobSnapshot, num_generated: int, prediction: float | None, ser
         enqueued_at=now.timestamp(),
         service_time=service_s,
         true_remaining=None if job.true_output_tokens is None else max(job.true_output_tokens - num_generated, 0),
+        known_remaining=known,
     )
 
 
@@ -165,11 +177,14 @@ def run_job_windows(runtime: WorkerRuntime, job_id: str, window_index: int, rede
         service_s += (ended - started).total_seconds()
         yielded, priority, prediction_after, predict_s, failed = False, None, None, None, False
         if reason is None:
-            head = _queue_head(runtime)
+            head = _queue_head(runtime, job.policy)
             now = ended.timestamp()
             # The last prediction, clipped to what max_tokens leaves now: never above the longest remaining
             # length should_repredict tests, so a skipped re-prediction cannot change the decision.
-            view = job_view(job, len(generated), clip_prediction(prediction, job, len(generated)), service_s, ended)
+            # Under `LoopsLast` (the guard's fallback, when on) a loop's remaining length is what orders the job.
+            known = known_remaining(job, len(generated), text) if scheduler.moves_loops_last(job.policy) else None
+            view = job_view(job, len(generated), clip_prediction(prediction, job, len(generated)), service_s, ended,
+                            known)
             cost = runtime.switch_cost.estimate(len(job.prompt_ids) + len(generated))
             # Re-predict only under a policy that uses it now (not FCFS while the quality guard falls back) and
             # only where a prediction could make the job yield (or as the guard's sample): on a CPU worker the
@@ -218,15 +233,19 @@ def run_job_windows(runtime: WorkerRuntime, job_id: str, window_index: int, rede
         prediction = prediction_after if prediction_after is not None else prediction
 
 
-def _queue_head(runtime: WorkerRuntime) -> JobView | None:
-    """The queued job RabbitMQ would deliver next (highest level, then longest waiting); None: none waits."""
+def _queue_head(runtime: WorkerRuntime, policy: str) -> JobView | None:
+    """The queued job RabbitMQ would deliver next (highest level, then longest waiting); None: none waits. Under
+    `LoopsLast` its loop, if any, too: a demoted loop at the head must not take the slot back from another."""
     with session_scope(runtime.settings.resolved_database_url) as session:
         head = store.queue_head(session)
         if head is None:
             return None
         snapshot = JobSnapshot.of(head)
-        return job_view(snapshot, len(snapshot.generated_ids), head.latest_prediction, head.service_s or 0.0,
-                        head.enqueued_at)
+    generated = len(snapshot.generated_ids)
+    known = None
+    if generated and runtime.scheduler.moves_loops_last(policy):
+        known = known_remaining(snapshot, generated, runtime.engine.decode(list(snapshot.generated_ids)))
+    return job_view(snapshot, generated, head.latest_prediction, head.service_s or 0.0, head.enqueued_at, known)
 
 
 def _prediction_input(job: JobSnapshot, text: str, num_generated: int):

@@ -21,7 +21,7 @@ from elis.scheduling.guard import (
     measure_rank_quality,
 )
 from elis.scheduling.levels import PriorityLevels
-from elis.scheduling.policy import AGED_SCORE, Aging, JobView, make_policy
+from elis.scheduling.policy import AGED_SCORE, Aging, JobView, LoopsLast, make_policy
 from elis.scheduling.scheduler import AgingRule, Scheduler
 
 LEVELS = PriorityLevels.log_spaced(10)
@@ -229,6 +229,45 @@ def test_in_fallback_a_prediction_policy_orders_as_fcfs_and_stops_re_predicting(
     assert scheduler.admit(short, 3.0)[1] == scheduler.admit(long_, 3.0)[1]  # one level: arrival order
     running = job("r", 900.0, generated=50, enqueued=3.0)
     assert not scheduler.decide(running, short, 3.0).yields
+
+
+def looping(job_id: str, known: int | None, generated: int = 100, arrival: float = 0.0) -> JobView:
+    return replace(job(job_id, 50.0, generated=generated, arrival=arrival, enqueued=arrival), known_remaining=known)
+
+
+def test_loops_last_moves_a_loop_with_more_than_the_typical_length_left_behind_a_waiting_job():
+    policy, head = LoopsLast(typical_tokens=200.0), job("h", None, arrival=5.0, enqueued=5.0)
+    assert decide(policy, looping("a", 400), head, 10.0, LEVELS, YieldMargin.of(0.3), SwitchCost(1.0, 0.05)).yields
+    assert policy.score(looping("a", 400), 10.0) == 400.0 and policy.score(head, 10.0) == 0.0
+    assert not decide(policy, looping("a", 150), head, 10.0, LEVELS).yields  # less than typical left: runs on
+    assert not decide(policy, looping("a", None), head, 10.0, LEVELS).yields  # no loop: FCFS
+    assert not decide(policy, looping("a", 400), None, 10.0, LEVELS).yields  # nothing waits
+    # A demoted loop at the head takes the slot only from a loop with clearly more left (no ping-pong).
+    assert not decide(policy, looping("a", 400), looping("b", 390, arrival=5.0), 10.0, LEVELS,
+                      YieldMargin.of(0.0), SwitchCost(1.0, 0.05)).yields
+    assert decide(policy, looping("a", 400), looping("b", 300, arrival=5.0), 10.0, LEVELS,
+                  YieldMargin.of(0.0), SwitchCost(1.0, 0.05)).yields
+
+
+def test_the_scheduler_moves_loops_last_only_in_a_quality_fallback_of_a_re_predicting_policy_once_on():
+    on = SimpleNamespace(**{**vars(SETTINGS), "fallback_loops_last": True})
+    scheduler = Scheduler.from_settings(on, LEVELS)
+    assert not scheduler.moves_loops_last()  # trusted: ISRTF's own order
+    scheduler.observe(ranked(-1, 4))
+    assert scheduler.guard.fallback is False and scheduler.typical_tokens is None  # too few jobs to judge
+    scheduler.observe(ranked(-1, 8))
+    assert scheduler.guard.fallback and scheduler.typical_tokens == 135.0  # the mean of 100 .. 170
+    assert scheduler.moves_loops_last("isrtf") and not scheduler.moves_loops_last("sjf")  # SJF never pre-empts
+    assert scheduler.ordering("isrtf") == "fcfs, loops last (guard fallback)"
+    assert scheduler.ordering("sjf") == "fcfs (guard fallback)"
+    assert scheduler.judging_since("isrtf") < math.inf  # an order of its own: the outcome guard judges it
+    assert scheduler.decide(looping("r", 400), job("h", None, arrival=5.0), 10.0).yields
+    scheduler.outcome.tripped = True  # a trip means plain FCFS
+    assert not scheduler.moves_loops_last() and not scheduler.decide(looping("r", 400), job("h", None), 10.0).yields
+    off = Scheduler.from_settings(SETTINGS, LEVELS)  # the default: off
+    off.observe(ranked(-1, 8))
+    assert off.guard.fallback and not off.moves_loops_last() and off.ordering() == "fcfs (guard fallback)"
+    assert off.judging_since("isrtf") == math.inf
 
 
 def test_the_scheduler_ages_with_the_bound_it_derives_from_finished_jobs():

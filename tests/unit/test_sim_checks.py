@@ -199,3 +199,19 @@ def test_the_outcome_guard_takes_a_losing_order_back_to_fcfs_and_leaves_a_winnin
     assert trips >= 1 and guarded < unguarded - 0.5 * (unguarded - fcfs)  # most of the loss taken back
     sjf, sjf_trips = run("sjf", True)
     assert sjf < fcfs and sjf_trips == 0
+
+
+@pytest.mark.parametrize("loops_last", [False, True])
+def test_in_the_simulator_loops_last_lets_a_job_overtake_a_flagged_loop_in_the_guards_fallback(loops_last):
+    from elis.simulator.figures import service_scheduler
+
+    # One slot; a greedy loop (flagged after 100 tokens, 400 left) runs when a 50-token job arrives.
+    jobs = [TraceJob("loop", 0.0, 10, 500, loop_at=100), TraceJob("short", 0.5, 10, 50)]
+    scheduler = service_scheduler("isrtf", fallback_loops_last=loops_last, guard_start_in_fallback=True)
+    scheduler.typical_tokens = 100.0  # as if learned from finished jobs
+    result = simulate(jobs, make_policy("isrtf"), EngineProfile.constant(0.01), SimConfig(1, 1, 50, max_tokens=500),
+                      scheduler=scheduler)
+    finish = {r.job_id: r.finish for r in result.records}
+    assert (finish["short"] < finish["loop"]) is loops_last
+    # The overtaking job waits one window at most (the loop is flagged at the second window end), not the loop.
+    assert (finish["short"] < 2.6) is loops_last

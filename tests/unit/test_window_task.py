@@ -162,3 +162,32 @@ def test_a_skipped_re_prediction_leaves_the_last_prediction_clipped_to_the_cap_s
     rt.scheduler.guard.preempt_judged = True  # else every window is the guard's sample
     assert run_job_windows(rt, job_id, 0, redelivered=False) == "done"
     assert rt.predictor.calls == 0 and recorder.published == []
+
+
+def test_loops_last_in_a_fallback_moves_a_greedy_loop_behind_the_waiting_job_at_a_level_below_it(settings):
+    # The scripted text is "xxxx...": a loop from 100 characters on, and the job is greedy (temperature 0).
+    looping = submit(settings, "isrtf", 1, 100.0)
+    submit(settings, "isrtf", 2, 100.0)
+    rt, recorder = runtime(settings.model_copy(update={"fallback_loops_last": True, "repredict_sample_every": 0}),
+                           ScriptedEngine({1: 500, 2: 20}), ScriptedPredictor(100.0))
+    rt.scheduler.guard.fallback, rt.scheduler.guard.preempt_judged = True, True
+    rt.scheduler.typical_tokens = 200.0  # the mean finished length; a loop with more left gives way
+    assert run_job_windows(rt, looping, 0, redelivered=False) == "queued"
+    # Flagged after 150 tokens (the first window end with more than 100 repeating characters): 350 left under
+    # max_tokens 500, queued at the level of 350 tokens.
+    level = rt.scheduler.levels.level(350.0)
+    assert level < rt.scheduler.levels.level(0.0)  # below every unflagged job (FCFS order scores 0)
+    assert recorder.published == [(looping, 3, level)] and rt.predictor.calls == 0
+    assert rt.scheduler.ordering("isrtf") == "fcfs, loops last (guard fallback)"
+
+
+@pytest.mark.parametrize("loops_last, typical", [(False, 200.0), (True, 450.0)])
+def test_loops_last_off_or_a_short_remainder_keeps_the_loop_running_in_fcfs_order(settings, loops_last, typical):
+    looping = submit(settings, "isrtf", 1, 100.0)
+    submit(settings, "isrtf", 2, 100.0)
+    rt, recorder = runtime(settings.model_copy(update={"fallback_loops_last": loops_last, "repredict_sample_every": 0}),
+                           ScriptedEngine({1: 500, 2: 20}), ScriptedPredictor(100.0))
+    rt.scheduler.guard.fallback, rt.scheduler.guard.preempt_judged = True, True
+    rt.scheduler.typical_tokens = typical  # 450: the loop has 350 left once it is flagged
+    assert run_job_windows(rt, looping, 0, redelivered=False) == "done"
+    assert recorder.published == [] and stored(settings, looping)[:2] == ("done", 500)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from elis.replay.workload import (
+    TraceJob,
     arrival_times,
     gamma_shape_scale,
     read_azure_trace,
@@ -54,6 +55,12 @@ def test_synthetic_workloads_are_seeded_and_take_lengths_from_the_pool():
     assert first == synthetic_workload(100, "poisson", 1.0, seed=3, pool=pool)
     pairs = {(j.num_prompt_tokens, j.num_output_tokens) for j in pool}
     assert all((j.num_prompt_tokens, j.num_output_tokens) in pairs for j in first)
+
+
+def test_a_synthetic_workload_keeps_each_jobs_loop_point_with_its_lengths():
+    pool = [TraceJob("loops", 0.0, 10, 512, loop_at=150), TraceJob("ends", 0.0, 20, 80)]
+    jobs = synthetic_workload(200, "poisson", 1.0, seed=1, pool=pool)
+    assert {(j.num_prompt_tokens, j.num_output_tokens, j.loop_at) for j in jobs} == {(10, 512, 150), (20, 80, None)}
 
 
 def test_a_trace_rescales_to_a_rate_and_repeats_when_too_short():
