@@ -304,9 +304,12 @@ def _compare_once(cmp, work, names, stack, run_dir, settings, options, run_rate,
     manifest.update(status=status, error=result.error, finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     cmp.write_manifest(run_dir, manifest)
     if result.runs:
+        same_work = cmp.same_work_note(manifest["runs"])
         cmp.write_tables(run_dir, result.runs, title=f"elis compare ({status})",
-                         notes=cmp.ordering_notes(manifest["runs"]))
+                         notes=cmp.ordering_notes(manifest["runs"]), readings=[same_work])
         cmp.print_comparison(result.runs, title=f"{info['jobs']} jobs, arrivals {info['arrivals']}"
                              + (f", rate {run_rate:g}/s" if run_rate else ""))
+        if same_work:
+            typer.echo(same_work)
     typer.echo(f"table: {run_dir / 'table.md'}  manifest: {run_dir / 'manifest.json'}")
     return status if status != "failed" else str(result.error)

@@ -282,11 +282,12 @@ def _preempts_on_predictions(policy: str | None) -> bool:
 
 
 def write_tables(out_dir: Path, runs: Mapping[str, Sequence[LiveRecord]], title: str = "",
-                 notes: Sequence[str] = ()) -> str:
-    """table.md and table.csv in `out_dir`; returns the Markdown. `notes`: lines to add under the table."""
+                 notes: Sequence[str] = (), readings: Sequence[str] = ()) -> str:
+    """table.md and table.csv in `out_dir`; returns the Markdown. `notes`: warnings to add under the table;
+    `readings`: other lines to add there (e.g. `same_work_note`)."""
     header, rows, csv_header, csv_rows = comparison_table(runs)
     warnings = [line for line in [work_note(runs), *notes] if line]
-    note = " ".join(part for part in [table_note(runs), speed_matched_note(runs),
+    note = " ".join(part for part in [table_note(runs), speed_matched_note(runs), *readings,
                                       *(f"Warning: {line}." for line in warnings)] if part)
     text = (f"## {title}\n\n" if title else "") + markdown_table(header, rows) + f"\n\n{note}\n"
     (out_dir / "table.md").write_text(text)
@@ -578,6 +579,40 @@ def outcome_state(base_url: str) -> dict:
     return stats.get("outcome") or {}
 
 
+def same_work_reading(database_url: str, label: str) -> dict:
+    """The outcome guard's reading of one run, every job judged (`elis.scheduling.outcome`): the run's mean JCT
+    against the FCFS counterfactual of the same jobs, replayed in arrival order on the same slots with their own
+    slot times. The engine's speed cancels, so this tells what the order did where runs of one workload an hour
+    apart differ by more than the orders do (about 1.00 on an FCFS run: the counterfactual's own error).
+    {} when the database cannot be read or the run has no finished job."""
+    from elis import clock
+    from elis.scheduling.outcome import measure_outcome
+    from elis.storage import jobs as store
+    from elis.storage.db import session_scope
+
+    try:
+        with session_scope(database_url) as session:
+            now = clock.now()
+            cohort = store.recent_cohort(session, limit=100_000, arrived_before=now, now=now, workload=label)
+    except Exception:  # a reading for the report, never a reason to lose the run
+        return {}
+    check = measure_outcome([replace(job, judged=True) for job in cohort.jobs], cohort.slots, cohort.backlog)
+    if check is None:
+        return {}
+    return {"ratio": round(check.ratio, 4), "mean_jct_s": round(check.realized_mean_s, 3),
+            "fcfs_counterfactual_s": round(check.fcfs_mean_s, 3), "jobs": check.num_judged, "slots": check.slots}
+
+
+def same_work_note(manifest_runs: Mapping[str, Mapping]) -> str:
+    """One line under the table: each run's same-work reading (`same_work_reading`), from the manifest."""
+    readings = [f"{name} {run['same_work']['ratio']:.3f}" for name, run in manifest_runs.items()
+                if (run.get("same_work") or {}).get("ratio") is not None]
+    if not readings:
+        return ""
+    return ("Same work in FCFS order (each run's mean JCT over the FCFS order of its own jobs on the same slots and "
+            "slot times: the engine's speed cancels; about 1.00 on an FCFS run): " + ", ".join(readings) + ".")
+
+
 # -- the comparison ---------------------------------------------------------------------------------------
 
 
@@ -635,21 +670,25 @@ def run_compare(items: Sequence[WorkItem], policies: Sequence[str], stack: Stack
         if guard_at_start:
             echo(f"{name}: ordering {guard_at_start.get('ordering')}; {guard_at_start.get('preempt_reason')}")
         outcome_at_end: dict = {}
+        label = f"compare-{stamp}-{name}"
         try:
-            run = run_live(base, run_items, label=f"compare-{stamp}-{name}", timeout_s=timeout_s,
-                           progress=progress, desc=name)
+            run = run_live(base, run_items, label=label, timeout_s=timeout_s, progress=progress, desc=name)
             outcome_at_end = outcome_state(base)
         finally:
             stack.stop_apis()
         if outcome_at_end:
             echo(f"{name}: outcome guard {outcome_at_end.get('reason')}")
+        same_work = same_work_reading(stack.database_url, label)
+        if same_work:
+            echo(f"{name}: same work in FCFS order {same_work['ratio']:.3f} (mean JCT {same_work['mean_jct_s']:.2f} s, "
+                 f"FCFS counterfactual {same_work['fcfs_counterfactual_s']:.2f} s)")
         result.runs[name] = run.records
         write_live_records(run.records, records_path(out_dir, name))
         manifest["runs"][name] = {"policy": policy, "jobs": len(run_items), "submitted": run.submitted,
                                   "wall_s": round(run.wall_s, 2), "interrupted": run.interrupted,
                                   "error": run.error, "records": records_path(out_dir, name).name,
                                   "orderings": run.orderings, "guard_at_start": guard_at_start,
-                                  "outcome_at_end": outcome_at_end}
+                                  "outcome_at_end": outcome_at_end, "same_work": same_work}
         write_manifest(out_dir, manifest)
         for line in ordering_notes({name: manifest["runs"][name]}):
             echo(f"warning: {line}")

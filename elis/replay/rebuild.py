@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 
 from elis.replay import analysis
-from elis.replay.compare import BOUND_POLICY, comparison_table, ordering_notes, write_tables
+from elis.replay.compare import BOUND_POLICY, comparison_table, ordering_notes, same_work_note, write_tables
 from elis.replay.live import LiveRecord
 from elis.replay.report import markdown_table, print_table
 from elis.replay.runs import RunDirError, SavedRun, load_run
@@ -112,7 +112,8 @@ def report_run(saved: SavedRun, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     title = saved.label
     write_tables(out_dir, saved.runs, title=f"elis compare: {title}",
-                 notes=ordering_notes(saved.manifest.get("runs", {})))
+                 notes=ordering_notes(saved.manifest.get("runs", {})),
+                 readings=[same_work_note(saved.manifest.get("runs", {}))])
     header, rows, _, _ = comparison_table(saved.runs)
     print_table(header, rows, title=title)
     plot_jct_cdf(saved.runs, out_dir / "jct_cdf.png", f"JCT distribution per policy ({title})")

@@ -36,6 +36,12 @@ def test_compare_runs_policies_and_the_bound_on_the_same_workload(stack, tmp_pat
     assert manifest["status"] == "complete" and manifest["git"]["commit"]
     assert manifest["machine"]["cpu_count"] >= 1 and manifest["predictor"]["sha256"]
     assert set(manifest["runs"]) == {"fcfs", "isrtf", "bound"}
+    # The outcome guard's reading of each run on its own jobs: an FCFS run is its own counterfactual, up to the
+    # replay's window-end gaps.
+    for run in manifest["runs"].values():
+        assert run["same_work"]["jobs"] == 6 and run["same_work"]["slots"] >= 1
+    assert manifest["runs"]["fcfs"]["same_work"]["ratio"] == pytest.approx(1.0, abs=0.1)
+    assert "Same work in FCFS order" in (out / "table.md").read_text()
     # Every job admitted under its own policy's order (the stack's guard does not start in fallback).
     assert manifest["runs"]["isrtf"]["orderings"] == {"isrtf": 6}
     assert manifest["runs"]["bound"]["orderings"] == {"srtf-oracle": 6}

@@ -352,6 +352,28 @@ def test_a_policy_held_in_the_guards_fcfs_fallback_is_named_under_the_table(tmp_
     assert "Warning" in (tmp_path / "table.md").read_text()
 
 
+def test_each_runs_same_work_reading_is_written_under_the_table(tmp_path):
+    from elis.replay.compare import same_work_note, write_tables
+
+    manifest_runs = {
+        "fcfs": {"policy": "fcfs", "same_work": {"ratio": 1.0041, "jobs": 3}},
+        "isrtf": {"policy": "isrtf", "same_work": {"ratio": 0.9123, "jobs": 3}},
+        "old": {"policy": "isrtf"},  # a manifest written before the reading was kept
+        "empty": {"policy": "sjf", "same_work": {}},  # the database could not be read
+    }
+    note = same_work_note(manifest_runs)
+    assert note.startswith("Same work in FCFS order") and note.endswith(": fcfs 1.004, isrtf 0.912.")
+    assert same_work_note({"old": {"policy": "isrtf"}}) == ""
+    text = write_tables(tmp_path, {"fcfs": [rec(0, 0, 4, 1, 10)]}, readings=[note])
+    assert "fcfs 1.004, isrtf 0.912." in text and "Warning" not in text
+
+
+def test_a_same_work_reading_of_an_unreadable_database_is_empty_not_an_error(tmp_path):
+    from elis.replay.compare import same_work_reading
+
+    assert same_work_reading(f"sqlite:///{tmp_path / 'no-tables.sqlite3'}", "compare-x-fcfs") == {}
+
+
 def test_an_isrtf_run_whose_guard_kept_preemption_off_is_named_under_the_table():
     from elis.replay.compare import ordering_notes
 
