@@ -206,6 +206,23 @@ def test_a_guard_that_starts_in_fallback_needs_evidence_before_trusting_predicti
     assert not guard.fallback
 
 
+def test_many_re_predictions_of_a_few_jobs_do_not_earn_trust_before_the_jobs_do():
+    # Six jobs, each re-predicted exactly at five steps (30 points ranking perfectly), admission at chance.
+    def jobs(count: int) -> list[FinishedJob]:
+        return [FinishedJob(str(i), 300 + 7 * i, 2.0, initial_prediction=float((i * 7919) % count),
+                            step_predictions=tuple((50 * k, float(300 + 7 * i - 50 * k)) for k in range(1, 6)))
+                for i in range(count)]
+
+    guard = QualityGuard(min_jobs=20)
+    early = measure_rank_quality(jobs(6))
+    assert early.pooled_num == 30 and early.pooled_tau >= guard.threshold + guard.hysteresis  # would trust
+    guard.update(early)
+    assert guard.fallback and guard.judged_tau is None
+    later = measure_rank_quality(jobs(24))
+    guard.update(later)
+    assert guard.judged_tau == later.admission_tau < 0.2 and guard.fallback
+
+
 def test_the_aging_bound_follows_the_mean_service_time_above_a_floor():
     assert aging_bound([], 3.0, 10.0) == 10.0
     assert aging_bound([2.0, 4.0], 3.0, 10.0) == 10.0
