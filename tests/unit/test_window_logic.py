@@ -69,3 +69,16 @@ def test_a_forced_job_below_its_cap_ends_at_its_known_length_but_predictions_cli
     at_cap = snapshot(max_tokens=512, true_output_tokens=512, sampling=SamplingSettings(force_length=True))
     assert finish_reason(going_on(12), [0] * 512, "t", at_cap) == ("length", "t")
     assert snapshot(max_tokens=100, true_output_tokens=70).token_budget == 100  # known, not forced: natural run
+
+
+def test_only_a_greedy_output_that_loops_has_a_known_remaining_length():
+    from elis.tasks.windows import known_remaining
+
+    loop = "He sells 8 chickens for $4 each. " * 6  # the numbers masked, a period of 33 characters
+    prose = "".join(f"Step {i}: the farmer counts his eggs and writes down a different sentence each time. "[i % 7:]
+                    for i in range(6))
+    greedy, sampled = SamplingSettings(temperature=0.0), SamplingSettings(temperature=0.7)
+    assert known_remaining(snapshot(sampling=greedy, max_tokens=512), 150, loop) == 362
+    assert known_remaining(snapshot(sampling=sampled, max_tokens=512), 150, loop) is None  # sampling may leave it
+    assert known_remaining(snapshot(sampling=greedy, max_tokens=512), 150, prose) is None
+    assert known_remaining(snapshot(sampling=greedy, max_tokens=512), 600, loop) == 0  # never below nothing left
