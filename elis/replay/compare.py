@@ -253,7 +253,8 @@ def ordering_notes(manifest_runs: Mapping[str, Mapping]) -> list[str]:
             notes.append(f"{name} ran {parts}: not its own policy's order (the quality guard's FCFS fallback: "
                          "it judges only natural finished jobs; see /v1/stats)")
         guard_at_start = run.get("guard_at_start") or {}
-        if _preempts_on_predictions(run.get("policy")) and guard_at_start.get("preempting") is False:
+        own_order = not orderings or run.get("policy") in orderings  # else no job got an order from predictions
+        if _preempts_on_predictions(run.get("policy")) and guard_at_start.get("preempting") is False and own_order:
             notes.append(f"{name} started with pre-emption on predictions off ({guard_at_start.get('preempt_reason')}):"
                          " it ordered the queue by predictions but yielded only to starving jobs")
     return notes

@@ -382,10 +382,13 @@ def test_an_isrtf_run_whose_guard_kept_preemption_off_is_named_under_the_table()
         "isrtf": {"policy": "isrtf", "orderings": {"isrtf": 3}, "guard_at_start": off},
         "isrtf.r2": {"policy": "isrtf", "orderings": {"isrtf": 3}, "guard_at_start": {**off, "preempting": True}},
         "sjf": {"policy": "sjf", "orderings": {"sjf": 3}, "guard_at_start": off},  # SJF never pre-empts anyway
+        # Held in the guard's fallback throughout: no job was ordered by predictions, so nothing to say of them.
+        "isrtf.r3": {"policy": "isrtf", "orderings": {"fcfs, loops last (guard fallback)": 3}, "guard_at_start": off},
     }
     notes = ordering_notes(manifest_runs)
-    assert notes == [("isrtf started with pre-emption on predictions off (pre-emption off: fewer than 20 "
-                     "re-predictions): it ordered the queue by predictions but yielded only to starving jobs")]
+    assert notes[0] == ("isrtf started with pre-emption on predictions off (pre-emption off: fewer than 20 "
+                        "re-predictions): it ordered the queue by predictions but yielded only to starving jobs")
+    assert len(notes) == 2 and notes[1].startswith("isrtf.r3 ran 3 of 3 in order 'fcfs, loops last (guard fallback)'")
 
 
 def test_the_table_warns_when_runs_did_different_work(tmp_path):
