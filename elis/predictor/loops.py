@@ -10,8 +10,9 @@ Detection works on the decoded text with every number replaced by one placeholde
 count up ("2 * 40 = 80", "2 * 80 = 160") is a loop too; list enumerators at a line's start are kept, since a
 numbered list counts towards a stated end. The masked tail must repeat with some period p for at least
 max(min_span, p) characters. Measured (`elis predictor loops`): greedy, every flagged output ran to its limit
-(150 gsm8k prompts; 15 of 18 capped outputs flagged and no other in a live alpaca run); at temperature 0.7,
-68-91% did (sampling can leave a loop), so sampled jobs get a share of the limit, not all of it.
+(150 gsm8k prompts; 15 of 18 capped outputs flagged and no other in a live alpaca run), though at max_tokens 1024
+2 of 19 flagged gsm8k outputs left a short repetition and ended (run 31 of docs/scheduling.md); at temperature
+0.7, 68-91% did (sampling can leave a loop), so sampled jobs get a share of the limit, not all of it.
 """
 
 from __future__ import annotations
