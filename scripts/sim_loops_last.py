@@ -59,8 +59,9 @@ pool, misses = loop_pool(GREEDY, max_tokens)
 capped = sum(job.num_output_tokens >= max_tokens for job in pool)
 flagged = [job.loop_at for job in pool if job.loop_at is not None]
 mean_output = statistics.mean(job.num_output_tokens for job in pool)
-print(f"{len(pool)} greedy gsm8k outputs at max_tokens {max_tokens}: mean {mean_output:.0f} tokens, {capped} capped, {len(flagged)} flagged (first flag at {sorted(flagged)} tokens), "
-      f"{misses} flagged but ended before the cap; {num_jobs} jobs x {num_seeds} seeds, one worker x 4 slots")
+print(f"{len(pool)} greedy gsm8k outputs at max_tokens {max_tokens}: mean {mean_output:.0f} tokens, {capped} capped, "
+      f"{len(flagged)} flagged (first flag at {sorted(flagged)} tokens), {misses} flagged but ended before the cap; "
+      f"{num_jobs} jobs x {num_seeds} seeds, one worker x 4 slots")
 
 profile = EngineProfile.load(None)
 config = SimConfig(1, 4, 50, max_tokens=max_tokens)
