@@ -27,6 +27,11 @@ NUMBER_OR_ENUMERATOR = re.compile(r"(?m)(^[ \t]*\d+[.)])|\d+(?:[.,]\d+)*")
 GREEDY_TEMPERATURE = 1e-5  # at or below this, decoding is greedy (vLLM treats it so)
 
 
+def is_greedy(temperature: float | None) -> bool:
+    """Whether a job decodes greedily (an unknown temperature is not taken for greedy)."""
+    return temperature is not None and temperature <= GREEDY_TEMPERATURE
+
+
 def masked(text: str) -> str:
     """The text with every number (digits, with inner . or ,) replaced by '#', except list enumerators."""
     return NUMBER_OR_ENUMERATOR.sub(lambda m: m.group(1) or "#", text)
@@ -69,8 +74,7 @@ class LoopRule:
     sampled_share: float = 0.8
 
     def share(self, temperature: float | None) -> float:
-        greedy = temperature is not None and temperature <= GREEDY_TEMPERATURE
-        return self.greedy_share if greedy else self.sampled_share
+        return self.greedy_share if is_greedy(temperature) else self.sampled_share
 
     def apply(self, predicted: float, job: _Job) -> float:
         if not job.max_tokens or not job.output_text:

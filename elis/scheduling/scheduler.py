@@ -120,7 +120,7 @@ class Scheduler:
         guard tripped (plain FCFS then), a policy that does not pre-empt (SJF), or no typical length yet."""
         if not (self.loops_last and self.guard.fallback) or self.outcome.tripped or self.typical_tokens is None:
             return 0.0
-        if not make_policy(name).repredicts:
+        if not self.base_policy(name).repredicts:
             return 0.0
         return float(max(10, 10 * round(self.typical_tokens / 10)))
 

@@ -14,7 +14,7 @@ from datetime import datetime
 from celery.exceptions import Reject
 
 from elis import clock, metrics
-from elis.predictor.loops import GREEDY_TEMPERATURE, loop_period
+from elis.predictor.loops import is_greedy, loop_period
 from elis.scheduling import JobView
 from elis.scheduling.policy import with_prediction
 from elis.storage import jobs as store
@@ -118,8 +118,7 @@ def clip_prediction(prediction: float | None, job: JobSnapshot, num_generated: i
 def known_remaining(job: JobSnapshot, num_generated: int, text: str) -> int | None:
     """What max_tokens leaves a greedy job whose output is caught in a loop (a greedy loop never ends before
     the limit: `elis.predictor.loops`); None for a sampled job, or one that does not loop."""
-    temperature = job.sampling.temperature
-    if temperature is None or temperature > GREEDY_TEMPERATURE or not text or loop_period(text) is None:
+    if not is_greedy(job.sampling.temperature) or not text or loop_period(text) is None:
         return None
     return most_remaining(job, num_generated)
 
@@ -244,8 +243,8 @@ def _queue_head(runtime: WorkerRuntime, policy: str) -> JobView | None:
     generated = len(snapshot.generated_ids)
     known = None
     if generated and runtime.scheduler.moves_loops_last(policy):
-        known = known_remaining(snapshot, generated, runtime.engine.decode(list(snapshot.generated_ids)))
-    return job_view(snapshot, generated, head.latest_prediction, head.service_s or 0.0, head.enqueued_at, known)
+        known = known_remaining(snapshot, generated, runtime.engine.decode(snapshot.generated_ids))
+    return job_view(snapshot, generated, snapshot.latest_prediction, snapshot.service_s, snapshot.enqueued_at, known)
 
 
 def _prediction_input(job: JobSnapshot, text: str, num_generated: int):
