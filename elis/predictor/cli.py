@@ -200,8 +200,8 @@ def evaluate(
     ] = False,
     corpus: Annotated[list[Path] | None, typer.Option(help="--loso: corpus files [default: the shipped corpus]")] = None,
     greedy: Annotated[
-        list[Path] | None, typer.Option(help="--loso: greedy (temperature 0) records of one source, scored by "
-                                             "the model that never saw that source")
+        list[Path] | None, typer.Option(help="--loso: greedy (temperature 0) records; each source's are scored "
+                                             "by the model that never saw that source")
     ] = None,
     source: Annotated[list[str] | None, typer.Option(help="--loso: sources to hold out [default: all]")] = None,
     max_epochs: Annotated[int, typer.Option(help="--loso: training epochs at most")] = 40,
@@ -243,7 +243,10 @@ def _evaluate_loso(files, greedy_files, held_out, out_dir, max_epochs, baseline_
 
     started = time.perf_counter()
     records = _read_corpus(files)
-    greedy = {Path(f).name: _read_corpus([f]) for f in greedy_files}
+    greedy: dict[str, list[dict]] = {}
+    for path in greedy_files:  # one test set per source: each is scored by the fold that left its source out
+        for row in _read_corpus([path]):
+            greedy.setdefault(f"{Path(path).name}:{row.get('source', '?')}", []).append(row)
     out_dir = out_dir or _settings().cache_dir / "predictor" / "loso"
     window = int(records[0]["window_tokens"])
     cache = _embedding_cache()
@@ -435,23 +438,48 @@ def _served_tokenizer(settings):
 def loops(
     records: Annotated[list[Path], typer.Argument(help="build-dataset record files (.jsonl or .jsonl.gz)")],
     max_step: Annotated[int, typer.Option(min=1, help="last window boundary to count")] = 12,
+    min_span: Annotated[
+        list[int] | None, typer.Option(min=1, help="characters the tail must repeat over (repeat to sweep) "
+                                                   "[default: the shipped detector's]")] = None,
+    min_repeats: Annotated[
+        list[int] | None, typer.Option(min=2, help="copies of the unit the tail must hold (repeat to sweep) "
+                                                   "[default: the shipped detector's]")] = None,
+    by_source: Annotated[bool, typer.Option(help="one table per source too, not only per temperature")] = False,
 ) -> None:
     """How well the loop rule's detector works on recorded outputs: per window boundary, the outputs still
     running, how many it flags as looping, how many of those ran to max_tokens (precision), and how many of
-    the outputs that ran to max_tokens it had flagged by then (recall). By temperature."""
-    from elis.predictor.loops import loop_counts
+    the outputs that ran to max_tokens it had flagged by then (recall). By temperature. With several
+    --min-span / --min-repeats values, a sweep: per variant, the outputs ever flagged, those that then ended
+    before max_tokens (escaped), and the median tokens at the first flag."""
+    from elis.predictor.loops import MIN_REPEATS, MIN_SPAN, loop_counts, loop_summary
 
+    spans, repeats = min_span or [MIN_SPAN], min_repeats or [MIN_REPEATS]
     rows = _read_corpus(records)
-    by_temperature: dict[str, list[dict]] = {}
+    groups: dict[str, list[dict]] = {}
     for row in rows:
-        by_temperature.setdefault(str(row.get("temperature", "?")), []).append(row)
-    for temperature, group in sorted(by_temperature.items()):
-        typer.echo(f"\n## temperature {temperature} ({len(group)} outputs, "
+        temperature = f"temperature {row.get('temperature', '?')}"
+        groups.setdefault(temperature, []).append(row)
+        if by_source:
+            groups.setdefault(f"{temperature}, {row.get('source', '?')}", []).append(row)
+    for name, group in sorted(groups.items()):
+        window = int(group[0].get("window_tokens") or 50)
+        typer.echo(f"\n## {name} ({len(group)} outputs, "
                    f"{sum(r.get('finish_reason') == 'length' for r in group)} ran to max_tokens)\n")
+        if len(spans) * len(repeats) > 1:
+            typer.echo(f"| min span | min repeats | flagged by step {max_step} | escaped | precision | recall "
+                       "| median tokens at the first flag |")
+            typer.echo("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+            for span in spans:
+                for repeat in repeats:
+                    sm = loop_summary(group, max_step, min_span=span, min_repeats=repeat)
+                    typer.echo(f"| {span} | {repeat} | {sm.flagged} | {sm.escaped} | {sm.precision:.3f} "
+                               f"| {sm.recall:.3f} | {sm.median_first_step * window:.0f} |")
+            typer.echo("")
+        typer.echo(f"min span {spans[0]}, min repeats {repeats[0]}:\n")
         typer.echo("| step | running | ran to max_tokens | flagged | of those, ran to max_tokens | precision "
                    "| recall |")
         typer.echo("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-        for c in loop_counts(group, max_step):
+        for c in loop_counts(group, max_step, min_span=spans[0], min_repeats=repeats[0]):
             typer.echo(f"| {c.step} | {c.running} | {c.capped} | {c.flagged} | {c.flagged_capped} "
                        f"| {c.precision:.2f} | {c.recall:.2f} |")
 

@@ -37,14 +37,21 @@ def masked(text: str) -> str:
     return NUMBER_OR_ENUMERATOR.sub(lambda m: m.group(1) or "#", text)
 
 
-def loop_period(text: str, min_span: int = 100, max_period: int = 1500) -> int | None:
+MIN_SPAN = 100  # characters the masked tail must repeat over, at the least
+MAX_PERIOD = 1500  # the longest repeating unit looked for, in masked characters
+MIN_REPEATS = 2  # copies of the unit the tail must hold (2: the unit once, then once again)
+
+
+def loop_period(text: str, min_span: int = MIN_SPAN, max_period: int = MAX_PERIOD,
+                min_repeats: int = MIN_REPEATS) -> int | None:
     """The smallest period p (in masked characters) with which the text's tail repeats for at least
-    max(min_span, p) characters; None when it does not repeat."""
-    tail = masked(text[-(4 * max_period + 2 * min_span):])
+    max(min_span, (min_repeats - 1) * p) characters, so that it holds min_repeats copies of the unit; None when it
+    does not repeat."""
+    tail = masked(text[-((min_repeats + 2) * max_period + 2 * min_span):])
     n = len(tail)
     last = tail[-8:]
     for period in range(1, max_period + 1):
-        span = max(min_span, period)
+        span = max(min_span, (min_repeats - 1) * period)
         if n < span + period:
             return None
         # cheap test first: the last 8 characters must recur `period` earlier (most periods fail here)
@@ -68,8 +75,9 @@ class LoopRule:
     a greedy loop is absorbing); sampled_share: the same for a sampled job (or one of unknown temperature).
     The rule only raises a prediction, never lowers it."""
 
-    min_span: int = 100
-    max_period: int = 1500
+    min_span: int = MIN_SPAN
+    max_period: int = MAX_PERIOD
+    min_repeats: int = MIN_REPEATS
     greedy_share: float = 1.0
     sampled_share: float = 0.8
 
@@ -80,7 +88,7 @@ class LoopRule:
         if not job.max_tokens or not job.output_text:
             return predicted
         share = self.share(job.temperature)
-        if share <= 0 or loop_period(job.output_text, self.min_span, self.max_period) is None:
+        if share <= 0 or loop_period(job.output_text, self.min_span, self.max_period, self.min_repeats) is None:
             return predicted
         budget = float(max(job.max_tokens - job.num_generated, 0))
         return max(predicted, share * budget + (1.0 - share) * min(predicted, budget))
@@ -110,7 +118,8 @@ class LoopCount:
         return self.flagged_capped / self.capped if self.capped else float("nan")
 
 
-def loop_counts(records, max_step: int = 12, min_span: int = 100, max_period: int = 1500) -> list[LoopCount]:
+def loop_counts(records, max_step: int = 12, min_span: int = MIN_SPAN, max_period: int = MAX_PERIOD,
+                min_repeats: int = MIN_REPEATS) -> list[LoopCount]:
     """Precision and recall of loop detection per window boundary, on build-dataset records (output_text,
     window_char_offsets, finish_reason 'length' when the output hit max_tokens)."""
     counts = []
@@ -122,10 +131,69 @@ def loop_counts(records, max_step: int = 12, min_span: int = 100, max_period: in
                 continue
             running += 1
             ran_to_limit = record.get("finish_reason") == "length"
-            hit = loop_period(record["output_text"][: offsets[step]], min_span, max_period) is not None
+            hit = loop_period(record["output_text"][: offsets[step]], min_span, max_period, min_repeats) is not None
             capped += ran_to_limit
             flagged += hit
             flagged_capped += hit and ran_to_limit
         if running:
             counts.append(LoopCount(step, running, flagged, flagged_capped, capped))
     return counts
+
+
+@dataclass(frozen=True)
+class LoopSummary:
+    """Over whole outputs (every window boundary up to max_step): how many the detector ever flagged, how many
+    of those ran to max_tokens, how many ran to max_tokens in all, and at which step each was first flagged."""
+
+    outputs: int
+    capped: int
+    flagged: int
+    flagged_capped: int
+    first_flag_steps: tuple[int, ...]  # of the flagged outputs that ran to max_tokens
+
+    @property
+    def escaped(self) -> int:
+        """Flagged outputs that ended before max_tokens (the rule's false positives)."""
+        return self.flagged - self.flagged_capped
+
+    @property
+    def precision(self) -> float:
+        return self.flagged_capped / self.flagged if self.flagged else float("nan")
+
+    @property
+    def recall(self) -> float:
+        return self.flagged_capped / self.capped if self.capped else float("nan")
+
+    @property
+    def median_first_step(self) -> float:
+        steps = sorted(self.first_flag_steps)
+        if not steps:
+            return float("nan")
+        middle = len(steps) // 2
+        return float(steps[middle]) if len(steps) % 2 else (steps[middle - 1] + steps[middle]) / 2
+
+
+def first_flag_step(record: dict, max_step: int, min_span: int = MIN_SPAN, max_period: int = MAX_PERIOD,
+                    min_repeats: int = MIN_REPEATS) -> int | None:
+    """The first window boundary (1..max_step, inside the output) at which the detector flags it; None if never."""
+    offsets = record["window_char_offsets"]
+    for step in range(1, min(len(offsets), max_step + 1)):
+        if loop_period(record["output_text"][: offsets[step]], min_span, max_period, min_repeats) is not None:
+            return step
+    return None
+
+
+def loop_summary(records, max_step: int = 12, min_span: int = MIN_SPAN, max_period: int = MAX_PERIOD,
+                 min_repeats: int = MIN_REPEATS) -> LoopSummary:
+    """Whole-output precision and recall of the detector with these parameters (see LoopSummary)."""
+    capped = flagged = flagged_capped = 0
+    first_steps = []
+    for record in records:
+        ran_to_limit = record.get("finish_reason") == "length"
+        first = first_flag_step(record, max_step, min_span, max_period, min_repeats)
+        capped += ran_to_limit
+        flagged += first is not None
+        if first is not None and ran_to_limit:
+            flagged_capped += 1
+            first_steps.append(first)
+    return LoopSummary(len(records), capped, flagged, flagged_capped, tuple(first_steps))

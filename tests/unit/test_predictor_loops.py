@@ -7,6 +7,7 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from elis.predictor.checkpoint import load_checkpoint
@@ -157,3 +158,58 @@ def test_the_live_flag_script_cuts_outputs_only_at_boundaries_the_job_was_still_
     assert len(stopped["output_text"]) == 346 and stopped["finish_reason"] == "stop"
     # 100 tokens at a cap of 100: it finished at the end of its second window, so 100 is no boundary either
     assert capped["window_char_offsets"] == [0, 50] and capped["finish_reason"] == "length"
+
+
+# Run 31's first escape (docs/evidence/gsm8k-loops-last-r31/loop-flags.md): a sentence said three times, then an end.
+SAID_THRICE = ("The total number of sandwiches Samson ate on Tuesday is the sum of his original 3 sandwiches and the "
+               "one he ate for breakfast + 1. ")
+
+
+def test_min_repeats_asks_for_more_copies_of_the_unit():
+    period = len(masked(SAID_THRICE))
+    assert loop_period(PROSE + SAID_THRICE * 2) == period
+    assert loop_period(PROSE + SAID_THRICE * 2, min_repeats=3) is None
+    assert loop_period(PROSE + SAID_THRICE * 3, min_repeats=3) == period
+    assert loop_period(PROSE + SAID_THRICE * 3, min_repeats=4) is None
+    # a short unit must still fill min_span: 6 copies of 20 characters are not a loop at min_span 200
+    unit = "one more time, more. "
+    assert loop_period(PROSE + unit * 6, min_span=100) == len(unit)
+    assert loop_period(PROSE + unit * 6, min_span=200) is None
+    assert LoopRule(min_repeats=3).apply(40.0, _job(PROSE + SAID_THRICE * 2, 0.0)) == 40.0
+
+
+def test_loop_summary_counts_escapes_and_first_flags():
+    from elis.predictor.loops import loop_summary
+
+    def record(text: str, boundaries: list[int], reason: str) -> dict:
+        return {"output_text": text, "finish_reason": reason, "window_char_offsets": [0, *boundaries]}
+
+    loop_text = PROSE + COUNTING_LOOP * 3
+    looping = record(loop_text, [len(PROSE), len(PROSE) + len(COUNTING_LOOP) * 2, len(loop_text)], "length")
+    escaping = record(PROSE + SAID_THRICE * 3 + "So the answer is 1.", [len(PROSE) + len(SAID_THRICE) * 3], "stop")
+    plain = record(PROSE, [60], "stop")
+    summary = loop_summary([looping, escaping, plain], max_step=5)
+    assert (summary.outputs, summary.capped, summary.flagged, summary.escaped) == (3, 1, 2, 1)
+    assert summary.first_flag_steps == (2,) and summary.median_first_step == 2.0
+    assert summary.precision == 0.5 and summary.recall == 1.0
+    stricter = loop_summary([looping, escaping, plain], max_step=5, min_repeats=4)
+    assert stricter.escaped == 0 and stricter.flagged_capped == 1
+
+
+def test_loop_repeats_sweep_scores_each_detector_on_the_same_predictions():
+    from elis.predictor.experiments import loop_repeats_sweep
+    from elis.predictor.features import Example
+
+    def example(i: int, text: str, remaining: int) -> Example:
+        return Example(f"r{i}", "p", text, 200, 4, remaining, max_tokens=1024, temperature=0.0)
+
+    # a sentence said twice that then ended (an escape) and a loop of four copies that ran to the cap
+    escape = example(0, PROSE + SAID_THRICE * 2, 30)
+    loop = example(1, PROSE + COUNTING_LOOP, 824)
+    plain = [example(2 + i, PROSE[: 60 + i], 100 + 50 * i) for i in range(4)]
+    examples = [escape, loop, *plain]
+    predicted = np.array([90.0, 50.0, 100.0, 150.0, 200.0, 250.0])
+    sweep = loop_repeats_sweep(examples, predicted, repeats=(2, 3))
+    # two copies: the escape is raised to the budget too, which costs rank; three: only the real loop is
+    assert sweep["3"]["pooled_tau"] > sweep["2"]["pooled_tau"]
+    assert sweep["3"]["tau_step_4"] == pytest.approx(1.0)
