@@ -211,6 +211,10 @@ def evaluate(
     ] = None,
     prompt_prior: PromptPriorOption = True,
     prior_epochs: PriorEpochsOption = 4,
+    train_greedy: Annotated[
+        bool, typer.Option(help="--loso: each fold also trains on the --greedy records of the sources it keeps, "
+                                "with a greedy flag among the features (no in-distribution split)")
+    ] = False,
 ) -> None:
     """MAE, RMSE, R2, Kendall tau overall and per step; tables, per-example errors CSV, MAE-per-step PNG.
 
@@ -221,7 +225,7 @@ def evaluate(
     _set_threads(threads)
     if loso:
         _evaluate_loso(corpus or [DEFAULT_CORPUS], greedy or [], source, out_dir, max_epochs,
-                       checkpoint, baseline_source or [], prompt_prior, prior_epochs)
+                       checkpoint, baseline_source or [], prompt_prior, prior_epochs, train_greedy)
         return
     from elis.predictor.evaluation import evaluate_checkpoint
     from elis.predictor.serving import default_checkpoint_path
@@ -237,7 +241,8 @@ def evaluate(
 
 
 def _evaluate_loso(files, greedy_files, held_out, out_dir, max_epochs, baseline_checkpoint=None,
-                   baseline_sources=(), prompt_prior: bool = True, prior_epochs: int = 4) -> None:
+                   baseline_sources=(), prompt_prior: bool = True, prior_epochs: int = 4,
+                   train_greedy: bool = False) -> None:
     from elis.predictor.experiments import evaluate_protocols
     from elis.predictor.ranker import RankerConfig
 
@@ -258,10 +263,12 @@ def _evaluate_loso(files, greedy_files, held_out, out_dir, max_epochs, baseline_
         old = load_checkpoint(baseline_checkpoint or PREVIOUS_CHECKPOINT)
         cache.prompt_budget = int(old.metadata["prompt_budget"])  # its text join (the ranker does not use it)
         baseline = (old, cache)
-    config = RankerConfig(max_epochs=max_epochs, use_prompt_prior=prompt_prior, prior_epochs=prior_epochs)
+    config = RankerConfig(max_epochs=max_epochs, use_prompt_prior=prompt_prior, prior_epochs=prior_epochs,
+                          use_greedy_flag=train_greedy)
     summaries = evaluate_protocols(cache, records, config, out_dir,
                                    window, held_out=held_out, greedy=greedy, baseline=baseline,
-                                   baseline_sources=baseline_sources)
+                                   baseline_sources=baseline_sources, train_greedy=train_greedy,
+                                   in_distribution=not train_greedy)
     for name in sorted(p.stem for p in out_dir.glob("*.md")):
         typer.echo(f"\n## {name}\n")
         typer.echo((out_dir / f"{name}.md").read_text())

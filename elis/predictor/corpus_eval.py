@@ -39,12 +39,14 @@ def split_in_distribution(
     return out
 
 
-def split_leave_one_out(records: Sequence[dict], held_out: str, val_fraction: float = 0.1) -> dict[str, list[dict]]:
-    """test = the held-out source; train / val = the others (by prompt hash), minus prompts also in test."""
+def split_leave_one_out(records: Sequence[dict], held_out: str, val_fraction: float = 0.1,
+                        extra_train: Sequence[dict] = ()) -> dict[str, list[dict]]:
+    """test = the held-out source; train / val = the others (by prompt hash), minus prompts also in test.
+    `extra_train` records (e.g. greedy outputs) join train / val the same way; none of the held-out source."""
     test = [r for r in records if r.get("source") == held_out]
     test_keys = {prompt_key(r["prompt"]) for r in test}
     out: dict[str, list[dict]] = {"train": [], "val": [], "test": test}
-    for record in records:
+    for record in [*records, *extra_train]:
         if record.get("source") == held_out or prompt_key(record["prompt"]) in test_keys:
             continue
         split = split_of(record["prompt"], (1 - val_fraction, val_fraction, 0.0))

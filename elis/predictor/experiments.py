@@ -65,15 +65,19 @@ def evaluate_protocols(
     max_step: int = 12,
     baseline: Any = None,
     baseline_sources: Sequence[str] = (),
+    train_greedy: bool = False,
 ) -> list[dict[str, Any]]:
     """LOSO for each source (and the in-distribution split); tables + CSV per set; greedy test sets of a
-    held-out source are scored by that source's LOSO model. Returns the summary rows."""
+    held-out source are scored by that source's LOSO model. With `train_greedy`, each LOSO fold also trains
+    on the greedy records of the sources it keeps (`config` should then carry the greedy flag). Returns the
+    summary rows."""
     out_dir.mkdir(parents=True, exist_ok=True)
     plans: list[tuple[str, dict[str, list[dict]]]] = []
     if in_distribution:
         plans.append(("in-distribution", split_in_distribution(records)))
+    greedy_records = [r for rows in (greedy or {}).values() for r in rows] if train_greedy else []
     for source in held_out if held_out is not None else sources_of(records):
-        plans.append((f"loso-{source}", split_leave_one_out(records, source)))
+        plans.append((f"loso-{source}", split_leave_one_out(records, source, extra_train=greedy_records)))
     summaries = []
     named_rows = {}
     for name, splits in plans:

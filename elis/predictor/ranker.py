@@ -39,6 +39,7 @@ from elis.predictor.features import (
     tail_hash_features,
 )
 from elis.predictor.head import TargetTransform
+from elis.predictor.loops import is_greedy
 from elis.predictor.training import Arrays
 
 KIND = "ranker"
@@ -46,10 +47,10 @@ KIND = "ranker"
 
 def scalar_features(
     num_generated: int, output_text: str, prompt: str, use_repetition: bool = True, use_tail_hash: bool = False,
-    use_prompt_hash: bool = False,
+    use_prompt_hash: bool = False, greedy: bool | None = None,
 ) -> list[float]:
     """[log step, linear step, (zlib ratio, distinct 4-grams), log prompt length, (hashed tail tokens),
-    (hashed prompt tokens)]."""
+    (hashed prompt tokens), (1 when decoding is greedy: only when `greedy` is given)]."""
     row = [step_feature(num_generated), min(num_generated, 4096) / 1024.0]
     if use_repetition:
         row += repetition_features(output_text)
@@ -58,6 +59,8 @@ def scalar_features(
         row += tail_hash_features(output_text)
     if use_prompt_hash:
         row += tail_hash_features(prompt)
+    if greedy is not None:
+        row.append(1.0 if greedy else 0.0)
     return row
 
 
@@ -74,6 +77,8 @@ class RankerConfig:
     use_tail_hash: bool = True
     use_repetition: bool = True
     use_prompt_hash: bool = False  # the prompt's hashed token frequencies besides its embedding
+    # whether the job decodes greedily, as one more scalar: for a ranker trained on greedy and sampled outputs
+    use_greedy_flag: bool = False
     # the prompt prior's score (prompt_prior.py: the encoder's top layers fine-tuned for admission) as one
     # more scalar; the prior is trained on the same train/val split before the head
     use_prompt_prior: bool = False
@@ -187,7 +192,7 @@ def build_ranker_head(shape: dict[str, Any]) -> RankerHead:
 def ranker_inputs(
     embed_texts, tokenizer, max_length: int, items: Sequence[Any], use_tail: bool, use_repetition: bool,
     tail_tokens: int = TAIL_TOKENS, use_tail_hash: bool = False, use_prompt_hash: bool = False,
-    embed_tails=None, prior_of=None,
+    embed_tails=None, prior_of=None, use_greedy_flag: bool = False,
 ) -> np.ndarray:
     """Head inputs for items with .prompt, .output_text, .num_generated, in training and serving alike.
 
@@ -208,7 +213,8 @@ def ranker_inputs(
         zero = np.zeros(dim, dtype=np.float32)
         parts.append(np.stack([tail_vectors[t] if t else zero for t in tails]))
     scalars = np.array(
-        [scalar_features(i.num_generated, i.output_text, i.prompt, use_repetition, use_tail_hash, use_prompt_hash)
+        [scalar_features(i.num_generated, i.output_text, i.prompt, use_repetition, use_tail_hash, use_prompt_hash,
+                         is_greedy(getattr(i, "temperature", None)) if use_greedy_flag else None)
          for i in items],
         dtype=np.float32,
     )
@@ -227,7 +233,7 @@ def arrays_of(cache, examples: list[Example], config: RankerConfig, prior=None) 
     x = ranker_inputs(
         cache.embed_texts, cache.encoder.tokenizer, cache.encoder.max_length, examples,
         config.use_tail, config.use_repetition, config.tail_tokens, config.use_tail_hash, config.use_prompt_hash,
-        prior_of=prior.score if config.use_prompt_prior else None,
+        prior_of=prior.score if config.use_prompt_prior else None, use_greedy_flag=config.use_greedy_flag,
     )
     return Arrays.of(x, examples)
 
@@ -352,5 +358,6 @@ def ranker_metadata(ranker: Ranker) -> dict[str, Any]:
         "use_repetition": ranker.config.use_repetition,
         "use_tail_hash": ranker.config.use_tail_hash,
         "use_prompt_hash": ranker.config.use_prompt_hash,
+        "use_greedy_flag": ranker.config.use_greedy_flag,
         "use_prompt_prior": ranker.config.use_prompt_prior,
     }

@@ -261,6 +261,7 @@ class LengthPredictor:
             tail_tokens=int(meta["tail_tokens"]), use_tail_hash=bool(meta.get("use_tail_hash", False)),
             use_prompt_hash=bool(meta.get("use_prompt_hash", False)), embed_tails=self.encoder.encode,
             prior_of=self._prior_scores if self._prior is not None else None,
+            use_greedy_flag=bool(meta.get("use_greedy_flag", False)),
         )
         with torch.no_grad():
             scores = self.checkpoint.head(torch.from_numpy(x)).numpy().astype(np.float64)

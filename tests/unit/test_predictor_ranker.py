@@ -279,3 +279,43 @@ def test_a_finished_job_becomes_a_record_with_the_text_at_each_window_boundary()
     examples = flatten([record])
     assert [e.remaining for e in examples] == [120, 70, 20]
     assert examples[1].output_text == " ".join(map(str, range(50)))
+
+
+def _greedy_copy(record: dict, stretch: int = 3) -> dict:
+    """The same prompt decoded greedily: here the output runs `stretch` times as long (as loops make it)."""
+    words = record["output_text"].split(" ") * stretch
+    offsets = [len(" ".join(words[: k * 50])) for k in range((len(words) - 1) // 50 + 1)]
+    return {**record, "id": record["id"] + "#greedy", "sample": 9, "output_text": " ".join(words),
+            "output_ids": [5] * len(words), "window_char_offsets": offsets, "temperature": 0.0}
+
+
+def test_greedy_records_join_only_the_kept_sources_training():
+    records = _records(60, samples=1)
+    greedy = [_greedy_copy(r) for r in records]
+    loso = split_leave_one_out(records, "gsm8k", extra_train=greedy)
+    kept = loso["train"] + loso["val"]
+    assert not leaked_prompts(loso)
+    assert any(r["temperature"] == 0.0 for r in kept)
+    assert not any(r["source"] == "gsm8k" for r in kept)
+    assert all(r["temperature"] == 0.7 for r in loso["test"])  # the test set is the corpus's, untouched
+
+
+def test_a_ranker_with_the_greedy_flag_predicts_greedy_jobs_on_their_own_scale(tmp_path: Path):
+    records = _records(160, samples=1)
+    records += [_greedy_copy(r) for r in records]
+    cache = FakeEmbeddingCache()
+    config = RankerConfig(max_epochs=25, hidden=32, projection_dim=4, patience=8, use_greedy_flag=True)
+    splits = split_in_distribution(records)
+    ranker, _ = train_ranker(arrays_of(cache, flatten(splits["train"]), config),
+                             arrays_of(cache, flatten(splits["val"]), config), config, cache.encoder.dim)
+    metadata = {**ranker_metadata(ranker), "encoder": "fake-encoder", "encoder_dim": cache.encoder.dim,
+                "max_length": 64, "prompt_budget": 16, "features": "ranker", "window_tokens": 50,
+                "edges": [10.0, 50.0, 200.0], "num_priority_levels": 5, "version": 1}
+    assert metadata["use_greedy_flag"] is True
+    path = save_checkpoint(tmp_path / "predictor.pt", ranker.head, metadata)
+    predictor = LengthPredictor(FakeEncoder(), load_checkpoint(path), path)
+    prompts = sorted({r["prompt"] for r in records})[:20]
+    greedy = predictor.predict([PredictionInput(p, max_tokens=1024, temperature=0.0) for p in prompts])
+    sampled = predictor.predict([PredictionInput(p, max_tokens=1024, temperature=0.7) for p in prompts])
+    # the same prompts: greedy outputs ran three times as long in training, and the served predictor knows it
+    assert np.mean(greedy) > 1.4 * np.mean(sampled)
