@@ -12,8 +12,9 @@ at several loads (arrival rate / the FCFS capacity); one worker x 4 slots; the s
 settings build it (aging, margin, outcome guard), the quality guard pinned in fallback for ISRTF. Mean, p50 and
 p99 JCT as ratios to FCFS on the same arrivals; the exact-length bound (SRTF-oracle) beside them.
 
-Usage: python scripts/sim_loops_last.py [JOBS] [SEEDS] [LOADS] [MAX_TOKENS]
-(defaults: 300, 5, "0.6,0.8,1.0,1.2", 512). docs/scheduling.md has the results.
+Usage: python scripts/sim_loops_last.py [JOBS] [SEEDS] [LOADS] [MAX_TOKENS] [GREEDY_RECORDS]
+(defaults: 300, 5, "0.6,0.8,1.0,1.2", 512, the gsm8k set; elis/data/predictor_greedy.jsonl.gz holds 1,000 greedy
+outputs of four sources, where 9 of 181 flagged outputs end before 1024 tokens). docs/scheduling.md has the results.
 """
 import gzip
 import json
@@ -36,6 +37,7 @@ num_jobs = int(sys.argv[1]) if len(sys.argv) > 1 else 300
 num_seeds = int(sys.argv[2]) if len(sys.argv) > 2 else 5
 loads = [float(x) for x in (sys.argv[3] if len(sys.argv) > 3 else "0.6,0.8,1.0,1.2").split(",")]
 max_tokens = int(sys.argv[4]) if len(sys.argv) > 4 else 512
+records_path = Path(sys.argv[5]) if len(sys.argv) > 5 else GREEDY
 
 
 def loop_pool(path: Path, cap: int) -> tuple[list[TraceJob], int]:
@@ -55,11 +57,12 @@ def loop_pool(path: Path, cap: int) -> tuple[list[TraceJob], int]:
     return pool, misses
 
 
-pool, misses = loop_pool(GREEDY, max_tokens)
+pool, misses = loop_pool(records_path, max_tokens)
 capped = sum(job.num_output_tokens >= max_tokens for job in pool)
 flagged = [job.loop_at for job in pool if job.loop_at is not None]
 mean_output = statistics.mean(job.num_output_tokens for job in pool)
-print(f"{len(pool)} greedy gsm8k outputs at max_tokens {max_tokens}: mean {mean_output:.0f} tokens, {capped} capped, "
+print(f"{len(pool)} greedy outputs ({records_path.name}) at max_tokens {max_tokens}: mean {mean_output:.0f} tokens, "
+      f"{capped} capped, "
       f"{len(flagged)} flagged (first flag at {sorted(flagged)} tokens), {misses} flagged but ended before the cap; "
       f"{num_jobs} jobs x {num_seeds} seeds, one worker x 4 slots")
 
