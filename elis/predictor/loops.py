@@ -20,6 +20,7 @@ share of the limit, not all of it.
 from __future__ import annotations
 
 import re
+import statistics
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -99,12 +100,9 @@ class LoopRule:
         return [self.apply(float(p), job) for p, job in zip(predicted, jobs)]
 
 
-@dataclass(frozen=True)
-class LoopCount:
-    """At one window boundary: outputs still running, those flagged as looping, and how they ended."""
+class _PrecisionRecall:
+    """precision and recall from the counts `flagged`, `flagged_capped` and `capped` of a dataclass."""
 
-    step: int
-    running: int
     flagged: int
     flagged_capped: int
     capped: int
@@ -116,8 +114,19 @@ class LoopCount:
 
     @property
     def recall(self) -> float:
-        """Of the outputs still running that would run to max_tokens, the share flagged."""
+        """Of the outputs that ran (or would run) to max_tokens, the share flagged."""
         return self.flagged_capped / self.capped if self.capped else float("nan")
+
+
+@dataclass(frozen=True)
+class LoopCount(_PrecisionRecall):
+    """At one window boundary: outputs still running, those flagged as looping, and how they ended."""
+
+    step: int
+    running: int
+    flagged: int
+    flagged_capped: int
+    capped: int
 
 
 def loop_counts(records, max_step: int = 12, min_span: int = MIN_SPAN, max_period: int = MAX_PERIOD,
@@ -143,7 +152,7 @@ def loop_counts(records, max_step: int = 12, min_span: int = MIN_SPAN, max_perio
 
 
 @dataclass(frozen=True)
-class LoopSummary:
+class LoopSummary(_PrecisionRecall):
     """Over whole outputs (every window boundary up to max_step): how many the detector ever flagged, how many
     of those ran to max_tokens, how many ran to max_tokens in all, and at which step each was first flagged."""
 
@@ -159,20 +168,8 @@ class LoopSummary:
         return self.flagged - self.flagged_capped
 
     @property
-    def precision(self) -> float:
-        return self.flagged_capped / self.flagged if self.flagged else float("nan")
-
-    @property
-    def recall(self) -> float:
-        return self.flagged_capped / self.capped if self.capped else float("nan")
-
-    @property
     def median_first_step(self) -> float:
-        steps = sorted(self.first_flag_steps)
-        if not steps:
-            return float("nan")
-        middle = len(steps) // 2
-        return float(steps[middle]) if len(steps) % 2 else (steps[middle - 1] + steps[middle]) / 2
+        return float(statistics.median(self.first_flag_steps)) if self.first_flag_steps else float("nan")
 
 
 def first_flag_step(record: dict, max_step: int, min_span: int = MIN_SPAN, max_period: int = MAX_PERIOD,

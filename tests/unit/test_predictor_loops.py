@@ -140,6 +140,13 @@ def test_the_loops_command_prints_the_table_and_rejects_a_missing_file(tmp_path:
     missing = runner.invoke(app, ["predictor", "loops", str(tmp_path / "none.jsonl")])
     assert missing.exit_code == 2
     assert "no such corpus file" in missing.output
+    sweep = runner.invoke(app, ["predictor", "loops", str(GREEDY_FOUR_SOURCES), "--by-source",
+                                "--min-repeats", "2", "--min-repeats", "4"])
+    assert sweep.exit_code == 0, sweep.output
+    assert "## temperature 0.0, code_alpaca (275 outputs, 31 ran to max_tokens)" in sweep.output
+    # the whole-output rows of the four sources together: 2 copies flag 181 (9 escape), 4 copies 172 (5 escape)
+    assert "| 100 | 2 | 181 | 9 | 0.950 | 0.901 | 200 |" in sweep.output
+    assert "| 100 | 4 | 172 | 5 | 0.971 | 0.874 | 300 |" in sweep.output
 
 
 def test_the_live_flag_script_cuts_outputs_only_at_boundaries_the_job_was_still_running_at():
