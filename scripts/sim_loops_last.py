@@ -14,7 +14,8 @@ p99 JCT as ratios to FCFS on the same arrivals; the exact-length bound (SRTF-ora
 
 Usage: python scripts/sim_loops_last.py [JOBS] [SEEDS] [LOADS] [MAX_TOKENS] [GREEDY_RECORDS]
 (defaults: 300, 5, "0.6,0.8,1.0,1.2", 512, the gsm8k set; elis/data/predictor_greedy.jsonl.gz holds 1,000 greedy
-outputs of four sources, where 9 of 181 flagged outputs end before 1024 tokens). docs/scheduling.md has the results.
+outputs of four sources, some of whose flagged outputs end before the cap: the script prints how many).
+docs/scheduling.md has the results.
 """
 import gzip
 import json

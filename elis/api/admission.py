@@ -115,7 +115,7 @@ def _initial_prediction(settings: Settings, state, body: JobCreate, max_tokens: 
     # guard can judge the predictor on this traffic (also while it holds the order at FCFS).
     if not (settings.shadow_predictions or state.scheduler.needs_prediction()):
         return None
-    prediction = state.predictor.predict(body.prompt_text(), max_tokens)
+    prediction = state.predictor.predict(body.prompt_text(), max_tokens, body.temperature)
     return None if prediction is None else min(max(prediction, 0.0), float(max_tokens))
 
 

@@ -78,14 +78,17 @@ class AdmissionPredictor:
                     log.error("length predictor unavailable at admission: %s", exc)
             return self._predictor
 
-    def predict(self, prompt: str, max_tokens: int | None = None) -> float | None:
+    def predict(self, prompt: str, max_tokens: int | None = None, temperature: float | None = None) -> float | None:
         predictor = self.get()
         if predictor is None:
             return None
         try:
             from elis.predictor.serving import PredictionInput
 
-            return float(predictor.predict([PredictionInput(prompt=prompt, max_tokens=max_tokens)])[0])
+            # the temperature, as the worker passes it at every window: a ranker trained with the greedy flag
+            # reads it at admission too
+            item = PredictionInput(prompt=prompt, max_tokens=max_tokens, temperature=temperature)
+            return float(predictor.predict([item])[0])
         except Exception:
             self.failures += 1
             log.exception("initial prediction failed; the job falls back to FCFS order")

@@ -221,6 +221,8 @@ def evaluate(
     With --loso: per step MAE, R2, Kendall tau, bias (mean predicted / mean true remaining) and the noise
     ceiling (the other samples of a prompt ranking a held-out sample) with tau as a fraction of it; a
     Markdown table per protocol, per_step.csv and summary.json in --out-dir."""
+    if train_greedy and not (loso and greedy):
+        raise typer.BadParameter("--train-greedy needs --loso and at least one --greedy file")
     _setup_logging()
     _set_threads(threads)
     if loso:
@@ -251,7 +253,10 @@ def _evaluate_loso(files, greedy_files, held_out, out_dir, max_epochs, baseline_
     greedy: dict[str, list[dict]] = {}
     for path in greedy_files:  # one test set per source: each is scored by the fold that left its source out
         for row in _read_corpus([path]):
-            greedy.setdefault(f"{Path(path).name}:{row.get('source', '?')}", []).append(row)
+            if not row.get("source"):
+                raise typer.BadParameter(f"--greedy {path}: a record without a source ({row.get('id')}); no fold "
+                                         "could score it")
+            greedy.setdefault(f"{Path(path).name}:{row['source']}", []).append(row)
     out_dir = out_dir or _settings().cache_dir / "predictor" / "loso"
     window = int(records[0]["window_tokens"])
     cache = _embedding_cache()
@@ -469,12 +474,12 @@ def loops(
         if by_source:
             groups.setdefault(f"{temperature}, {row.get('source', '?')}", []).append(row)
     for name, group in sorted(groups.items()):
-        window = int(group[0].get("window_tokens") or 50)
+        window = int(group[0].get("window_tokens") or _settings().window_tokens)
         typer.echo(f"\n## {name} ({len(group)} outputs, "
                    f"{sum(r.get('finish_reason') == 'length' for r in group)} ran to max_tokens)\n")
         if len(spans) * len(repeats) > 1:
             typer.echo(f"| min span | min repeats | flagged by step {max_step} | escaped | precision | recall "
-                       "| median tokens at the first flag |")
+                       "| median tokens at the first flag (of those that ran to max_tokens) |")
             typer.echo("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
             for span in spans:
                 for repeat in repeats:

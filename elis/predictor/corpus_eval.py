@@ -44,7 +44,8 @@ def split_leave_one_out(records: Sequence[dict], held_out: str, val_fraction: fl
     """test = the held-out source; train / val = the others (by prompt hash), minus prompts also in test.
     `extra_train` records (e.g. greedy outputs) join train / val the same way; none of the held-out source."""
     test = [r for r in records if r.get("source") == held_out]
-    test_keys = {prompt_key(r["prompt"]) for r in test}
+    # the held-out source's prompts, also those only in extra_train (e.g. its greedy test set): never trained on
+    test_keys = {prompt_key(r["prompt"]) for r in [*test, *extra_train] if r.get("source") == held_out}
     out: dict[str, list[dict]] = {"train": [], "val": [], "test": test}
     for record in [*records, *extra_train]:
         if record.get("source") == held_out or prompt_key(record["prompt"]) in test_keys:

@@ -75,9 +75,9 @@ def evaluate_protocols(
     plans: list[tuple[str, dict[str, list[dict]]]] = []
     if in_distribution:
         plans.append(("in-distribution", split_in_distribution(records)))
-    greedy_records = [r for rows in (greedy or {}).values() for r in rows] if train_greedy else []
+    greedy_train = [r for rows in (greedy or {}).values() for r in rows] if train_greedy else []
     for source in held_out if held_out is not None else sources_of(records):
-        plans.append((f"loso-{source}", split_leave_one_out(records, source, extra_train=greedy_records)))
+        plans.append((f"loso-{source}", split_leave_one_out(records, source, extra_train=greedy_train)))
     summaries = []
     named_rows = {}
     for name, splits in plans:
@@ -115,9 +115,9 @@ def evaluate_protocols(
                 named_rows[f"{name}-greedy"] = g_rows
                 (out_dir / f"{name}-greedy.md").write_text(markdown(g_rows))
                 summaries.append(summary_line(f"{name}-greedy ({greedy_name})", g_rows))
-                _with_loop_rule(f"{name}-greedy+loops", g.examples, g_predicted, window_tokens, max_step, out_dir,
-                                named_rows, summaries)
-                summaries[-1]["loop_min_repeats"] = loop_repeats_sweep(g.examples, g_predicted)
+                looped = _with_loop_rule(f"{name}-greedy+loops", g.examples, g_predicted, window_tokens, max_step,
+                                         out_dir, named_rows, summaries)
+                looped["loop_min_repeats"] = loop_repeats_sweep(g.examples, g_predicted)
     write_csv(out_dir / "per_step.csv", named_rows)
     (out_dir / "summary.json").write_text(json.dumps(summaries, indent=2))
     return summaries
@@ -155,8 +155,9 @@ def loop_repeats_sweep(examples, predicted, repeats: Sequence[int] = LOOP_MIN_RE
     return out
 
 
-def _with_loop_rule(name, examples, predicted, window_tokens, max_step, out_dir, named_rows, summaries) -> None:
-    """The same test set scored after the loop rule (default shares): a table beside the plain one."""
+def _with_loop_rule(name, examples, predicted, window_tokens, max_step, out_dir, named_rows, summaries) -> dict:
+    """The same test set scored after the loop rule (default shares): a table beside the plain one; returns its
+    summary row (also appended to `summaries`)."""
     looped = np.array(LoopRule().apply_all(predicted, examples))
     rows = step_rows(examples, looped, window_tokens, max_step=max_step)
     named_rows[name] = rows
@@ -164,6 +165,7 @@ def _with_loop_rule(name, examples, predicted, window_tokens, max_step, out_dir,
     summary = summary_line(name, rows) | {"loop_changed": int(np.sum(looped != np.asarray(predicted)))}
     summaries.append(summary)
     log.info("%s: %s", name, summary)
+    return summary
 
 
 ABLATIONS: dict[str, dict[str, Any]] = {

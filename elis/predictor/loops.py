@@ -6,15 +6,15 @@ the prompt, so it holds on traffic the predictor never saw. The learned predicto
 coarse repetition features and keeps predicting a short remainder (left-out gsm8k, greedy: tau 0.02 at
 step 4; docs/predictor.md, "The loop rule").
 
-Detection works on the decoded text with every number replaced by one placeholder, so a loop whose numbers
-count up ("2 * 40 = 80", "2 * 80 = 160") is a loop too; list enumerators at a line's start are kept, since a
-numbered list counts towards a stated end. The masked tail must repeat with some period p for at least
-max(min_span, p) characters. Measured (`elis predictor loops`): greedy, at max_tokens 1024 on 1,000 outputs of
-four sources, 172 of the 181 flagged outputs ran to their limit (0.95; code examples repeated and then closed were
-most of the 9 that did not) and 90% of those that ran to it were flagged; asking for 3 or 4 copies of the unit
-instead of 2 left 8 or 5 such escapes but flagged later and ranked worse on every source (docs/predictor.md). At
-temperature 0.7, 68-91% of flagged outputs ran to their limit (sampling can leave a loop), so sampled jobs get a
-share of the limit, not all of it.
+Detection works on the decoded text with every number replaced by one placeholder, so a loop whose numbers count
+up ("2 * 40 = 80", "2 * 80 = 160") is a loop too; list enumerators at a line's start are kept, since a numbered
+list counts towards a stated end. The masked tail must repeat with some period p for at least max(min_span,
+(min_repeats - 1) * p) characters (min_repeats 2: the unit, then the unit again). Measured (`elis predictor
+loops`): greedy, at max_tokens 1024 on 1,000 outputs of four sources, 172 of the 181 flagged outputs ran to their
+limit (0.95; code examples repeated and then closed were most of the 9 that did not) and 90% of those that ran to
+it were flagged; asking for 3 or 4 copies of the unit instead of 2 left 8 or 5 such escapes but flagged later and
+ranked worse on every source (docs/predictor.md). At temperature 0.7, 68-91% of flagged outputs ran to their limit
+(sampling can leave a loop), so sampled jobs get a share of the limit, not all of it.
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ def loop_period(text: str, min_span: int = MIN_SPAN, max_period: int = MAX_PERIO
     """The smallest period p (in masked characters) with which the text's tail repeats for at least
     max(min_span, (min_repeats - 1) * p) characters, so that it holds min_repeats copies of the unit; None when it
     does not repeat."""
+    if min_repeats < 2:
+        raise ValueError(f"min_repeats must be at least 2 (the unit and one copy), not {min_repeats}")
     tail = masked(text[-((min_repeats + 2) * max_period + 2 * min_span):])
     n = len(tail)
     last = tail[-8:]
@@ -153,8 +155,9 @@ def loop_counts(records, max_step: int = 12, min_span: int = MIN_SPAN, max_perio
 
 @dataclass(frozen=True)
 class LoopSummary(_PrecisionRecall):
-    """Over whole outputs (every window boundary up to max_step): how many the detector ever flagged, how many
-    of those ran to max_tokens, how many ran to max_tokens in all, and at which step each was first flagged."""
+    """Per output, over its window boundaries up to max_step: how many outputs the detector flagged at any of
+    them, how many of those ran to max_tokens, how many ran to max_tokens in all, and at which step each flagged
+    output that ran to max_tokens was first flagged."""
 
     outputs: int
     capped: int
@@ -169,6 +172,7 @@ class LoopSummary(_PrecisionRecall):
 
     @property
     def median_first_step(self) -> float:
+        """The median step of the first flag, of the flagged outputs that ran to max_tokens."""
         return float(statistics.median(self.first_flag_steps)) if self.first_flag_steps else float("nan")
 
 
@@ -184,7 +188,7 @@ def first_flag_step(record: dict, max_step: int, min_span: int = MIN_SPAN, max_p
 
 def loop_summary(records, max_step: int = 12, min_span: int = MIN_SPAN, max_period: int = MAX_PERIOD,
                  min_repeats: int = MIN_REPEATS) -> LoopSummary:
-    """Whole-output precision and recall of the detector with these parameters (see LoopSummary)."""
+    """Per-output precision and recall of the detector with these parameters (see LoopSummary)."""
     capped = flagged = flagged_capped = 0
     first_steps = []
     for record in records:
@@ -195,4 +199,5 @@ def loop_summary(records, max_step: int = 12, min_span: int = MIN_SPAN, max_peri
         if first is not None and ran_to_limit:
             flagged_capped += 1
             first_steps.append(first)
-    return LoopSummary(len(records), capped, flagged, flagged_capped, tuple(first_steps))
+    return LoopSummary(outputs=len(records), capped=capped, flagged=flagged, flagged_capped=flagged_capped,
+                       first_flag_steps=tuple(first_steps))

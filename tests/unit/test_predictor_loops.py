@@ -180,7 +180,7 @@ def test_min_repeats_asks_for_more_copies_of_the_unit():
     assert loop_period(PROSE + SAID_THRICE * 2, min_repeats=3) is None
     assert loop_period(PROSE + SAID_THRICE * 3, min_repeats=3) == period
     assert loop_period(PROSE + SAID_THRICE * 3, min_repeats=4) is None
-    # a short unit must still fill min_span: 6 copies of 20 characters are not a loop at min_span 200
+    # a short unit must still fill min_span: 6 copies of 21 characters are not a loop at min_span 200
     unit = "one more time, more. "
     assert loop_period(PROSE + unit * 6, min_span=100) == len(unit)
     assert loop_period(PROSE + unit * 6, min_span=200) is None
@@ -222,6 +222,48 @@ def test_loop_repeats_sweep_scores_each_detector_on_the_same_predictions():
     # two copies: the escape is raised to the budget too, which costs rank; three: only the real loop is
     assert sweep["3"]["pooled_tau"] > sweep["2"]["pooled_tau"]
     assert sweep["3"]["tau_step_4"] == pytest.approx(1.0)
+    # the step filter: examples at another step count in the pooled tau only
+    later = [Example(f"s{i}", "p", PROSE, 300, 6, 900 - 100 * i, max_tokens=1024, temperature=0.0) for i in range(3)]
+    wider = loop_repeats_sweep([*examples, *later], np.concatenate([predicted, [10.0, 20.0, 30.0]]), repeats=(3,))
+    assert wider["3"]["tau_step_4"] == pytest.approx(1.0)
+    assert wider["3"]["pooled_tau"] < sweep["3"]["pooled_tau"]
+
+
+def _old_loop_period(text: str, min_span: int = 100, max_period: int = 1500) -> int | None:
+    """The detector before min_repeats (2026-12-05), kept here to pin the default to it."""
+    tail = masked(text[-(4 * max_period + 2 * min_span):])
+    n = len(tail)
+    last = tail[-8:]
+    for period in range(1, max_period + 1):
+        span = max(min_span, period)
+        if n < span + period:
+            return None
+        if tail[n - 8 - period:n - period] == last and tail[n - span:] == tail[n - span - period:n - period]:
+            return period
+    return None
+
+
+def test_the_default_detector_is_the_one_before_min_repeats():
+    rng = random.Random(3)
+    words = ["he", "will", "sell", "12", "chickens", "for", "$1.50", "so", "\n", "3.", "the", "answer"]
+    texts = [PROSE + COUNTING_LOOP * k for k in range(4)] + [PROSE + SAID_THRICE * k for k in range(4)]
+    for _ in range(200):
+        unit = " ".join(rng.choice(words) for _ in range(rng.randint(1, 60)))
+        noise = " ".join(rng.choice(words) for _ in range(rng.randint(0, 400)))
+        texts.append(noise + " " + unit * rng.randint(1, 5))
+    for text in texts:
+        assert loop_period(text) == _old_loop_period(text), text[-200:]
+
+
+def test_a_long_unit_fits_the_tail_for_every_min_repeats():
+    rng = random.Random(4)
+    unit = "".join(rng.choice("abcdefghij ") for _ in range(1400))  # near max_period (1500)
+    assert loop_period(PROSE + unit * 2) == 1400
+    assert loop_period(PROSE + unit * 2, min_repeats=3) is None
+    assert loop_period(PROSE + unit * 3, min_repeats=3) == 1400
+    assert loop_period(PROSE + unit * 4, min_repeats=4) == 1400
+    with pytest.raises(ValueError):
+        loop_period(PROSE, min_repeats=1)
 
 
 def test_on_four_greedy_sources_a_flag_means_the_cap_about_nineteen_times_in_twenty():

@@ -292,12 +292,32 @@ def _greedy_copy(record: dict, stretch: int = 3) -> dict:
 def test_greedy_records_join_only_the_kept_sources_training():
     records = _records(60, samples=1)
     greedy = [_greedy_copy(r) for r in records]
-    loso = split_leave_one_out(records, "gsm8k", extra_train=greedy)
+    # a greedy-only held-out prompt (not in the sampled corpus), and another source's record of the same text
+    held_out_only = {**_greedy_copy(records[2]), "prompt": "a greedy-only gsm8k prompt", "id": "gsm8k-g"}
+    twin = {**held_out_only, "source": "alpaca", "id": "alpaca-twin"}
+    assert records[2]["source"] == "gsm8k"
+    loso = split_leave_one_out(records, "gsm8k", extra_train=[*greedy, held_out_only, twin])
     kept = loso["train"] + loso["val"]
     assert not leaked_prompts(loso)
-    assert any(r["temperature"] == 0.0 for r in kept)
     assert not any(r["source"] == "gsm8k" for r in kept)
+    assert not any(r["prompt"] == "a greedy-only gsm8k prompt" for r in kept)  # the twin stays out too
+    # every kept-source record, sampled and greedy, is in train or val
+    assert len(kept) == 2 * sum(r["source"] != "gsm8k" for r in records)
     assert all(r["temperature"] == 0.7 for r in loso["test"])  # the test set is the corpus's, untouched
+
+
+def test_a_checkpoint_without_the_greedy_flag_ignores_the_temperature(tmp_path: Path):
+    path = _checkpoint(tmp_path, _records(240, samples=1))
+    checkpoint = load_checkpoint(path)
+    assert checkpoint.metadata.get("use_greedy_flag") is False
+    predictor = LengthPredictor(FakeEncoder(), checkpoint, path)
+    items = [PredictionInput(f"prompt {i}", "the and of it " * i, 50 * i, 1024, t) for i in range(4)
+             for t in (0.0, 0.7, None)]
+    predicted = predictor.predict(items)
+    assert predicted[0::3] == predicted[1::3] == predicted[2::3]
+    old = load_checkpoint(path)
+    del old.metadata["use_greedy_flag"]  # a checkpoint saved before the flag existed
+    assert LengthPredictor(FakeEncoder(), old, path).predict(items) == predicted
 
 
 def test_a_ranker_with_the_greedy_flag_predicts_greedy_jobs_on_their_own_scale(tmp_path: Path):
@@ -319,3 +339,16 @@ def test_a_ranker_with_the_greedy_flag_predicts_greedy_jobs_on_their_own_scale(t
     sampled = predictor.predict([PredictionInput(p, max_tokens=1024, temperature=0.7) for p in prompts])
     # the same prompts: greedy outputs ran three times as long in training, and the served predictor knows it
     assert np.mean(greedy) > 1.4 * np.mean(sampled)
+
+
+def test_train_greedy_without_loso_and_a_greedy_file_is_refused(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from elis.cli import app
+
+    runner = CliRunner()
+    for args in (["--train-greedy"], ["--loso", "--train-greedy"]):
+        result = runner.invoke(app, ["predictor", "evaluate", *args, "--out-dir", str(tmp_path)])
+        assert result.exit_code == 2, result.output
+        assert "--train-greedy needs --loso" in result.output
+    assert not any(tmp_path.iterdir())  # refused before any work
