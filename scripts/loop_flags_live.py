@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, text
 
 from elis.config import get_settings
 from elis.models_prepare import resolve_model
-from elis.predictor.loops import loop_counts, loop_period
+from elis.predictor.loops import first_flag_step, loop_counts
 
 
 def window_records(rows, tokenizer, window_tokens: int) -> list[dict]:
@@ -63,11 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     capped = [r for r in records if r["finish_reason"] == "length"]
     first_flags = []
     for r in records:
-        offsets = r["window_char_offsets"]
-        first = next((k * args.window_tokens for k in range(1, len(offsets))
-                      if loop_period(r["output_text"][: offsets[k]]) is not None), None)
+        first = first_flag_step(r)
         if first is not None:
-            first_flags.append((first, r["finish_reason"] == "length"))
+            first_flags.append((first * args.window_tokens, r["finish_reason"] == "length"))
     print(f"{len(records)} finished jobs of {args.workload}; {len(capped)} ran to max_tokens")
     print(f"flagged at some window and ran to max_tokens: {sum(c for _, c in first_flags)} "
           f"(first flag at {sorted(f for f, c in first_flags if c)} tokens); flagged and stopped earlier: "

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from elis.predictor.loops import loop_period
+from elis.predictor.loops import first_flag_step
 from elis.replay.workload import TraceJob, synthetic_workload
 from elis.scheduling.policy import make_policy
 from elis.simulator import figures
@@ -49,10 +49,10 @@ def loop_pool(path: Path, cap: int) -> tuple[list[TraceJob], int]:
         for line in handle:
             record = json.loads(line)
             output = min(len(record["output_ids"]), cap)
-            offsets, window = record["window_char_offsets"], record["window_tokens"]
-            loop_at = next((step * window for step in range(1, len(offsets))
-                            if step * window < output and loop_period(record["output_text"][:offsets[step]])),
-                           None)
+            window = record["window_tokens"]
+            # boundaries inside the capped output: step * window < min(length, cap)
+            first = first_flag_step(record, max_step=(cap - 1) // window)
+            loop_at = first * window if first is not None else None
             misses += loop_at is not None and output < cap
             pool.append(TraceJob(record["id"], 0.0, len(record["prompt_ids"]), max(1, output), loop_at))
     return pool, misses

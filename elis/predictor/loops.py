@@ -176,11 +176,13 @@ class LoopSummary(_PrecisionRecall):
         return float(statistics.median(self.first_flag_steps)) if self.first_flag_steps else float("nan")
 
 
-def first_flag_step(record: dict, max_step: int, min_span: int = MIN_SPAN, max_period: int = MAX_PERIOD,
-                    min_repeats: int = MIN_REPEATS) -> int | None:
-    """The first window boundary (1..max_step, inside the output) at which the detector flags it; None if never."""
+def first_flag_step(record: dict, max_step: int | None = None, min_span: int = MIN_SPAN,
+                    max_period: int = MAX_PERIOD, min_repeats: int = MIN_REPEATS) -> int | None:
+    """The first window boundary (1..max_step, or every one inside the output when None) at which the detector
+    flags a build-dataset record (output_text, window_char_offsets); None if never."""
     offsets = record["window_char_offsets"]
-    for step in range(1, min(len(offsets), max_step + 1)):
+    last = len(offsets) if max_step is None else min(len(offsets), max_step + 1)
+    for step in range(1, last):
         if loop_period(record["output_text"][: offsets[step]], min_span, max_period, min_repeats) is not None:
             return step
     return None
