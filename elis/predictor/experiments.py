@@ -107,20 +107,31 @@ def evaluate_protocols(
             named_rows[f"{name}-previous-checkpoint"] = old_rows
             (out_dir / f"{name}-previous-checkpoint.md").write_text(markdown(old_rows))
             summaries.append(summary_line(f"{name} (previous checkpoint)", old_rows))
-        for greedy_name, greedy_records in (greedy or {}).items():
-            if name.startswith("loso-") and all(r.get("source") == source for r in greedy_records):
-                g = arrays_of(cache, flatten(greedy_records), config, prior)
-                g_predicted = ranker.predict(g)
-                g_rows = step_rows(g.examples, g_predicted, window_tokens, max_step=max_step)
-                named_rows[f"{name}-greedy"] = g_rows
-                (out_dir / f"{name}-greedy.md").write_text(markdown(g_rows))
-                summaries.append(summary_line(f"{name}-greedy ({greedy_name})", g_rows))
-                looped = _with_loop_rule(f"{name}-greedy+loops", g.examples, g_predicted, window_tokens, max_step,
-                                         out_dir, named_rows, summaries)
-                looped["loop_min_repeats"] = loop_repeats_sweep(g.examples, g_predicted)
+        set_names = greedy_set_names(greedy or {}, source) if name.startswith("loso-") else {}
+        for greedy_name, set_name in set_names.items():
+            g = arrays_of(cache, flatten(greedy[greedy_name]), config, prior)
+            g_predicted = ranker.predict(g)
+            g_rows = step_rows(g.examples, g_predicted, window_tokens, max_step=max_step)
+            named_rows[set_name] = g_rows
+            (out_dir / f"{set_name}.md").write_text(markdown(g_rows))
+            summaries.append(summary_line(f"{set_name} ({greedy_name})", g_rows))
+            looped = _with_loop_rule(f"{set_name}+loops", g.examples, g_predicted, window_tokens, max_step,
+                                     out_dir, named_rows, summaries)
+            looped["loop_min_repeats"] = loop_repeats_sweep(g.examples, g_predicted)
     write_csv(out_dir / "per_step.csv", named_rows)
     (out_dir / "summary.json").write_text(json.dumps(summaries, indent=2))
     return summaries
+
+
+def greedy_set_names(greedy: dict[str, Sequence[dict]], source: str) -> dict[str, str]:
+    """Greedy group name (`<file>:<source>`) -> the name of its tables, for the groups of one held-out source.
+    One group keeps the plain `loso-<source>-greedy`; several (two greedy files of the same source) each get
+    their file's stem, so that no table overwrites another's."""
+    mine = [name for name, rows in greedy.items() if rows and all(r.get("source") == source for r in rows)]
+    base = f"loso-{source}-greedy"
+    if len(mine) == 1:
+        return {mine[0]: base}
+    return {name: f"{base}-{name.split(':')[0].split('.')[0]}" for name in mine}
 
 
 LOOP_SHARES = (0.0, 0.5, 0.8, 1.0)

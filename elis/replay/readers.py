@@ -2,7 +2,7 @@
 `WorkloadError` naming the file, the line and what is wrong (never a bare traceback).
 
 - JSONL traces: one object a line with an arrival offset (`arrival`, `offset` or `timestamp`, seconds), a
-  prompt (`prompt`, `messages` or `instruction`), optional `max_tokens` and optional `output_tokens`.
+  prompt (any record `elis.prompts` reads: `prompt`, `messages`, `instruction`, ...), optional `max_tokens` and optional `output_tokens`.
 - Length traces as CSV: the Azure LLM inference trace (`TIMESTAMP, ContextTokens, GeneratedTokens`) and the
   BurstGPT layout (`Timestamp, Model, Request tokens, Response tokens, Total tokens, Log Type`). They hold no
   text, so each row becomes a filler prompt of about the recorded length and an output forced to it.
@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+
+from elis.prompts import open_text
 
 # A filler prompt: one-token words (in SmolLM2's tokenizer) after a short instruction. The instruction and the
 # chat template add about FILLER_OVERHEAD tokens; the API reports the exact prompt length of every job.
@@ -81,7 +83,7 @@ def _json_lines(path: Path) -> list[tuple[int, dict]]:
     if not path.exists():
         raise WorkloadError(f"no such file: {path}")
     out = []
-    with open(path, encoding="utf-8") as handle:
+    with open_text(path) as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -134,7 +136,7 @@ def read_length_csv(path: Path) -> list[Request]:
     path = Path(path)
     if not path.exists():
         raise WorkloadError(f"no such file: {path}")
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open_text(path, newline="") as handle:
         reader = csv.reader(handle)
         header = [h.strip() for h in next(reader, [])]
         if tuple(header[:3]) == AZURE_COLUMNS:
@@ -190,11 +192,11 @@ def read_openai_batch(path: Path) -> list[Request]:
 def detect_kind(path: Path) -> str:
     """prompts | trace | lengths | openai-batch, from the extension and the first record."""
     path = Path(path)
-    if path.suffix.lower() == ".csv":
+    if path.name.lower().removesuffix(".gz").endswith(".csv"):
         return "lengths"
     if not path.exists():
         raise WorkloadError(f"no such file: {path}")
-    with open(path, encoding="utf-8") as handle:
+    with open_text(path) as handle:
         head = handle.read(1 << 16).lstrip()
     if head.startswith("["):
         return "prompts"
@@ -210,12 +212,19 @@ def detect_kind(path: Path) -> str:
     return "prompts"
 
 
+def _starts_a_json_list(path: Path) -> bool:
+    if not path.exists():
+        raise WorkloadError(f"no such file: {path}")
+    with open_text(path) as handle:
+        return handle.read(1 << 16).lstrip().startswith("[")
+
+
 def read_requests(path: Path, kind: str = "auto") -> tuple[str, list[Request]]:
     """The requests of any supported file (kind auto: detected) and the kind read."""
     from elis.prompts import PromptFileError, read_prompts
 
     kind = detect_kind(path) if kind == "auto" else kind
-    if kind == "prompts" and not Path(path).read_text(encoding="utf-8").lstrip().startswith("["):
+    if kind == "prompts" and not _starts_a_json_list(Path(path)):
         return kind, [Request(None, _messages_of(obj, _where(Path(path), n))) for n, obj in _json_lines(Path(path))]
     if kind == "prompts":  # a JSON list (Alpaca): errors name the record
         try:

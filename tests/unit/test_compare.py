@@ -207,7 +207,7 @@ def test_compare_refuses_bad_options_with_a_clear_message(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "ok"}\n{"nothing": 1}\n')
     result = runner.invoke(app, ["compare", "--prompts", str(bad), "--out-dir", str(tmp_path)])
-    assert result.exit_code == 2 and "needs 'prompt', 'messages' or 'instruction'" in result.output
+    assert result.exit_code == 2 and "needs 'prompt', 'text'" in result.output
     assert "Traceback" not in result.output
     result = runner.invoke(app, ["compare", "--arrivals", "poisson", "--out-dir", str(tmp_path)])
     assert result.exit_code == 2 and "poisson arrivals need --rate" in result.output

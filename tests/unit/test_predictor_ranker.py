@@ -352,3 +352,17 @@ def test_train_greedy_without_loso_and_a_greedy_file_is_refused(tmp_path: Path):
         assert result.exit_code == 2, result.output
         assert "--train-greedy needs --loso" in result.output
     assert not any(tmp_path.iterdir())  # refused before any work
+
+
+def test_greedy_tables_of_one_source_never_share_a_name():
+    """Two greedy files of the same held-out source each get their own table (one used to overwrite the
+    other); a single file keeps the plain name, and another source's files are not scored by this fold."""
+    from elis.predictor.experiments import greedy_set_names
+
+    one = {"greedy.jsonl.gz:gsm8k": [{"source": "gsm8k"}], "greedy.jsonl.gz:code": [{"source": "code"}]}
+    assert greedy_set_names(one, "gsm8k") == {"greedy.jsonl.gz:gsm8k": "loso-gsm8k-greedy"}
+    two = {"a.jsonl.gz:gsm8k": [{"source": "gsm8k"}], "b.jsonl:gsm8k": [{"source": "gsm8k"}],
+           "a.jsonl.gz:code": [{"source": "code"}]}
+    names = greedy_set_names(two, "gsm8k")
+    assert names == {"a.jsonl.gz:gsm8k": "loso-gsm8k-greedy-a", "b.jsonl:gsm8k": "loso-gsm8k-greedy-b"}
+    assert greedy_set_names(two, "alpaca") == {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -44,3 +45,49 @@ def test_sampling_is_deterministic_and_keeps_all_when_asked_for_more(tmp_path):
     items = read_prompts(write(tmp_path, "e.jsonl", "\n".join(json.dumps({"prompt": f"p{i}"}) for i in range(20))))
     assert sample(items, 5, seed=1) == sample(items, 5, seed=1)
     assert sample(items, 50) == items
+
+
+def _one(tmp_path, record: dict):
+    path = tmp_path / "set.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    return read_prompts(path)[0].messages
+
+
+def test_sharegpt_and_lmsys_conversations_replay_their_first_user_turn(tmp_path):
+    """The replies in a recorded conversation came from another model: only the first user turn (with a
+    system turn before it) is sent, in OpenAI's roles."""
+    sharegpt = {"id": "s1", "conversations": [{"from": "system", "value": "Be brief."},
+                                              {"from": "human", "value": "Name a prime."},
+                                              {"from": "gpt", "value": "7"}, {"from": "human", "value": "Another?"}]}
+    assert _one(tmp_path, sharegpt) == ({"role": "system", "content": "Be brief."},
+                                        {"role": "user", "content": "Name a prime."})
+    lmsys = {"conversation_id": "c1", "conversation": [{"role": "user", "content": "Hi"},
+                                                       {"role": "assistant", "content": "Hello"}]}
+    assert _one(tmp_path, lmsys) == ({"role": "user", "content": "Hi"},)
+
+
+def test_messages_keep_the_turns_up_to_the_last_user_turn(tmp_path):
+    """A recorded reply at the end of `messages` (UltraChat) is the answer, not part of the request."""
+    record = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                           {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]}
+    assert [m["content"] for m in _one(tmp_path, record)] == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("record, text", [
+    ({"problem": "Solve x+1=2."}, "Solve x+1=2."),                       # MATH
+    ({"query": "What is 2+2?"}, "What is 2+2?"),                          # MetaMathQA
+    ({"instruction": "Summarize.", "context": "A long text."}, "Summarize.\n\nA long text."),  # Dolly
+])
+def test_text_fields_of_common_sets(tmp_path, record, text):
+    assert _one(tmp_path, record) == ({"role": "user", "content": text},)
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"conversations": [{"from": "gpt", "value": "hi"}]}, "has no user turn"),
+    ({"conversation": [{"role": "user"}]}, "'conversation' must be a list of {role, content}"),
+    ({"messages": "hello"}, "'messages' must be a list"),
+    ({"answer": "42"}, "needs 'prompt', 'text', 'question', 'problem'"),
+])
+def test_records_without_a_prompt_say_what_is_missing(tmp_path, record, message):
+    with pytest.raises(PromptFileError, match=re.escape(message)):
+        _one(tmp_path, record)

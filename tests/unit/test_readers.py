@@ -146,7 +146,7 @@ def test_filler_prompt_length():
     (read_jsonl_trace, '{"arrival": "soon", "prompt": "a"}\n', "line 1: 'arrival' must be a number"),
     (read_jsonl_trace, '{"arrival": 0, "prompt": "a", "max_tokens": -3}\n', "line 1: max_tokens must be positive"),
     (read_jsonl_trace, '{"arrival": 0, "prompt": "a", "output_tokens": 2.5}\n', "line 1: output_tokens must be a whole"),
-    (read_jsonl_trace, '{"arrival": 0, "text2": "a"}\n', "line 1: needs 'prompt', 'messages' or 'instruction'"),
+    (read_jsonl_trace, '{"arrival": 0, "text2": "a"}\n', "line 1: needs 'prompt', 'text'"),
     (read_jsonl_trace, '[1, 2]\n', "line 1: expected a JSON object"),
     (read_openai_batch, '{"custom_id": "a", "method": "POST", "body": {}}\n', "line 1: 'url' must be one of"),
     (read_openai_batch, '{"custom_id": "a", "method": "GET", "url": "/v1/chat/completions", "body": {}}\n',
@@ -185,7 +185,27 @@ def test_the_cli_reports_a_malformed_line_in_red_with_exit_code_2(tmp_path):
     path.write_text('{"arrival": 0, "prompt": "a"}\n{"arrival": 1}\n')
     result = runner.invoke(app, ["compare", "--workload", str(path), "--out-dir", str(tmp_path / "out")])
     assert result.exit_code == 2
-    assert f"error: {path}, line 2: needs 'prompt', 'messages' or 'instruction'" in result.output
+    assert f"error: {path}, line 2: needs 'prompt', 'text'" in result.output
     assert "Traceback" not in result.output
     result = runner.invoke(app, ["compare", "--workload", str(tmp_path / "missing.csv")])
     assert result.exit_code == 2 and "no such file" in result.output
+
+
+def test_gzip_compressed_prompt_files_and_length_traces_read_like_plain_ones(tmp_path):
+    """Public sets ship compressed: `.jsonl.gz`, `.json.gz` and `.csv.gz` read as their plain forms."""
+    import gzip
+
+    plain = tmp_path / "p.jsonl"
+    plain.write_text('{"prompt": "a"}\n{"question": "b"}\n')
+    packed = tmp_path / "p.jsonl.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    assert read_requests(packed) == read_requests(plain)
+    listed = tmp_path / "l.json.gz"
+    listed.write_bytes(gzip.compress(b'[{"instruction": "x", "input": ""}]'))
+    assert read_requests(listed)[1][0].messages == ({"role": "user", "content": "x"},)
+    csv_plain = tmp_path / "t.csv"
+    csv_plain.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,374,44\n")
+    csv_packed = tmp_path / "t.csv.gz"
+    csv_packed.write_bytes(gzip.compress(csv_plain.read_bytes()))
+    assert read_requests(csv_packed) == read_requests(csv_plain)
+    assert read_requests(csv_packed)[0] == "lengths"
