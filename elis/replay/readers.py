@@ -2,7 +2,8 @@
 `WorkloadError` naming the file, the line and what is wrong (never a bare traceback).
 
 - JSONL traces: one object a line with an arrival offset (`arrival`, `offset` or `timestamp`, seconds), a
-  prompt (any record `elis.prompts` reads: `prompt`, `messages`, `instruction`, ...), optional `max_tokens` and optional `output_tokens`.
+  prompt (any record `elis.prompts` reads: `prompt`, `messages`, `instruction`, ...), optional `max_tokens`
+  and optional `output_tokens`.
 - Length traces as CSV: the Azure LLM inference trace (`TIMESTAMP, ContextTokens, GeneratedTokens`) and the
   BurstGPT layout (`Timestamp, Model, Request tokens, Response tokens, Total tokens, Log Type`). They hold no
   text, so each row becomes a filler prompt of about the recorded length and an output forced to it.
@@ -90,7 +91,8 @@ def _json_lines(path: Path) -> list[tuple[int, dict]]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise WorkloadError(f"{_where(path, number)}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+                what = f"not valid JSON ({exc.msg} at column {exc.colno})"
+                raise WorkloadError(f"{_where(path, number)}: {what}") from None
             if not isinstance(obj, dict):
                 raise WorkloadError(f"{_where(path, number)}: expected a JSON object, got {type(obj).__name__}")
             out.append((number, obj))
@@ -113,7 +115,8 @@ def read_jsonl_trace(path: Path) -> list[Request]:
             offset = float(obj[key])
         except (TypeError, ValueError):
             raise WorkloadError(f"{where}: '{key}' must be a number of seconds, not {obj[key]!r}") from None
-        max_tokens = _positive_int(obj["max_tokens"], "max_tokens", where) if obj.get("max_tokens") is not None else None
+        limit = obj.get("max_tokens")
+        max_tokens = _positive_int(limit, "max_tokens", where) if limit is not None else None
         output = obj.get("output_tokens", obj.get("target_output_tokens"))
         output = _positive_int(output, "output_tokens", where) if output is not None else None
         requests.append(Request(offset, _messages_of(obj, where), max_tokens, output))
@@ -185,7 +188,8 @@ def read_openai_batch(path: Path) -> list[Request]:
             raise WorkloadError(f"{where}: {str(exc).removeprefix(f'line {number}: ')}") from None
         messages = tuple(request.messages or ({"role": "user", "content": request.prompt or ""},))
         limit = request.sampling.get("max_tokens")
-        requests.append(Request(None, messages, _positive_int(limit, "max_tokens", where) if limit is not None else None))
+        max_tokens = _positive_int(limit, "max_tokens", where) if limit is not None else None
+        requests.append(Request(None, messages, max_tokens))
     return requests
 
 
