@@ -8,7 +8,7 @@ services:
 	bash scripts/services.sh
 
 demo: setup
-	bash scripts/services.sh --broker-only
+	bash scripts/services.sh --demo
 	HF_HUB_OFFLINE=1 .venv/bin/elis demo
 
 test: setup services

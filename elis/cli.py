@@ -14,6 +14,8 @@ app = typer.Typer(
     help="elis: an LLM batch inference service that schedules jobs by their predicted remaining length.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Plain help text: rich markup would swallow the "[default: ...]" and "[all]" notes of the options.
+    rich_markup_mode=None,
 )
 models_app = typer.Typer(help="Prepare the served model.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema (Alembic).", no_args_is_help=True)

@@ -47,9 +47,7 @@ def run_demo(policies: list[str], num_prompts: int, max_tokens: int, slots: int,
     out_dir.mkdir(parents=True, exist_ok=True)
     typer.echo(f"[1/4] preparing the model in {settings.models_dir}")
     prepare_default_model(settings.models_dir)
-    database_url = settings.database_url or f"sqlite:///{out_dir / 'demo.sqlite3'}"
-    if not settings.database_url and not keep_db:
-        (out_dir / "demo.sqlite3").unlink(missing_ok=True)
+    database_url = settings.database_url or _own_database(settings.local_postgres_url, out_dir, keep_db)
     upgrade(database_url)
     api_key = _demo_key(database_url)
     queue = "elis.demo"
@@ -78,6 +76,22 @@ def run_demo(policies: list[str], num_prompts: int, max_tokens: int, slots: int,
     finally:
         worker.stop()
     return results
+
+
+def _own_database(local_postgres_url: str, out_dir: Path, keep_db: bool) -> str:
+    """The demo's own database: a fresh `elis_demo` on the local PostgreSQL, or where none answers a SQLite file
+    in `out_dir` (said on the console, with why)."""
+    from elis.storage.migrate import fresh_local_database
+
+    url, why = fresh_local_database(local_postgres_url, "elis_demo", keep=keep_db)
+    if url is not None:
+        typer.echo("      database: elis_demo on the local PostgreSQL")
+        return url
+    path = out_dir / "demo.sqlite3"
+    if not keep_db:
+        path.unlink(missing_ok=True)
+    typer.echo(f"      database: {path} (SQLite; {why})")
+    return f"sqlite:///{path}"
 
 
 def _demo_key(database_url: str) -> str:

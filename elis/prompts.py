@@ -55,28 +55,57 @@ ACCEPTED = ("'prompt', 'text', 'question', 'problem', 'query', 'input', 'instruc
             "'conversations' or 'conversation'")
 
 
-def _turn(turn: object) -> dict | None:
-    """One turn of any chat layout as {role, content}; None when it is not one."""
+def _content(value: object) -> str | None:
+    """A turn's text: a string, or the text parts of OpenAI's list-of-parts content; None when it has none."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        parts = [p.get("text") for p in value if isinstance(p, dict) and p.get("type", "text") == "text"]
+        texts = [t for t in parts if isinstance(t, str)]
+        return "\n".join(texts) if texts else None
+    return None
+
+
+def _role(turn: object) -> str | None:
+    """A turn's OpenAI role (None: not a turn, or a role this service does not send, e.g. tool)."""
     if not isinstance(turn, dict):
         return None
-    role = _ROLES.get(str(turn.get("role", turn.get("from", ""))).lower())
-    content = turn.get("content", turn.get("value"))
-    return {"role": role, "content": content} if role and isinstance(content, str) else None
+    raw = turn.get("role") if turn.get("role") is not None else turn.get("from")
+    return _ROLES.get(str(raw).lower()) if raw is not None else None
 
 
 def _chat(turns: object, key: str, index: int, first_turn_only: bool) -> tuple[dict, ...]:
-    """The turns to send: up to the last user turn (`messages`), or the first one (a recorded conversation)."""
-    parsed = [_turn(t) for t in turns] if isinstance(turns, list) else [None]
-    if not parsed or any(t is None for t in parsed):
-        raise PromptFileError(f"record {index}: '{key}' must be a list of {{role, content}} (or {{from, value}}) "
-                              "objects with roles user, assistant or system")
-    users = [i for i, t in enumerate(parsed) if t["role"] == "user"]
+    """The turns to send: up to the last user turn (`messages`: the request as the file states it, earlier
+    replies included), or only the first user turn with a system turn before it (a recorded conversation).
+    Only the turns kept are checked, so a recorded reply that is malformed does not reject the record."""
+    if not isinstance(turns, list) or not turns:
+        raise PromptFileError(f"record {index}: '{key}' must be a non-empty list of {{role, content}} (or "
+                              "{from, value}) objects")
+    users = [i for i, t in enumerate(turns) if _role(t) == "user"]
     if not users:
         raise PromptFileError(f"record {index}: '{key}' has no user turn to send")
-    end = users[0] if first_turn_only else users[-1]
-    if first_turn_only:  # a system turn before the first user turn stays; replies never come before it
-        return tuple(t for t in parsed[: end + 1] if t["role"] in ("system", "user"))
-    return tuple(parsed[: end + 1])
+    last = users[0] if first_turn_only else users[-1]
+    kept = []
+    for number, turn in enumerate(turns[: last + 1]):
+        role = _role(turn)
+        if first_turn_only and role == "assistant":
+            continue  # a reply before the first user turn (ShareGPT has some): not part of the request
+        where = f"record {index}: '{key}' turn {number}"
+        if role is None:
+            raw = (turn.get("role") if turn.get("role") is not None else turn.get("from")) \
+                if isinstance(turn, dict) else turn
+            raise PromptFileError(f"{where}: role {raw!r} is not user, assistant or system")
+        value = turn.get("content") if turn.get("content") is not None else turn.get("value")
+        text = _content(value)
+        if text is None:
+            raise PromptFileError(f"{where}: content must be text (a string or a list of text parts), "
+                                  f"not {type(value).__name__}")
+        kept.append({"role": role, "content": text})
+    return tuple(kept)
+
+
+def _present(obj: dict, key: str) -> bool:
+    return obj.get(key) is not None  # a null column of a mixed-schema export counts as absent
 
 
 def _from_object(obj: dict, index: int, source: str) -> PromptItem:
@@ -84,18 +113,27 @@ def _from_object(obj: dict, index: int, source: str) -> PromptItem:
         raise PromptFileError(f"record {index}: must be a JSON object with {ACCEPTED}, not {type(obj).__name__}")
     if "custom_id" in obj and "body" in obj:  # a line of an OpenAI batch input file
         return _from_batch_line(obj, index, source)
-    item_id = str(obj.get("id", obj.get("conversation_id", f"{source}-{index}")))
-    if "messages" in obj:
+    ids = [obj.get(k) for k in ("id", "conversation_id", "conversation_hash") if obj.get(k) is not None]
+    item_id = str(ids[0]) if ids else f"{source}-{index}"
+    if _present(obj, "messages"):
         return PromptItem(item_id, source, _chat(obj["messages"], "messages", index, first_turn_only=False))
     for key in ("conversations", "conversation"):  # ShareGPT; LMSYS-Chat and WildChat
-        if key in obj:
+        if _present(obj, key):
             return PromptItem(item_id, source, _chat(obj[key], key, index, first_turn_only=True))
-    if "instances" in obj and "instruction" in obj:  # Alpaca seed task
-        instances = obj.get("instances") or [{}]
-        return PromptItem(item_id, source, _user(_join(obj["instruction"], instances[0].get("input", ""))))
-    if isinstance(obj.get("instruction"), str) and obj["instruction"].strip():  # Alpaca; Dolly's "context"
+    instruction = obj.get("instruction")
+    if _present(obj, "instruction") and not (isinstance(instruction, str) and instruction.strip()):
+        raise PromptFileError(f"record {index}: 'instruction' must be non-empty text")
+    if _present(obj, "instances") and instruction is not None:  # Alpaca seed task: the first instance's input
+        instances = obj["instances"]
+        first = instances[0] if isinstance(instances, list) and instances else {}
+        extra = first.get("input") if isinstance(first, dict) else None
+        if not isinstance(instances, list) or not isinstance(first, dict) or not isinstance(extra or "", str):
+            raise PromptFileError(f"record {index}: a seed task needs 'instruction' text and 'instances' as a list "
+                                  "of {input, output} objects")
+        return PromptItem(item_id, source, _user(_join(instruction, extra or "")))
+    if instruction is not None:  # Alpaca; Dolly's "context"
         extra = obj.get("input") or obj.get("context") or ""
-        return PromptItem(item_id, source, _user(_join(obj["instruction"], extra if isinstance(extra, str) else "")))
+        return PromptItem(item_id, source, _user(_join(instruction, extra if isinstance(extra, str) else "")))
     for key in _TEXT_KEYS:
         if isinstance(obj.get(key), str) and obj[key].strip():
             return PromptItem(item_id, source, _user(obj[key]))
@@ -114,13 +152,23 @@ def _from_batch_line(obj: dict, index: int, source: str) -> PromptItem:
     return PromptItem(request.custom_id, source, tuple(request.messages or _user(request.prompt or "")))
 
 
-def open_text(path: Path, newline: str | None = None):
-    """A text file, or a gzip-compressed one (`.gz`), opened for reading as UTF-8."""
+def read_text(path: Path, error: type[Exception] = PromptFileError) -> str:
+    """The whole text of a file: UTF-8 (a byte-order mark is dropped), gzip-compressed or not (told by its first
+    bytes, whatever its name). A file that cannot be read raises `error` naming it and why, never a traceback."""
     import gzip
 
-    if str(path).endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", newline=newline)
-    return open(path, encoding="utf-8", newline=newline)
+    path = Path(path)
+    if not path.exists():
+        raise error(f"no such file: {path}")
+    try:
+        data = path.read_bytes()
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except (OSError, EOFError) as exc:
+        raise error(f"{path}: cannot read it ({exc})") from None
 
 
 def read_prompts(path: Path, source: str | None = None) -> list[PromptItem]:
@@ -129,13 +177,12 @@ def read_prompts(path: Path, source: str | None = None) -> list[PromptItem]:
     if not path.exists():
         raise PromptFileError(f"no such prompt file: {path}")
     source = source or Path(path.name.removesuffix(".gz")).stem
-    with open_text(path) as handle:
-        text = handle.read()
+    text = read_text(path)
     try:
         if text.lstrip().startswith("["):
             objects = json.loads(text)
         else:
-            objects = [json.loads(line) for line in text.splitlines() if line.strip()]
+            objects = [json.loads(line) for line in text.split("\n") if line.strip()]
     except json.JSONDecodeError as exc:
         raise PromptFileError(f"{path}: not valid JSON or JSONL ({exc})") from exc
     items = [_from_object(obj, i, source) for i, obj in enumerate(objects)]

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Make sure RabbitMQ and PostgreSQL answer on 127.0.0.1; start them when they do not.
+# --demo (`make demo`): PostgreSQL is wanted but not required (the demo falls back to a SQLite file where none
+# can start), and the browser the tests need is not installed.
 set -euo pipefail
+MODE=${1:-}
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -19,10 +22,16 @@ if ! port_open 5672; then
   rabbitmq-server -detached
   wait_port RabbitMQ 5672
 fi
-if [ "${1:-}" != "--broker-only" ] && ! port_open 5432; then
+start_postgres() {
   echo "== starting PostgreSQL"
-  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start
-  wait_port PostgreSQL 5432
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start && wait_port PostgreSQL 5432
+}
+if ! port_open 5432; then
+  if [ "$MODE" = "--demo" ]; then
+    start_postgres || echo "warning: PostgreSQL could not start; the demo will use a SQLite file" >&2
+  else
+    start_postgres
+  fi
 fi
 # RabbitMQ's management API: Flower reads queue lengths from it (idempotent; online on a running node).
 if ! port_open 15672; then
@@ -31,10 +40,10 @@ if ! port_open 15672; then
   wait_port "RabbitMQ management" 15672
 fi
 # Debian's headless chromium and its driver: the Flower browser test (tests/e2e/test_flower.py).
-if [ "${1:-}" != "--broker-only" ] && ! command -v chromedriver >/dev/null; then
+if [ "$MODE" != "--demo" ] && ! command -v chromedriver >/dev/null; then
   echo "== installing chromium and chromium-driver (Debian)"
   SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
-echo "== RabbitMQ and PostgreSQL are up"
+if port_open 5432; then echo "== RabbitMQ and PostgreSQL are up"; else echo "== RabbitMQ is up"; fi

@@ -251,12 +251,15 @@ def _evaluate_loso(files, greedy_files, held_out, out_dir, max_epochs, baseline_
     started = time.perf_counter()
     records = _read_corpus(files)
     greedy: dict[str, list[dict]] = {}
+    file_names = [Path(p).name for p in greedy_files]
     for path in greedy_files:  # one test set per source: each is scored by the fold that left its source out
+        # a file's name labels its tables; its whole path when another --greedy file has the same name
+        label = Path(path).name if file_names.count(Path(path).name) == 1 else str(path)
         for row in _read_corpus([path]):
             if not row.get("source"):
                 raise typer.BadParameter(f"--greedy {path}: a record without a source ({row.get('id')}); no fold "
                                          "could score it")
-            greedy.setdefault(f"{Path(path).name}:{row['source']}", []).append(row)
+            greedy.setdefault(f"{label}:{row['source']}", []).append(row)
     out_dir = out_dir or _settings().cache_dir / "predictor" / "loso"
     window = int(records[0]["window_tokens"])
     cache = _embedding_cache()

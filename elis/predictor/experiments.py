@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -131,7 +132,15 @@ def greedy_set_names(greedy: dict[str, Sequence[dict]], source: str) -> dict[str
     base = f"loso-{source}-greedy"
     if len(mine) == 1:
         return {mine[0]: base}
-    return {name: f"{base}-{name.split(':')[0].split('.')[0]}" for name in mine}
+    names: dict[str, str] = {}
+    for name in mine:
+        stem = name.rsplit(":", 1)[0].removesuffix(".gz").removesuffix(".jsonl").removesuffix(".json")
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("_.") or "greedy"  # a path labels it: no slashes
+        candidate, number = f"{base}-{stem}", 2
+        while candidate in names.values():  # greedy.jsonl and greedy.jsonl.gz, say
+            candidate, number = f"{base}-{stem}-{number}", number + 1
+        names[name] = candidate
+    return names
 
 
 LOOP_SHARES = (0.0, 0.5, 0.8, 1.0)

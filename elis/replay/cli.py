@@ -49,7 +49,10 @@ def replay_command(
     if arrivals in ("poisson", "gamma"):
         offsets = [float(t) for t in wl.arrival_times(count, arrivals, rate=rate)]
     elif arrivals == "trace":
-        jobs = wl.take_cycled(wl.read_azure_trace(trace), count)
+        try:
+            jobs = wl.take_cycled(wl.read_azure_trace(trace), count)
+        except ValueError as exc:
+            _fail(str(exc))
         if rate is not None:
             jobs = wl.rescale_to_rate(jobs, rate)
         offsets = [j.arrival for j in jobs]
@@ -139,9 +142,11 @@ def compare_command(
     out_dir: Annotated[Path | None, typer.Option(help="table, records, manifest and logs "
                                                       "[runs/compare-<time>]")] = None,
     database_url: Annotated[str | None, typer.Option(envvar="ELIS_DATABASE_URL",
-                                                     help="database of the stack, created when missing [a SQLite "
-                                                          "file in --out-dir, as `elis demo`; with --base-url: the "
-                                                          "ELIS_* default]")] = None,
+                                                     help="database of the stack, created when missing [a fresh "
+                                                          "database named after --out-dir on the local PostgreSQL "
+                                                          "(ELIS_LOCAL_POSTGRES_URL), or a SQLite file in --out-dir "
+                                                          "where none answers; with --base-url: the ELIS_* "
+                                                          "default]")] = None,
     base_url: Annotated[list[str] | None, typer.Option(help="a running API to use (repeatable; its policy is read "
                                                             "from /healthz). Then no worker is started: the running "
                                                             "one serves, and missing policies get an API on the "
@@ -194,9 +199,9 @@ def compare_command(
         given = cmp.policies_of(base_url) if base_url else {}
     except cmp.CompareError as exc:
         _fail(str(exc))
-    # A running stack's database is the one its ELIS_* settings name; a stack started here gets its own file.
-    own_file = f"sqlite:///{out_dir.resolve() / 'compare.sqlite3'}"
-    database = database_url or (settings.resolved_database_url if given else settings.database_url or own_file)
+    # A running stack's database is the one its ELIS_* settings name; a stack started here gets its own.
+    database = database_url or (settings.resolved_database_url if given else
+                                settings.database_url or _own_database(settings.local_postgres_url, out_dir))
     stack = cmp.Stack(settings=settings, out_dir=out_dir, database_url=database, base_urls=given, slots=slots)
     options = {"workload": str(prompts), "format": kind, "num": num, "arrivals": arrivals, "rate": rate, "cv": cv,
                "seed": seed, "policies": names, "rounds": rounds, "bound": bound, "bound_from": str(bound_from) if bound_from else None,
@@ -231,6 +236,21 @@ def compare_command(
         raise typer.Exit(code=130)
     if outcome != "complete":
         _fail(outcome, code=1)
+
+
+def _own_database(local_postgres_url: str, out_dir: Path) -> str:
+    """A fresh database for a stack started here: on the local PostgreSQL (named after --out-dir), or a SQLite
+    file in --out-dir where none answers (said on the console, with why)."""
+    from elis.storage.migrate import database_name_for, fresh_local_database
+
+    name = database_name_for(out_dir)
+    url, why = fresh_local_database(local_postgres_url, name)
+    if url is not None:
+        typer.echo(f"database: {name} on the local PostgreSQL")
+        return url
+    path = out_dir.resolve() / "compare.sqlite3"
+    typer.echo(f"database: {path} (SQLite; {why})")
+    return f"sqlite:///{path}"
 
 
 def _stop_cleanly_on_signals() -> None:

@@ -14,13 +14,14 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from elis.prompts import open_text
+from elis.prompts import read_text
 
 # A filler prompt: one-token words (in SmolLM2's tokenizer) after a short instruction. The instruction and the
 # chat template add about FILLER_OVERHEAD tokens; the API reports the exact prompt length of every job.
@@ -28,6 +29,8 @@ FILLER_WORDS = ["time", "data", "system", "report", "table", "value", "river", "
                 "record", "order", "signal", "paper"]
 FILLER_OVERHEAD = 34
 
+# The keys a JSONL trace's arrival offset (seconds) may have, in order of preference.
+TRACE_TIME_KEYS = ("arrival", "offset", "timestamp")
 AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 BURSTGPT_COLUMNS = ("Timestamp", "Model", "Request tokens", "Response tokens", "Total tokens", "Log Type")
 
@@ -81,21 +84,19 @@ def _messages_of(obj: dict, where: str) -> tuple[dict, ...]:
 
 
 def _json_lines(path: Path) -> list[tuple[int, dict]]:
-    if not path.exists():
-        raise WorkloadError(f"no such file: {path}")
     out = []
-    with open_text(path) as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                what = f"not valid JSON ({exc.msg} at column {exc.colno})"
-                raise WorkloadError(f"{_where(path, number)}: {what}") from None
-            if not isinstance(obj, dict):
-                raise WorkloadError(f"{_where(path, number)}: expected a JSON object, got {type(obj).__name__}")
-            out.append((number, obj))
+    # NOTE: split on "\n" only: str.splitlines also splits at U+2028, which JSON strings may hold raw.
+    for number, line in enumerate(read_text(path, WorkloadError).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            what = f"not valid JSON ({exc.msg} at column {exc.colno})"
+            raise WorkloadError(f"{_where(path, number)}: {what}") from None
+        if not isinstance(obj, dict):
+            raise WorkloadError(f"{_where(path, number)}: expected a JSON object, got {type(obj).__name__}")
+        out.append((number, obj))
     if not out:
         raise WorkloadError(f"{path}: no requests in the file")
     return out
@@ -108,7 +109,7 @@ def read_jsonl_trace(path: Path) -> list[Request]:
     requests = []
     for number, obj in _json_lines(path):
         where = _where(path, number)
-        key = next((k for k in ("arrival", "offset", "timestamp") if k in obj), None)
+        key = next((k for k in TRACE_TIME_KEYS if k in obj), None)
         if key is None:
             raise WorkloadError(f"{where}: needs an arrival time ('arrival', 'offset' or 'timestamp', in seconds)")
         try:
@@ -137,9 +138,7 @@ def read_length_csv(path: Path) -> list[Request]:
     """An Azure 2023 or BurstGPT CSV: filler prompts of the recorded length, outputs forced to the recorded
     length, arrivals from 0. BurstGPT rows with no response (failed requests) are skipped."""
     path = Path(path)
-    if not path.exists():
-        raise WorkloadError(f"no such file: {path}")
-    with open_text(path, newline="") as handle:
+    with io.StringIO(read_text(path, WorkloadError), newline="") as handle:
         reader = csv.reader(handle)
         header = [h.strip() for h in next(reader, [])]
         if tuple(header[:3]) == AZURE_COLUMNS:
@@ -198,29 +197,24 @@ def detect_kind(path: Path) -> str:
     path = Path(path)
     if path.name.lower().removesuffix(".gz").endswith(".csv"):
         return "lengths"
-    if not path.exists():
-        raise WorkloadError(f"no such file: {path}")
-    with open_text(path) as handle:
-        head = handle.read(1 << 16).lstrip()
+    head = read_text(path, WorkloadError).lstrip()
     if head.startswith("["):
         return "prompts"
-    first = head.splitlines()[0] if head else ""
     try:
-        obj = json.loads(first)
+        obj = json.loads(head.split("\n", 1)[0])
     except json.JSONDecodeError:
         return "prompts"  # the prompt reader reports the bad line
     if isinstance(obj, dict) and "custom_id" in obj and "body" in obj:
         return "openai-batch"
-    if isinstance(obj, dict) and any(k in obj for k in ("arrival", "offset", "timestamp")):
+    # A chat export's "timestamp" (WildChat) is when it was recorded, not an arrival offset in seconds.
+    chat = isinstance(obj, dict) and any(k in obj for k in ("messages", "conversations", "conversation"))
+    if isinstance(obj, dict) and any(k in obj for k in (("arrival", "offset") if chat else TRACE_TIME_KEYS)):
         return "trace"
     return "prompts"
 
 
 def _starts_a_json_list(path: Path) -> bool:
-    if not path.exists():
-        raise WorkloadError(f"no such file: {path}")
-    with open_text(path) as handle:
-        return handle.read(1 << 16).lstrip().startswith("[")
+    return read_text(path, WorkloadError).lstrip().startswith("[")
 
 
 def read_requests(path: Path, kind: str = "auto") -> tuple[str, list[Request]]:

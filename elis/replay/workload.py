@@ -7,6 +7,7 @@ lengths. Every generator takes a seed, so the same arguments give the same workl
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -49,19 +50,26 @@ def _parse_timestamp(text: str) -> float:
 
 def read_azure_trace(path: str | Path | None = None, limit: int | None = None) -> list[TraceJob]:
     """Read a trace with columns TIMESTAMP, ContextTokens, GeneratedTokens; arrivals start at 0."""
+    from elis.prompts import read_text
+
     jobs: list[TraceJob] = []
-    with open(path or default_trace_path(), newline="") as handle:
+    # read_text: a .gz trace too; an unreadable file raises ValueError, which the commands report.
+    with io.StringIO(read_text(Path(path or default_trace_path()), ValueError), newline="") as handle:
         for index, row in enumerate(csv.DictReader(handle)):
             if limit is not None and index >= limit:
                 break
-            jobs.append(
-                TraceJob(
-                    job_id=f"t{index:06d}",
-                    arrival=_parse_timestamp(row["TIMESTAMP"]),
-                    num_prompt_tokens=int(row["ContextTokens"]),
-                    num_output_tokens=max(1, int(row["GeneratedTokens"])),
+            try:
+                jobs.append(
+                    TraceJob(
+                        job_id=f"t{index:06d}",
+                        arrival=_parse_timestamp(row["TIMESTAMP"]),
+                        num_prompt_tokens=int(row["ContextTokens"]),
+                        num_output_tokens=max(1, int(row["GeneratedTokens"])),
+                    )
                 )
-            )
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"{path or default_trace_path()}, line {index + 2}: not a row of TIMESTAMP, "
+                                 f"ContextTokens, GeneratedTokens ({type(exc).__name__}: {exc})") from None
     if not jobs:
         raise ValueError(f"no rows in trace {path}")
     start = jobs[0].arrival

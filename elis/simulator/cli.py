@@ -60,6 +60,14 @@ def _profile(path: Path | None, prefill: float | None, overhead: float | None) -
     return profile
 
 
+def _read_trace(trace: Path | None):
+    """The Azure-layout trace (the bundled one when None); an unreadable one is a clear error, exit code 2."""
+    try:
+        return read_azure_trace(trace)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--trace") from None
+
+
 def _floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
 
@@ -98,7 +106,7 @@ def run(
 ) -> None:
     """Simulate one workload under each policy and print the standard report."""
     engine = _profile(profile, prefill, overhead)
-    pool = read_azure_trace(trace)
+    pool = _read_trace(trace)
     config = SimConfig(workers, slots, window, routing)
     if levels:
         targets = remaining_length_targets([j.num_output_tokens for j in pool], window)
@@ -134,7 +142,7 @@ def load_sweep(
 ) -> None:
     """Mean JCT vs load for every policy (the ELIS figure): a table and a PNG."""
     engine = _profile(profile, prefill, overhead)
-    pool = read_azure_trace(trace)
+    pool = _read_trace(trace)
     load_values, names = _floats(loads), _names(policies)
     config = SimConfig(workers, slots, window, routing)
     spec = PredictorSpec(predictor, sigma, str(errors) if errors else None)
@@ -172,7 +180,7 @@ def scale(
     spec = PredictorSpec(predictor, sigma, str(errors) if errors else None)
     with tqdm(total=len(counts) * len(pairs), desc="scale") as bar:
         per_worker, points = figures.scale_sweep(counts, pairs, profile=engine, num_slots=slots,  # type: ignore[arg-type]
-                                                 window_tokens=window, predictor=spec, trace=read_azure_trace(trace),
+                                                 window_tokens=window, predictor=spec, trace=_read_trace(trace),
                                                  jobs_per_worker=jobs_per_worker, overload=overload, seed=seed,
                                                  tick=bar.update)
     header, rows = figures.scale_table(points)
@@ -201,7 +209,7 @@ def levels_loss(
     with tqdm(total=len(counts) * len(names) * 2, desc="levels") as bar:
         header, rows = figures.levels_loss(counts, names, load=load, num_jobs=jobs, profile=engine,
                                            config=SimConfig(workers, slots, window, routing), predictor=spec,
-                                           pool=read_azure_trace(trace), seed=seed, tick=bar.update)
+                                           pool=_read_trace(trace), seed=seed, tick=bar.update)
     print_table(header, rows, title=f"broker levels vs exact order, load {load}, {routing}")
     _save_table(out, header, rows)
     typer.echo(f"wrote {out.with_suffix('.md')}")
@@ -226,7 +234,7 @@ def show_levels(
     trace: Trace = None,
 ) -> None:
     """Print the quantile edges calibrated on the trace's remaining lengths, and the log-spaced fallback."""
-    targets = remaining_length_targets([j.num_output_tokens for j in read_azure_trace(trace)], window)
+    targets = remaining_length_targets([j.num_output_tokens for j in _read_trace(trace)], window)
     typer.echo(f"quantile:   {calibrate_levels(levels, targets).edges}")
     typer.echo(f"log-spaced: {PriorityLevels.log_spaced(levels).edges}")
 
@@ -250,7 +258,7 @@ def margin(
     """Choose the yield margin: ISRTF / FCFS mean JCT per uncertainty factor under a good, a poor and the
     shipped predictor's recorded out-of-distribution errors; then mean JCT vs load with and without it."""
     engine = _profile(profile, None, None)
-    pool = read_azure_trace(trace)
+    pool = _read_trace(trace)
     config = SimConfig(workers, slots, window)
     scenarios = figures.default_margin_scenarios()
     factors = _floats(uncertainties)
@@ -284,7 +292,7 @@ def guard(
     """The service's default scheduler (yield margin, quality guard, per-step calibration, aging) against the
     papers' ISRTF and SSJF, FCFS and the exact-length bound, under each predictor scenario."""
     engine = _profile(profile, None, None)
-    pool = read_azure_trace(trace)
+    pool = _read_trace(trace)
     config = SimConfig(workers, slots, window)
     load_points = _floats(loads)
     scenarios = figures.default_margin_scenarios()
@@ -322,7 +330,7 @@ def blind(
 
     engine = _profile(profile, None, None)
     config = SimConfig(1, slots, window)
-    pools = {"azure 2023 conv": read_azure_trace(trace)}
+    pools = {"azure 2023 conv": _read_trace(trace)}
     for source in _names(sources):
         pool = corpus_pool(CORPUS_PATH, source, max_tokens)
         if not pool:

@@ -46,6 +46,53 @@ def ensure_database(url: str) -> bool:
         admin.dispose()
 
 
+def fresh_local_database(server_url: str, name: str, keep: bool = False) -> tuple[str | None, str]:
+    """A fresh database `name` on the PostgreSQL server `server_url` (any database URL on it): (its URL, "") or,
+    when the server does not answer or refuses, (None, why). An existing database of that name is dropped first
+    unless `keep`.
+
+    `elis demo` and `elis compare` run on the real PostgreSQL wherever one answers, and on a SQLite file only
+    where none does (a fresh machine before `scripts/services.sh`)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    if not server_url:
+        return None, "no local PostgreSQL configured (ELIS_LOCAL_POSTGRES_URL is empty)"
+    try:
+        server = make_url(server_url)
+    except Exception as exc:  # noqa: BLE001 - a malformed setting is reported, not raised
+        return None, f"ELIS_LOCAL_POSTGRES_URL is not a database URL ({exc})"
+    if not server.drivername.startswith("postgresql"):
+        return None, f"ELIS_LOCAL_POSTGRES_URL is not a PostgreSQL URL ({server.drivername})"
+    admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT",
+                          connect_args={"connect_timeout": 3})
+    try:
+        with admin.connect() as conn:
+            quoted = admin.dialect.identifier_preparer.quote_identifier(name)
+            exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}).scalar()
+            if exists and not keep:
+                conn.execute(text(f"DROP DATABASE {quoted}"))  # NOTE: no bind parameter for a database name
+            if not exists or not keep:
+                conn.execute(text(f"CREATE DATABASE {quoted}"))
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        return None, f"PostgreSQL at {server.render_as_string(hide_password=True)} is not usable: {reason}"
+    finally:
+        admin.dispose()
+    return server.set(database=name).render_as_string(hide_password=False), ""
+
+
+def database_name_for(folder: Path, prefix: str = "elis_") -> str:
+    """A PostgreSQL database name for an output folder: readable, and distinct for two folders of one name."""
+    import hashlib
+    import re
+
+    resolved = str(Path(folder).resolve())
+    stem = re.sub(r"[^a-z0-9]+", "_", Path(resolved).name.lower()).strip("_")[:40] or "run"
+    return f"{prefix}{stem}_{hashlib.sha1(resolved.encode()).hexdigest()[:8]}"
+
+
 def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 

@@ -48,3 +48,53 @@ def test_a_missing_database_is_created_once_and_an_existing_one_is_left_alone(pr
 def test_sqlite_urls_are_left_to_sqlite(tmp_path):
     assert ensure_database(f"sqlite:///{tmp_path}/jobs.db") is False
     assert not (tmp_path / "jobs.db").exists()
+
+
+def test_a_fresh_local_database_replaces_an_earlier_one_unless_kept():
+    """`elis demo` and `elis compare` get a fresh database of their own on the local PostgreSQL: an earlier
+    run's tables are gone, and with keep they stay."""
+    from elis.storage.migrate import fresh_local_database
+
+    name = f"elis_fresh_{uuid.uuid4().hex[:8]}"
+    try:
+        url, why = fresh_local_database(PG_ADMIN_URL, name)
+        assert url is not None and why == "" and url.endswith(f"/{name}") and _exists(name)
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE earlier_run (x int)"))
+        engine.dispose()
+
+        def tables(database_url: str) -> set[str]:
+            engine = create_engine(database_url)
+            try:
+                with engine.connect() as conn:
+                    return set(conn.scalars(text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")))
+            finally:
+                engine.dispose()
+
+        assert fresh_local_database(PG_ADMIN_URL, name, keep=True)[0] == url
+        assert tables(url) == {"earlier_run"}
+        assert fresh_local_database(PG_ADMIN_URL, name)[0] == url
+        assert tables(url) == set()
+    finally:
+        _drop(name)
+
+
+@pytest.mark.parametrize("server, reason", [
+    ("postgresql+psycopg2://postgres@127.0.0.1:1/postgres", "is not usable"),
+    ("sqlite:///x.db", "not a PostgreSQL URL"),
+    ("", "ELIS_LOCAL_POSTGRES_URL is empty"),
+])
+def test_no_local_postgres_means_none_and_a_reason(server, reason):
+    from elis.storage.migrate import fresh_local_database
+
+    url, why = fresh_local_database(server, "elis_never_made")
+    assert url is None and reason in why
+
+
+def test_database_names_are_valid_and_distinct_for_folders_of_one_name(tmp_path):
+    from elis.storage.migrate import database_name_for
+
+    a, b = database_name_for(tmp_path / "x" / "Run 1"), database_name_for(tmp_path / "y" / "Run 1")
+    assert a != b and a.startswith("elis_run_1_") and len(a) <= 63
+    assert database_name_for(tmp_path / "x" / "Run 1") == a

@@ -366,3 +366,9 @@ def test_greedy_tables_of_one_source_never_share_a_name():
     names = greedy_set_names(two, "gsm8k")
     assert names == {"a.jsonl.gz:gsm8k": "loso-gsm8k-greedy-a", "b.jsonl:gsm8k": "loso-gsm8k-greedy-b"}
     assert greedy_set_names(two, "alpaca") == {}
+    # names that differ only after their first dot, or by compression, or by folder, stay apart
+    three = {"g.t0.jsonl:gsm8k": [{"source": "gsm8k"}], "g.t1.jsonl:gsm8k": [{"source": "gsm8k"}],
+             "g.t1.jsonl.gz:gsm8k": [{"source": "gsm8k"}], "runs/a/g.jsonl:gsm8k": [{"source": "gsm8k"}]}
+    names = greedy_set_names(three, "gsm8k")
+    assert len(set(names.values())) == 4 and all("/" not in n for n in names.values())
+    assert names["g.t0.jsonl:gsm8k"] == "loso-gsm8k-greedy-g.t0"

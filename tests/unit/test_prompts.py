@@ -84,10 +84,55 @@ def test_text_fields_of_common_sets(tmp_path, record, text):
 
 @pytest.mark.parametrize("record, message", [
     ({"conversations": [{"from": "gpt", "value": "hi"}]}, "has no user turn"),
-    ({"conversation": [{"role": "user"}]}, "'conversation' must be a list of {role, content}"),
-    ({"messages": "hello"}, "'messages' must be a list"),
+    ({"conversation": [{"role": "user"}]}, "'conversation' turn 0: content must be text"),
+    ({"messages": "hello"}, "'messages' must be a non-empty list of {role, content}"),
     ({"answer": "42"}, "needs 'prompt', 'text', 'question', 'problem'"),
 ])
 def test_records_without_a_prompt_say_what_is_missing(tmp_path, record, message):
     with pytest.raises(PromptFileError, match=re.escape(message)):
         _one(tmp_path, record)
+
+
+def test_only_the_turns_sent_are_checked_and_nulls_count_as_absent(tmp_path):
+    """A malformed recorded reply after the turn sent does not reject the record; null columns of a mixed
+    export are absent; OpenAI's list-of-parts content is joined; a record's id may be WildChat's hash."""
+    record = {"conversation_hash": "h1", "messages": None, "conversation": [
+        {"role": "user", "content": [{"type": "text", "text": "Hi"}, {"type": "image_url", "image_url": {}}]},
+        {"role": "assistant", "content": None}, {"role": "tool", "content": 3}]}
+    path = tmp_path / "w.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    item = read_prompts(path)[0]
+    assert item.id == "h1" and item.messages == ({"role": "user", "content": "Hi"},)
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"messages": [{"role": "tool", "content": "x"}, {"role": "user", "content": "y"}]},
+     "'messages' turn 0: role 'tool' is not user, assistant or system"),
+    ({"messages": [{"role": "user", "content": 5}]}, "'messages' turn 0: content must be text"),
+    ({"instruction": 5, "instances": [{"input": ""}]}, "'instruction' must be non-empty text"),
+    ({"instruction": "x", "instances": "abc"}, "a seed task needs 'instruction' text and 'instances'"),
+])
+def test_malformed_turns_and_seed_tasks_name_what_is_wrong(tmp_path, record, message):
+    with pytest.raises(PromptFileError, match=re.escape(message)):
+        _one(tmp_path, record)
+
+
+def test_files_that_are_not_utf8_gzip_or_whole_are_reported_not_raised(tmp_path):
+    """A byte-order mark is dropped; gzip is told by its bytes (any name, any case); a broken or non-UTF-8
+    file is a PromptFileError naming the file."""
+    import gzip
+
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes("\ufeff".encode() + b'{"prompt": "a"}\n')
+    assert read_prompts(bom)[0].text == "a"
+    upper = tmp_path / "x.JSONL.GZ"
+    upper.write_bytes(gzip.compress(b'{"prompt": "b"}\n'))
+    assert read_prompts(upper)[0].text == "b"
+    truncated = tmp_path / "t.jsonl.gz"
+    truncated.write_bytes(gzip.compress(b'{"prompt": "c"}\n' * 100)[:30])
+    with pytest.raises(PromptFileError, match="t.jsonl.gz: cannot read it"):
+        read_prompts(truncated)
+    latin = tmp_path / "l.jsonl"
+    latin.write_bytes('{"prompt": "caf\u00e9"}\n'.encode("latin-1"))
+    with pytest.raises(PromptFileError, match="not UTF-8 text"):
+        read_prompts(latin)

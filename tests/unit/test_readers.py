@@ -209,3 +209,24 @@ def test_gzip_compressed_prompt_files_and_length_traces_read_like_plain_ones(tmp
     csv_packed.write_bytes(gzip.compress(csv_plain.read_bytes()))
     assert read_requests(csv_packed) == read_requests(csv_plain)
     assert read_requests(csv_packed)[0] == "lengths"
+
+
+def test_a_chat_export_with_a_timestamp_is_prompts_not_a_trace(tmp_path):
+    """WildChat records carry when they were recorded; only `arrival` or `offset` make a chat file a trace. A
+    first line longer than any read-ahead is still detected."""
+    chat = tmp_path / "wildchat.jsonl"
+    chat.write_text(json.dumps({"timestamp": 1680000000000, "conversation": [{"role": "user", "content": "Hi"}]})
+                    + "\n")
+    assert detect_kind(chat) == "prompts"
+    timed = tmp_path / "timed.jsonl"
+    timed.write_text(json.dumps({"offset": 1.5, "conversation": [{"role": "user", "content": "Hi " * 40000}]})
+                     + "\n")
+    assert detect_kind(timed) == "trace"
+    assert read_requests(timed)[1][0].offset_s == 0.0
+
+
+def test_an_unreadable_workload_is_a_workload_error(tmp_path):
+    bad = tmp_path / "t.csv.gz"
+    bad.write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(WorkloadError, match="t.csv.gz: cannot read it"):
+        read_requests(bad)

@@ -40,3 +40,21 @@ def test_scale_and_levels_loss_and_bench_run(tmp_path):
 def test_an_unknown_policy_fails_with_a_clear_message():
     result = runner.invoke(simulate_app, ["run", "-p", "lottery", "--jobs", "10"])
     assert result.exit_code != 0
+
+
+def test_a_bad_trace_is_a_clear_error_and_a_gzip_one_reads(tmp_path):
+    """--trace: a row that is not TIMESTAMP, ContextTokens, GeneratedTokens names its line (exit code 2); a
+    gzip-compressed trace reads like the plain one."""
+    import gzip
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.68,many,3\n")
+    result = runner.invoke(simulate_app, ["run", "-p", "fcfs", "--jobs", "10", "--trace", str(bad)])
+    text = " ".join(result.output.replace("│", " ").split())  # the error box wraps lines
+    assert result.exit_code == 2 and "line 2: not a row of TIMESTAMP" in text and "Traceback" not in text
+    rows = "TIMESTAMP,ContextTokens,GeneratedTokens\n" + "".join(
+        f"2023-11-16 18:15:{i:02d}.5,{100 + i},{20 + i}\n" for i in range(30))
+    packed = tmp_path / "t.csv.gz"
+    packed.write_bytes(gzip.compress(rows.encode()))
+    result = runner.invoke(simulate_app, ["run", "-p", "fcfs", "--jobs", "20", "-n", "1", "--trace", str(packed)])
+    assert result.exit_code == 0, result.output
