@@ -22,7 +22,7 @@ def _fail(message: str, code: int = 2) -> None:
 def replay_command(
     base_url: Annotated[str, typer.Option(help="the API to replay against")] = "http://127.0.0.1:8000",
     prompts: Annotated[Path, typer.Option(help="JSON/JSONL prompts (prompt, messages, instruction, "
-                                                "conversations, question, problem; .gz too)")] = DEMO_PROMPTS,
+                                                "conversations, question, problem, ...; .gz too)")] = DEMO_PROMPTS,
     num: Annotated[int | None, typer.Option(help="jobs to submit (cycles the prompts) [all]")] = None,
     arrivals: Annotated[str, typer.Option(help="batch | poisson | gamma | trace")] = "batch",
     rate: Annotated[float | None, typer.Option(help="jobs/s for poisson/gamma; trace: rescale to this rate")] = None,
@@ -99,7 +99,7 @@ def _rates(text: str | None) -> list[float]:
 def compare_command(
     prompts: Annotated[Path, typer.Option("--prompts", "--workload", help="the workload file: prompts (JSON/JSONL "
                                           "with prompt, messages, instruction, conversations, question, "
-                                          "problem; .gz too), a JSONL trace (arrival, prompt, "
+                                          "problem, ...; .gz too; docs/compare.md lists them), a JSONL trace (arrival, prompt, "
                                           "max_tokens, output_tokens), an Azure 2023 or BurstGPT CSV, or an "
                                           "OpenAI batch input file [the 32 bundled demo prompts]")] = DEMO_PROMPTS,
     kind: Annotated[str, typer.Option("--format", help="auto | prompts | trace | lengths (Azure/BurstGPT CSV) | "

@@ -325,7 +325,8 @@ def blind(
 ) -> None:
     """Can a scheduler that knows NO job's length beat FCFS on these lengths? The blind Gittins index policy
     (the best such policy on one server) and MLFQ against FCFS and the exact-length bound, on the Azure trace
-    and on each source of the served model's corpus. Writes a .md/.csv table at --out."""
+    and on each source of the served model's corpus. Writes the table beside --out (its name with .md and
+    .csv)."""
     from elis.simulator.blind import BLIND_HEADER, CORPUS_PATH, blind_study, corpus_pool
 
     engine = _profile(profile, None, None)
