@@ -100,7 +100,8 @@ def compare_command(
     prompts: Annotated[Path, typer.Option("--prompts", "--workload", help="the workload file: prompts (JSON/JSONL "
                                           "with prompt, messages, instruction, conversations, question, "
                                           "problem, ...; .gz too; docs/compare.md lists them), a JSONL "
-                                          "trace (arrival, prompt, max_tokens, output_tokens), an Azure 2023 or BurstGPT CSV, or an "
+                                          "trace (arrival, prompt, max_tokens, output_tokens), an Azure "
+                                          "2023 or BurstGPT CSV, or an "
                                           "OpenAI batch input file [the 32 bundled demo prompts]")] = DEMO_PROMPTS,
     kind: Annotated[str, typer.Option("--format", help="auto | prompts | trace | lengths (Azure/BurstGPT CSV) | "
                                                        "openai-batch")] = "auto",
