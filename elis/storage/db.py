@@ -11,6 +11,21 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 
+def _use_wal(cursor) -> None:
+    """WAL journal: concurrent readers while a worker writes. The mode is stored in the database file, so only
+    a connection that finds it unset sets it; switching needs a lock that SQLite's busy timeout does not wait
+    for, so a connection that opens while another holds the write lock (a burst of admissions) leaves it to
+    the next one rather than fail (seen once in CI: "database is locked" on connect)."""
+    import sqlite3
+
+    if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+        return
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError:
+        pass  # a rollback journal until a later connection switches it: slower, never wrong
+
+
 @lru_cache(maxsize=8)
 def get_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
@@ -20,9 +35,9 @@ def get_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection, _record):  # concurrent readers while a worker writes
+        def _sqlite_pragmas(dbapi_connection, _record):
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _use_wal(cursor)
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
