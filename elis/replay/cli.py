@@ -176,15 +176,22 @@ def compare_command(
     if rounds < 1:
         _fail("--rounds must be at least 1")
 
+    context = _context_check(get_settings())
+
     def workload_at(run_rate: float | None):
         try:
             return build_workload(prompts, kind=kind, num=num, arrivals=arrivals, rate=run_rate, cv=cv, seed=seed,
                                   max_tokens=max_tokens, temperature=temperature, slots=slots, load=load,
-                                  max_prompt_tokens=max_prompt_tokens)
+                                  max_prompt_tokens=max_prompt_tokens, context=context)
         except WorkloadError as exc:
             _fail(str(exc))
 
     workloads = {r: workload_at(r) for r in sweep_rates} if sweep_rates else {None: workload_at(rate)}
+    first = next(iter(workloads.values()))
+    if first.info.get("left_out_too_long"):
+        typer.secho(f"left out {first.info['left_out_too_long']} of {first.info['rows_in_file']} requests: prompt "
+                    f"and max_tokens exceed the model's context of {context.max_model_len} tokens (the API would "
+                    "refuse them)", fg=typer.colors.YELLOW, err=True)
     # Records name jobs by their place in the sample: check once that earlier records come from this sample.
     sample = {"workload": str(prompts), "num": num, "seed": seed}
     for option, path in (("--bound-from", bound_from), ("--lengths-from", lengths_from)):
@@ -252,6 +259,21 @@ def _own_database(local_postgres_url: str, out_dir: Path) -> str:
     path = out_dir.resolve() / "compare.sqlite3"
     typer.echo(f"database: {path} (SQLite; {why})")
     return f"sqlite:///{path}"
+
+
+def _context_check(settings):
+    """The model's context as the API checks it, with the served model's tokenizer (prepared on first need)."""
+    from elis.replay.sources import ContextCheck
+
+    def tokenizer():
+        from elis.api.deps import Tokenizer
+        from elis.models_prepare import prepare_default_model, resolve_model
+
+        if not settings.model:
+            prepare_default_model(settings.models_dir)
+        return Tokenizer(resolve_model(settings.model, settings.models_dir))
+
+    return ContextCheck(settings.max_model_len, tokenizer)
 
 
 def _stop_cleanly_on_signals() -> None:

@@ -5,9 +5,10 @@ Every function is deterministic in its seed, so each policy of a comparison gets
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -87,6 +88,39 @@ def capacity_rps(slots: int, mean_prompt: float, mean_output: float) -> float:
     return EngineProfile.load().capacity_rps(1, slots, get_settings().window_tokens, mean_prompt, mean_output)
 
 
+# At most this many tokens of chat template around the messages (SmolLM2's default system turn is about 20),
+# and per turn (its role markers).
+TEMPLATE_TOKENS = 64
+TOKENS_PER_TURN = 8
+
+
+class ContextCheck:
+    """Whether a request's prompt and max_tokens fit the model's context, as the API will judge it: the API
+    refuses a job that does not (422), which would stop a comparison midway, so such requests are left out
+    before any policy runs, the same for every policy. A prompt of few UTF-8 bytes surely fits (a token is at
+    least one byte); only longer ones are tokenized, with the served model's chat template, loaded on first
+    need (`tokenizer_factory`: an object with `encode_chat(messages)`)."""
+
+    def __init__(self, max_model_len: int, tokenizer_factory: Callable[[], Any]) -> None:
+        self.max_model_len = max_model_len
+        self._factory = tokenizer_factory
+        self._tokenizer: Any = None
+        self.tokenized = 0
+
+    def fits(self, request: Request, max_tokens: int) -> bool:
+        budget = self.max_model_len - max_tokens
+        size = sum(len(m["content"].encode("utf-8")) for m in request.messages)
+        if size + TEMPLATE_TOKENS + TOKENS_PER_TURN * len(request.messages) <= budget:
+            return True
+        if self._tokenizer is None:
+            self._tokenizer = self._factory()
+        self.tokenized += 1
+        try:
+            return len(self._tokenizer.encode_chat(list(request.messages))) <= budget
+        except Exception:  # noqa: BLE001 - a chat the template refuses: the API says why, with the line
+            return True
+
+
 @dataclass
 class Workload:
     """The items every run submits, and how they were made (for the manifest)."""
@@ -98,19 +132,28 @@ class Workload:
 def build_workload(path: Path, *, kind: str = "auto", num: int | None = None, arrivals: str = "gamma",
                    rate: float | None = None, cv: float | None = None, seed: int = 0, max_tokens: int = 256,
                    temperature: float = 0.0, slots: int = 4, load: float = 0.8,
-                   max_prompt_tokens: int = 512) -> Workload:
+                   max_prompt_tokens: int = 512, context: ContextCheck | None = None) -> Workload:
     """Read any workload file and give every request its arrival and body.
 
     Files without times (prompts, OpenAI batch) get the arrival process (`arrivals`, `rate`, `cv`, `seed`).
     Traces keep their own offsets, rescaled to `rate` when given. Length traces (Azure, BurstGPT) are
     time-scaled to this machine: without `rate`, to `load` x the requests/s one worker with `slots` slots
     serves (the engine profile's estimate). Their prompts are capped at `max_prompt_tokens` and their forced
-    outputs at `max_tokens`; a request's own max_tokens is kept.
+    outputs at `max_tokens`; a request's own max_tokens is kept. With `context`, requests whose prompt and
+    max_tokens exceed the model's context are left out first (length traces need no check: their filler
+    prompts are capped).
     """
     kind, requests = read_requests(Path(path), kind)
     if num is not None and num < 1:
         raise WorkloadError("--num must be at least 1")
     info: dict = {"file": str(path), "kind": kind, "rows_in_file": len(requests)}
+    if context is not None and kind != "lengths":
+        kept = [r for r in requests if context.fits(r, r.max_tokens or max_tokens)]
+        if not kept:
+            raise WorkloadError(f"{path}: no request fits the model's context of {context.max_model_len} tokens "
+                                f"with max_tokens {max_tokens}; lower --max-tokens or shorten the prompts")
+        info["left_out_too_long"] = len(requests) - len(kept)
+        requests = kept
     timed = kind in ("trace", "lengths")
     chosen = _take_timed(requests, num) if timed else _pick(requests, num, seed)
     if timed:

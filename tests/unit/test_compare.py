@@ -426,3 +426,60 @@ def test_each_run_is_paired_with_the_fcfs_run_on_the_closest_engine_speed():
     assert speed_matched_pairs({"isrtf": m(11.0, 36.0, 28.0)}) == []
     # From records: an FCFS run alone gives no sentence.
     assert speed_matched_note({"fcfs": [rec(0, 0, 4, 1, 10)]}) == ""
+
+
+class _WordTokenizer:
+    """Counts a chat as its words plus 10 (the check's logic only needs a count)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def encode_chat(self, messages):
+        self.calls += 1
+        return list(range(10 + sum(len(m["content"].split()) for m in messages)))
+
+
+def test_requests_that_exceed_the_context_are_left_out_before_any_policy_runs(tmp_path):
+    """The API refuses a prompt that, with max_tokens, exceeds the context (422), which would stop a comparison
+    midway: such requests are left out of the file first, counted, and only long prompts are tokenized."""
+    from elis.replay.sources import ContextCheck
+
+    path = tmp_path / "p.jsonl"
+    rows = [{"prompt": f"short {i}"} for i in range(8)] + [{"prompt": "word " * 600}, {"prompt": "w " * 80}]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    words = _WordTokenizer()
+    context = ContextCheck(max_model_len=512, tokenizer_factory=lambda: words)
+    work = build_workload(path, arrivals="batch", max_tokens=256, context=context)
+    assert work.info["left_out_too_long"] == 1 and len(work.items) == 9
+    assert all("word word" not in item.body["messages"][0]["content"] for item in work.items)
+    assert words.calls == 1 and context.tokenized == 1  # "w " * 80: 160 bytes, surely fits, never counted
+    # every prompt fits: the same seeded sample as without the check
+    fitting = tmp_path / "f.jsonl"
+    fitting.write_text("\n".join(json.dumps(r) for r in rows[:8]))
+    plain = build_workload(fitting, num=5, arrivals="gamma", rate=1.0, seed=3, max_tokens=64).items
+    checked = build_workload(fitting, num=5, arrivals="gamma", rate=1.0, seed=3, max_tokens=64,
+                             context=ContextCheck(512, _WordTokenizer)).items
+    assert plain == checked
+    with pytest.raises(WorkloadError, match="no request fits the model's context of 512 tokens"):
+        build_workload(path, arrivals="batch", max_tokens=600, context=ContextCheck(512, _WordTokenizer))
+
+
+@pytest.mark.slow
+def test_the_context_check_agrees_with_the_api_on_the_served_tokenizer():
+    """With the served model's tokenizer and chat template (prepared on first need), the check leaves out a
+    request exactly when the API's admission rule (prompt tokens + max_tokens > max_model_len) would refuse
+    it, at and around the boundary."""
+    from elis.config import Settings
+    from elis.replay.cli import _context_check
+    from elis.replay.readers import Request
+
+    check = _context_check(Settings())
+    tokenizer = check._factory()
+    budget_tokens = []
+    for words in (100, 300, 340, 360, 380, 400, 800):
+        request = Request(None, ({"role": "user", "content": "the cat sat on the mat. " * words},))
+        tokens = len(tokenizer.encode_chat(list(request.messages)))
+        budget_tokens.append(tokens)
+        for max_tokens in (64, 256, 512):
+            assert check.fits(request, max_tokens) == (tokens + max_tokens <= check.max_model_len), (words, max_tokens)
+    assert min(budget_tokens) + 512 <= check.max_model_len < max(budget_tokens) + 64  # both sides were tried
