@@ -188,10 +188,11 @@ def compare_command(
 
     workloads = {r: workload_at(r) for r in sweep_rates} if sweep_rates else {None: workload_at(rate)}
     first = next(iter(workloads.values()))
-    if first.info.get("left_out_too_long"):
-        typer.secho(f"left out {first.info['left_out_too_long']} of {first.info['rows_in_file']} requests: prompt "
-                    f"and max_tokens exceed the model's context of {context.max_model_len} tokens (the API would "
-                    "refuse them)", fg=typer.colors.YELLOW, err=True)
+    if first.info.get("left_out"):
+        typer.secho(f"left out {first.info['left_out']} of {first.info['rows_in_file']} requests that the API would "
+                    f"refuse, {first.info['left_out_too_long']} of them longer than the model's context of "
+                    f"{context.max_model_len} tokens with their max_tokens; the first: "
+                    f"{first.info['left_out_first_reason']}", fg=typer.colors.YELLOW, err=True)
     # Records name jobs by their place in the sample: check once that earlier records come from this sample.
     sample = {"workload": str(prompts), "num": num, "seed": seed}
     for option, path in (("--bound-from", bound_from), ("--lengths-from", lengths_from)):

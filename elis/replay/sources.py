@@ -129,6 +129,47 @@ class Workload:
     info: dict = field(default_factory=dict)
 
 
+def api_refusal(request: Request, max_tokens: int, temperature: float) -> str | None:
+    """Why the API's request schema (elis.api.schemas.JobCreate) would refuse this request (422), or None."""
+    from pydantic import ValidationError
+
+    from elis.api.schemas import JobCreate
+
+    try:
+        JobCreate.model_validate(body_of(request.messages, request.max_tokens or max_tokens, temperature,
+                                         request.output_tokens))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error.get("loc", ()))
+        return f"{where}: {error.get('msg')}" if where else str(error.get("msg"))
+    return None
+
+
+def _admissible(requests: list[Request], path: Path, info: dict, context: ContextCheck, max_tokens: int,
+                temperature: float) -> list[Request]:
+    """The requests the API would admit: its schema (empty or over-long turns, NUL characters, lone
+    surrogates) and the model's context. The others are left out before any policy runs, counted in `info`
+    with the first reason, so that a public set's odd record does not stop a comparison midway."""
+    kept, reasons = [], []
+    for request in requests:
+        refusal = api_refusal(request, max_tokens, temperature)
+        if refusal is None and not context.fits(request, request.max_tokens or max_tokens):
+            refusal = f"prompt and max_tokens exceed the model's context of {context.max_model_len} tokens"
+            info["left_out_too_long"] = info.get("left_out_too_long", 0) + 1
+        if refusal is None:
+            kept.append(request)
+        else:
+            reasons.append(refusal)
+    if not kept:
+        raise WorkloadError(f"{path}: the API would refuse every request ({reasons[0]}); with max_tokens "
+                            f"{max_tokens} and the model's context of {context.max_model_len} tokens")
+    info.setdefault("left_out_too_long", 0)
+    info["left_out"] = len(reasons)
+    if reasons:
+        info["left_out_first_reason"] = reasons[0]
+    return kept
+
+
 def build_workload(path: Path, *, kind: str = "auto", num: int | None = None, arrivals: str = "gamma",
                    rate: float | None = None, cv: float | None = None, seed: int = 0, max_tokens: int = 256,
                    temperature: float = 0.0, slots: int = 4, load: float = 0.8,
@@ -148,12 +189,7 @@ def build_workload(path: Path, *, kind: str = "auto", num: int | None = None, ar
         raise WorkloadError("--num must be at least 1")
     info: dict = {"file": str(path), "kind": kind, "rows_in_file": len(requests)}
     if context is not None and kind != "lengths":
-        kept = [r for r in requests if context.fits(r, r.max_tokens or max_tokens)]
-        if not kept:
-            raise WorkloadError(f"{path}: no request fits the model's context of {context.max_model_len} tokens "
-                                f"with max_tokens {max_tokens}; lower --max-tokens or shorten the prompts")
-        info["left_out_too_long"] = len(requests) - len(kept)
-        requests = kept
+        requests = _admissible(requests, path, info, context, max_tokens, temperature)
     timed = kind in ("trace", "lengths")
     chosen = _take_timed(requests, num) if timed else _pick(requests, num, seed)
     if timed:

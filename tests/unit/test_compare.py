@@ -450,7 +450,7 @@ def test_requests_that_exceed_the_context_are_left_out_before_any_policy_runs(tm
     words = _WordTokenizer()
     context = ContextCheck(max_model_len=512, tokenizer_factory=lambda: words)
     work = build_workload(path, arrivals="batch", max_tokens=256, context=context)
-    assert work.info["left_out_too_long"] == 1 and len(work.items) == 9
+    assert work.info["left_out_too_long"] == work.info["left_out"] == 1 and len(work.items) == 9
     assert all("word word" not in item.body["messages"][0]["content"] for item in work.items)
     assert words.calls == 1 and context.tokenized == 1  # "w " * 80: 160 bytes, surely fits, never counted
     # every prompt fits: the same seeded sample as without the check
@@ -460,7 +460,7 @@ def test_requests_that_exceed_the_context_are_left_out_before_any_policy_runs(tm
     checked = build_workload(fitting, num=5, arrivals="gamma", rate=1.0, seed=3, max_tokens=64,
                              context=ContextCheck(512, _WordTokenizer)).items
     assert plain == checked
-    with pytest.raises(WorkloadError, match="no request fits the model's context of 512 tokens"):
+    with pytest.raises(WorkloadError, match="the API would refuse every request .*context of 512 tokens"):
         build_workload(path, arrivals="batch", max_tokens=600, context=ContextCheck(512, _WordTokenizer))
 
 
@@ -483,3 +483,18 @@ def test_the_context_check_agrees_with_the_api_on_the_served_tokenizer():
         for max_tokens in (64, 256, 512):
             assert check.fits(request, max_tokens) == (tokens + max_tokens <= check.max_model_len), (words, max_tokens)
     assert min(budget_tokens) + 512 <= check.max_model_len < max(budget_tokens) + 64  # both sides were tried
+
+
+def test_requests_the_api_schema_refuses_are_left_out_with_the_first_reason(tmp_path):
+    """A public set's odd record (an empty turn, a NUL character) would get a 422 midway through a run: it is
+    left out before any policy runs, and the first reason is kept for the console and the manifest."""
+    from elis.replay.sources import ContextCheck
+
+    path = tmp_path / "p.jsonl"
+    rows = [{"prompt": "fine"}, {"messages": [{"role": "user", "content": ""}]}, {"prompt": "nul \u0000 here"},
+            {"prompt": "also fine"}]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    work = build_workload(path, arrivals="batch", max_tokens=64, context=ContextCheck(2048, _WordTokenizer))
+    assert [i.body["messages"][0]["content"] for i in work.items] == ["fine", "also fine"]
+    assert work.info["left_out"] == 2 and work.info["left_out_too_long"] == 0
+    assert work.info["left_out_first_reason"].startswith("messages.0.content")

@@ -61,7 +61,8 @@ def test_sharegpt_and_lmsys_conversations_replay_their_first_user_turn(tmp_path)
                                               {"from": "gpt", "value": "7"}, {"from": "human", "value": "Another?"}]}
     assert _one(tmp_path, sharegpt) == ({"role": "system", "content": "Be brief."},
                                         {"role": "user", "content": "Name a prime."})
-    lmsys = {"conversation_id": "c1", "conversation": [{"role": "user", "content": "Hi"},
+    lmsys = {"conversation_id": "c1", "conversation": [{"role": "system", "content": ""},
+                                                       {"role": "user", "content": "Hi"},
                                                        {"role": "assistant", "content": "Hello"}]}
     assert _one(tmp_path, lmsys) == ({"role": "user", "content": "Hi"},)
 
