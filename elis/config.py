@@ -63,7 +63,8 @@ class Settings(BaseSettings):
 
     database_url: str = ""  # empty: a SQLite file in cache_dir (the embedded default)
     # The PostgreSQL server on which `elis demo` and `elis compare` (a stack it starts) create a fresh database of
-    # their own when database_url is empty; when it does not answer they use a SQLite file. Empty: always SQLite.
+    # their own when database_url is empty; where none answers they use a SQLite file, and where it answers but
+    # refuses (the database in use, no right to create) they stop and say why. Empty: always SQLite.
     local_postgres_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
     broker_url: str = "amqp://guest:guest@127.0.0.1:5672//"
     queue_name: str = "elis.windows"

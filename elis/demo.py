@@ -83,7 +83,12 @@ def _own_database(local_postgres_url: str, out_dir: Path, keep_db: bool) -> str:
     in `out_dir` (said on the console, with why)."""
     from elis.storage.migrate import fresh_local_database
 
-    url, why = fresh_local_database(local_postgres_url, "elis_demo", keep=keep_db)
+    from elis.storage.migrate import LocalDatabaseError
+
+    try:
+        url, why = fresh_local_database(local_postgres_url, "elis_demo", keep=keep_db)
+    except LocalDatabaseError as exc:
+        raise typer.BadParameter(str(exc)) from None
     if url is not None:
         typer.echo("      database: elis_demo on the local PostgreSQL")
         return url

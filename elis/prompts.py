@@ -100,7 +100,7 @@ def _chat(turns: object, key: str, index: int, first_turn_only: bool) -> tuple[d
         if text is None:
             raise PromptFileError(f"{where}: content must be text (a string or a list of text parts), "
                                   f"not {type(value).__name__}")
-        if role == "system" and not text.strip():
+        if role == "system" and text == "":
             continue  # an empty system turn (exports have them) says nothing, and the API refuses empty turns
         kept.append({"role": role, "content": text})
     return tuple(kept)

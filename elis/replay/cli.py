@@ -190,11 +190,11 @@ def compare_command(
     first = next(iter(workloads.values()))
     if first.info.get("left_out"):
         typer.secho(f"left out {first.info['left_out']} of {first.info['rows_in_file']} requests that the API would "
-                    f"refuse, {first.info['left_out_too_long']} of them longer than the model's context of "
-                    f"{context.max_model_len} tokens with their max_tokens; the first: "
+                    f"refuse ({first.info['left_out_too_long']} of them longer than the model's context of "
+                    f"{context.max_model_len} tokens with their max_tokens); the first: "
                     f"{first.info['left_out_first_reason']}", fg=typer.colors.YELLOW, err=True)
     # Records name jobs by their place in the sample: check once that earlier records come from this sample.
-    sample = {"workload": str(prompts), "num": num, "seed": seed}
+    sample = {"workload": str(prompts), "num": num, "seed": seed, "max_tokens": max_tokens}
     for option, path in (("--bound-from", bound_from), ("--lengths-from", lengths_from)):
         mismatch = _sample_mismatch(next(iter(workloads.values())), path, sample, option) if path else None
         if mismatch:
@@ -252,8 +252,13 @@ def _own_database(local_postgres_url: str, out_dir: Path) -> str:
     file in --out-dir where none answers (said on the console, with why)."""
     from elis.storage.migrate import database_name_for, fresh_local_database
 
+    from elis.storage.migrate import LocalDatabaseError
+
     name = database_name_for(out_dir)
-    url, why = fresh_local_database(local_postgres_url, name)
+    try:
+        url, why = fresh_local_database(local_postgres_url, name)
+    except LocalDatabaseError as exc:
+        _fail(str(exc))
     if url is not None:
         typer.echo(f"database: {name} on the local PostgreSQL")
         return url
@@ -274,7 +279,7 @@ def _context_check(settings):
             prepare_default_model(settings.models_dir)
         return Tokenizer(resolve_model(settings.model, settings.models_dir))
 
-    return ContextCheck(settings.max_model_len, tokenizer)
+    return ContextCheck(settings.max_model_len, tokenizer, max_tokens_limit=settings.max_tokens_limit)
 
 
 def _stop_cleanly_on_signals() -> None:
@@ -296,20 +301,29 @@ def _sample_mismatch(work, records_csv: Path, sample: dict, option: str = "--len
     another --num or --seed would silently give each prompt another prompt's length."""
     manifest_path = records_csv.parent / "manifest.json"
     try:
-        options = json.loads(manifest_path.read_text()).get("options") or {}
+        manifest = json.loads(manifest_path.read_text())
+        options = manifest.get("options") or {}
+        there = manifest.get("workload") or {}
     except (OSError, ValueError, AttributeError):
         return None
     timed = work.info.get("kind") in ("trace", "lengths")  # a trace takes its first rows: no seed in the choice
-    keys = ("num",) if timed else ("num", "seed")
-    differ = [f"--{key} {options[key]} there, {sample[key]} here" for key in keys
-              if key in options and options[key] != sample[key]]
+    # max_tokens too: a recorded length above this run's cap would raise a job's max_tokens past what was checked
+    keys = ("num", "max_tokens") if timed else ("num", "seed", "max_tokens")
+    differ = [f"--{key.replace('_', '-')} {options[key]} there, {sample[key]} here" for key in keys
+              if key in options and key in sample and options[key] != sample[key]]
     if options.get("workload") and Path(str(options["workload"])).name != Path(sample["workload"]).name:
         differ.insert(0, f"workload {Path(str(options['workload'])).name} there, {Path(sample['workload']).name} here")
+    digest = work.info.get("sample_digest")
+    if not differ and "sample_digest" in there and there["sample_digest"] != digest:
+        differ.append("other requests were left out as ones the API would refuse (model context or limits differ)")
+    elif not differ and "sample_digest" not in there and work.info.get("left_out"):
+        differ.append(f"this run leaves out {work.info['left_out']} requests the API would refuse; that run, older, "
+                      "left none out")
     if not differ:
         return None
     return (f"{option} {records_csv}: its run ({manifest_path}) drew another sample ({'; '.join(differ)}); "
             "records name jobs by their place in the sample, so each prompt would get another prompt's length. "
-            "Use the same workload, --num and --seed")
+            "Use the same workload, --num, --seed and --max-tokens")
 
 
 def _with_lengths_from(work, records_csv: Path):
@@ -326,7 +340,8 @@ def _with_lengths_from(work, records_csv: Path):
         _fail(f"--lengths-from {records_csv}: {exc}")
     items = cmp.bound_items(work.items, lengths)
     if not items:
-        _fail(f"--lengths-from {records_csv}: no finished job of this workload in it (same file, --num and --seed?)")
+        _fail(f"--lengths-from {records_csv}: no finished job of this workload in it (same file, --num, --seed and "
+              "--max-tokens?)")
     if len(items) < len(work.items):
         typer.echo(f"--lengths-from: {len(work.items) - len(items)} of {len(work.items)} items have no recorded length "
                    "and are left out")

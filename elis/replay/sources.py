@@ -95,30 +95,51 @@ TOKENS_PER_TURN = 8
 
 
 class ContextCheck:
-    """Whether a request's prompt and max_tokens fit the model's context, as the API will judge it: the API
-    refuses a job that does not (422), which would stop a comparison midway, so such requests are left out
-    before any policy runs, the same for every policy. A prompt of few UTF-8 bytes surely fits (a token is at
-    least one byte); only longer ones are tokenized, with the served model's chat template, loaded on first
-    need (`tokenizer_factory`: an object with `encode_chat(messages)`)."""
+    """What the API would refuse of a request, judged before any policy runs: its model's context (prompt
+    tokens with the chat template, plus the job's max_tokens), its max_tokens limit and its chat template. The
+    API refuses such a job (422), which would stop a comparison midway, so `elis compare` leaves it out, the
+    same for every policy. A one-turn prompt of few UTF-8 bytes surely fits (a token is at least one byte) and
+    is not tokenized; others are, with the served model's tokenizer, loaded on first need
+    (`tokenizer_factory`: an object with `encode_chat(messages)`). Answers are remembered (a load sweep asks
+    again at every rate)."""
 
-    def __init__(self, max_model_len: int, tokenizer_factory: Callable[[], Any]) -> None:
+    def __init__(self, max_model_len: int, tokenizer_factory: Callable[[], Any],
+                 max_tokens_limit: int | None = None) -> None:
         self.max_model_len = max_model_len
+        self.max_tokens_limit = max_tokens_limit
         self._factory = tokenizer_factory
         self._tokenizer: Any = None
+        self._seen: dict[tuple, str | None] = {}
         self.tokenized = 0
 
+    def refusal(self, messages: Sequence[dict], max_tokens: int) -> str | None:
+        """Why the API would refuse these messages with this max_tokens (None: it would not)."""
+        if self.max_tokens_limit is not None and max_tokens > self.max_tokens_limit:
+            return f"max_tokens {max_tokens} is above the service's limit of {self.max_tokens_limit}"
+        key = (tuple((m["role"], m["content"]) for m in messages), max_tokens)
+        if key not in self._seen:
+            self._seen[key] = self._context_refusal(messages, max_tokens)
+        return self._seen[key]
+
     def fits(self, request: Request, max_tokens: int) -> bool:
+        return self.refusal(request.messages, max_tokens) is None
+
+    def _context_refusal(self, messages: Sequence[dict], max_tokens: int) -> str | None:
         budget = self.max_model_len - max_tokens
-        size = sum(len(m["content"].encode("utf-8")) for m in request.messages)
-        if size + TEMPLATE_TOKENS + TOKENS_PER_TURN * len(request.messages) <= budget:
-            return True
+        size = sum(len(m["content"].encode("utf-8")) for m in messages)
+        if len(messages) == 1 and size + TEMPLATE_TOKENS + TOKENS_PER_TURN <= budget:
+            return None
         if self._tokenizer is None:
             self._tokenizer = self._factory()
         self.tokenized += 1
         try:
-            return len(self._tokenizer.encode_chat(list(request.messages))) <= budget
-        except Exception:  # noqa: BLE001 - a chat the template refuses: the API says why, with the line
-            return True
+            tokens = len(self._tokenizer.encode_chat(list(messages)))
+        except Exception as exc:  # noqa: BLE001 - the API refuses it the same way
+            return f"the messages cannot be formatted with the model's chat template: {exc}"
+        if tokens > budget:
+            return (f"prompt ({tokens} tokens) and max_tokens ({max_tokens}) exceed the model's context of "
+                    f"{self.max_model_len} tokens")
+        return None
 
 
 @dataclass
@@ -129,15 +150,33 @@ class Workload:
     info: dict = field(default_factory=dict)
 
 
-def api_refusal(request: Request, max_tokens: int, temperature: float) -> str | None:
-    """Why the API's request schema (elis.api.schemas.JobCreate) would refuse this request (422), or None."""
+def request_body(request: Request, max_tokens: int, temperature: float,
+                 max_prompt_tokens: int) -> tuple[dict, bool, bool]:
+    """The POST /v1/jobs body of one request, as every run submits it: a length trace's prompt capped at
+    `max_prompt_tokens` (a filler of that length), a forced output at `max_tokens`. Also whether each was capped."""
+    messages, forced = request.messages, request.output_tokens
+    capped_prompt = request.prompt_tokens is not None and request.prompt_tokens > max_prompt_tokens
+    if capped_prompt:
+        messages = filler_messages(max_prompt_tokens)
+    capped_output = forced is not None and forced > max_tokens
+    if capped_output:
+        forced = max_tokens
+    return body_of(messages, request.max_tokens or max_tokens, temperature, forced), capped_prompt, capped_output
+
+
+def _effective_max_tokens(body: dict) -> int:
+    """The max_tokens the API holds the job to: its own, else a forced length (admission's rule)."""
+    return int(body.get("max_tokens") or body.get("target_output_tokens") or 0)
+
+
+def api_refusal(body: dict) -> str | None:
+    """Why the API's request schema (elis.api.schemas.JobCreate) would refuse this body (422), or None."""
     from pydantic import ValidationError
 
     from elis.api.schemas import JobCreate
 
     try:
-        JobCreate.model_validate(body_of(request.messages, request.max_tokens or max_tokens, temperature,
-                                         request.output_tokens))
+        JobCreate.model_validate(body)
     except ValidationError as exc:
         error = exc.errors()[0]
         where = ".".join(str(p) for p in error.get("loc", ()))
@@ -146,28 +185,38 @@ def api_refusal(request: Request, max_tokens: int, temperature: float) -> str | 
 
 
 def _admissible(requests: list[Request], path: Path, info: dict, context: ContextCheck, max_tokens: int,
-                temperature: float) -> list[Request]:
-    """The requests the API would admit: its schema (empty or over-long turns, NUL characters, lone
-    surrogates) and the model's context. The others are left out before any policy runs, counted in `info`
-    with the first reason, so that a public set's odd record does not stop a comparison midway."""
-    kept, reasons = [], []
+                temperature: float, max_prompt_tokens: int) -> list[Request]:
+    """The requests the API would admit, judged on the bodies the runs will send: its schema (empty or
+    over-long turns, NUL characters, lone surrogates), its max_tokens limit, the chat template and the model's
+    context. The others are left out before any policy runs, counted in `info` with the first reason, so that
+    a public set's odd record does not stop a comparison midway. A file the API admits whole is unchanged."""
+    kept, reasons, too_long = [], [], 0
     for request in requests:
-        refusal = api_refusal(request, max_tokens, temperature)
-        if refusal is None and not context.fits(request, request.max_tokens or max_tokens):
-            refusal = f"prompt and max_tokens exceed the model's context of {context.max_model_len} tokens"
-            info["left_out_too_long"] = info.get("left_out_too_long", 0) + 1
+        body, _, _ = request_body(request, max_tokens, temperature, max_prompt_tokens)
+        refusal = api_refusal(body)
+        if refusal is None:
+            refusal = context.refusal(body["messages"], _effective_max_tokens(body))
+            too_long += refusal is not None and "context" in refusal
         if refusal is None:
             kept.append(request)
         else:
             reasons.append(refusal)
     if not kept:
-        raise WorkloadError(f"{path}: the API would refuse every request ({reasons[0]}); with max_tokens "
-                            f"{max_tokens} and the model's context of {context.max_model_len} tokens")
-    info.setdefault("left_out_too_long", 0)
-    info["left_out"] = len(reasons)
+        raise WorkloadError(f"{path}: the API would refuse every request; the first: {reasons[0]}")
+    info.update(left_out=len(reasons), left_out_too_long=too_long)
     if reasons:
         info["left_out_first_reason"] = reasons[0]
     return kept
+
+
+def sample_digest(requests: Sequence[Request]) -> str:
+    """A short digest of the chosen requests in order: records name jobs by their place in the sample, so a run
+    whose digest differs drew other requests (`--lengths-from` and `--bound-from` check it)."""
+    import hashlib
+    import json
+
+    text = json.dumps([[list(m.items()) for m in r.messages] for r in requests], ensure_ascii=False)
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 
 def build_workload(path: Path, *, kind: str = "auto", num: int | None = None, arrivals: str = "gamma",
@@ -180,20 +229,22 @@ def build_workload(path: Path, *, kind: str = "auto", num: int | None = None, ar
     Traces keep their own offsets, rescaled to `rate` when given. Length traces (Azure, BurstGPT) are
     time-scaled to this machine: without `rate`, to `load` x the requests/s one worker with `slots` slots
     serves (the engine profile's estimate). Their prompts are capped at `max_prompt_tokens` and their forced
-    outputs at `max_tokens`; a request's own max_tokens is kept. With `context`, requests whose prompt and
-    max_tokens exceed the model's context are left out first (length traces need no check: their filler
-    prompts are capped).
+    outputs at `max_tokens`; a request's own max_tokens is kept. With `context`, the requests the API would
+    refuse are left out first (`_admissible`).
     """
     kind, requests = read_requests(Path(path), kind)
     if num is not None and num < 1:
         raise WorkloadError("--num must be at least 1")
     info: dict = {"file": str(path), "kind": kind, "rows_in_file": len(requests)}
-    if context is not None and kind != "lengths":
-        requests = _admissible(requests, path, info, context, max_tokens, temperature)
+    if context is not None:
+        requests = _admissible(requests, path, info, context, max_tokens, temperature, max_prompt_tokens)
     timed = kind in ("trace", "lengths")
     chosen = _take_timed(requests, num) if timed else _pick(requests, num, seed)
+    info["sample_digest"] = sample_digest(chosen)
     if timed:
         offsets = [float(r.offset_s or 0.0) for r in chosen]
+        start = min(offsets, default=0.0)  # the first row may have been left out: the run starts at its first
+        offsets = [t - start for t in offsets]
         if rate is None and kind == "lengths":
             mean_prompt, mean_output = mean_lengths(
                 [replace(r, prompt_tokens=min(r.prompt_tokens or 1, max_prompt_tokens),
@@ -211,12 +262,8 @@ def build_workload(path: Path, *, kind: str = "auto", num: int | None = None, ar
         info["arrivals"] = arrivals
     items, clamped_prompts, clamped_outputs = [], 0, 0
     for index, (request, offset) in enumerate(zip(chosen, offsets, strict=True)):
-        messages, forced = request.messages, request.output_tokens
-        if request.prompt_tokens is not None and request.prompt_tokens > max_prompt_tokens:
-            messages, clamped_prompts = filler_messages(max_prompt_tokens), clamped_prompts + 1
-        if forced is not None and forced > max_tokens:
-            forced, clamped_outputs = max_tokens, clamped_outputs + 1
-        body = body_of(messages, request.max_tokens or max_tokens, temperature, forced)
+        body, capped_prompt, capped_output = request_body(request, max_tokens, temperature, max_prompt_tokens)
+        clamped_prompts, clamped_outputs = clamped_prompts + capped_prompt, clamped_outputs + capped_output
         items.append(WorkItem(index, offset, body))
     info.update(jobs=len(items), clamped_prompts=clamped_prompts, clamped_outputs=clamped_outputs,
                 last_arrival_s=round(max(offsets), 2))

@@ -46,10 +46,16 @@ def ensure_database(url: str) -> bool:
         admin.dispose()
 
 
+class LocalDatabaseError(RuntimeError):
+    """The local PostgreSQL answered but would not give a fresh database (one in use, no right to create)."""
+
+
 def fresh_local_database(server_url: str, name: str, keep: bool = False) -> tuple[str | None, str]:
     """A fresh database `name` on the PostgreSQL server `server_url` (any database URL on it): (its URL, "") or,
-    when the server does not answer or refuses, (None, why). An existing database of that name is dropped first
-    unless `keep`.
+    when no server answers there, (None, why). An existing database of that name is dropped first unless
+    `keep`. A server that answers but refuses (the database is in use, e.g. by a stack still running, or the
+    user may not create databases) raises LocalDatabaseError: silently running on SQLite instead would make the
+    run incomparable with the earlier ones.
 
     `elis demo` and `elis compare` run on the real PostgreSQL wherever one answers, and on a SQLite file only
     where none does (a fresh machine before `scripts/services.sh`)."""
@@ -61,23 +67,33 @@ def fresh_local_database(server_url: str, name: str, keep: bool = False) -> tupl
         return None, "no local PostgreSQL configured (ELIS_LOCAL_POSTGRES_URL is empty)"
     try:
         server = make_url(server_url)
-    except Exception as exc:  # noqa: BLE001 - a malformed setting is reported, not raised
-        return None, f"ELIS_LOCAL_POSTGRES_URL is not a database URL ({exc})"
-    if not server.drivername.startswith("postgresql"):
-        return None, f"ELIS_LOCAL_POSTGRES_URL is not a PostgreSQL URL ({server.drivername})"
-    admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT",
-                          connect_args={"connect_timeout": 3})
+        if not server.drivername.startswith("postgresql"):
+            return None, f"ELIS_LOCAL_POSTGRES_URL is not a PostgreSQL URL ({server.drivername})"
+        connect_args = {"connect_timeout": 3} if server.drivername in ("postgresql", "postgresql+psycopg2") else {}
+        admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT",
+                              connect_args=connect_args)
+    except Exception as exc:  # noqa: BLE001 - a malformed setting or a missing driver is reported, not raised
+        return None, f"ELIS_LOCAL_POSTGRES_URL is not usable ({exc})"
+    shown = server.render_as_string(hide_password=True)
     try:
-        with admin.connect() as conn:
+        try:
+            conn = admin.connect()
+        except SQLAlchemyError as exc:
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            return None, f"no PostgreSQL answers at {shown}: {reason}"
+        with conn:
             quoted = admin.dialect.identifier_preparer.quote_identifier(name)
-            exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}).scalar()
-            if exists and not keep:
-                conn.execute(text(f"DROP DATABASE {quoted}"))  # NOTE: no bind parameter for a database name
-            if not exists or not keep:
-                conn.execute(text(f"CREATE DATABASE {quoted}"))
-    except SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        return None, f"PostgreSQL at {server.render_as_string(hide_password=True)} is not usable: {reason}"
+            try:
+                exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                                      {"name": name}).scalar()
+                if exists and not keep:
+                    conn.execute(text(f"DROP DATABASE {quoted}"))  # NOTE: no bind parameter for a database name
+                if not exists or not keep:
+                    conn.execute(text(f"CREATE DATABASE {quoted}"))
+            except SQLAlchemyError as exc:
+                reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+                raise LocalDatabaseError(f"PostgreSQL at {shown} would not give a fresh database {name}: {reason}. "
+                                         "Stop what uses it, or pick another with ELIS_DATABASE_URL") from None
     finally:
         admin.dispose()
     return server.set(database=name).render_as_string(hide_password=False), ""
@@ -95,6 +111,13 @@ def database_name_for(folder: Path, prefix: str = "elis_") -> str:
 
 def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
+    if url.startswith("sqlite"):
+        # Alembic created the file without the service's engine: open one connection now, while nothing else
+        # is connected, so its WAL journal is set before a burst of API connections races for the switch.
+        from elis.storage.db import get_engine
+
+        with get_engine(url).connect():
+            pass
 
 
 def downgrade(url: str, revision: str) -> None:

@@ -81,7 +81,8 @@ def test_a_fresh_local_database_replaces_an_earlier_one_unless_kept():
 
 
 @pytest.mark.parametrize("server, reason", [
-    ("postgresql+psycopg2://postgres@127.0.0.1:1/postgres", "is not usable"),
+    ("postgresql+psycopg2://postgres@127.0.0.1:1/postgres", "no PostgreSQL answers at"),
+    ("postgresql+nosuchdriver://postgres@127.0.0.1/postgres", "ELIS_LOCAL_POSTGRES_URL is not usable"),
     ("sqlite:///x.db", "not a PostgreSQL URL"),
     ("", "ELIS_LOCAL_POSTGRES_URL is empty"),
 ])
@@ -98,3 +99,22 @@ def test_database_names_are_valid_and_distinct_for_folders_of_one_name(tmp_path)
     a, b = database_name_for(tmp_path / "x" / "Run 1"), database_name_for(tmp_path / "y" / "Run 1")
     assert a != b and a.startswith("elis_run_1_") and len(a) <= 63
     assert database_name_for(tmp_path / "x" / "Run 1") == a
+
+
+def test_a_database_in_use_is_never_dropped_and_the_run_stops_with_why():
+    """A stack still running on the database (here: one open connection) keeps it; the caller gets the reason
+    instead of a silent fall back to SQLite, which would make the run incomparable with earlier ones."""
+    from elis.storage.migrate import LocalDatabaseError, fresh_local_database
+
+    name = f"elis_inuse_{uuid.uuid4().hex[:8]}"
+    try:
+        url, _ = fresh_local_database(PG_ADMIN_URL, name)
+        engine = create_engine(url)
+        with engine.connect() as held:
+            held.execute(text("SELECT 1"))
+            with pytest.raises(LocalDatabaseError, match=f"would not give a fresh database {name}"):
+                fresh_local_database(PG_ADMIN_URL, name)
+        engine.dispose()
+        assert _exists(name)
+    finally:
+        _drop(name)

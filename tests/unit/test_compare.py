@@ -256,6 +256,17 @@ def test_lengths_from_a_run_of_another_sample_is_refused(tmp_path):
     result = runner.invoke(app, ["compare", "--prompts", str(prompts), "--num", "3", "--seed", "1",
                                  "--bound-from", str(earlier), "--out-dir", str(tmp_path / "out")])
     assert result.exit_code == 2 and "--bound-from" in result.output and "--num 4 there, 3 here" in result.output
+    # another cap, or another set left out as refused (its sample digest), is another sample too
+    sample = {"workload": str(prompts), "num": 4, "seed": 1, "max_tokens": 64}
+    (earlier.parent / "manifest.json").write_text(json.dumps({"options": {**options, "max_tokens": 256},
+                                                              "workload": work.info}))
+    assert "--max-tokens 256 there, 64 here" in _sample_mismatch(work, earlier, sample)
+    (earlier.parent / "manifest.json").write_text(json.dumps({"options": {**options, "max_tokens": 64},
+                                                              "workload": {**work.info, "sample_digest": "x"}}))
+    assert "left out" in _sample_mismatch(work, earlier, sample)
+    (earlier.parent / "manifest.json").write_text(json.dumps({"options": {**options, "max_tokens": 64},
+                                                              "workload": work.info}))
+    assert _sample_mismatch(work, earlier, sample) is None
     # without a manifest beside the records there is nothing to check against
     (earlier.parent / "manifest.json").unlink()
     assert _sample_mismatch(work, earlier, {"workload": str(prompts), "num": 3, "seed": 2}) is None
@@ -451,6 +462,7 @@ def test_requests_that_exceed_the_context_are_left_out_before_any_policy_runs(tm
     context = ContextCheck(max_model_len=512, tokenizer_factory=lambda: words)
     work = build_workload(path, arrivals="batch", max_tokens=256, context=context)
     assert work.info["left_out_too_long"] == work.info["left_out"] == 1 and len(work.items) == 9
+    assert "exceed the model's context of 512 tokens" in work.info["left_out_first_reason"]
     assert all("word word" not in item.body["messages"][0]["content"] for item in work.items)
     assert words.calls == 1 and context.tokenized == 1  # "w " * 80: 160 bytes, surely fits, never counted
     # every prompt fits: the same seeded sample as without the check
@@ -460,8 +472,27 @@ def test_requests_that_exceed_the_context_are_left_out_before_any_policy_runs(tm
     checked = build_workload(fitting, num=5, arrivals="gamma", rate=1.0, seed=3, max_tokens=64,
                              context=ContextCheck(512, _WordTokenizer)).items
     assert plain == checked
-    with pytest.raises(WorkloadError, match="the API would refuse every request .*context of 512 tokens"):
+    with pytest.raises(WorkloadError, match="the API would refuse every request; the first: .* context of 512"):
         build_workload(path, arrivals="batch", max_tokens=600, context=ContextCheck(512, _WordTokenizer))
+    with pytest.raises(WorkloadError, match="max_tokens 300 is above the service's limit of 256"):
+        build_workload(path, arrivals="batch", max_tokens=300,
+                       context=ContextCheck(2048, _WordTokenizer, max_tokens_limit=256))
+
+
+def test_a_trace_row_is_judged_by_the_max_tokens_the_api_holds_it_to(tmp_path):
+    """A forced length replaces max_tokens in the body (the API's cap is then the length), so a row with a
+    large max_tokens of its own but a short forced output is kept; a trace whose first row is left out still
+    starts at 0."""
+    from elis.replay.sources import ContextCheck
+
+    path = tmp_path / "t.jsonl"
+    rows = [{"arrival": 0.0, "prompt": "x " * 900},  # left out: 900 words + 10 + 300 > 1024
+            {"arrival": 1.0, "prompt": "a", "max_tokens": 4000, "output_tokens": 50},
+            {"arrival": 2.0, "prompt": "b"}]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    work = build_workload(path, max_tokens=300, context=ContextCheck(1024, _WordTokenizer))
+    assert work.info["left_out"] == 1 and [i.offset_s for i in work.items] == [0.0, 1.0]
+    assert work.items[0].body["target_output_tokens"] == 50
 
 
 @pytest.mark.slow
