@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
 
 DEMO_PROMPTS = Path(__file__).resolve().parent.parent / "data" / "demo_prompts.jsonl"
@@ -42,9 +43,10 @@ def replay_command(
     from elis.replay.report import print_summaries, summarize, write_records_csv
 
     try:
-        count = num if num is not None else len(read_prompts(prompts))
+        items = _admissible_prompts(read_prompts(prompts), max_tokens, temperature)
     except PromptFileError as exc:
         _fail(str(exc))
+    count = num if num is not None else len(items)
     offsets, lengths = None, None
     if arrivals in ("poisson", "gamma"):
         offsets = [float(t) for t in wl.arrival_times(count, arrivals, rate=rate)]
@@ -59,15 +61,37 @@ def replay_command(
         lengths = [j.num_output_tokens for j in jobs]
     elif arrivals != "batch":
         _fail("--arrivals must be batch, poisson, gamma or trace")
-    replay_jobs = prompt_jobs(prompts, count, max_tokens, temperature, offsets, lengths)
+    replay_jobs = prompt_jobs(prompts, count, max_tokens, temperature, offsets, lengths, items=items)
     try:
         records = replay(base_url, replay_jobs, label or f"replay-{int(time.time())}", timeout_s)
     except ReplayError as exc:
         _fail(str(exc), code=1)
+    except httpx.HTTPError as exc:  # the API is down, or went away mid-run (submitted jobs stay in the service)
+        _fail(f"cannot reach the API at {base_url}: {exc}", code=1)
     print_jobs(records)
     print_summaries({records[0].policy if records else "?": summarize(records)})
     if out:
         write_records_csv(records, out)
+
+
+def _admissible_prompts(items: list, max_tokens: int, temperature: float) -> list:
+    """The prompts the API would admit with this max_tokens (as `elis compare` judges them); the others are left
+    out with a warning, since a refusal would stop the replay midway."""
+    from elis.config import get_settings
+    from elis.replay.sources import api_refusal, body_of
+
+    context = _context_check(get_settings())
+    kept, reasons = [], []
+    for item in items:
+        body = body_of(item.messages, max_tokens, temperature)
+        refusal = api_refusal(body) or context.refusal(body["messages"], max_tokens)
+        (reasons if refusal else kept).append(refusal or item)
+    if not kept:
+        _fail(f"the API would refuse every prompt; the first: {reasons[0]}")
+    if reasons:
+        typer.secho(f"left out {len(reasons)} of {len(items)} prompts that the API would refuse; the first: "
+                    f"{reasons[0]}", fg=typer.colors.YELLOW, err=True)
+    return kept
 
 
 def _policy_list(text: str) -> list[str]:

@@ -131,9 +131,9 @@ def replay(
 
 
 def prompt_jobs(path: Path, num: int | None, max_tokens: int, temperature: float, offsets: list[float] | None = None,
-                target_lengths: list[int] | None = None) -> list[ReplayJob]:
-    """Replay jobs from a prompt file; all at once unless offsets are given."""
-    items = read_prompts(path)
+                target_lengths: list[int] | None = None, items: list | None = None) -> list[ReplayJob]:
+    """Replay jobs from a prompt file (or its `items`, already read); all at once unless offsets are given."""
+    items = read_prompts(path) if items is None else items
     if num is not None:
         items = [items[i % len(items)] for i in range(num)]
     jobs = []

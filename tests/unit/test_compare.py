@@ -529,3 +529,14 @@ def test_requests_the_api_schema_refuses_are_left_out_with_the_first_reason(tmp_
     assert [i.body["messages"][0]["content"] for i in work.items] == ["fine", "also fine"]
     assert work.info["left_out"] == 2 and work.info["left_out_too_long"] == 0
     assert work.info["left_out_first_reason"].startswith("messages.0.content")
+
+
+def test_replay_leaves_out_what_the_api_would_refuse_and_reports_a_down_api_without_a_traceback(tmp_path):
+    """`elis replay`: a prompt the API would refuse (here a NUL character) is left out with a warning rather
+    than stop the replay midway; an API that does not answer is one clear line and exit code 1."""
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "hi"}\n{"prompt": "nul \\u0000"}\n')
+    result = runner.invoke(app, ["replay", "--base-url", "http://127.0.0.1:9", "--prompts", str(prompts)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "left out 1 of 2 prompts that the API would refuse" in result.output
+    assert "cannot reach the API at http://127.0.0.1:9" in result.output
