@@ -81,22 +81,14 @@ def run_demo(policies: list[str], num_prompts: int, max_tokens: int, slots: int,
 def _own_database(local_postgres_url: str, out_dir: Path, keep_db: bool) -> str:
     """The demo's own database: a fresh `elis_demo` on the local PostgreSQL, or where none answers a SQLite file
     in `out_dir` (said on the console, with why)."""
-    from elis.storage.migrate import fresh_local_database
-
-    from elis.storage.migrate import LocalDatabaseError
+    from elis.storage.migrate import LocalDatabaseError, own_database
 
     try:
-        url, why = fresh_local_database(local_postgres_url, "elis_demo", keep=keep_db)
+        url, what = own_database(local_postgres_url, "elis_demo", out_dir / "demo.sqlite3", keep=keep_db)
     except LocalDatabaseError as exc:
         raise typer.BadParameter(str(exc)) from None
-    if url is not None:
-        typer.echo("      database: elis_demo on the local PostgreSQL")
-        return url
-    path = out_dir / "demo.sqlite3"
-    if not keep_db:
-        path.unlink(missing_ok=True)
-    typer.echo(f"      database: {path} (SQLite; {why})")
-    return f"sqlite:///{path}"
+    typer.echo(f"      database: {what}")
+    return url
 
 
 def _demo_key(database_url: str) -> str:

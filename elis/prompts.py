@@ -154,19 +154,25 @@ def _from_batch_line(obj: dict, index: int, source: str) -> PromptItem:
     return PromptItem(request.custom_id, source, tuple(request.messages or _user(request.prompt or "")))
 
 
-def read_text(path: Path, error: type[Exception] = PromptFileError) -> str:
-    """The whole text of a file: UTF-8 (a byte-order mark is dropped), gzip-compressed or not (told by its first
-    bytes, whatever its name). A file that cannot be read raises `error` naming it and why, never a traceback."""
+def read_text(path: Path, error: type[Exception] = PromptFileError, first_line: bool = False) -> str:
+    """The whole text of a file, or with `first_line` only its first non-blank line (read no further: telling a
+    file's format must not read a large set twice): UTF-8 (a byte-order mark is dropped), gzip-compressed or not
+    (told by its first bytes, whatever its name). A file that cannot be read raises `error` naming it and why,
+    never a traceback."""
     import gzip
 
     path = Path(path)
     if not path.exists():
         raise error(f"no such file: {path}")
     try:
+        with path.open("rb") as raw:
+            compressed = raw.read(2) == b"\x1f\x8b"
+        if first_line:
+            opener = gzip.open if compressed else open
+            with opener(path, "rt", encoding="utf-8-sig") as handle:
+                return next((line for line in handle if line.strip()), "")
         data = path.read_bytes()
-        if data[:2] == b"\x1f\x8b":
-            data = gzip.decompress(data)
-        return data.decode("utf-8-sig")
+        return (gzip.decompress(data) if compressed else data).decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise error(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     except (OSError, EOFError) as exc:

@@ -78,13 +78,12 @@ def _admissible_prompts(items: list, max_tokens: int, temperature: float) -> lis
     """The prompts the API would admit with this max_tokens (as `elis compare` judges them); the others are left
     out with a warning, since a refusal would stop the replay midway."""
     from elis.config import get_settings
-    from elis.replay.sources import api_refusal, body_of
+    from elis.replay.sources import body_of, refusal_of
 
     context = _context_check(get_settings())
     kept, reasons = [], []
     for item in items:
-        body = body_of(item.messages, max_tokens, temperature)
-        refusal = api_refusal(body) or context.refusal(body["messages"], max_tokens)
+        refusal = refusal_of(body_of(item.messages, max_tokens, temperature), context)
         (reasons if refusal else kept).append(refusal or item)
     if not kept:
         _fail(f"the API would refuse every prompt; the first: {reasons[0]}")
@@ -220,7 +219,7 @@ def compare_command(
     # Records name jobs by their place in the sample: check once that earlier records come from this sample.
     sample = {"workload": str(prompts), "num": num, "seed": seed, "max_tokens": max_tokens}
     for option, path in (("--bound-from", bound_from), ("--lengths-from", lengths_from)):
-        mismatch = _sample_mismatch(next(iter(workloads.values())), path, sample, option) if path else None
+        mismatch = _sample_mismatch(first, path, sample, option) if path else None
         if mismatch:
             _fail(mismatch)
     if lengths_from is not None:
@@ -274,21 +273,14 @@ def compare_command(
 def _own_database(local_postgres_url: str, out_dir: Path) -> str:
     """A fresh database for a stack started here: on the local PostgreSQL (named after --out-dir), or a SQLite
     file in --out-dir where none answers (said on the console, with why)."""
-    from elis.storage.migrate import database_name_for, fresh_local_database
+    from elis.storage.migrate import LocalDatabaseError, database_name_for, own_database
 
-    from elis.storage.migrate import LocalDatabaseError
-
-    name = database_name_for(out_dir)
     try:
-        url, why = fresh_local_database(local_postgres_url, name)
+        url, what = own_database(local_postgres_url, database_name_for(out_dir), out_dir.resolve() / "compare.sqlite3")
     except LocalDatabaseError as exc:
         _fail(str(exc))
-    if url is not None:
-        typer.echo(f"database: {name} on the local PostgreSQL")
-        return url
-    path = out_dir.resolve() / "compare.sqlite3"
-    typer.echo(f"database: {path} (SQLite; {why})")
-    return f"sqlite:///{path}"
+    typer.echo(f"database: {what}")
+    return url
 
 
 def _context_check(settings):

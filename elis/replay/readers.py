@@ -197,11 +197,11 @@ def detect_kind(path: Path) -> str:
     path = Path(path)
     if path.name.lower().removesuffix(".gz").endswith(".csv"):
         return "lengths"
-    head = read_text(path, WorkloadError).lstrip()
+    head = read_text(path, WorkloadError, first_line=True).lstrip()
     if head.startswith("["):
         return "prompts"
     try:
-        obj = json.loads(head.split("\n", 1)[0])
+        obj = json.loads(head)
     except json.JSONDecodeError:
         return "prompts"  # the prompt reader reports the bad line
     if isinstance(obj, dict) and "custom_id" in obj and "body" in obj:
@@ -214,7 +214,7 @@ def detect_kind(path: Path) -> str:
 
 
 def _starts_a_json_list(path: Path) -> bool:
-    return read_text(path, WorkloadError).lstrip().startswith("[")
+    return read_text(path, WorkloadError, first_line=True).lstrip().startswith("[")
 
 
 def read_requests(path: Path, kind: str = "auto") -> tuple[str, list[Request]]:

@@ -88,6 +88,8 @@ def capacity_rps(slots: int, mean_prompt: float, mean_output: float) -> float:
     return EngineProfile.load().capacity_rps(1, slots, get_settings().window_tokens, mean_prompt, mean_output)
 
 
+# The words of a refusal for the model's context (counted apart from the other refusals).
+CONTEXT_EXCEEDED = "exceed the model's context"
 # At most this many tokens of chat template around the messages (SmolLM2's default system turn is about 20),
 # and per turn (its role markers).
 TEMPLATE_TOKENS = 64
@@ -121,9 +123,6 @@ class ContextCheck:
             self._seen[key] = self._context_refusal(messages, max_tokens)
         return self._seen[key]
 
-    def fits(self, request: Request, max_tokens: int) -> bool:
-        return self.refusal(request.messages, max_tokens) is None
-
     def _context_refusal(self, messages: Sequence[dict], max_tokens: int) -> str | None:
         budget = self.max_model_len - max_tokens
         size = sum(len(m["content"].encode("utf-8")) for m in messages)
@@ -137,7 +136,7 @@ class ContextCheck:
         except Exception as exc:  # noqa: BLE001 - the API refuses it the same way
             return f"the messages cannot be formatted with the model's chat template: {exc}"
         if tokens > budget:
-            return (f"prompt ({tokens} tokens) and max_tokens ({max_tokens}) exceed the model's context of "
+            return (f"prompt ({tokens} tokens) and max_tokens ({max_tokens}) {CONTEXT_EXCEEDED} of "
                     f"{self.max_model_len} tokens")
         return None
 
@@ -184,6 +183,12 @@ def api_refusal(body: dict) -> str | None:
     return None
 
 
+def refusal_of(body: dict, context: ContextCheck) -> str | None:
+    """Why the API would refuse this POST /v1/jobs body (None: it would admit it): its schema, then the
+    max_tokens it holds the job to against its limit, the chat template and the model's context."""
+    return api_refusal(body) or context.refusal(body["messages"], _effective_max_tokens(body))
+
+
 def _admissible(requests: list[Request], path: Path, info: dict, context: ContextCheck, max_tokens: int,
                 temperature: float, max_prompt_tokens: int) -> list[Request]:
     """The requests the API would admit, judged on the bodies the runs will send: its schema (empty or
@@ -193,10 +198,8 @@ def _admissible(requests: list[Request], path: Path, info: dict, context: Contex
     kept, reasons, too_long = [], [], 0
     for request in requests:
         body, _, _ = request_body(request, max_tokens, temperature, max_prompt_tokens)
-        refusal = api_refusal(body)
-        if refusal is None:
-            refusal = context.refusal(body["messages"], _effective_max_tokens(body))
-            too_long += refusal is not None and "context" in refusal
+        refusal = refusal_of(body, context)
+        too_long += refusal is not None and CONTEXT_EXCEEDED in refusal
         if refusal is None:
             kept.append(request)
         else:

@@ -99,6 +99,18 @@ def fresh_local_database(server_url: str, name: str, keep: bool = False) -> tupl
     return server.set(database=name).render_as_string(hide_password=False), ""
 
 
+def own_database(server_url: str, name: str, sqlite_path: Path, keep: bool = False) -> tuple[str, str]:
+    """A fresh database of one's own for `elis demo` or `elis compare`: `name` on the local PostgreSQL, or where
+    none answers the SQLite file `sqlite_path` (started afresh unless `keep`). Returns its URL and what it is,
+    for the console. Raises LocalDatabaseError as `fresh_local_database` does."""
+    url, why = fresh_local_database(server_url, name, keep=keep)
+    if url is not None:
+        return url, f"{name} on the local PostgreSQL"
+    if not keep:
+        sqlite_path.unlink(missing_ok=True)
+    return f"sqlite:///{sqlite_path}", f"{sqlite_path} (SQLite; {why})"
+
+
 def database_name_for(folder: Path, prefix: str = "elis_") -> str:
     """A PostgreSQL database name for an output folder: readable, and distinct for two folders of one name."""
     import hashlib

@@ -118,3 +118,18 @@ def test_a_database_in_use_is_never_dropped_and_the_run_stops_with_why():
         assert _exists(name)
     finally:
         _drop(name)
+
+
+def test_own_database_falls_back_to_a_fresh_sqlite_file_where_no_postgresql_answers(tmp_path):
+    from elis.storage.migrate import own_database
+
+    path = tmp_path / "run.sqlite3"
+    path.write_text("an earlier run")
+    url, what = own_database("postgresql+psycopg2://postgres@127.0.0.1:1/postgres", "elis_x", path)
+    assert url == f"sqlite:///{path}" and "SQLite; no PostgreSQL answers" in what and not path.exists()
+    name = f"elis_own_{uuid.uuid4().hex[:8]}"
+    try:
+        url, what = own_database(PG_ADMIN_URL, name, path)
+        assert url.endswith(f"/{name}") and what == f"{name} on the local PostgreSQL"
+    finally:
+        _drop(name)

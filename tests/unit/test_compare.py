@@ -512,7 +512,8 @@ def test_the_context_check_agrees_with_the_api_on_the_served_tokenizer():
         tokens = len(tokenizer.encode_chat(list(request.messages)))
         budget_tokens.append(tokens)
         for max_tokens in (64, 256, 512):
-            assert check.fits(request, max_tokens) == (tokens + max_tokens <= check.max_model_len), (words, max_tokens)
+            fits = check.refusal(request.messages, max_tokens) is None
+            assert fits == (tokens + max_tokens <= check.max_model_len), (words, max_tokens)
     assert min(budget_tokens) + 512 <= check.max_model_len < max(budget_tokens) + 64  # both sides were tried
 
 
