@@ -13,6 +13,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+# How /healthz names the default model (a client reads it to load the same tokenizer from its own copy).
+BUNDLED_MODEL_NAME = f"{DEFAULT_MODEL_NAME} (bundled)"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _MARKER = ".elis-prepared"
 

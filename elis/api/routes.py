@@ -27,6 +27,7 @@ from elis.api.schemas import (
     WindowOut,
     clean_text,
 )
+from elis.models_prepare import BUNDLED_MODEL_NAME
 from elis.storage import jobs as store
 from elis.storage.db import session_scope
 from elis.storage.models import Job, JobStatus
@@ -138,7 +139,8 @@ def healthz(request: Request, response: Response, settings: SettingsDep) -> Heal
     return Health(
         status="ok" if healthy else "degraded", database=database, broker=broker,
         policy=scheduler.default_policy, ordering=scheduler.ordering(), guard=scheduler.guard_reason(),
-        model=settings.model or "SmolLM2-135M-Instruct (bundled)",
+        model=settings.model or BUNDLED_MODEL_NAME, max_model_len=settings.max_model_len,
+        max_tokens_limit=settings.max_tokens_limit,
     )
 
 

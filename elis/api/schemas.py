@@ -186,6 +186,9 @@ class Health(BaseModel):
     ordering: str
     guard: str
     model: str
+    # The limits every job is admitted by (a replay against this API leaves out what it would refuse).
+    max_model_len: int
+    max_tokens_limit: int
 
 
 class SchedulerStats(BaseModel):

@@ -43,7 +43,7 @@ def replay_command(
     from elis.replay.report import print_summaries, summarize, write_records_csv
 
     try:
-        items = _admissible_prompts(read_prompts(prompts), max_tokens, temperature)
+        items = _admissible_prompts(read_prompts(prompts), max_tokens, temperature, base_url)
     except PromptFileError as exc:
         _fail(str(exc))
     count = num if num is not None else len(items)
@@ -74,13 +74,16 @@ def replay_command(
         write_records_csv(records, out)
 
 
-def _admissible_prompts(items: list, max_tokens: int, temperature: float) -> list:
-    """The prompts the API would admit with this max_tokens (as `elis compare` judges them); the others are left
-    out with a warning, since a refusal would stop the replay midway."""
+def _admissible_prompts(items: list, max_tokens: int, temperature: float, base_url: str) -> list:
+    """The prompts the API at `base_url` would admit with this max_tokens, by its own limits (as `elis compare`
+    judges them; this machine's settings where it does not say); the others are left out with a warning, since
+    a refusal would stop the replay midway."""
     from elis.config import get_settings
     from elis.replay.sources import body_of, refusal_of
 
-    context = _context_check(get_settings())
+    from elis.replay.api_limits import api_limits
+
+    context = _context_check(get_settings(), api_limits(base_url))
     kept, reasons = [], []
     for item in items:
         refusal = refusal_of(body_of(item.messages, max_tokens, temperature), context)
@@ -90,6 +93,7 @@ def _admissible_prompts(items: list, max_tokens: int, temperature: float) -> lis
     if reasons:
         typer.secho(f"left out {len(reasons)} of {len(items)} prompts that the API would refuse; the first: "
                     f"{reasons[0]}", fg=typer.colors.YELLOW, err=True)
+    _warn_unchecked(context, base_url)
     return kept
 
 
@@ -199,7 +203,10 @@ def compare_command(
     if rounds < 1:
         _fail("--rounds must be at least 1")
 
-    context = _context_check(get_settings())
+    from elis.replay.api_limits import api_limits
+
+    limits = api_limits(*base_url) if base_url else None
+    context = _context_check(get_settings(), limits)
 
     def workload_at(run_rate: float | None):
         try:
@@ -216,6 +223,8 @@ def compare_command(
                     f"refuse ({first.info['left_out_too_long']} of them longer than the model's context of "
                     f"{context.max_model_len} tokens with their max_tokens); the first: "
                     f"{first.info['left_out_first_reason']}", fg=typer.colors.YELLOW, err=True)
+    if base_url:
+        _warn_unchecked(context, ", ".join(base_url))
     # Records name jobs by their place in the sample: check once that earlier records come from this sample.
     sample = {"workload": str(prompts), "num": num, "seed": seed, "max_tokens": max_tokens}
     for option, path in (("--bound-from", bound_from), ("--lengths-from", lengths_from)):
@@ -283,19 +292,35 @@ def _own_database(local_postgres_url: str, out_dir: Path) -> str:
     return url
 
 
-def _context_check(settings):
-    """The model's context as the API checks it, with the served model's tokenizer (prepared on first need)."""
+def _context_check(settings, limits=None):
+    """The model's context as the API checks it, with the served model's tokenizer (prepared on first need).
+    `limits` (an `ApiLimits` read from a running API): its context, max_tokens limit and model rule, not this
+    machine's ELIS_* settings; where this machine has no copy of its model, long prompts pass unchecked."""
+    from elis.replay.api_limits import local_model_of
     from elis.replay.sources import ContextCheck
+
+    model = settings.model if limits is None else local_model_of(limits.model, settings.model)
 
     def tokenizer():
         from elis.api.deps import Tokenizer
         from elis.models_prepare import prepare_default_model, resolve_model
 
-        if not settings.model:
+        if model is None:
+            return None
+        if not model:
             prepare_default_model(settings.models_dir)
-        return Tokenizer(resolve_model(settings.model, settings.models_dir))
+        return Tokenizer(resolve_model(model, settings.models_dir))
 
-    return ContextCheck(settings.max_model_len, tokenizer, max_tokens_limit=settings.max_tokens_limit)
+    if limits is None:
+        return ContextCheck(settings.max_model_len, tokenizer, max_tokens_limit=settings.max_tokens_limit)
+    return ContextCheck(limits.max_model_len, tokenizer, max_tokens_limit=limits.max_tokens_limit)
+
+
+def _warn_unchecked(context, base_url) -> None:
+    if context.unchecked:
+        typer.secho(f"{context.unchecked} long prompts were not checked against the context of the API at "
+                    f"{base_url}: its model is not on this machine, so it may refuse some of them (422), which "
+                    "stops the run", fg=typer.colors.YELLOW, err=True)
 
 
 def _stop_cleanly_on_signals() -> None:

@@ -102,8 +102,9 @@ class ContextCheck:
     API refuses such a job (422), which would stop a comparison midway, so `elis compare` leaves it out, the
     same for every policy. A one-turn prompt of few UTF-8 bytes surely fits (a token is at least one byte) and
     is not tokenized; others are, with the served model's tokenizer, loaded on first need
-    (`tokenizer_factory`: an object with `encode_chat(messages)`). Answers are remembered (a load sweep asks
-    again at every rate)."""
+    (`tokenizer_factory`: an object with `encode_chat(messages)`, or None when this machine has no copy of the
+    API's model: such prompts then pass unchecked, counted in `unchecked`). Answers are remembered (a load sweep
+    asks again at every rate)."""
 
     def __init__(self, max_model_len: int, tokenizer_factory: Callable[[], Any],
                  max_tokens_limit: int | None = None) -> None:
@@ -111,8 +112,10 @@ class ContextCheck:
         self.max_tokens_limit = max_tokens_limit
         self._factory = tokenizer_factory
         self._tokenizer: Any = None
+        self._loaded = False
         self._seen: dict[tuple, str | None] = {}
         self.tokenized = 0
+        self.unchecked = 0
 
     def refusal(self, messages: Sequence[dict], max_tokens: int) -> str | None:
         """Why the API would refuse these messages with this max_tokens (None: it would not)."""
@@ -128,8 +131,11 @@ class ContextCheck:
         size = sum(len(m["content"].encode("utf-8")) for m in messages)
         if len(messages) == 1 and size + TEMPLATE_TOKENS + TOKENS_PER_TURN <= budget:
             return None
+        if not self._loaded:
+            self._tokenizer, self._loaded = self._factory(), True
         if self._tokenizer is None:
-            self._tokenizer = self._factory()
+            self.unchecked += 1
+            return None
         self.tokenized += 1
         try:
             tokens = len(self._tokenizer.encode_chat(list(messages)))
@@ -206,7 +212,8 @@ def _admissible(requests: list[Request], path: Path, info: dict, context: Contex
             reasons.append(refusal)
     if not kept:
         raise WorkloadError(f"{path}: the API would refuse every request; the first: {reasons[0]}")
-    info.update(left_out=len(reasons), left_out_too_long=too_long)
+    info.update(left_out=len(reasons), left_out_too_long=too_long, context_max_model_len=context.max_model_len,
+                context_unchecked=context.unchecked)
     if reasons:
         info["left_out_first_reason"] = reasons[0]
     return kept

@@ -95,7 +95,8 @@ def test_healthz_reports_each_dependency(client, settings):
     assert client.get("/healthz").json() == {
         "status": "ok", "database": "ok", "broker": "ok", "policy": "mlfq", "ordering": "mlfq",
         "guard": "no evidence yet: fewer than 20 finished jobs with predictions",
-        "model": "SmolLM2-135M-Instruct (bundled)",
+        "model": "SmolLM2-135M-Instruct (bundled)", "max_model_len": settings.max_model_len,
+        "max_tokens_limit": settings.max_tokens_limit,
     }
     broken = settings.model_copy(update={"broker_url": "amqp://guest:guest@127.0.0.1:1//"})
     with TestClient(create_app(broken)) as down:
