@@ -128,10 +128,10 @@ def compare_command(
                                           "with prompt, messages, instruction, conversations, question, "
                                           "problem, ...; .gz too; docs/compare.md lists them), a JSONL "
                                           "trace (arrival, prompt, max_tokens, output_tokens), an Azure "
-                                          "2023 or BurstGPT CSV, or an "
+                                          "2023 or BurstGPT CSV, a Mooncake JSONL trace, or an "
                                           "OpenAI batch input file [the 32 bundled demo prompts]")] = DEMO_PROMPTS,
-    kind: Annotated[str, typer.Option("--format", help="auto | prompts | trace | lengths (Azure/BurstGPT CSV) | "
-                                                       "openai-batch")] = "auto",
+    kind: Annotated[str, typer.Option("--format", help="auto | prompts | trace | lengths (Azure/BurstGPT CSV, "
+                                                       "Mooncake JSONL) | openai-batch")] = "auto",
     num: Annotated[int | None, typer.Option(help="jobs: a seeded sample of the prompts (the first ones of a "
                                                  "trace), cycled if the file is shorter [all]")] = None,
     arrivals: Annotated[str, typer.Option(help="files without times: gamma | poisson | batch (all at once)")] = "gamma",

@@ -7,6 +7,9 @@
 - Length traces as CSV: the Azure LLM inference trace (`TIMESTAMP, ContextTokens, GeneratedTokens`) and the
   BurstGPT layout (`Timestamp, Model, Request tokens, Response tokens, Total tokens, Log Type`). They hold no
   text, so each row becomes a filler prompt of about the recorded length and an output forced to it.
+- Length traces as JSONL, the Mooncake layout (`timestamp` in MILLISECONDS, `input_length`, `output_length`,
+  `hash_ids`; as NVIDIA Dynamo, AIPerf and AISBench replay it): filler prompts and forced outputs as above; a
+  row's `input_text`, where given, is its prompt. `hash_ids` (shared prompt prefixes) are not reproduced.
 - OpenAI batch input files: `custom_id`, `method`, `url` and `body` for /v1/chat/completions or
   /v1/completions (no arrival times: the comparison's arrival process sets them).
 """
@@ -171,6 +174,39 @@ def read_length_csv(path: Path) -> list[Request]:
     return [Request(a - start, filler_messages(p), None, o, prompt_tokens=p) for a, p, o in rows]
 
 
+def read_mooncake_trace(path: Path) -> list[Request]:
+    """A Mooncake JSONL length trace: `timestamp` (ms since the first request; optional, but on every row or on
+    none: without it the arrival process decides), `input_length` (a filler prompt of that length, or the row's
+    `input_text`), `output_length` (the output forced to it; 0 rows are skipped, as failed requests)."""
+    path = Path(path)
+    rows = []
+    for number, obj in _json_lines(path):
+        where = _where(path, number)
+        text = obj.get("input_text")
+        if "input_length" not in obj and not isinstance(text, str):
+            raise WorkloadError(f"{where}: a Mooncake trace row needs 'input_length' (or 'input_text')")
+        if "output_length" not in obj:
+            raise WorkloadError(f"{where}: a Mooncake trace row needs 'output_length'")
+        output = _positive_int(obj["output_length"], "output_length", where, allow_zero=True)
+        prompt = _positive_int(obj.get("input_length", 1), "input_length", where, allow_zero=True)
+        stamp = obj.get("timestamp")
+        if stamp is not None and (isinstance(stamp, bool) or not isinstance(stamp, int | float) or stamp < 0):
+            raise WorkloadError(f"{where}: 'timestamp' must be milliseconds (a number at least 0), not {stamp!r}")
+        rows.append((number, stamp, text, max(1, prompt), output))
+    timed = [r[1] is not None for r in rows]
+    if any(timed) and not all(timed):
+        line = rows[timed.index(False)][0]
+        raise WorkloadError(f"{_where(path, line)}: no 'timestamp', while other rows have one (all or none)")
+    kept = [r for r in rows if r[4] > 0]
+    if not kept:
+        raise WorkloadError(f"{path}: no requests with a recorded output")
+    start = min((r[1] for r in kept), default=0.0) if all(timed) else None
+    return [Request(None if start is None else (stamp - start) / 1000.0,
+                    ({"role": "user", "content": text},) if isinstance(text, str) and text else filler_messages(p),
+                    None, o, prompt_tokens=None if isinstance(text, str) and text else p)
+            for _, stamp, text, p, o in kept]
+
+
 def read_openai_batch(path: Path) -> list[Request]:
     """An OpenAI batch input file, read line by line with the Batch API's own parser (elis.replay.openai_batch),
     so a file replays exactly as the service's /v1/batches would run it; max_tokens (or max_completion_tokens)
@@ -206,6 +242,8 @@ def detect_kind(path: Path) -> str:
         return "prompts"  # the prompt reader reports the bad line
     if isinstance(obj, dict) and "custom_id" in obj and "body" in obj:
         return "openai-batch"
+    if isinstance(obj, dict) and "output_length" in obj and ("input_length" in obj or "input_text" in obj):
+        return "lengths"  # a Mooncake trace
     # A chat export's "timestamp" (WildChat) is when it was recorded, not an arrival offset in seconds.
     chat = isinstance(obj, dict) and any(k in obj for k in ("messages", "conversations", "conversation"))
     if isinstance(obj, dict) and any(k in obj for k in (("arrival", "offset") if chat else TRACE_TIME_KEYS)):
@@ -229,7 +267,9 @@ def read_requests(path: Path, kind: str = "auto") -> tuple[str, list[Request]]:
             return kind, [Request(None, p.messages) for p in read_prompts(path)]
         except PromptFileError as exc:
             raise WorkloadError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from None
-    readers = {"trace": read_jsonl_trace, "lengths": read_length_csv, "openai-batch": read_openai_batch}
+    csv_file = Path(path).name.lower().removesuffix(".gz").endswith(".csv")
+    lengths = read_length_csv if csv_file else read_mooncake_trace
+    readers = {"trace": read_jsonl_trace, "lengths": lengths, "openai-batch": read_openai_batch}
     if kind not in readers:
         raise WorkloadError(f"unknown workload format {kind!r}; choose auto, prompts, {', '.join(readers)}")
     return kind, readers[kind](path)

@@ -236,7 +236,7 @@ def build_workload(path: Path, *, kind: str = "auto", num: int | None = None, ar
     """Read any workload file and give every request its arrival and body.
 
     Files without times (prompts, OpenAI batch) get the arrival process (`arrivals`, `rate`, `cv`, `seed`).
-    Traces keep their own offsets, rescaled to `rate` when given. Length traces (Azure, BurstGPT) are
+    Traces keep their own offsets, rescaled to `rate` when given. Length traces (Azure, BurstGPT, Mooncake) are
     time-scaled to this machine: without `rate`, to `load` x the requests/s one worker with `slots` slots
     serves (the engine profile's estimate). Their prompts are capped at `max_prompt_tokens` and their forced
     outputs at `max_tokens`; a request's own max_tokens is kept. With `context`, the requests the API would
@@ -248,7 +248,8 @@ def build_workload(path: Path, *, kind: str = "auto", num: int | None = None, ar
     info: dict = {"file": str(path), "kind": kind, "rows_in_file": len(requests)}
     if context is not None:
         requests = _admissible(requests, path, info, context, max_tokens, temperature, max_prompt_tokens)
-    timed = kind in ("trace", "lengths")
+    # A length trace without times (a Mooncake file may have none) gets the arrival process, as prompts do.
+    timed = kind in ("trace", "lengths") and requests[0].offset_s is not None
     chosen = _take_timed(requests, num) if timed else _pick(requests, num, seed)
     info["sample_digest"] = sample_digest(chosen)
     if timed:

@@ -17,6 +17,7 @@ from elis.replay.readers import (
     filler_messages,
     read_jsonl_trace,
     read_length_csv,
+    read_mooncake_trace,
     read_openai_batch,
     read_requests,
 )
@@ -77,6 +78,30 @@ def test_burstgpt_layout_reads_the_same_lengths_and_skips_failed_requests():
     assert [r.offset_s for r in burst] == pytest.approx([r.offset_s for r in kept], abs=1e-3)
 
 
+def test_a_mooncake_trace_reads_the_same_lengths_with_its_milliseconds_as_seconds(tmp_path):
+    mooncake = read_mooncake_trace(DATA / "mooncake_layout_from_azure_40.jsonl")
+    azure = read_length_csv(DATA / "azure_llm_2023_conv_40.csv")
+    assert [r.output_tokens for r in mooncake] == [r.output_tokens for r in azure]
+    assert [r.prompt_tokens for r in mooncake] == [r.prompt_tokens for r in azure]
+    assert [r.offset_s for r in mooncake] == pytest.approx([r.offset_s for r in azure], abs=1e-3)
+    assert mooncake[0].messages == azure[0].messages  # the same filler prompt
+    assert read_requests(DATA / "mooncake_layout_from_azure_40.jsonl")[0] == "lengths"
+    timed = build_workload(DATA / "mooncake_layout_from_azure_40.jsonl", max_tokens=64)
+    csv_timed = build_workload(DATA / "azure_llm_2023_conv_40.csv", max_tokens=64)
+    assert timed.info["time_scale"] == csv_timed.info["time_scale"]  # scaled to this machine as the CSV is
+    assert [i.offset_s for i in timed.items] == pytest.approx([i.offset_s for i in csv_timed.items], abs=0.01)
+    # input_text is the prompt; no timestamps at all: the arrival process decides; output 0 is a failed request
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"input_text": "Why is the sky blue?", "output_length": 30}\n'
+                    '{"input_length": 90, "output_length": 0}\n{"input_length": 120, "output_length": 12}\n')
+    requests = read_mooncake_trace(path)
+    assert [r.output_tokens for r in requests] == [30, 12] and {r.offset_s for r in requests} == {None}
+    assert requests[0].messages == ({"role": "user", "content": "Why is the sky blue?"},)
+    work = build_workload(path, num=4, arrivals="poisson", rate=2.0, seed=1, max_tokens=64)
+    assert len({item.offset_s for item in work.items}) == 4  # not all at 0
+    assert {item.body["target_output_tokens"] for item in work.items} == {30, 12}
+
+
 def test_a_jsonl_trace_keeps_offsets_max_tokens_and_forced_lengths():
     requests = read_jsonl_trace(DATA / "trace_azure_times_code_alpaca_20.jsonl")
     assert len(requests) == 20
@@ -101,6 +126,7 @@ def test_an_openai_batch_file_reads_chat_and_text_completions():
     ("openai_batch_code_alpaca_16.jsonl", "openai-batch", 16),
     ("trace_azure_times_code_alpaca_20.jsonl", "trace", 20),
     ("azure_llm_2023_conv_40.csv", "lengths", 40),
+    ("mooncake_layout_from_azure_40.jsonl", "lengths", 40),
 ])
 def test_the_format_is_detected(name, kind, count):
     assert detect_kind(DATA / name) == kind
@@ -164,6 +190,14 @@ def test_filler_prompt_length():
     (read_length_csv, ("Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
                       "0.5,ChatGPT,10,-4,6,Conversation log\n"), "line 2: Response tokens must be at least 0"),
     (read_length_csv, "time,prompt,output\n1,2,3\n", "line 1: unknown CSV header"),
+    (read_mooncake_trace, '{"timestamp": 0, "output_length": 5}\n', "needs 'input_length'"),
+    (read_mooncake_trace, '{"timestamp": 0, "input_length": 5}\n', "needs 'output_length'"),
+    (read_mooncake_trace, '{"timestamp": "soon", "input_length": 5, "output_length": 5}\n',
+     "line 1: 'timestamp' must be milliseconds"),
+    (read_mooncake_trace, '{"timestamp": 0, "input_length": 5, "output_length": 5}\n{"input_length": 5, '
+                          '"output_length": 2.5}\n', "line 2: output_length must be a whole number"),
+    (read_mooncake_trace, '{"timestamp": 0, "input_length": 5, "output_length": 5}\n{"input_length": 5, '
+                          '"output_length": 2}\n', "line 2: no 'timestamp', while other rows have one"),
 ])
 def test_a_malformed_line_is_reported_with_file_and_line(tmp_path, reader, text, message):
     path = tmp_path / ("bad.csv" if reader is read_length_csv else "bad.jsonl")
