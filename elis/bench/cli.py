@@ -40,7 +40,7 @@ def window_overheads(database_url: str, workload: str) -> dict[str, float]:
     }
 
 
-@bench_app.command("service")
+@bench_app.command("service", short_help="Service tokens/s against the offline engine (goal P4).")
 def service(
     num_prompts: Annotated[int, typer.Option(help="prompts (elis/data/demo_prompts.jsonl, cycled)")] = 32,
     slots: Annotated[int, typer.Option(help="B: batch slots of the worker and max_num_seqs offline")] = 32,
@@ -117,7 +117,7 @@ def service(
     typer.echo(f"engine profile: {profile_out}  results: {out_dir / 'service.json'}")
 
 
-@bench_app.command("windows")
+@bench_app.command("windows", short_help="Engine only: whole jobs vs the same jobs cut into windows.")
 def windows(
     num_prompts: Annotated[int, typer.Option(help="jobs run at once (demo prompts, cycled)")] = 32,
     max_tokens: int = 256,

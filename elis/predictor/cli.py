@@ -95,7 +95,7 @@ def _settings():
     return get_settings()
 
 
-@predictor_app.command()
+@predictor_app.command(short_help="Train a checkpoint (ranker or ELIS head) on the corpus.")
 def train(
     dataset: Annotated[
         Path, typer.Option(help="gzip JSONL dataset (elis predictor build-dataset)")
@@ -182,7 +182,7 @@ def train(
     )
 
 
-@predictor_app.command()
+@predictor_app.command(short_help="MAE, R2, tau and bias per step; --loso for unseen sources.")
 def evaluate(
     checkpoint: Annotated[Path | None, typer.Option(help="[default: the serving default]")] = None,
     dataset: Annotated[
@@ -288,7 +288,7 @@ def _evaluate_loso(files, greedy_files, held_out, out_dir, max_epochs, baseline_
     typer.echo(f"reports in {out_dir} ({time.perf_counter() - started:.0f} s)")
 
 
-@predictor_app.command()
+@predictor_app.command(short_help="What each ranker choice does (loss, calibration, ...).")
 def ablate(
     corpus: Annotated[list[Path] | None, typer.Option(help="corpus files [default: the shipped corpus]")] = None,
     held_out: Annotated[str | None, typer.Option(help="ablate on a LOSO split's validation (a source name)")] = None,
@@ -317,7 +317,7 @@ def ablate(
     typer.echo(ablation_markdown(results))
 
 
-@predictor_app.command("finetune-encoder")
+@predictor_app.command("finetune-encoder", short_help="Fine-tune the encoder's top layers for admission.")
 def finetune_encoder(
     corpus: Annotated[list[Path] | None, typer.Option(help="corpus files [default: the shipped corpus]")] = None,
     held_out: Annotated[list[str] | None, typer.Option(
@@ -358,7 +358,7 @@ def finetune_encoder(
         typer.echo(f"wrote {out_dir / 'results.json'} and results.md")
 
 
-@predictor_app.command()
+@predictor_app.command(short_help="Refit from finished jobs; keep only if it ranks better.")
 def update(
     checkpoint: Annotated[Path | None, typer.Option(help="the ranker checkpoint to improve [default: --out if it exists, else the serving default when it is a ranker, else the shipped ranker]")] = None,
     out: Annotated[
@@ -449,7 +449,7 @@ def _served_tokenizer(settings):
         raise typer.Exit(2) from exc
 
 
-@predictor_app.command()
+@predictor_app.command(short_help="How well the loop detector flags outputs that hit the cap.")
 def loops(
     records: Annotated[list[Path], typer.Argument(help="build-dataset record files (.jsonl or .jsonl.gz)")],
     max_step: Annotated[int, typer.Option(min=1, help="last window boundary to count")] = 12,
@@ -499,7 +499,7 @@ def loops(
                        f"| {c.precision:.2f} | {c.recall:.2f} |")
 
 
-@predictor_app.command("update-curve")
+@predictor_app.command("update-curve", short_help="The online-update curve on a held-out source.")
 def update_curve(
     source: Annotated[str, typer.Option(help="the source the checkpoint never sees")] = "gsm8k",
     corpus: Annotated[list[Path] | None, typer.Option(help="corpus files [default: the shipped corpus]")] = None,
@@ -527,7 +527,7 @@ def update_curve(
     typer.echo(f"tables in {out_dir}")
 
 
-@predictor_app.command()
+@predictor_app.command(short_help="Target transforms, losses and feature sets, side by side.")
 def sweep(
     dataset: Annotated[Path, typer.Option()] = DEFAULT_DATASET,
     encoder: Annotated[str | None, typer.Option()] = None,
@@ -589,7 +589,7 @@ def sweep(
         )
 
 
-@predictor_app.command()
+@predictor_app.command(short_help="Milliseconds per job-window of re-prediction.")
 def bench(
     checkpoint: Annotated[Path | None, typer.Option()] = None,
     dataset: Annotated[Path, typer.Option(help="records to replay (prompts and outputs)")] = DEFAULT_DATASET,
@@ -645,7 +645,7 @@ if __name__ == "__main__":
     predictor_app()
 
 
-@predictor_app.command()
+@predictor_app.command(short_help="Make sure a predictor checkpoint loads.")
 def ensure(
     retrain: Annotated[bool, typer.Option(help="train even if a checkpoint loads")] = False,
     threads: ThreadsOption = 1,

@@ -24,7 +24,8 @@ from elis.simulator.core import SimConfig
 from elis.simulator.engine_profile import EngineProfile
 from elis.simulator.figures import ALL_POLICIES, PredictorSpec
 
-simulate_app = typer.Typer(help="Simulate the scheduler at any scale with the live policy code (no engine, no "
+simulate_app = typer.Typer(short_help="Simulate the scheduler at any scale (no engine, no broker).",
+                           help="Simulate the scheduler at any scale with the live policy code (no engine, no "
                                 "broker): N workers x B slots, W-token windows, a calibrated engine cost model.",
                            no_args_is_help=True)
 
@@ -86,7 +87,7 @@ def _save_table(out: Path, header: list[str], rows: list[list[str]]) -> None:
     out.with_suffix(".md").write_text(markdown_table(header, rows) + "\n")
 
 
-@simulate_app.command()
+@simulate_app.command(short_help="Simulate one workload under each policy; print the table.")
 def run(
     policies: Annotated[str, typer.Option("--policies", "-p", help="Comma-separated policies.")] = ",".join(ALL_POLICIES),
     workers: Workers = 4, slots: Slots = 8, window: Window = 50, routing: Routing = "shared",
@@ -128,7 +129,7 @@ def run(
     print_summaries(summaries, title=f"{len(workload)} jobs, {workers}x{slots} slots, {routing}, {arrivals}")
 
 
-@simulate_app.command("load-sweep")
+@simulate_app.command("load-sweep", short_help="Mean JCT vs load for every policy (the ELIS figure).")
 def load_sweep(
     loads: Annotated[str, typer.Option(help="Comma-separated loads (fractions of FCFS capacity).")] =
         "0.1,0.3,0.5,0.7,0.8,0.9,0.95",
@@ -159,7 +160,7 @@ def load_sweep(
     typer.echo(f"wrote {out} and {out.with_suffix('.md')}")
 
 
-@simulate_app.command()
+@simulate_app.command(short_help="Throughput vs number of workers on the Azure trace.")
 def scale(
     worker_counts: Annotated[str, typer.Option("--workers", help="Comma-separated worker counts.")] =
         "10,16,24,32,40,50,64",
@@ -190,7 +191,7 @@ def scale(
     typer.echo(f"wrote {out} and {out.with_suffix('.md')}")
 
 
-@simulate_app.command("levels-loss")
+@simulate_app.command("levels-loss", short_help="Ordering lost to the coarse broker priority levels.")
 def levels_loss(
     levels: Annotated[str, typer.Option(help="Comma-separated level counts (<= 10 recommended).")] = "3,5,8,10",
     policies: Annotated[str, typer.Option("--policies", "-p")] = "sjf,isrtf",
@@ -215,7 +216,7 @@ def levels_loss(
     typer.echo(f"wrote {out.with_suffix('.md')}")
 
 
-@simulate_app.command()
+@simulate_app.command(short_help="Simulated jobs per second of wall time.")
 def bench(
     jobs: Jobs = 100000, policy: Annotated[str, typer.Option(help="Policy (with 120 s aging).")] = "isrtf",
     workers: Workers = 16, slots: Slots = 8, window: Window = 50, routing: Routing = "shared",
@@ -228,7 +229,7 @@ def bench(
     typer.echo(json.dumps({k: round(v, 3) for k, v in result.items()}))
 
 
-@simulate_app.command("levels")
+@simulate_app.command("levels", short_help="Print the calibrated priority-level edges.")
 def show_levels(
     levels: Annotated[int, typer.Option(help="Number of broker levels.")] = 10, window: Window = 50,
     trace: Trace = None,
@@ -243,7 +244,7 @@ if __name__ == "__main__":
     simulate_app()
 
 
-@simulate_app.command()
+@simulate_app.command(short_help="Choose the yield margin: ISRTF / FCFS mean JCT per load.")
 def margin(
     uncertainties: Annotated[str, typer.Option(help="Uncertainty factors to compare (margin = switch cost + "
                                                     "u x the running job's predicted remaining tokens).")] = "0,0.1,0.2,0.3,0.5,0.7",
@@ -282,7 +283,7 @@ def margin(
     typer.echo(f"tables and figures: {out.parent}")
 
 
-@simulate_app.command()
+@simulate_app.command(short_help="The default scheduler vs ISRTF, SSJF, FCFS and the bound.")
 def guard(
     loads: Annotated[str, typer.Option(help="Loads (arrival rate / FCFS capacity).")] = "0.5,0.7,0.8,0.9,1.0",
     workers: Workers = 1, slots: Slots = 4, window: Window = 50,
@@ -312,7 +313,7 @@ def guard(
     typer.echo(f"tables and figures: {out.parent}")
 
 
-@simulate_app.command()
+@simulate_app.command(short_help="Can a scheduler blind to lengths beat FCFS?")
 def blind(
     loads: Annotated[str, typer.Option(help="Loads (arrival rate / FCFS capacity).")] = "0.7,0.9",
     sources: Annotated[str, typer.Option(help="Corpus sources to take lengths from (besides the Azure "

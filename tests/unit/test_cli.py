@@ -16,6 +16,18 @@ def test_help_lists_every_command():
         assert command in result.output
 
 
+def test_every_command_list_shows_whole_summaries_in_an_80_column_terminal():
+    """Click cuts a command's docstring to fit the list, ending it with '...': every command says its summary
+    whole (short_help), at the width of an ordinary terminal."""
+    groups = [[]] + [[name] for name in ("predictor", "simulate", "bench", "keys", "models", "db")]
+    for group in groups:
+        result = runner.invoke(app, [*group, "--help"], terminal_width=80)
+        assert result.exit_code == 0
+        listing = result.output.split("Commands:", 1)[1]
+        cut = [line.strip() for line in listing.splitlines() if line.rstrip().endswith("...")]
+        assert not cut, (group, cut)
+
+
 def test_an_unknown_policy_is_refused_with_the_choices():
     result = runner.invoke(app, ["demo", "--policies", "fastest"])
     assert result.exit_code != 0
