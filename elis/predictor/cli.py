@@ -327,6 +327,8 @@ def finetune_encoder(
     max_epochs: int = 4,
     out_dir: Annotated[Path | None, typer.Option(help="write results.json and results.md here")] = None,
     threads: ThreadsOption = 1,
+    per_source: Annotated[bool, typer.Option(help="learn to rank within each source: per-source targets, "
+                                                  "within-source pairs and validation")] = False,
 ) -> None:
     """Fine-tune the encoder's top layers for the admission prediction and compare with the frozen encoder,
     on sources left out of training (same data, seed, loss and early stopping for both)."""
@@ -351,7 +353,7 @@ def finetune_encoder(
             (out_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
             (out_dir / "results.md").write_text(study_markdown(results, choices) + "\n")
 
-    results = finetune_study(load_encoder(""), records, sets, choices, FinetuneConfig(max_epochs=max_epochs),
+    results = finetune_study(load_encoder(""), records, sets, choices, FinetuneConfig(max_epochs=max_epochs, per_source=per_source),
                              progress=lambda line: typer.echo(line, err=True), on_set=save)
     typer.echo(study_markdown(results, choices))
     if out_dir:

@@ -43,6 +43,7 @@ class PromptRow:
 
     text: str
     lengths: list[int] = field(default_factory=list)
+    source: str = ""
 
     @property
     def target(self) -> float:
@@ -54,7 +55,7 @@ def prompt_rows(records: Sequence[dict], head_of: Callable[[str], str]) -> list[
     rows: dict[str, PromptRow] = {}
     for record in records:
         key = prompt_key(record["prompt"])
-        row = rows.setdefault(key, PromptRow(head_of(record["prompt"])))
+        row = rows.setdefault(key, PromptRow(head_of(record["prompt"]), source=record.get("source", "")))
         row.lengths.append(len(record["output_ids"]))
     return list(rows.values())
 
@@ -100,6 +101,11 @@ class FinetuneConfig:
     head_lr: float = 1e-3
     rank_weight: float = 1.0
     seed: int = 0
+    # Learn to rank WITHIN each source: targets standardized per source, rank pairs only within a source, and
+    # early stopping on the mean within-source validation tau. The test is one unseen source, so its order
+    # within itself is all that counts there; a model that learns "math is short, essays are long" from the
+    # training sources may spend its capacity on telling sources apart.
+    per_source: bool = False
 
 
 class AdmissionModel(nn.Module):
@@ -147,6 +153,35 @@ def length_batches(texts: Sequence[str], size: int, rng: random.Random) -> list[
     return batches
 
 
+def _standardized(rows: Sequence[PromptRow], per_source: bool) -> np.ndarray:
+    """The rows' targets as z-scores: over all rows, or within each row's source."""
+    targets = np.array([row.target for row in rows])
+    groups = _source_ids(rows) if per_source else [0] * len(rows)
+    out = np.zeros(len(rows))
+    for group in set(groups):
+        mask = np.array(groups) == group
+        out[mask] = (targets[mask] - targets[mask].mean()) / (targets[mask].std() or 1.0)
+    return out
+
+
+def _source_ids(rows: Sequence[PromptRow]) -> list[int]:
+    names = sorted({row.source for row in rows})
+    return [names.index(row.source) for row in rows]
+
+
+def _val_tau(rows: Sequence[PromptRow], predictions: np.ndarray, per_source: bool) -> float:
+    """Validation tau: pooled over the rows, or the mean of the taus within each source."""
+    if not per_source:
+        return record_tau(rows, predictions)
+    taus = []
+    for source in sorted({row.source for row in rows}):
+        idx = [i for i, row in enumerate(rows) if row.source == source]
+        if len(idx) >= 10:
+            tau = record_tau([rows[i] for i in idx], predictions[idx])
+            taus.append(0.0 if math.isnan(tau) else tau)  # a constant prediction ranks nothing
+    return float(np.mean(taus)) if taus else record_tau(rows, predictions)
+
+
 def _predict(model: AdmissionModel, texts: list[str]) -> np.ndarray:
     model.eval()
     out = np.zeros(len(texts))
@@ -168,9 +203,8 @@ def train_admission(encoder, train: list[PromptRow], val: list[PromptRow], confi
         model.head.load_state_dict(init_head)
     max_epochs, patience = ((config.max_epochs, config.patience) if config.top_layers
                             else (config.frozen_epochs, config.frozen_patience))
-    targets = np.array([row.target for row in train])
-    mean, std = float(targets.mean()), float(targets.std() or 1.0)
-    y = torch.tensor((targets - mean) / std, dtype=torch.float32)
+    y = torch.tensor(_standardized(train, config.per_source), dtype=torch.float32)
+    groups_of = torch.tensor(_source_ids(train)) if config.per_source else None
     groups = [{"params": model.head.parameters(), "lr": config.head_lr}]
     tuned = [p for p in model.bert.parameters() if p.requires_grad] if model.bert is not None else []
     if tuned:
@@ -179,7 +213,10 @@ def train_admission(encoder, train: list[PromptRow], val: list[PromptRow], confi
     huber = nn.SmoothL1Loss(beta=1.0)
     texts = [row.text for row in train]
     val_texts = [r.text for r in val]
-    start_tau = record_tau(val, _predict(model, val_texts)) if init_head is not None else -math.inf
+    def val_score() -> float:
+        return _val_tau(val, _predict(model, val_texts), config.per_source)
+
+    start_tau = val_score() if init_head is not None else -math.inf
     best = (start_tau, 0, copy.deepcopy(model.state_dict()))
     history, started = [], time.perf_counter()
     for epoch in range(1, max_epochs + 1):
@@ -187,10 +224,11 @@ def train_admission(encoder, train: list[PromptRow], val: list[PromptRow], confi
         for idx in length_batches(texts, config.batch_size, rng):
             optimizer.zero_grad()
             scores = model([texts[i] for i in idx])
-            loss = huber(scores, y[idx]) + config.rank_weight * pairwise_rank_loss(scores, y[idx])
+            same = None if groups_of is None else groups_of[idx][:, None] == groups_of[idx][None, :]
+            loss = huber(scores, y[idx]) + config.rank_weight * pairwise_rank_loss(scores, y[idx], pair_mask=same)
             loss.backward()
             optimizer.step()
-        val_tau = record_tau(val, _predict(model, val_texts))
+        val_tau = val_score()
         history.append(round(val_tau, 4))
         progress(f"top {config.top_layers} layers, epoch {epoch}: val tau {val_tau:.3f}")
         if val_tau > best[0]:

@@ -241,10 +241,14 @@ def arrays_of(cache, examples: list[Example], config: RankerConfig, prior=None) 
 # -- training --------------------------------------------------------------------------------------------
 
 
-def pairwise_rank_loss(scores: torch.Tensor, targets: torch.Tensor, margin: float = 0.05) -> torch.Tensor:
-    """RankNet: mean softplus(-(s_i - s_j)) over the batch's pairs with target_i > target_j + margin."""
+def pairwise_rank_loss(scores: torch.Tensor, targets: torch.Tensor, margin: float = 0.05,
+                       pair_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """RankNet: mean softplus(-(s_i - s_j)) over the batch's pairs with target_i > target_j + margin (and,
+    given `pair_mask`, only the pairs it marks, e.g. those of one source)."""
     diff_t = targets[:, None] - targets[None, :]
     mask = diff_t > margin
+    if pair_mask is not None:
+        mask = mask & pair_mask
     if not mask.any():
         return scores.sum() * 0.0
     diff_s = scores[:, None] - scores[None, :]

@@ -12,6 +12,8 @@ from elis.predictor.evaluation import kendall_tau_b
 from elis.predictor.fakes import fake_record
 from elis.predictor.finetune import (
     FinetuneConfig,
+    _standardized,
+    _val_tau,
     ceiling_tau,
     compare_on,
     length_batches,
@@ -49,6 +51,32 @@ def test_the_ceiling_predicts_each_sample_by_its_prompts_other_samples():
     assert ceiling_tau(rows) == pytest.approx(kendall_tau_b([30, 10, 500, 300], [10, 30, 300, 500]))
     kept, predictions = multi_sample(rows, [1.0, 2.0, 3.0])
     assert [r.text for r in kept] == ["a", "b"] and predictions == [1.0, 2.0]
+
+
+def test_per_source_learning_standardizes_targets_and_scores_validation_within_each_source():
+    """--per-source: each source's targets become z-scores of their own (a short math answer and a long essay
+    can both be 'long for their source'), and validation is the mean of the within-source taus, which a
+    predictor that only tells sources apart does not raise."""
+    import numpy as np
+    import torch
+
+    from elis.predictor.ranker import pairwise_rank_loss
+
+    records = [_record(f"m{i}", 10 + i) for i in range(12)] + [_record(f"e{i}", 400 + 10 * i, "essays")
+                                                               for i in range(12)]
+    rows = prompt_rows(records, head_of=str)
+    pooled, within = _standardized(rows, False), _standardized(rows, True)
+    assert pooled[:12].max() < 0 < pooled[12:].min()  # pooled: every essay is longer than every math answer
+    for part in (within[:12], within[12:]):
+        assert abs(part.mean()) < 1e-9 and part.std() == pytest.approx(1.0)
+    source_only = np.array([0.0] * 12 + [1.0] * 12)  # knows the source, nothing within it
+    assert _val_tau(rows, source_only, per_source=False) > 0.5
+    assert _val_tau(rows, source_only, per_source=True) == 0.0
+    assert _val_tau(rows, np.arange(24.0), per_source=True) == pytest.approx(1.0)
+    # the rank loss over within-source pairs only: a wrong order across sources costs nothing
+    scores, targets = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    assert pairwise_rank_loss(scores, targets) > 1.0
+    assert pairwise_rank_loss(scores, targets, pair_mask=torch.tensor([[True, False], [False, True]])) == 0.0
 
 
 def test_length_batches_cover_every_text_once_and_group_similar_lengths():
