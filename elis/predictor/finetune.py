@@ -249,7 +249,8 @@ def compare_on(encoder, splits: dict[str, list[dict]], layer_choices: Sequence[i
     rows = {name: prompt_rows(splits[name], head_of) for name in ("train", "val", "test")}
     result: dict[str, Any] = {"train_prompts": len(rows["train"]), "val_prompts": len(rows["val"]),
                               "test_prompts": len(rows["test"]), "test_records": len(splits["test"]),
-                              "ceiling_tau": round(ceiling_tau(rows["test"]), 4), "runs": {}}
+                              "ceiling_tau": round(ceiling_tau(rows["test"]), 4), "per_source": base.per_source,
+                              "runs": {}}
     frozen_head = None
     for layers in [0, *sorted({k for k in layer_choices if k > 0})]:
         config = dataclasses.replace(base, top_layers=layers)

@@ -39,6 +39,14 @@ def api_limits(*base_urls: str, timeout_s: float = 10.0) -> ApiLimits | None:
                      max_tokens_limit=min(f.max_tokens_limit for f in found))
 
 
+def with_local(limits: ApiLimits, settings) -> ApiLimits:
+    """The limits of a comparison that runs on given APIs AND on APIs started here (for the policies the given
+    ones do not serve): the stricter of each, and this machine's model (its API surely has its tokenizer)."""
+    return ApiLimits(model=settings.model or BUNDLED_MODEL_NAME,
+                     max_model_len=min(limits.max_model_len, settings.max_model_len),
+                     max_tokens_limit=min(limits.max_tokens_limit, settings.max_tokens_limit))
+
+
 def local_model_of(api_model: str, local_setting: str) -> str | None:
     """The ELIS_MODEL value that loads the API's tokenizer on this machine: "" for the bundled model (prepared
     here on first need), the API's own value when this machine serves the same model or has that folder, and

@@ -203,10 +203,12 @@ def compare_command(
     if rounds < 1:
         _fail("--rounds must be at least 1")
 
-    from elis.replay.api_limits import api_limits
-
-    limits = api_limits(*base_url) if base_url else None
-    context = _context_check(get_settings(), limits)
+    try:
+        given = cmp.policies_of(base_url) if base_url else {}
+    except cmp.CompareError as exc:
+        _fail(str(exc))
+    context = _context_check(get_settings(), _compare_limits(given, [*names, *([cmp.BOUND_POLICY] if bound else [])],
+                                                              get_settings()))
 
     def workload_at(run_rate: float | None):
         try:
@@ -236,10 +238,6 @@ def compare_command(
     out_dir = out_dir or Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = get_settings()
-    try:
-        given = cmp.policies_of(base_url) if base_url else {}
-    except cmp.CompareError as exc:
-        _fail(str(exc))
     # A running stack's database is the one its ELIS_* settings name; a stack started here gets its own.
     database = database_url or (settings.resolved_database_url if given else
                                 settings.database_url or _own_database(settings.local_postgres_url, out_dir))
@@ -309,18 +307,35 @@ def _context_check(settings, limits=None):
             return None
         if not model:
             prepare_default_model(settings.models_dir)
-        return Tokenizer(resolve_model(model, settings.models_dir))
+            return Tokenizer(resolve_model(model, settings.models_dir))
+        try:
+            return Tokenizer(resolve_model(model, settings.models_dir))
+        except Exception:  # noqa: BLE001 - e.g. a hub id never fetched here, offline: check what can be checked
+            logging.getLogger(__name__).warning("cannot load the tokenizer of %s here", model, exc_info=True)
+            return None
 
     if limits is None:
         return ContextCheck(settings.max_model_len, tokenizer, max_tokens_limit=settings.max_tokens_limit)
     return ContextCheck(limits.max_model_len, tokenizer, max_tokens_limit=limits.max_tokens_limit)
 
 
+def _compare_limits(given: dict[str, str], policies: list[str], settings):
+    """The limits a comparison's requests must meet: None (this machine's settings) without given APIs; the
+    given APIs' own; and where APIs start here too, for policies no given API serves, the stricter of both."""
+    from elis.replay.api_limits import api_limits, with_local
+
+    limits = api_limits(*given.values()) if given else None
+    if limits is not None and any(p not in given for p in policies):
+        limits = with_local(limits, settings)
+    return limits
+
+
 def _warn_unchecked(context, base_url) -> None:
     if context.unchecked:
-        typer.secho(f"{context.unchecked} long prompts were not checked against the context of the API at "
-                    f"{base_url}: its model is not on this machine, so it may refuse some of them (422), which "
-                    "stops the run", fg=typer.colors.YELLOW, err=True)
+        typer.secho(f"{context.unchecked} prompts (long, or of several turns) were not checked against the "
+                    f"context and chat template of the API at {base_url}: its model's tokenizer is not on this "
+                    "machine, so it may refuse some of them (422), which stops the run", fg=typer.colors.YELLOW,
+                    err=True)
 
 
 def _stop_cleanly_on_signals() -> None:
@@ -347,7 +362,7 @@ def _sample_mismatch(work, records_csv: Path, sample: dict, option: str = "--len
         there = manifest.get("workload") or {}
     except (OSError, ValueError, AttributeError):
         return None
-    timed = work.info.get("kind") in ("trace", "lengths")  # a trace takes its first rows: no seed in the choice
+    timed = work.info.get("timed", work.info.get("kind") in ("trace", "lengths"))  # a trace's first rows: no seed
     # max_tokens too: a recorded length above this run's cap would raise a job's max_tokens past what was checked
     keys = ("num", "max_tokens") if timed else ("num", "seed", "max_tokens")
     differ = [f"--{key.replace('_', '-')} {options[key]} there, {sample[key]} here" for key in keys

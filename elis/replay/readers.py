@@ -9,7 +9,8 @@
   text, so each row becomes a filler prompt of about the recorded length and an output forced to it.
 - Length traces as JSONL, the Mooncake layout (`timestamp` in MILLISECONDS, `input_length`, `output_length`,
   `hash_ids`; as NVIDIA Dynamo, AIPerf and AISBench replay it): filler prompts and forced outputs as above; a
-  row's `input_text`, where given, is its prompt. `hash_ids` (shared prompt prefixes) are not reproduced.
+  row's `input_text` (AISBench) or `text_input` (AIPerf), where given, is its prompt. `hash_ids` (shared
+  prompt prefixes) are not reproduced.
 - OpenAI batch input files: `custom_id`, `method`, `url` and `body` for /v1/chat/completions or
   /v1/completions (no arrival times: the comparison's arrival process sets them).
 """
@@ -174,25 +175,31 @@ def read_length_csv(path: Path) -> list[Request]:
     return [Request(a - start, filler_messages(p), None, o, prompt_tokens=p) for a, p, o in rows]
 
 
+# A Mooncake row's own prompt text, where given: AISBench's key, then AIPerf's.
+MOONCAKE_TEXT_KEYS = ("input_text", "text_input")
+
+
 def read_mooncake_trace(path: Path) -> list[Request]:
     """A Mooncake JSONL length trace: `timestamp` (ms since the first request; optional, but on every row or on
     none: without it the arrival process decides), `input_length` (a filler prompt of that length, or the row's
-    `input_text`), `output_length` (the output forced to it; 0 rows are skipped, as failed requests)."""
+    own text, `input_text` or `text_input`, where given), `output_length` (the output forced to it; 0 rows are
+    skipped, as failed requests)."""
     path = Path(path)
     rows = []
     for number, obj in _json_lines(path):
         where = _where(path, number)
-        text = obj.get("input_text")
-        if "input_length" not in obj and not isinstance(text, str):
+        text = next((obj[k] for k in MOONCAKE_TEXT_KEYS if isinstance(obj.get(k), str) and obj[k].strip()), None)
+        if obj.get("input_length") is None and text is None:
             raise WorkloadError(f"{where}: a Mooncake trace row needs 'input_length' (or 'input_text')")
-        if "output_length" not in obj:
+        if obj.get("output_length") is None:
             raise WorkloadError(f"{where}: a Mooncake trace row needs 'output_length'")
         output = _positive_int(obj["output_length"], "output_length", where, allow_zero=True)
-        prompt = _positive_int(obj.get("input_length", 1), "input_length", where, allow_zero=True)
+        length = obj.get("input_length")
+        length = None if length is None else max(1, _positive_int(length, "input_length", where, allow_zero=True))
         stamp = obj.get("timestamp")
         if stamp is not None and (isinstance(stamp, bool) or not isinstance(stamp, int | float) or stamp < 0):
             raise WorkloadError(f"{where}: 'timestamp' must be milliseconds (a number at least 0), not {stamp!r}")
-        rows.append((number, stamp, text, max(1, prompt), output))
+        rows.append((number, stamp, text, length, output))
     timed = [r[1] is not None for r in rows]
     if any(timed) and not all(timed):
         line = rows[timed.index(False)][0]
@@ -200,11 +207,17 @@ def read_mooncake_trace(path: Path) -> list[Request]:
     kept = [r for r in rows if r[4] > 0]
     if not kept:
         raise WorkloadError(f"{path}: no requests with a recorded output")
-    start = min((r[1] for r in kept), default=0.0) if all(timed) else None
+    start = min(r[1] for r in kept) if all(timed) else None
+    # A row's text is its prompt as given (its recorded length, if any, is not needed: the API counts it).
     return [Request(None if start is None else (stamp - start) / 1000.0,
-                    ({"role": "user", "content": text},) if isinstance(text, str) and text else filler_messages(p),
-                    None, o, prompt_tokens=None if isinstance(text, str) and text else p)
-            for _, stamp, text, p, o in kept]
+                    filler_messages(length) if text is None else ({"role": "user", "content": text},),
+                    None, output, prompt_tokens=length if text is None else None)
+            for _, stamp, text, length, output in kept]
+
+
+def estimated_prompt_tokens(request: Request) -> int:
+    """A request's prompt tokens for a time scale: the recorded length, else about 4 characters a token."""
+    return request.prompt_tokens or max(1, sum(len(m["content"]) for m in request.messages) // 4)
 
 
 def read_openai_batch(path: Path) -> list[Request]:
@@ -242,7 +255,8 @@ def detect_kind(path: Path) -> str:
         return "prompts"  # the prompt reader reports the bad line
     if isinstance(obj, dict) and "custom_id" in obj and "body" in obj:
         return "openai-batch"
-    if isinstance(obj, dict) and "output_length" in obj and ("input_length" in obj or "input_text" in obj):
+    if isinstance(obj, dict) and "output_length" in obj and any(k in obj for k in ("input_length",
+                                                                                  *MOONCAKE_TEXT_KEYS)):
         return "lengths"  # a Mooncake trace
     # A chat export's "timestamp" (WildChat) is when it was recorded, not an arrival offset in seconds.
     chat = isinstance(obj, dict) and any(k in obj for k in ("messages", "conversations", "conversation"))
@@ -267,8 +281,9 @@ def read_requests(path: Path, kind: str = "auto") -> tuple[str, list[Request]]:
             return kind, [Request(None, p.messages) for p in read_prompts(path)]
         except PromptFileError as exc:
             raise WorkloadError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from None
-    csv_file = Path(path).name.lower().removesuffix(".gz").endswith(".csv")
-    lengths = read_length_csv if csv_file else read_mooncake_trace
+    # A length trace is a CSV (Azure, BurstGPT) or JSONL (Mooncake), whatever the file is called.
+    mooncake = read_text(path, WorkloadError, first_line=True).lstrip().startswith("{")
+    lengths = read_mooncake_trace if mooncake else read_length_csv
     readers = {"trace": read_jsonl_trace, "lengths": lengths, "openai-batch": read_openai_batch}
     if kind not in readers:
         raise WorkloadError(f"unknown workload format {kind!r}; choose auto, prompts, {', '.join(readers)}")

@@ -14,7 +14,14 @@ import numpy as np
 
 from elis.replay import workload as wl
 from elis.replay.live import WorkItem
-from elis.replay.readers import Request, WorkloadError, filler_messages, mean_lengths, read_requests
+from elis.replay.readers import (
+    Request,
+    WorkloadError,
+    estimated_prompt_tokens,
+    filler_messages,
+    mean_lengths,
+    read_requests,
+)
 
 __all__ = ["ARRIVALS", "Workload", "WorkloadError", "arrival_offsets", "body_of", "build_workload"]
 
@@ -252,13 +259,14 @@ def build_workload(path: Path, *, kind: str = "auto", num: int | None = None, ar
     timed = kind in ("trace", "lengths") and requests[0].offset_s is not None
     chosen = _take_timed(requests, num) if timed else _pick(requests, num, seed)
     info["sample_digest"] = sample_digest(chosen)
+    info["timed"] = timed
     if timed:
         offsets = [float(r.offset_s or 0.0) for r in chosen]
         start = min(offsets, default=0.0)  # the first row may have been left out: the run starts at its first
         offsets = [t - start for t in offsets]
         if rate is None and kind == "lengths":
             mean_prompt, mean_output = mean_lengths(
-                [replace(r, prompt_tokens=min(r.prompt_tokens or 1, max_prompt_tokens),
+                [replace(r, prompt_tokens=min(estimated_prompt_tokens(r), max_prompt_tokens),
                          output_tokens=min(r.output_tokens or 1, max_tokens)) for r in chosen], max_tokens)
             rate = load * capacity_rps(slots, mean_prompt, mean_output)
             info["time_scale"] = f"load {load} x estimated capacity {rate / load:.3f} jobs/s"

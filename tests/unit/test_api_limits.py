@@ -69,6 +69,14 @@ def test_the_apis_tokenizer_is_loaded_only_from_a_copy_on_this_machine(tmp_path)
     assert local_model_of("org/served-model", "") is None  # a hub id: never a download at run time
 
 
+def test_a_comparison_that_also_starts_apis_here_takes_the_stricter_limits_and_this_machines_model():
+    from elis.config import Settings
+    from elis.replay.api_limits import with_local
+
+    local = Settings(max_model_len=2048, max_tokens_limit=1024)
+    assert with_local(ApiLimits("org/big", 8192, 512), local) == ApiLimits(BUNDLED_MODEL_NAME, 2048, 512)
+
+
 def test_without_the_apis_tokenizer_long_prompts_pass_unchecked_and_are_counted():
     check = ContextCheck(256, lambda: None, max_tokens_limit=128)
     assert check.refusal([{"role": "user", "content": "short"}], 64) is None and check.unchecked == 0
@@ -90,5 +98,27 @@ def test_replay_leaves_out_what_the_running_api_refuses_by_its_own_limits(health
         refused.output)
     unchecked = runner.invoke(app, ["replay", "--base-url", url, "--prompts", str(prompts), "--max-tokens", "64"])
     # the fake API takes no jobs, so the replay then fails on submission: after the warning, with one clear line
-    assert "1 long prompts were not checked against the context of the API" in unchecked.output
+    assert "1 prompts (long, or of several turns) were not checked against the context" in unchecked.output
     assert unchecked.exit_code == 1 and "Traceback" not in unchecked.output
+
+
+def test_compare_on_a_given_api_that_serves_only_some_policies_checks_the_local_limits_too(health_server, tmp_path):
+    """The given API admits max_tokens 4096, but ISRTF and the bound run on APIs started here (limit 1024): the
+    request is refused before anything starts, with this machine's limit. With every policy on given APIs, their
+    own limits decide."""
+    from elis.config import Settings
+    from elis.replay.cli import _compare_limits
+
+    health = {"policy": "fcfs", "model": BUNDLED_MODEL_NAME, "max_model_len": 8192, "max_tokens_limit": 4096}
+    url = health_server(health)
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "hi"}\n')
+    mixed = runner.invoke(app, ["compare", "--base-url", url, "--workload", str(prompts), "--policies", "fcfs,isrtf",
+                                "--max-tokens", "2000", "--out-dir", str(tmp_path / "a")])
+    assert mixed.exit_code == 2 and "max_tokens 2000 is above the service's limit of 1024" in mixed.output
+    local = Settings(max_model_len=2048, max_tokens_limit=1024)
+    isrtf = health_server({**health, "policy": "isrtf"})
+    given = {"fcfs": url, "isrtf": isrtf}
+    assert _compare_limits(given, ["fcfs", "isrtf"], local) == ApiLimits(BUNDLED_MODEL_NAME, 8192, 4096)
+    assert _compare_limits(given, ["fcfs", "isrtf", "srtf-oracle"], local) == ApiLimits(BUNDLED_MODEL_NAME, 2048, 1024)
+    assert _compare_limits({}, ["fcfs"], local) is None

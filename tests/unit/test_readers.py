@@ -98,8 +98,35 @@ def test_a_mooncake_trace_reads_the_same_lengths_with_its_milliseconds_as_second
     assert [r.output_tokens for r in requests] == [30, 12] and {r.offset_s for r in requests} == {None}
     assert requests[0].messages == ({"role": "user", "content": "Why is the sky blue?"},)
     work = build_workload(path, num=4, arrivals="poisson", rate=2.0, seed=1, max_tokens=64)
-    assert len({item.offset_s for item in work.items}) == 4  # not all at 0
+    assert len({item.offset_s for item in work.items}) == 4 and not work.info["timed"]  # not all at 0
     assert {item.body["target_output_tokens"] for item in work.items} == {30, 12}
+    # AIPerf's text key, a null input_length beside a text, and a text that wins over a recorded length
+    aiperf = tmp_path / "aiperf.jsonl"
+    text = "Summarize the history of the printing press. " * 20
+    aiperf.write_text(json.dumps({"timestamp": 0, "text_input": text, "input_length": 500, "output_length": 9})
+                      + "\n" + json.dumps({"timestamp": 1500, "input_text": "Hi", "input_length": None,
+                                            "output_length": 4}) + "\n")
+    assert detect_kind(aiperf) == "lengths"
+    rows = read_mooncake_trace(aiperf)
+    assert [r.messages[0]["content"] for r in rows] == [text, "Hi"] and [r.offset_s for r in rows] == [0.0, 1.5]
+    # the time scale counts a text's length (about 4 characters a token), not 1 token
+    scaled = build_workload(aiperf, max_tokens=64).info["time_scale"]
+    one_token = build_workload(_rows(tmp_path, [(0, 1, 9), (1500, 1, 4)]), max_tokens=64).info["time_scale"]
+    assert scaled != one_token
+
+
+def _rows(tmp_path, rows) -> Path:
+    path = tmp_path / "lengths_only.jsonl"
+    path.write_text("".join(json.dumps({"timestamp": t, "input_length": p, "output_length": o}) + "\n"
+                            for t, p, o in rows))
+    return path
+
+
+def test_format_lengths_reads_a_csv_whatever_its_file_is_called(tmp_path):
+    renamed = tmp_path / "azure.txt"
+    renamed.write_text((DATA / "azure_llm_2023_conv_40.csv").read_text())
+    kind, requests = read_requests(renamed, "lengths")
+    assert kind == "lengths" and len(requests) == 40 and requests[0].prompt_tokens == 374
 
 
 def test_a_jsonl_trace_keeps_offsets_max_tokens_and_forced_lengths():
