@@ -38,16 +38,20 @@ def _embedding_cache():
 
 PromptPriorOption = Annotated[
     bool, typer.Option("--prompt-prior/--no-prompt-prior",
-                       help="ranker: fine-tune the encoder's top 2 layers for admission on the same train split "
-                            "and feed its score to the ranker (the prompt prior; about 5-10 min more)")]
+                       help="ranker: fine-tune the encoder's top layers (--prior-layers) for admission on the "
+                            "same train split and feed its score to the ranker (the prompt prior; about 5-10 min "
+                            "more)")]
 
 
 PriorEpochsOption = Annotated[
     int, typer.Option(min=1, help="ranker: epochs of the prompt prior's fine-tuning (its best epoch is kept)")]
+PriorLayersOption = Annotated[
+    int, typer.Option(min=1, max=6, help="ranker: the encoder's top layers the prompt prior fine-tunes")]
 
 
 def _train_ranker(files, out, seed, max_epochs, rank_weight, regression_weight, float32,
-                  prompt_prior: bool = True, exclude_sources: Sequence[str] = (), prior_epochs: int = 4) -> None:
+                  prompt_prior: bool = True, exclude_sources: Sequence[str] = (), prior_epochs: int = 4,
+                  prior_layers: int = 2) -> None:
     from elis.predictor.ranker import RankerConfig
     from elis.predictor.ranker_train import train_ranker_checkpoint
     from elis.predictor.serving import user_checkpoint_path
@@ -64,7 +68,7 @@ def _train_ranker(files, out, seed, max_epochs, rank_weight, regression_weight, 
     out = out or user_checkpoint_path(_settings().cache_dir)
     config = RankerConfig(seed=seed, max_epochs=min(max_epochs, 60), rank_weight=rank_weight,
                           regression_weight=regression_weight, use_prompt_prior=prompt_prior,
-                          prior_epochs=prior_epochs)
+                          prior_epochs=prior_epochs, prior_layers=prior_layers)
     path, meta = train_ranker_checkpoint(records, out, _embedding_cache(), config, files, half=not float32)
     val = meta["validation"]
     typer.echo(f"validation: pooled tau {val['val_pooled_tau']:.3f}; tau by step {val['val_tau_by_step']}; "
@@ -137,6 +141,7 @@ def train(
                                             "it later as traffic the predictor never saw")
     ] = None,
     prior_epochs: PriorEpochsOption = 4,
+    prior_layers: PriorLayersOption = 2,
 ) -> None:
     """Cache the frozen embeddings, train the head, save a checkpoint with its metadata.
 
@@ -145,7 +150,7 @@ def train(
     _set_threads(threads)
     if kind == "ranker":
         _train_ranker(corpus or [DEFAULT_CORPUS], out, seed, max_epochs, rank_weight, regression_weight, float32,
-                      prompt_prior, exclude_source or [], prior_epochs)
+                      prompt_prior, exclude_source or [], prior_epochs, prior_layers)
         return
     if kind != "elis":
         typer.secho(f"error: unknown --kind {kind!r} (elis | ranker)", fg="red", err=True)
@@ -211,6 +216,7 @@ def evaluate(
     ] = None,
     prompt_prior: PromptPriorOption = True,
     prior_epochs: PriorEpochsOption = 4,
+    prior_layers: PriorLayersOption = 2,
     train_greedy: Annotated[
         bool, typer.Option(help="--loso: each fold also trains on the --greedy records of the sources it keeps, "
                                 "with a greedy flag among the features (no in-distribution split)")
@@ -227,7 +233,7 @@ def evaluate(
     _set_threads(threads)
     if loso:
         _evaluate_loso(corpus or [DEFAULT_CORPUS], greedy or [], source, out_dir, max_epochs,
-                       checkpoint, baseline_source or [], prompt_prior, prior_epochs, train_greedy)
+                       checkpoint, baseline_source or [], prompt_prior, prior_epochs, train_greedy, prior_layers)
         return
     from elis.predictor.evaluation import evaluate_checkpoint
     from elis.predictor.serving import default_checkpoint_path
@@ -244,7 +250,7 @@ def evaluate(
 
 def _evaluate_loso(files, greedy_files, held_out, out_dir, max_epochs, baseline_checkpoint=None,
                    baseline_sources=(), prompt_prior: bool = True, prior_epochs: int = 4,
-                   train_greedy: bool = False) -> None:
+                   train_greedy: bool = False, prior_layers: int = 2) -> None:
     from elis.predictor.experiments import evaluate_protocols
     from elis.predictor.ranker import RankerConfig
 
@@ -272,7 +278,7 @@ def _evaluate_loso(files, greedy_files, held_out, out_dir, max_epochs, baseline_
         cache.prompt_budget = int(old.metadata["prompt_budget"])  # its text join (the ranker does not use it)
         baseline = (old, cache)
     config = RankerConfig(max_epochs=max_epochs, use_prompt_prior=prompt_prior, prior_epochs=prior_epochs,
-                          use_greedy_flag=train_greedy)
+                          prior_layers=prior_layers, use_greedy_flag=train_greedy)
     summaries = evaluate_protocols(cache, records, config, out_dir,
                                    window, held_out=held_out, greedy=greedy, baseline=baseline,
                                    baseline_sources=baseline_sources, train_greedy=train_greedy,

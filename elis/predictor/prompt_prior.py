@@ -104,9 +104,9 @@ def load_prior(encoder, metadata: dict[str, Any], state: dict[str, torch.Tensor]
     return PromptPrior(bert, head, encoder.tokenizer, encoder.max_length, top_layers, dict(metadata))
 
 
-def prior_config(epochs: int = 4) -> FinetuneConfig:
-    """The fine-tuning of the shipped prior: the top 2 layers, `epochs` at most (its best epoch is kept)."""
-    return FinetuneConfig(top_layers=2, max_epochs=epochs)
+def prior_config(epochs: int = 4, layers: int = 2) -> FinetuneConfig:
+    """The fine-tuning of the prior: the top `layers` layers (2 shipped), `epochs` at most (its best is kept)."""
+    return FinetuneConfig(top_layers=layers, max_epochs=epochs)
 
 
 def train_prompt_prior(encoder, splits: dict[str, list[dict]], config: FinetuneConfig | None = None,

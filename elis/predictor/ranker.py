@@ -85,6 +85,8 @@ class RankerConfig:
     # epochs of the prior's fine-tuning (early stopping keeps its best epoch); 4 in the shipped checkpoint.
     # Up to 8 kept epochs 5-6 and gained only +0.01 left-out tau (docs/predictor.md, "The prompt prior").
     prior_epochs: int = 4
+    # the encoder's top layers the prior fine-tunes (of MiniLM's 6); 2 in the shipped checkpoint
+    prior_layers: int = 2
     projection_dim: int = 64
     hidden: int = 256
     num_layers: int = 2

@@ -99,7 +99,8 @@ def train_ranker_checkpoint(
     if config.use_prompt_prior:
         from elis.predictor.prompt_prior import prior_config, train_prompt_prior
 
-        prior = train_prompt_prior(cache.encoder, splits, prior_config(config.prior_epochs), progress=log.info,
+        prior = train_prompt_prior(cache.encoder, splits, prior_config(config.prior_epochs, config.prior_layers),
+                                   progress=log.info,
                                    embed_texts=cache.embed_texts)
     train = arrays_of(cache, flatten(splits["train"]), config, prior)
     val = arrays_of(cache, flatten(splits["val"]), config, prior)
