@@ -217,6 +217,8 @@ def evaluate(
     prompt_prior: PromptPriorOption = True,
     prior_epochs: PriorEpochsOption = 4,
     prior_layers: PriorLayersOption = 2,
+    in_distribution: Annotated[bool, typer.Option(help="--loso: also score the in-distribution split (one more "
+                                                       "training)")] = True,
     train_greedy: Annotated[
         bool, typer.Option(help="--loso: each fold also trains on the --greedy records of the sources it keeps, "
                                 "with a greedy flag among the features (no in-distribution split)")
@@ -233,7 +235,8 @@ def evaluate(
     _set_threads(threads)
     if loso:
         _evaluate_loso(corpus or [DEFAULT_CORPUS], greedy or [], source, out_dir, max_epochs,
-                       checkpoint, baseline_source or [], prompt_prior, prior_epochs, train_greedy, prior_layers)
+                       checkpoint, baseline_source or [], prompt_prior, prior_epochs, train_greedy, prior_layers,
+                       in_distribution)
         return
     from elis.predictor.evaluation import evaluate_checkpoint
     from elis.predictor.serving import default_checkpoint_path
@@ -250,7 +253,7 @@ def evaluate(
 
 def _evaluate_loso(files, greedy_files, held_out, out_dir, max_epochs, baseline_checkpoint=None,
                    baseline_sources=(), prompt_prior: bool = True, prior_epochs: int = 4,
-                   train_greedy: bool = False, prior_layers: int = 2) -> None:
+                   train_greedy: bool = False, prior_layers: int = 2, in_distribution: bool = True) -> None:
     from elis.predictor.experiments import evaluate_protocols
     from elis.predictor.ranker import RankerConfig
 
@@ -282,7 +285,7 @@ def _evaluate_loso(files, greedy_files, held_out, out_dir, max_epochs, baseline_
     summaries = evaluate_protocols(cache, records, config, out_dir,
                                    window, held_out=held_out, greedy=greedy, baseline=baseline,
                                    baseline_sources=baseline_sources, train_greedy=train_greedy,
-                                   in_distribution=not train_greedy)
+                                   in_distribution=in_distribution and not train_greedy)
     for name in sorted(p.stem for p in out_dir.glob("*.md")):
         typer.echo(f"\n## {name}\n")
         typer.echo((out_dir / f"{name}.md").read_text())
