@@ -98,12 +98,12 @@ def evaluate_protocols(
         log.info("%s: %s", name, summary)
         _with_loop_rule(f"{name}+loops", test.examples, predicted, window_tokens, max_step, out_dir, named_rows,
                         summaries)
-        if prior is not None:
-            admitted = admission_from_prior(val, test, predicted)
-            rows = step_rows(test.examples, admitted, window_tokens, max_step=max_step)
-            named_rows[f"{name}+prior-admission"] = rows
-            (out_dir / f"{name}+prior-admission.md").write_text(markdown(rows))
-            summaries.append(summary_line(f"{name}+prior-admission", rows))
+        if ranker.admission is not None:  # beside the prior's admissions (the default), the head's own
+            rows = step_rows(test.examples, replace(ranker, admission=None).predict(test), window_tokens,
+                             max_step=max_step)
+            named_rows[f"{name}+head-admission"] = rows
+            (out_dir / f"{name}+head-admission.md").write_text(markdown(rows))
+            summaries.append(summary_line(f"{name}+head-admission", rows))
         source = name.removeprefix("loso-")
         if baseline is not None and name.startswith("loso-") and source in baseline_sources:
             # the previous checkpoint (ELIS MLP on the joined text) on the same test examples, steps 0-8
@@ -179,22 +179,6 @@ def loop_repeats_sweep(examples, predicted, repeats: Sequence[int] = LOOP_MIN_RE
         looped = np.array(LoopRule(min_repeats=repeat).apply_all(predicted, examples))
         out[str(repeat)] = {"pooled_tau": kendall_tau_b(true, looped),
                             f"tau_step_{step}": kendall_tau_b(true[at_step], looped[at_step])}
-    return out
-
-
-def admission_from_prior(val, test, predicted: np.ndarray) -> np.ndarray:
-    """The ranker's predictions with each ADMISSION (step 0) prediction replaced by the prompt prior's score
-    alone (the inputs' last column), mapped to tokens by an isotonic fit on the validation split's admissions.
-    The question: the prior alone ranks a left-out source better than the ranker that reads it among its other
-    inputs (docs/predictor.md, "Fine-tuning the encoder"); does admitting by it pay, on the same tokens scale?"""
-    from elis.predictor.calibration import fit_step_calibration
-
-    first = val.step == 0
-    calibration = fit_step_calibration(val.x[first, -1], val.y[first], np.zeros(int(first.sum()), dtype=np.int64))
-    out = np.array(predicted, dtype=np.float64)
-    admit = test.step == 0
-    limits = np.array([e.max_tokens or 10**9 for e, a in zip(test.examples, admit) if a], dtype=np.float64)
-    out[admit] = np.clip(calibration.apply(test.x[admit, -1], np.zeros(int(admit.sum()), dtype=np.int64)), 0, limits)
     return out
 
 

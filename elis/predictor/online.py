@@ -66,7 +66,8 @@ def ranker_of(checkpoint: Checkpoint) -> Ranker:
     known = RankerConfig.__dataclass_fields__
     config = RankerConfig(**{k: v for k, v in meta["ranker_config"].items() if k in known})
     calibration = StepCalibration.from_json(meta["calibration"]) if meta.get("calibration") else None
-    return Ranker(checkpoint.head, config, calibration)
+    admission = meta.get("admission_calibration")
+    return Ranker(checkpoint.head, config, calibration, StepCalibration.from_json(admission) if admission else None)
 
 
 def prior_of(checkpoint: Checkpoint, encoder):
@@ -238,12 +239,20 @@ def fine_tune(ranker: Ranker, adapt: Arrays, epochs: int = 8, lr: float = 3e-4, 
     head.load_state_dict(best[1])
     head.eval()
     calibration = fit_step_calibration(score_array(head, adapt.x), adapt.y, adapt.step, min_points=20)
-    return Ranker(head, config, calibration)
+    return Ranker(head, config, calibration, _admission_on(ranker, adapt))
 
 
 def recalibrated(ranker: Ranker, adapt: Arrays) -> Ranker:
     return Ranker(ranker.head, ranker.config, fit_step_calibration(score_array(ranker.head, adapt.x), adapt.y,
-                                                                    adapt.step, min_points=20))
+                                                                    adapt.step, min_points=20),
+                  _admission_on(ranker, adapt))
+
+
+def _admission_on(ranker: Ranker, adapt: Arrays):
+    """The prior's admission calibration refitted on the service's own jobs (kept when none was admitted)."""
+    if ranker.admission is None or not (adapt.step == 0).any():
+        return ranker.admission
+    return fit_admission_calibration(adapt)
 
 
 def update_checkpoint(

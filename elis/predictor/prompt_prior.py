@@ -1,14 +1,17 @@
 """The prompt prior: the encoder with its top layers fine-tuned to rank prompts by expected output length.
 
-The fine-tuning study (`finetune.py`, docs/predictor.md) found that tuning MiniLM's top 2 layers with a small
+The fine-tuning study (`finetune.py`, docs/predictor.md) found that tuning MiniLM's top layers (4 since
+2026-12-06; 2 before) with a small
 head on the prompt's mean output length lifts left-out admission tau well above the ranker's (frozen
 embedding, 64 PCA dims). This module turns that admission model into a served feature: the ranker gets the
-prior's score of the prompt as one more scalar, at every step, so its admission prediction and its
-re-predictions stay one model on one calibrated scale (issue 8: a newcomer's admission prediction is
-compared with running jobs' re-predictions).
+prior's score of the prompt as one more scalar, at every step; and, since 2026-12-06, each ADMISSION is
+predicted by the prior's score alone (isotonic to tokens on the validation admissions, `ranker.Ranker`),
+which ranks left-out sources better than the head that reads it among its other inputs. Both are calibrated
+to remaining tokens, so admissions and re-predictions stay on one scale (issue 8: a newcomer's admission
+prediction is compared with running jobs' re-predictions).
 
 Stored inside the ranker checkpoint (`checkpoint.py`, key "prompt_prior"): only the tuned top layers and the
-head (about 3.6 M parameters, 7 MB in float16); the bottom layers come from the bundled encoder, which the
+head (about 7 M parameters, 14 MB in float16 with four layers); the bottom layers come from the bundled encoder, which the
 checkpoint already names. Cost at serving: one more encoder pass per prompt, at admission (cached by prompt).
 """
 

@@ -85,8 +85,13 @@ class RankerConfig:
     # epochs of the prior's fine-tuning (early stopping keeps its best epoch); 4 in the shipped checkpoint.
     # Up to 8 kept epochs 5-6 and gained only +0.01 left-out tau (docs/predictor.md, "The prompt prior").
     prior_epochs: int = 4
-    # the encoder's top layers the prior fine-tunes (of MiniLM's 6); 2 in the shipped checkpoint
-    prior_layers: int = 2
+    # the encoder's top layers the prior fine-tunes (of MiniLM's 6); 4 in the shipped checkpoint (2 before
+    # 2026-12-06: 4 ranked every left-out source better, docs/predictor.md "More layers")
+    prior_layers: int = 4
+    # with the prior: predict each ADMISSION by the prior's score alone (isotonic to tokens on the validation
+    # admissions), the re-predictions by the head. Left out, the prior alone ranks admissions better than the
+    # head that reads it among its other inputs (docs/predictor.md, "Admission by the prior").
+    admit_by_prior: bool = True
     projection_dim: int = 64
     hidden: int = 256
     num_layers: int = 2
@@ -319,13 +324,30 @@ def fit_ranker(train: Arrays, val: Arrays, config: RankerConfig, embedding_dim: 
                   "train_seconds": round(time.perf_counter() - started, 2)}
 
 
+def fit_admission_calibration(arrays: Arrays) -> StepCalibration:
+    """Isotonic map of the prompt prior's score (the inputs' last column) to the remaining tokens of the
+    admissions (step 0) in `arrays`."""
+    first = arrays.step == 0
+    if not first.any():
+        raise ValueError("no admissions to calibrate the prior's admission predictions on")
+    return fit_step_calibration(arrays.x[first, -1], arrays.y[first], np.zeros(int(first.sum()), dtype=np.int64))
+
+
+def admission_tokens(calibration: StepCalibration, prior_scores: np.ndarray) -> np.ndarray:
+    """Admission predictions (tokens) from the prompt prior's scores."""
+    prior_scores = np.asarray(prior_scores, dtype=np.float64)
+    return calibration.apply(prior_scores, np.zeros(len(prior_scores), dtype=np.int64))
+
+
 @dataclass
 class Ranker:
-    """A trained head, its config and its calibration: raw scores -> calibrated remaining tokens."""
+    """A trained head, its config and its calibration: raw scores -> calibrated remaining tokens; and, with
+    the prompt prior and `config.admit_by_prior`, the admission calibration of the prior's score."""
 
     head: RankerHead
     config: RankerConfig
     calibration: StepCalibration | None
+    admission: StepCalibration | None = None
 
     def uncalibrated(self, scores: np.ndarray) -> np.ndarray:
         return TargetTransform(self.config.transform).inverse(torch.from_numpy(np.asarray(scores))).numpy()
@@ -339,6 +361,9 @@ class Ranker:
     def predict(self, arrays: Arrays) -> np.ndarray:
         """Calibrated remaining tokens, capped at each example's max_tokens - generated."""
         out = self.tokens(score_array(self.head, arrays.x), arrays.step)
+        if self.admission is not None:
+            first = arrays.step == 0
+            out[first] = admission_tokens(self.admission, arrays.x[first, -1])
         limits = np.array([(e.max_tokens or 10**9) - e.num_generated for e in arrays.examples], dtype=np.float64)
         return np.clip(out, 0.0, np.maximum(limits, 0.0))
 
@@ -349,7 +374,8 @@ def train_ranker(train: Arrays, val: Arrays, config: RankerConfig, embedding_dim
     calibration = None
     if config.calibrate:
         calibration = fit_step_calibration(score_array(head, val.x), val.y, val.step)
-    return Ranker(head, config, calibration), info
+    admission = fit_admission_calibration(val) if config.use_prompt_prior and config.admit_by_prior else None
+    return Ranker(head, config, calibration, admission), info
 
 
 def ranker_metadata(ranker: Ranker) -> dict[str, Any]:
@@ -360,6 +386,7 @@ def ranker_metadata(ranker: Ranker) -> dict[str, Any]:
         "target_transform": {"name": ranker.config.transform, "scale": TargetTransform(ranker.config.transform).scale},
         "ranker_config": asdict(ranker.config),
         "calibration": ranker.calibration.to_json() if ranker.calibration else None,
+        "admission_calibration": ranker.admission.to_json() if ranker.admission else None,
         "tail_tokens": ranker.config.tail_tokens,
         "use_repetition": ranker.config.use_repetition,
         "use_tail_hash": ranker.config.use_tail_hash,

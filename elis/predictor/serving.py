@@ -132,6 +132,7 @@ class LengthPredictor:
         self._prompt_priors: OrderedDict[str, float] = OrderedDict()
         self._prior = self._prior_of(checkpoint, encoder)
         self._calibration = self._calibration_of(checkpoint)
+        self._admission = self._calibration_of(checkpoint, "admission_calibration")
         self.watch = watch and path is not None
         self.reload_s = reload_s
         self.follow_default = follow_default
@@ -155,10 +156,10 @@ class LengthPredictor:
         return prior_of(checkpoint, encoder)
 
     @staticmethod
-    def _calibration_of(checkpoint: Checkpoint):
+    def _calibration_of(checkpoint: Checkpoint, key: str = "calibration"):
         from elis.predictor.calibration import StepCalibration
 
-        blob = checkpoint.metadata.get("calibration")
+        blob = checkpoint.metadata.get(key)
         return StepCalibration.from_json(blob) if blob else None
 
     @property
@@ -224,6 +225,7 @@ class LengthPredictor:
             self._prior = prior
             self._levels = PriorityLevels(tuple(float(e) for e in loaded.metadata["edges"]))
             self._calibration = self._calibration_of(loaded)
+            self._admission = self._calibration_of(loaded, "admission_calibration")
             self.reloads += 1
         log.info("predictor reloaded from %s (version %s)", path, self.version)
         return True
@@ -267,8 +269,16 @@ class LengthPredictor:
             scores = self.checkpoint.head(torch.from_numpy(x)).numpy().astype(np.float64)
         steps = np.array([i.num_generated // self.window_tokens for i in items])
         if self._calibration is not None:
-            return self._calibration.apply(scores, steps)
-        return self.checkpoint.transform.inverse(torch.from_numpy(scores)).numpy()
+            out = self._calibration.apply(scores, steps)
+        else:
+            out = self.checkpoint.transform.inverse(torch.from_numpy(scores)).numpy()
+        if self._admission is not None and self._prior is not None:
+            # An admission is predicted by the prompt prior alone (ranker.Ranker.predict, as trained).
+            from elis.predictor.ranker import admission_tokens
+
+            first = steps == 0
+            out[first] = admission_tokens(self._admission, x[first, -1])
+        return out
 
     def predict(self, items: Sequence[PredictionInput]) -> list[float]:
         """Predicted remaining tokens (>= 0, at most max_tokens - num_generated when the item knows its

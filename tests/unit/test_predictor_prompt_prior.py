@@ -96,7 +96,8 @@ def test_a_served_ranker_with_a_prior_scores_each_prompt_once_and_updates_keep_t
     cache = EmbeddingCache(encoder, tmp_path / "cache", 96)
     config = RankerConfig(max_epochs=10, use_prompt_prior=True, prior_epochs=1)
     path, metadata = train_ranker_checkpoint(records, tmp_path / "predictor.pt", cache, config, [])
-    assert metadata["prompt_prior"]["top_layers"] == 2 and metadata["use_prompt_prior"]
+    assert metadata["prompt_prior"]["top_layers"] == config.prior_layers and metadata["use_prompt_prior"]
+    assert metadata["admission_calibration"]  # admissions by the prior (admit_by_prior, on by default)
     assert len(metadata["prompt_prior"]["val_tau_by_epoch"]) == 1  # prior_epochs reaches the fine-tuning
     predictor = LengthPredictor(encoder, load_checkpoint(path), path)
     calls = []
