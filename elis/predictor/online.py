@@ -43,6 +43,7 @@ from elis.predictor.ranker import (
     Ranker,
     RankerConfig,
     arrays_of,
+    fit_admission_calibration,
     mean_step_tau,
     pairwise_rank_loss,
     ranker_metadata,

@@ -31,7 +31,8 @@ def test_admissions_follow_the_prior_on_the_tokens_scale_and_later_steps_stay_th
     monkeypatch.setattr(ranker_module, "score_array", lambda head, x: head_scores[: len(x)])
     config = RankerConfig(use_prompt_prior=True, calibrate=False)
     by_head = Ranker(head=None, config=config, calibration=None).predict(test)
-    by_prior = Ranker(head=None, config=config, calibration=None, admission=fit_admission_calibration(val)).predict(test)
+    admission = fit_admission_calibration(val)
+    by_prior = Ranker(head=None, config=config, calibration=None, admission=admission).predict(test)
     first = test.step == 0
     assert np.array_equal(by_prior[~first], by_head[~first])
     assert kendall_tau_b(by_prior[first], test.y[first]) > 0.6 > abs(kendall_tau_b(by_head[first], test.y[first]))
