@@ -46,12 +46,13 @@ PromptPriorOption = Annotated[
 PriorEpochsOption = Annotated[
     int, typer.Option(min=1, help="ranker: epochs of the prompt prior's fine-tuning (its best epoch is kept)")]
 PriorLayersOption = Annotated[
-    int, typer.Option(min=1, max=6, help="ranker: the encoder's top layers the prompt prior fine-tunes")]
+    int, typer.Option(min=1, max=6, help="ranker: the encoder's top layers the prompt prior fine-tunes (4 of "
+                                         "MiniLM's 6; 2 before 2026-12-06)")]
 
 
 def _train_ranker(files, out, seed, max_epochs, rank_weight, regression_weight, float32,
                   prompt_prior: bool = True, exclude_sources: Sequence[str] = (), prior_epochs: int = 4,
-                  prior_layers: int = 2) -> None:
+                  prior_layers: int = 4) -> None:
     from elis.predictor.ranker import RankerConfig
     from elis.predictor.ranker_train import train_ranker_checkpoint
     from elis.predictor.serving import user_checkpoint_path
@@ -141,7 +142,7 @@ def train(
                                             "it later as traffic the predictor never saw")
     ] = None,
     prior_epochs: PriorEpochsOption = 4,
-    prior_layers: PriorLayersOption = 2,
+    prior_layers: PriorLayersOption = 4,
 ) -> None:
     """Cache the frozen embeddings, train the head, save a checkpoint with its metadata.
 
@@ -216,7 +217,7 @@ def evaluate(
     ] = None,
     prompt_prior: PromptPriorOption = True,
     prior_epochs: PriorEpochsOption = 4,
-    prior_layers: PriorLayersOption = 2,
+    prior_layers: PriorLayersOption = 4,
     in_distribution: Annotated[bool, typer.Option(help="--loso: also score the in-distribution split (one more "
                                                        "training)")] = True,
     train_greedy: Annotated[
@@ -253,7 +254,7 @@ def evaluate(
 
 def _evaluate_loso(files, greedy_files, held_out, out_dir, max_epochs, baseline_checkpoint=None,
                    baseline_sources=(), prompt_prior: bool = True, prior_epochs: int = 4,
-                   train_greedy: bool = False, prior_layers: int = 2, in_distribution: bool = True) -> None:
+                   train_greedy: bool = False, prior_layers: int = 4, in_distribution: bool = True) -> None:
     from elis.predictor.experiments import evaluate_protocols
     from elis.predictor.ranker import RankerConfig
 
