@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from elis.predictor.calibration import fit_step_calibration
+from elis.predictor.calibration import MIN_POINTS, fit_step_calibration
 from elis.predictor.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from elis.predictor.corpus_eval import step_rows
 from elis.predictor.evaluation import kendall_tau_b
@@ -65,7 +65,9 @@ def ranker_of(checkpoint: Checkpoint) -> Ranker:
     if meta.get("kind") != "ranker":
         raise ValueError("online update needs a ranker checkpoint (elis predictor train --kind ranker)")
     known = RankerConfig.__dataclass_fields__
-    config = RankerConfig(**{k: v for k, v in meta["ranker_config"].items() if k in known})
+    # A checkpoint from before a field existed keeps what it was trained with, not today's default.
+    before = {"admit_by_prior": False, "prior_layers": int((meta.get("prompt_prior") or {}).get("top_layers", 2))}
+    config = RankerConfig(**(before | {k: v for k, v in meta["ranker_config"].items() if k in known}))
     calibration = StepCalibration.from_json(meta["calibration"]) if meta.get("calibration") else None
     admission = meta.get("admission_calibration")
     return Ranker(checkpoint.head, config, calibration, StepCalibration.from_json(admission) if admission else None)
@@ -250,8 +252,9 @@ def recalibrated(ranker: Ranker, adapt: Arrays) -> Ranker:
 
 
 def _admission_on(ranker: Ranker, adapt: Arrays):
-    """The prior's admission calibration refitted on the service's own jobs (kept when none was admitted)."""
-    if ranker.admission is None or not (adapt.step == 0).any():
+    """The prior's admission calibration refitted on the service's own jobs (kept below MIN_POINTS admissions:
+    an isotonic map of a dozen points would replace one fitted on hundreds)."""
+    if ranker.admission is None or int((adapt.step == 0).sum()) < MIN_POINTS:
         return ranker.admission
     return fit_admission_calibration(adapt)
 

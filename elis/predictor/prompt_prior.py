@@ -11,8 +11,8 @@ to remaining tokens, so admissions and re-predictions stay on one scale (issue 8
 prediction is compared with running jobs' re-predictions).
 
 Stored inside the ranker checkpoint (`checkpoint.py`, key "prompt_prior"): only the tuned top layers and the
-head (about 7 M parameters, 14 MB in float16 with four layers); the bottom layers come from the bundled encoder, which the
-checkpoint already names. Cost at serving: one more encoder pass per prompt, at admission (cached by prompt).
+head (about 7 M parameters, 14 MB in float16 with four layers); the bottom layers come from the bundled
+encoder, which the checkpoint already names. Cost at serving: one more encoder pass per prompt, at admission (cached by prompt).
 """
 
 from __future__ import annotations
@@ -107,8 +107,9 @@ def load_prior(encoder, metadata: dict[str, Any], state: dict[str, torch.Tensor]
     return PromptPrior(bert, head, encoder.tokenizer, encoder.max_length, top_layers, dict(metadata))
 
 
-def prior_config(epochs: int = 4, layers: int = 2) -> FinetuneConfig:
-    """The fine-tuning of the prior: the top `layers` layers (2 shipped), `epochs` at most (its best is kept)."""
+def prior_config(epochs: int = 4, layers: int = 4) -> FinetuneConfig:
+    """The fine-tuning of the prior: the top `layers` layers (4 shipped; 2 before 2026-12-06), `epochs` at most
+    (its best epoch is kept)."""
     return FinetuneConfig(top_layers=layers, max_epochs=epochs)
 
 

@@ -361,7 +361,7 @@ class Ranker:
     def predict(self, arrays: Arrays) -> np.ndarray:
         """Calibrated remaining tokens, capped at each example's max_tokens - generated."""
         out = self.tokens(score_array(self.head, arrays.x), arrays.step)
-        if self.admission is not None:
+        if self.admission is not None and self.config.use_prompt_prior:
             first = arrays.step == 0
             out[first] = admission_tokens(self.admission, arrays.x[first, -1])
         limits = np.array([(e.max_tokens or 10**9) - e.num_generated for e in arrays.examples], dtype=np.float64)

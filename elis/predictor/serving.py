@@ -276,7 +276,8 @@ class LengthPredictor:
             # An admission is predicted by the prompt prior alone (ranker.Ranker.predict, as trained).
             from elis.predictor.ranker import admission_tokens
 
-            first = steps == 0
+            # admission = nothing generated yet (a worker's window may be shorter than the checkpoint's)
+            first = np.array([item.num_generated == 0 for item in items])
             out[first] = admission_tokens(self._admission, x[first, -1])
         return out
 
