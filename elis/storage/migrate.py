@@ -25,7 +25,7 @@ def ensure_database(url: str) -> bool:
 
     Comparisons want a fresh database per experiment (the quality guard judges the finished jobs it holds), and
     `createdb` is one more step to forget. Other backends (SQLite creates its file itself) are left alone."""
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import create_engine
     from sqlalchemy.engine import make_url
 
     target = make_url(url)
@@ -34,16 +34,25 @@ def ensure_database(url: str) -> bool:
     admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
-            exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"),
-                                  {"name": target.database}).scalar()
-            if exists:
-                return False
-            # NOTE: CREATE DATABASE takes no bind parameter; quote the name as an identifier.
-            quoted = admin.dialect.identifier_preparer.quote_identifier(target.database)
-            conn.execute(text(f"CREATE DATABASE {quoted}"))
-            return True
+            return _make_database(conn, target.database, replace=False)
     finally:
         admin.dispose()
+
+
+def _make_database(conn, name: str, replace: bool) -> bool:
+    """Create the database `name` over an AUTOCOMMIT connection to its server, dropping an existing one first
+    when `replace`; True when it was created (False: it existed and was kept)."""
+    from sqlalchemy import text
+
+    exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}).scalar()
+    if exists and not replace:
+        return False
+    # NOTE: CREATE and DROP DATABASE take no bind parameter; the name is quoted as an identifier.
+    quoted = conn.dialect.identifier_preparer.quote_identifier(name)
+    if exists:
+        conn.execute(text(f"DROP DATABASE {quoted}"))
+    conn.execute(text(f"CREATE DATABASE {quoted}"))
+    return True
 
 
 class LocalDatabaseError(RuntimeError):
@@ -59,7 +68,7 @@ def fresh_local_database(server_url: str, name: str, keep: bool = False) -> tupl
 
     `elis demo` and `elis compare` run on the real PostgreSQL wherever one answers, and on a SQLite file only
     where none does (a fresh machine before `scripts/services.sh`)."""
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import create_engine
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -82,14 +91,8 @@ def fresh_local_database(server_url: str, name: str, keep: bool = False) -> tupl
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
             return None, f"no PostgreSQL answers at {shown}: {reason}"
         with conn:
-            quoted = admin.dialect.identifier_preparer.quote_identifier(name)
             try:
-                exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"),
-                                      {"name": name}).scalar()
-                if exists and not keep:
-                    conn.execute(text(f"DROP DATABASE {quoted}"))  # NOTE: no bind parameter for a database name
-                if not exists or not keep:
-                    conn.execute(text(f"CREATE DATABASE {quoted}"))
+                _make_database(conn, name, replace=not keep)
             except SQLAlchemyError as exc:
                 reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
                 raise LocalDatabaseError(f"PostgreSQL at {shown} would not give a fresh database {name}: {reason}. "
