@@ -1,8 +1,9 @@
 """Does aging bound the tail? ISRTF's and SSJF's mean and p99 JCT against FCFS under the service's scheduler
 (quality guard off: the predictor is given), for several aging factors, on one source's lengths in the corpus (cap
 512), Gamma arrivals, in the simulator. Usage: python scripts/sim_aging_tail.py [SIGMA] [LOAD] [JOBS] [SEEDS]
-[SOURCE] (a persistent lognormal predictor error of SIGMA, default 1.0; LOAD default 0.85; 400 jobs x 3 seeds;
-SOURCE default alpaca: alpaca, seed_tasks, code_alpaca or gsm8k). The bound
+[SOURCE] [FACTORS] (a persistent lognormal predictor error of SIGMA, default 1.0; LOAD default 0.85; 400 jobs x 3
+seeds; SOURCE default alpaca: alpaca, seed_tasks, code_alpaca or gsm8k; FACTORS the comma-separated aging factors,
+default 1,2,3,5). The bound
 is SRTF with exact lengths, under the service's aging as live ("bound") and without aging ("bound, no aging").
 docs/scheduling.md has the results."""
 import sys
@@ -23,6 +24,7 @@ spec = figures.PredictorSpec("persistent", float(sys.argv[1]) if len(sys.argv) >
 load = float(sys.argv[2]) if len(sys.argv) > 2 else 0.85
 num_jobs = int(sys.argv[3]) if len(sys.argv) > 3 else 400
 num_seeds = int(sys.argv[4]) if len(sys.argv) > 4 else 3
+factors = [float(f) for f in sys.argv[6].split(",")] if len(sys.argv) > 6 else [1.0, 2.0, 3.0, 5.0]
 print(f"{source} lengths, load {load}, persistent sigma {spec.sigma}, capacity {capacity:.3f} jobs/s, "
       f"{num_jobs} jobs x {num_seeds} seeds")
 rows = {}
@@ -34,7 +36,7 @@ for seed in range(num_seeds):
         rows.setdefault((label, "-" if sched is None else 3.0), []).append(
             (bound.mean_jct / base.mean_jct, bound.p99_jct / base.p99_jct))
     for policy in ("isrtf", "sjf"):
-        for factor in (1.0, 2.0, 3.0, 5.0, None):
+        for factor in (*factors, None):
             overrides = {"aging": False} if factor is None else {"aging_factor": factor, "aging_floor_s": 1.0}
             sched = figures.service_scheduler(policy, guard=False, **overrides)
             s = simulate(jobs, make_policy(policy), profile, config, spec.build(seed), scheduler=sched).summary
