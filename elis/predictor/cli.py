@@ -45,6 +45,8 @@ PromptPriorOption = Annotated[
 
 PriorEpochsOption = Annotated[
     int, typer.Option(min=1, help="ranker: epochs of the prompt prior's fine-tuning (its best epoch is kept)")]
+# The prompt prior's tuned layers by default (ranker.RankerConfig.prior_layers, prompt_prior.prior_config).
+DEFAULT_PRIOR_LAYERS = 4
 PriorLayersOption = Annotated[
     int, typer.Option(min=1, max=6, help="ranker: the encoder's top layers the prompt prior fine-tunes (4 of "
                                          "MiniLM's 6; 2 before 2026-12-06)")]
@@ -52,7 +54,7 @@ PriorLayersOption = Annotated[
 
 def _train_ranker(files, out, seed, max_epochs, rank_weight, regression_weight, float32,
                   prompt_prior: bool = True, exclude_sources: Sequence[str] = (), prior_epochs: int = 4,
-                  prior_layers: int = 4) -> None:
+                  prior_layers: int = DEFAULT_PRIOR_LAYERS) -> None:
     from elis.predictor.ranker import RankerConfig
     from elis.predictor.ranker_train import train_ranker_checkpoint
     from elis.predictor.serving import user_checkpoint_path
@@ -142,7 +144,7 @@ def train(
                                             "it later as traffic the predictor never saw")
     ] = None,
     prior_epochs: PriorEpochsOption = 4,
-    prior_layers: PriorLayersOption = 4,
+    prior_layers: PriorLayersOption = DEFAULT_PRIOR_LAYERS,
 ) -> None:
     """Cache the frozen embeddings, train the head, save a checkpoint with its metadata.
 
@@ -217,7 +219,7 @@ def evaluate(
     ] = None,
     prompt_prior: PromptPriorOption = True,
     prior_epochs: PriorEpochsOption = 4,
-    prior_layers: PriorLayersOption = 4,
+    prior_layers: PriorLayersOption = DEFAULT_PRIOR_LAYERS,
     in_distribution: Annotated[bool, typer.Option(help="--loso: also score the in-distribution split (one more "
                                                        "training)")] = True,
     train_greedy: Annotated[
@@ -254,7 +256,8 @@ def evaluate(
 
 def _evaluate_loso(files, greedy_files, held_out, out_dir, max_epochs, baseline_checkpoint=None,
                    baseline_sources=(), prompt_prior: bool = True, prior_epochs: int = 4,
-                   train_greedy: bool = False, prior_layers: int = 4, in_distribution: bool = True) -> None:
+                   train_greedy: bool = False, prior_layers: int = DEFAULT_PRIOR_LAYERS,
+                   in_distribution: bool = True) -> None:
     from elis.predictor.experiments import evaluate_protocols
     from elis.predictor.ranker import RankerConfig
 

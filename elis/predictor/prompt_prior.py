@@ -12,7 +12,8 @@ prediction is compared with running jobs' re-predictions).
 
 Stored inside the ranker checkpoint (`checkpoint.py`, key "prompt_prior"): only the tuned top layers and the
 head (about 7 M parameters, 14 MB in float16 with four layers); the bottom layers come from the bundled
-encoder, which the checkpoint already names. Cost at serving: one more encoder pass per prompt, at admission (cached by prompt).
+encoder, which the checkpoint already names. Cost at serving: one more encoder pass per prompt, at admission
+(cached by prompt).
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ def test_admissions_follow_the_prior_on_the_tokens_scale_and_later_steps_stay_th
     assert kendall_tau_b(by_prior[first], test.y[first]) > 0.6 > abs(kendall_tau_b(by_head[first], test.y[first]))
     # calibrated to tokens (the validation admissions' scale), within the job's max_tokens
     assert 0.8 < by_prior[first].mean() / test.y[first].mean() < 1.25
+    assert by_prior[first].max() <= 400  # the admissions too are capped at max_tokens
 
 
 def test_by_default_the_prior_tunes_four_layers_and_admits_and_its_calibration_is_monotone():
@@ -97,3 +98,10 @@ def test_an_older_checkpoint_keeps_the_config_it_was_trained_with():
                                                                               "admit_by_prior": True,
                                                                               "prior_layers": 4}})
     assert ranker_of(new).config.admit_by_prior and ranker_of(new).config.prior_layers == 4
+
+
+def test_the_cli_trains_and_evaluates_with_the_shipped_number_of_prior_layers():
+    from elis.predictor.cli import DEFAULT_PRIOR_LAYERS
+    from elis.predictor.prompt_prior import prior_config
+
+    assert DEFAULT_PRIOR_LAYERS == RankerConfig().prior_layers == prior_config().top_layers == 4
