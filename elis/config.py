@@ -81,11 +81,19 @@ class Settings(BaseSettings):
     slots: int = Field(default=4, ge=1)
     # Aging (on by default): a job in the system longer than the bound (since it arrived; with
     # aging_since_arrival off, since it last entered the queue) goes first. The bound is `max_wait_s` when > 0,
-    # else aging_factor x the mean service time of recently finished jobs, never below aging_floor_s.
+    # else aging_factor x the mean service time of recently finished jobs, never below aging_floor_s nor below
+    # aging_fcfs_factor x the mean JCT FCFS would have given the latest jobs.
     aging: bool = True
     max_wait_s: float = 0.0
     aging_factor: float = 3.0
     aging_floor_s: float = 10.0
+    # ... and never below aging_fcfs_factor x the mean JCT FCFS would have given the last aging_fcfs_jobs jobs
+    # (by arrival, done or still in the system: the outcome guard's counterfactual, from the database), so the
+    # bound grows with the queue. With service times alone, on an overload every job starved within a few
+    # service times and the order became FCFS (run 34). 0: off. Chosen in the simulator
+    # (scripts/sim_aging_fcfs.py, docs/scheduling.md): 0.9 gives less, 1.1 costs the p99.
+    aging_fcfs_factor: float = Field(default=1.0, ge=0.0)
+    aging_fcfs_jobs: int = Field(default=50, ge=2)  # the latest jobs (by arrival) that FCFS mean JCT is taken over
     # Count the bound from the job's arrival (its whole time in the system) instead of from its last enqueue,
     # so a job pre-empted many times, each wait under the bound, still goes first: in the simulator it holds
     # ISRTF's p99 at 1.04x FCFS (scripts/sim_aging_tail.py, docs/scheduling.md).

@@ -166,6 +166,12 @@ class OutcomeCheck:
                 "ratio": round(self.ratio, 4)}
 
 
+def fcfs_mean_jct(cohort: Cohort) -> float:
+    """The mean JCT FCFS would have given every job of the cohort (after its backlog), on its slots."""
+    jcts = fcfs_counterfactual(cohort.jobs, cohort.slots, cohort.backlog)
+    return sum(jcts) / len(jcts) if jcts else 0.0
+
+
 def measure_outcome(outcomes: Sequence[JobOutcome], slots: int,
                     backlog: Sequence[JobOutcome] = ()) -> OutcomeCheck | None:
     """Replay the cohort (after its backlog) under FCFS and compare the judged jobs; None when none is judged."""

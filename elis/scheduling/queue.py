@@ -81,7 +81,10 @@ class PolicyQueue:
 
     def _age(self, now: float) -> None:
         aging = self._aging
-        while aging and aging[0][0] < now:
+        # The bound may have changed since a job was pushed (the service derives it from recent jobs, and the
+        # reconciler promotes by the bound in force): ask the policy now. One bound for every job keeps the heap's
+        # order (arrival, or last enqueue, plus the bound), so the top is still the first to starve.
+        while aging and self.policy.starve_time(aging[0][2]) < now:
             _, seq, job = heapq.heappop(aging)
             if self._where.get(seq) == _READY:
                 self._where[seq] = _AGED

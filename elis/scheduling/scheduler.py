@@ -24,26 +24,40 @@ from elis.scheduling.guard import (
     measure_rank_quality,
 )
 from elis.scheduling.levels import PriorityLevels
-from elis.scheduling.outcome import Cohort, OutcomeGuard, measure_outcome
+from elis.scheduling.outcome import Cohort, OutcomeGuard, fcfs_mean_jct, measure_outcome
 from elis.scheduling.policy import FCFS, Aging, JobView, LoopsLast, Policy, make_policy
 
 
 @dataclass(frozen=True)
 class AgingRule:
     """The bounded wait: a fixed bound (`fixed_s` > 0), or `factor` x the mean service time of recently
-    finished jobs, never below `floor_s`. Off only when `enabled` is False."""
+    finished jobs, never below `floor_s`, and never below `fcfs_factor` x the mean JCT that FCFS would have
+    given the recent jobs (the outcome guard's counterfactual; 0 turns this off). Off only when `enabled` is
+    False.
+
+    Why the FCFS term: a bound from service times alone stays put while the queue grows, so on an overload every
+    job starves within a few service times and the order collapses to FCFS (run 34 of docs/scheduling.md:
+    aging held ISRTF at 0.86x FCFS's mean where aging off gave 0.74x). A job that has been in the system as
+    long as FCFS would typically have kept it has lost nothing to the length-aware order yet; after that it
+    goes first, so the tail stays FCFS's (scripts/sim_aging_fcfs.py)."""
 
     enabled: bool = True
     fixed_s: float = 0.0
     factor: float = 3.0
     floor_s: float = 10.0
+    fcfs_factor: float = 1.0
+    fcfs_jobs: int = 50  # the recent jobs (by arrival, in the system or done) FCFS's mean JCT is taken over
     since_arrival: bool = True  # count the bound from the job's arrival (total time), not its last enqueue
     preempts: bool = True  # a starving head takes a running job's slot under a preemptive policy
 
-    def bound(self, service_times: Sequence[float]) -> float:
+    def bound(self, service_times: Sequence[float], fcfs_mean_s: float | None = None) -> float:
+        """The bound now; `fcfs_mean_s`: the counterfactual FCFS mean JCT of the recent jobs (None: unknown)."""
         if self.fixed_s > 0:
             return self.fixed_s
-        return aging_bound(service_times, self.factor, self.floor_s)
+        bound = aging_bound(service_times, self.factor, self.floor_s)
+        if self.fcfs_factor > 0 and fcfs_mean_s is not None:
+            bound = max(bound, self.fcfs_factor * fcfs_mean_s)
+        return bound
 
 
 # Policies the outcome guard neither judges nor turns to FCFS: FCFS is its counterfactual, and SRTF-oracle is
@@ -82,6 +96,8 @@ class Scheduler:
     quality_since: float = 0.0
     outcome_since: float = 0.0
     aging_bound_s: float = field(init=False)
+    # The mean JCT FCFS would have given the last cohort (`observe`'s), which the aging bound grows with.
+    fcfs_mean_s: float | None = None
     _policies: dict[tuple[str, bool, bool, float, float], Policy] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -229,13 +245,15 @@ class Scheduler:
     # --- learning from finished jobs ----------------------------------------------------------------------
     def observe(self, finished: Sequence[FinishedJob], service_times: Sequence[float] | None = None,
                 cohort: Cohort | None = None, now: float | None = None,
-                repredicted: Sequence[FinishedJob] | None = None) -> bool:
+                repredicted: Sequence[FinishedJob] | None = None, aging_cohort: Cohort | None = None) -> bool:
         """Refresh the rank quality, the guards and the aging bound from recently finished jobs. Returns True
         when a guard changed state. `service_times`: what the aging bound is derived from, when it should
         see more jobs than the guard judges (the service passes every done job's, forced lengths included,
         which the guard leaves out); default: the finished jobs' own. `cohort` (with `now`, on the same clock
         as its arrivals): the outcome guard's jobs (`storage.jobs.recent_cohort`); without it, the outcome
-        guard keeps its state.
+        guard keeps its state. `aging_cohort`: the last `aging_cohort_jobs` jobs by arrival up to now, in the
+        system (censored) or done, whose counterfactual FCFS mean JCT the aging bound grows with; without it,
+        the bound keeps the last such mean.
 
         `repredicted`: the last finished jobs that have re-predictions, however far back (the service passes
         `storage.jobs.recent_repredicted`). Only a policy that re-predicts (ISRTF) makes them, so after a spell
@@ -257,9 +275,18 @@ class Scheduler:
             self.quality_since = now
         if cohort is not None:
             changed |= self._judge_outcome(cohort, now)
+        if aging_cohort is not None and aging_cohort.jobs:
+            self.fcfs_mean_s = fcfs_mean_jct(aging_cohort)
         times = [j.service_s for j in finished] if service_times is None else list(service_times)
-        self.aging_bound_s = self.aging.bound(times)
+        self.aging_bound_s = self.aging.bound(times, self.fcfs_mean_s)
         return changed
+
+    @property
+    def aging_cohort_jobs(self) -> int:
+        """How many of the latest jobs `observe` wants as `aging_cohort` (0: none; the bound does not grow with
+        FCFS's counterfactual JCT)."""
+        grows = self.aging.enabled and self.aging.fixed_s <= 0 and self.aging.fcfs_factor > 0
+        return self.aging.fcfs_jobs if grows else 0
 
     def _judge_outcome(self, cohort: Cohort, now: float | None) -> bool:
         """Judge the jobs that arrived since their policy's order came on (or, tripped, count the jobs served in
@@ -300,7 +327,9 @@ class Scheduler:
                            "typical_tokens": None if self.typical_tokens is None else round(self.typical_tokens, 1)},
             "aging": {"enabled": self.aging.enabled, "bound_s": round(self.aging_bound_s, 2),
                       "derived": self.aging.fixed_s <= 0, "since_arrival": self.aging.since_arrival,
-                      "preempts": self.aging.preempts},
+                      "preempts": self.aging.preempts, "factor": self.aging.factor,
+                      "fcfs_factor": self.aging.fcfs_factor,
+                      "fcfs_mean_s": None if self.fcfs_mean_s is None else round(self.fcfs_mean_s, 2)},
             "margin": {"enabled": self.margin.enabled, "uncertainty_default": self.margin.default_uncertainty,
                        "uncertainty_by_step": [list(p) for p in self.margin.uncertainty_by_step]},
             "levels": {"num_levels": self.levels.num_levels, "edges": list(self.levels.edges)},
@@ -314,8 +343,8 @@ class Scheduler:
     def from_settings(cls, settings: Any, levels: PriorityLevels,
                       uncertainty_by_step: Sequence[tuple[int, float]] = ()) -> Scheduler:
         """Build from any object with the service's setting names (pure: reads attributes only)."""
-        margin = YieldMargin.of(settings.yield_uncertainty, uncertainty_by_step if settings.yield_margin_per_step else (),
-                                enabled=settings.yield_margin)
+        per_step = uncertainty_by_step if settings.yield_margin_per_step else ()
+        margin = YieldMargin.of(settings.yield_uncertainty, per_step, enabled=settings.yield_margin)
         guard = QualityGuard(threshold=settings.guard_threshold, hysteresis=settings.guard_hysteresis,
                              min_jobs=settings.guard_min_jobs, enabled=settings.guard,
                              start_in_fallback=settings.guard_start_in_fallback,
@@ -324,6 +353,8 @@ class Scheduler:
                                                               QualityGuard.preempt_hysteresis)))
         aging = AgingRule(enabled=settings.aging, fixed_s=settings.max_wait_s, factor=settings.aging_factor,
                           floor_s=settings.aging_floor_s,
+                          fcfs_factor=float(getattr(settings, "aging_fcfs_factor", AgingRule.fcfs_factor)),
+                          fcfs_jobs=int(getattr(settings, "aging_fcfs_jobs", AgingRule.fcfs_jobs)),
                           since_arrival=bool(getattr(settings, "aging_since_arrival", True)),
                           preempts=bool(getattr(settings, "aging_preempts", True)))
         outcome = OutcomeGuard(enabled=bool(getattr(settings, "outcome_guard", True)),

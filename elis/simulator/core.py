@@ -186,8 +186,10 @@ class Simulator:
             if self.scheduler is not None and self.finished and (events or index < count):
                 clock_now = events[0][0] if events else specs[index].arrival
                 if clock_now >= self.next_refresh:
+                    recent = self.scheduler.aging_cohort_jobs
                     self.scheduler.observe(self.finished[-self.window_jobs:], cohort=self._cohort(clock_now),
-                                           now=clock_now)
+                                           now=clock_now,
+                                           aging_cohort=self._cohort(clock_now, 0.0, recent) if recent else None)
                     self.next_refresh = clock_now + self.refresh_s
             if self.dirty:
                 for worker in self.dirty:
@@ -196,10 +198,11 @@ class Simulator:
         return SimResult(self.policy.name, self.records, time.perf_counter() - started, self.num_windows,
                          self.config, self.num_predictions)
 
-    def _cohort(self, now: float) -> Cohort:
-        """What the service's `recent_cohort` reads: the last jobs by arrival that arrived an aging bound ago
-        or earlier, finished or (censored) not, each with the time it held a slot."""
-        cut = now - self.scheduler.aging_bound_s
+    def _cohort(self, now: float, horizon: float | None = None, limit: int | None = None) -> Cohort:
+        """What the service's `recent_cohort` reads: the last jobs by arrival (`limit`, default the guard's
+        window) that arrived an aging bound ago or earlier (`horizon` seconds ago, when given), finished or
+        (censored) not, each with the time it held a slot."""
+        cut = now - (self.scheduler.aging_bound_s if horizon is None else horizon)
         finished = [(o, n) for o, n in self.outcomes if o.arrival_s < cut]
         done = [o for o, _ in finished]
         residual = ResidualEstimate.of((o.slot_s, n) for o, n in finished)
@@ -210,9 +213,10 @@ class Simulator:
                              policy=self.policy.name)
                   for job in self.jobs.values() if job.arrival < cut]
         everything = sorted(done + active, key=lambda o: o.arrival_s)
-        cohort = everything[-self.window_jobs:]
+        limit = limit or self.window_jobs
+        cohort = everything[-limit:]
         first = cohort[0].arrival_s if cohort else 0.0
-        backlog = [o for o in everything[:-self.window_jobs] if o.finish_s > first]
+        backlog = [o for o in everything[:-limit] if o.finish_s > first]
         return Cohort(tuple(cohort), self.config.num_workers * self.config.num_slots, tuple(backlog))
 
     def _push(self, when: float, kind: int, payload: object, worker: _Worker) -> None:

@@ -58,15 +58,19 @@ def refresh_scheduler(scheduler: Scheduler, settings: Settings) -> bool:
     with session_scope(settings.resolved_database_url) as session:
         finished, repredicted = store.recent_guard_evidence(session, limit=settings.guard_window_jobs)
         service_times = store.recent_service_times(session, limit=settings.guard_window_jobs)
-        cohort = None
+        cohort = aging_cohort = None
         if scheduler.outcome.enabled:
             # Judge jobs that arrived an aging bound ago or earlier: by then a job still waiting is starving.
             horizon = timedelta(seconds=scheduler.aging_bound_s)
             cohort = store.recent_cohort(session, limit=settings.guard_window_jobs, arrived_before=now - horizon,
                                          now=now)
+        if scheduler.aging_cohort_jobs:
+            # The latest jobs, queued ones included: what FCFS would give them grows with the queue at once.
+            aging_cohort = store.recent_cohort(session, limit=scheduler.aging_cohort_jobs, arrived_before=now,
+                                               now=now)
     ordering_before, preempting_before = scheduler.ordering(), scheduler.guard.preempting
     changed = scheduler.observe(finished, service_times=service_times, cohort=cohort, now=now.timestamp(),
-                                repredicted=repredicted)
+                                repredicted=repredicted, aging_cohort=aging_cohort)
     if changed:
         # A guard can change state without changing the order (the quality guard under MLFQ, which orders
         # without predictions): say which.

@@ -182,3 +182,29 @@ def test_jobs_that_finished_later_than_fcfs_would_have_trip_the_outcome_guard(se
         assert accepted["ordering"] == "fcfs (outcome guard)"
         metrics = client.get("/metrics").text
         assert 'elis_predictor_rank_quality{measure="outcome_tripped"} 1.0' in metrics
+
+
+def test_the_aging_bound_grows_with_what_fcfs_would_give_the_latest_jobs_queued_ones_included(guarded):
+    from datetime import timedelta
+
+    settings, client = guarded
+    url = settings.resolved_database_url
+    t0 = clock.now() - timedelta(seconds=100)
+    # One slot, four 10 s jobs that arrived together and ran back to back, and two jobs still queued since t0,
+    # each likely needing another 10 s (the finished jobs' length at their time per token): FCFS would have
+    # finished the six in 10, 20, ... 60 s, 35 s on the mean.
+    for index in range(4):
+        served(url, t0, t0 + timedelta(seconds=10 * index), 10.0)
+    for _ in range(2):
+        with session_scope(url) as session:
+            store.create_job(session, new=new_job(policy="isrtf", max_tokens=10), now=t0)
+    scheduler = client.app.state.scheduler
+    refresh_scheduler(scheduler, settings)
+    aging = client.get("/v1/stats").json()["aging"]
+    # Service times alone would give 3 x 10 s; the bound follows FCFS's 35 s.
+    assert aging["fcfs_factor"] == 1.0 and aging["fcfs_mean_s"] == pytest.approx(35.0, rel=0.01)
+    assert scheduler.aging_bound_s == pytest.approx(35.0, rel=0.01)
+    off = settings.model_copy(update={"aging_fcfs_factor": 0.0})
+    with TestClient(create_app(off)) as plain:
+        refresh_scheduler(plain.app.state.scheduler, off)
+        assert plain.get("/v1/stats").json()["aging"]["bound_s"] == pytest.approx(30.0, rel=0.01)

@@ -21,6 +21,7 @@ from elis.scheduling.guard import (
     measure_rank_quality,
 )
 from elis.scheduling.levels import PriorityLevels
+from elis.scheduling.outcome import Cohort, JobOutcome, fcfs_mean_jct
 from elis.scheduling.policy import AGED_SCORE, Aging, JobView, LoopsLast, make_policy
 from elis.scheduling.scheduler import AgingRule, Scheduler
 
@@ -297,6 +298,39 @@ def test_the_scheduler_ages_with_the_bound_it_derives_from_finished_jobs():
     # Service times of more jobs than the guard judges (forced replays too) set the bound when given.
     scheduler.observe([FinishedJob(str(i), 100, 20.0, float(100 + i)) for i in range(6)], service_times=[4.0, 6.0])
     assert scheduler.aging_bound_s == 15.0  # 3 x 5 s is above the 10 s floor
+
+
+def cohort_of(*slot_times: float, slots: int = 1) -> Cohort:
+    """Jobs that all arrived at 0 and held a slot for these seconds each."""
+    return Cohort(tuple(JobOutcome(0.0, t, ((0.0, t),)) for t in slot_times), slots)
+
+
+def test_fcfs_mean_jct_replays_the_cohort_in_arrival_order_on_its_slots():
+    assert fcfs_mean_jct(cohort_of(10.0, 10.0)) == 15.0  # one slot: 10 s, then 20 s
+    assert fcfs_mean_jct(cohort_of(10.0, 10.0, slots=2)) == 10.0
+    assert fcfs_mean_jct(Cohort((), 1)) == 0.0
+
+
+def test_the_aging_bound_grows_with_the_mean_jct_fcfs_would_give_the_latest_jobs():
+    rule = AgingRule(factor=3.0, floor_s=10.0, fcfs_factor=1.0)
+    assert rule.bound([5.0]) == 15.0 and rule.bound([5.0], fcfs_mean_s=12.0) == 15.0  # service times win
+    assert rule.bound([5.0], fcfs_mean_s=40.0) == 40.0  # a queue: FCFS would have kept jobs 40 s
+    assert AgingRule(fcfs_factor=0.0).bound([5.0], fcfs_mean_s=40.0) == 15.0  # off
+    assert AgingRule(fixed_s=7.0).bound([5.0], fcfs_mean_s=40.0) == 7.0  # a fixed bound is fixed
+    scheduler = Scheduler.from_settings(SETTINGS, LEVELS)
+    assert scheduler.aging_cohort_jobs == 50 and scheduler.snapshot()["aging"]["fcfs_mean_s"] is None
+    finished = [FinishedJob(str(i), 100, 5.0, float(100 + i)) for i in range(6)]
+    scheduler.observe(finished, aging_cohort=cohort_of(20.0, 20.0, 20.0, 20.0))  # FCFS: 20, 40, 60, 80
+    assert scheduler.fcfs_mean_s == 50.0 and scheduler.aging_bound_s == 50.0
+    waiting = job("w", 500.0, arrival=0.0, enqueued=0.0)
+    assert not scheduler.is_starving(waiting, 49.0) and scheduler.is_starving(waiting, 51.0)
+    scheduler.observe(finished)  # no new cohort: the last mean holds
+    assert scheduler.aging_bound_s == 50.0
+    scheduler.observe(finished, aging_cohort=cohort_of(1.0))  # the queue drained: service times again
+    assert scheduler.aging_bound_s == 15.0 and scheduler.snapshot()["aging"]["fcfs_mean_s"] == 1.0
+    off = Scheduler.from_settings(SimpleNamespace(**{**vars(SETTINGS), "aging_fcfs_factor": 0.0}), LEVELS)
+    assert off.aging_cohort_jobs == 0
+    assert Scheduler("isrtf", LEVELS, aging=AgingRule(fixed_s=5.0)).aging_cohort_jobs == 0
 
 
 def test_aging_off_and_a_fixed_bound_are_both_honoured():

@@ -68,6 +68,16 @@ def test_jobs_leave_in_isrtf_order_and_an_aged_job_jumps_ahead():
     assert not queue
 
 
+def test_a_queued_job_starves_by_the_bound_in_force_when_asked_not_the_one_it_was_pushed_under():
+    queue = PolicyQueue(Aging(ISRTF(), max_wait_s=10.0))
+    queue.push(JobView("long", 0.0, predicted_remaining=900.0, enqueued_at=0.0), 0.0)
+    queue.push(JobView("short", 1.0, predicted_remaining=10.0, enqueued_at=1.0), 1.0)
+    queue.policy = Aging(ISRTF(), max_wait_s=30.0)  # the bound grew with the queue while they waited
+    assert queue.num_aged(20.0) == 0 and queue.peek(20.0).job_id == "short"
+    queue.policy = Aging(ISRTF(), max_wait_s=5.0)  # and shrank
+    assert queue.num_aged(20.0) == 2 and [queue.pop(20.0).job_id for _ in range(2)] == ["long", "short"]
+
+
 def test_with_broker_levels_jobs_of_one_level_leave_in_push_order():
     levels = PriorityLevels((100.0, 500.0))  # level 2: < 100, level 1: < 500, level 0: the rest
     queue = PolicyQueue(SJF(), levels)
