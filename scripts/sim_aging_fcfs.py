@@ -28,7 +28,7 @@ num_jobs, num_seeds, source = int(arg(2, "100")), int(arg(3, "10")), arg(4, "see
 ks = [float(x) for x in arg(5, "1,1.25,1.5").split(",")]
 spec = figures.PredictorSpec("persistent", float(arg(6, "1.0")))
 profile = EngineProfile.load(None)
-config = SimConfig(1, 4, 50)
+config = SimConfig(1, 4, 50, max_tokens=512)
 pool = corpus_pool(CORPUS_PATH, source, 512)
 capacity = figures.measure_capacity(profile, config, pool)
 arms: list[tuple[str, str, dict]] = [("srtf-oracle", "bound (service aging)", {})]

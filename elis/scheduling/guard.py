@@ -312,7 +312,8 @@ class QualityGuard:
 def aging_bound(service_times: Sequence[float], factor: float, floor_s: float) -> float:
     """A bounded wait derived from what jobs cost: `factor` x the mean service time of recently finished
     jobs, never below `floor_s`. A job in the system longer than this (since it arrived, by default; or since it
-    last entered the queue) goes first."""
+    last entered the queue) goes first. `scheduler.AgingRule` also keeps the bound at FCFS's recent mean JCT or
+    above."""
     times = [t for t in service_times if t > 0]
     if not times:
         return floor_s

@@ -84,6 +84,11 @@ class Policy(ABC):
         """When a queued job starts starving (goes first); infinity for policies without aging."""
         return math.inf
 
+    def aging_key(self, job: JobView) -> float:
+        """`starve_time` minus the part of the bound every job shares (which may change while jobs wait):
+        queued jobs starve in this order whatever that part is. Infinity for policies without aging."""
+        return math.inf
+
     def base_key(self, job: JobView, now: float) -> tuple[float, float, str]:
         """The sort key before aging: fixed while a job waits for every built-in policy."""
         return self.sort_key(job, now)
@@ -234,9 +239,16 @@ class Aging(Policy):
     def base_key(self, job: JobView, now: float) -> tuple[float, float, str]:
         return self.inner.base_key(job, now)
 
+    def _since(self, job: JobView) -> float:
+        return job.arrival_time if self.since_arrival or job.enqueued_at is None else job.enqueued_at
+
     def starve_time(self, job: JobView) -> float:
-        since = job.arrival_time if self.since_arrival or job.enqueued_at is None else job.enqueued_at
-        return since + self.wait_bound(job)
+        return self._since(job) + self.wait_bound(job)
+
+    def aging_key(self, job: JobView) -> float:
+        if math.isinf(self.wait_bound(job)):
+            return math.inf
+        return self._since(job) + self.service_factor * job.service_time
 
     def should_yield(self, job: JobView, now: float, head: JobView | None = None) -> bool:
         """A running job of a preemptive inner policy (ISRTF, MLFQ, SRTF) yields at its window end to a

@@ -21,9 +21,9 @@ class PolicyQueue:
     """Jobs waiting for a slot, popped in the policy's order.
 
     Without `levels`, `pop(now)` returns the job with the smallest `policy.sort_key(job, now)` among the queued
-    jobs. It keeps two heaps: one by the policy's key before aging, one by the time each job starts starving;
-    at each peek/pop the jobs whose bound has passed move to a third heap that goes first (aged jobs keep the
-    policy's tie-breakers: arrival, then id).
+    jobs. It keeps two heaps: one by the policy's key before aging, one by what each job's aging bound counts
+    from (`aging_key`); at each peek/pop the jobs whose bound (the one in force then) has passed move to a third
+    heap that goes first (aged jobs keep the policy's tie-breakers: arrival, then id).
 
     NOTE: this assumes a queued job's score does not change while it waits, which holds for every built-in
     policy (predictions change only when a job re-enters the queue).
@@ -56,9 +56,9 @@ class PolicyQueue:
             key = (-self.levels.level(key[0]), seq)
         heapq.heappush(self._ready, (key, seq, job))
         self._where[seq] = _READY
-        starve_at = self.policy.starve_time(job)
-        if starve_at < math.inf:
-            heapq.heappush(self._aging, (starve_at, seq, job))
+        key = self.policy.aging_key(job)
+        if key < math.inf:
+            heapq.heappush(self._aging, (key, seq, job))
 
     def peek(self, now: float) -> JobView | None:
         """The job `pop(now)` would return, or None when empty."""
@@ -81,10 +81,12 @@ class PolicyQueue:
 
     def _age(self, now: float) -> None:
         aging = self._aging
-        # The bound may have changed since a job was pushed (the service derives it from recent jobs, and the
-        # reconciler promotes by the bound in force): ask the policy now. One bound for every job keeps the heap's
-        # order (arrival, or last enqueue, plus the bound), so the top is still the first to starve.
-        while aging and self.policy.starve_time(aging[0][2]) < now:
+        # The heap is keyed by `aging_key` (what the bound counts from), not by the starve time at push: the
+        # bound may change while jobs wait (the service derives it from recent jobs, and the reconciler promotes
+        # by the bound in force), and this order holds whatever the bound, so the top is always the first to
+        # starve under the bound in force now.
+        policy = self.policy
+        while aging and policy.starve_time(aging[0][2]) < now:
             _, seq, job = heapq.heappop(aging)
             if self._where.get(seq) == _READY:
                 self._where[seq] = _AGED

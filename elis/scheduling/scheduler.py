@@ -3,7 +3,8 @@
 Built once per process from the settings (`elis.tasks.scheduling_setup.build_scheduler`, or
 `Scheduler.from_settings` in the simulator) and shared by the API (admission score and level), the workers
 (window-end decisions), the reconciler (starvation) and the simulator. It holds the only mutable scheduling
-state: the guards' verdicts and the aging bound, all refreshed from finished jobs by `observe`.
+state: the guards' verdicts and the aging bound, all refreshed by `observe` from finished jobs (and, for the
+aging bound, the latest jobs still queued or running).
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ class Scheduler:
     quality_since: float = 0.0
     outcome_since: float = 0.0
     aging_bound_s: float = field(init=False)
-    # The mean JCT FCFS would have given the last cohort (`observe`'s), which the aging bound grows with.
+    # The mean JCT FCFS would have given the latest jobs (`observe`'s `aging_cohort`); the aging bound grows with it.
     fcfs_mean_s: float | None = None
     _policies: dict[tuple[str, bool, bool, float, float], Policy] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -382,7 +383,7 @@ def _finite(value: float) -> float | None:
 class ScheduledPolicy(Policy):
     """The scheduler's policy in force for one policy name, as a `Policy` (guard, calibration and aging
     included), for code that orders a queue by policy objects: the simulator's `PolicyQueue`. As with
-    broker levels, a queued job's key is fixed when it is pushed."""
+    broker levels, a queued job's key is fixed when it is pushed; when it starves follows the bound in force."""
 
     def __init__(self, scheduler: Scheduler, name: str) -> None:
         base = scheduler.base_policy(name)
@@ -407,3 +408,6 @@ class ScheduledPolicy(Policy):
 
     def starve_time(self, job: JobView) -> float:
         return self._now().starve_time(job)
+
+    def aging_key(self, job: JobView) -> float:
+        return self._now().aging_key(job)

@@ -378,15 +378,24 @@ def _finished_facts(session: Session, queries: Sequence[Select], limit: int) -> 
     return [[facts[job.id] for job in jobs] for jobs in job_lists]
 
 
+def recent_residual(session: Session, *, limit: int) -> ResidualEstimate:
+    """What a job still in the system likely needs, learned from the last `limit` done jobs (forced lengths
+    included: their cost is real): their output lengths and their service seconds per token."""
+    rows = session.execute(select(Job.service_s, Job.num_output_tokens).where(Job.status == JobStatus.DONE.value)
+                           .order_by(Job.finished_at.desc(), Job.id).limit(limit))
+    return ResidualEstimate.of((float(seconds or 0.0), int(tokens or 0)) for seconds, tokens in rows)
+
+
 def recent_cohort(session: Session, *, limit: int, arrived_before: datetime, now: datetime,
-                  workload: str | None = None) -> Cohort:
+                  workload: str | None = None, residual: ResidualEstimate | None = None) -> Cohort:
     """The outcome guard's evidence (`elis.scheduling.outcome`): the last `limit` jobs by arrival that arrived
     before `arrived_before` and are done or still queued or running (a job still in the system is censored at
     `now`, with the slot time it likely still needs); the backlog (earlier jobs still in the system
     at the cohort's first arrival); each job's slot spans (every window and its window-end work, minus the
     re-prediction only a length-aware order makes); and the slots they ran on (the most windows ever running
     at once). Jobs admitted under FCFS share the slots but are not judged. `workload`: only that replay's jobs
-    (for reading one run of a comparison)."""
+    (for reading one run of a comparison). `residual`: what a censored job likely still needs (default: learned
+    from the cohort's own done jobs; a cohort of the latest arrivals may hold none, `recent_residual`)."""
     live = (JobStatus.DONE.value, JobStatus.QUEUED.value, JobStatus.RUNNING.value)
     columns = (Job.id, Job.arrival_at, Job.finished_at, Job.policy, Job.status, Job.num_output_tokens, Job.max_tokens,
                Job.true_output_tokens, Job.force_length)
@@ -413,8 +422,9 @@ def recent_cohort(session: Session, *, limit: int, arrived_before: datetime, now
         start, end = started.timestamp(), ended.timestamp() + (overhead or 0.0)
         intervals.append((start, end))
         spans.setdefault(job_id, []).append((start, max(end - (predict or 0.0), start)))
-    residual = ResidualEstimate.of((sum(end - start for start, end in spans.get(job.id, [])), job.num_output_tokens)
-                                   for job in jobs if job.status == JobStatus.DONE.value)
+    if residual is None:
+        residual = ResidualEstimate.of((sum(end - start for start, end in spans.get(job.id, [])),
+                                        job.num_output_tokens) for job in jobs if job.status == JobStatus.DONE.value)
 
     def outcome(job) -> JobOutcome:
         own = tuple(sorted(spans.get(job.id, [])))

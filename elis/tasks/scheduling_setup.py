@@ -65,9 +65,11 @@ def refresh_scheduler(scheduler: Scheduler, settings: Settings) -> bool:
             cohort = store.recent_cohort(session, limit=settings.guard_window_jobs, arrived_before=now - horizon,
                                          now=now)
         if scheduler.aging_cohort_jobs:
-            # The latest jobs, queued ones included: what FCFS would give them grows with the queue at once.
+            # The latest jobs, queued ones included: what FCFS would give them grows with the queue at once. On
+            # an overload few of them are done, so what the others still need is learned from the last done jobs.
+            residual = store.recent_residual(session, limit=settings.guard_window_jobs)
             aging_cohort = store.recent_cohort(session, limit=scheduler.aging_cohort_jobs, arrived_before=now,
-                                               now=now)
+                                               now=now, residual=residual)
     ordering_before, preempting_before = scheduler.ordering(), scheduler.guard.preempting
     changed = scheduler.observe(finished, service_times=service_times, cohort=cohort, now=now.timestamp(),
                                 repredicted=repredicted, aging_cohort=aging_cohort)

@@ -12,7 +12,7 @@ from elis import clock
 from elis.api.app import create_app
 from elis.storage import jobs as store
 from elis.storage.db import session_scope
-from elis.tasks.scheduling_setup import refresh_scheduler
+from elis.tasks.scheduling_setup import build_scheduler, refresh_scheduler
 from tests.integration.test_storage_postgres import commit_for, new_job
 
 pytestmark = pytest.mark.integration
@@ -190,20 +190,27 @@ def test_the_aging_bound_grows_with_what_fcfs_would_give_the_latest_jobs_queued_
     settings, client = guarded
     url = settings.resolved_database_url
     t0 = clock.now() - timedelta(seconds=100)
-    # One slot, four 10 s jobs that arrived together and ran back to back, and two jobs still queued since t0,
-    # each likely needing another 10 s (the finished jobs' length at their time per token): FCFS would have
-    # finished the six in 10, 20, ... 60 s, 35 s on the mean.
+    # One slot, four 10 s jobs that arrived together and ran back to back, and two jobs still queued since t0 + 5
+    # s, each likely needing 10 s (the done jobs' length at their time per token): FCFS would have finished the
+    # six 10, 20, 30, 40, 45 and 55 s after they arrived, 33.3 s on the mean.
     for index in range(4):
         served(url, t0, t0 + timedelta(seconds=10 * index), 10.0)
     for _ in range(2):
         with session_scope(url) as session:
-            store.create_job(session, new=new_job(policy="isrtf", max_tokens=10), now=t0)
+            store.create_job(session, new=new_job(policy="isrtf", max_tokens=10), now=t0 + timedelta(seconds=5))
     scheduler = client.app.state.scheduler
     refresh_scheduler(scheduler, settings)
     aging = client.get("/v1/stats").json()["aging"]
-    # Service times alone would give 3 x 10 s; the bound follows FCFS's 35 s.
-    assert aging["fcfs_factor"] == 1.0 and aging["fcfs_mean_s"] == pytest.approx(35.0, rel=0.01)
-    assert scheduler.aging_bound_s == pytest.approx(35.0, rel=0.01)
+    # Service times alone would give 3 x 10 s; the bound follows FCFS's 33.3 s.
+    assert aging["fcfs_factor"] == 1.0 and aging["fcfs_mean_s"] == pytest.approx(100 / 3, rel=0.01)
+    assert scheduler.aging_bound_s == pytest.approx(100 / 3, rel=0.01)
+    # Only the two queued jobs as the latest jobs: none of them done, so what they need comes from the last done
+    # jobs (10 tokens in 10 s each). After the backlog's 35 s left at t0 + 5, FCFS would give them 45 and 55 s
+    # (learning from the cohort's own done jobs, none, it read 35 s each).
+    two = settings.model_copy(update={"aging_fcfs_jobs": 2})
+    latest = build_scheduler(two)
+    refresh_scheduler(latest, two)
+    assert latest.aging_cohort_jobs == 2 and latest.fcfs_mean_s == pytest.approx(50.0, rel=0.01)
     off = settings.model_copy(update={"aging_fcfs_factor": 0.0})
     with TestClient(create_app(off)) as plain:
         refresh_scheduler(plain.app.state.scheduler, off)

@@ -330,6 +330,8 @@ def test_the_aging_bound_grows_with_the_mean_jct_fcfs_would_give_the_latest_jobs
     assert scheduler.aging_bound_s == 15.0 and scheduler.snapshot()["aging"]["fcfs_mean_s"] == 1.0
     off = Scheduler.from_settings(SimpleNamespace(**{**vars(SETTINGS), "aging_fcfs_factor": 0.0}), LEVELS)
     assert off.aging_cohort_jobs == 0
+    seven = Scheduler.from_settings(SimpleNamespace(**{**vars(SETTINGS), "aging_fcfs_jobs": 7}), LEVELS)
+    assert seven.aging_cohort_jobs == 7
     assert Scheduler("isrtf", LEVELS, aging=AgingRule(fixed_s=5.0)).aging_cohort_jobs == 0
 
 

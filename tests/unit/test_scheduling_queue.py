@@ -78,6 +78,17 @@ def test_a_queued_job_starves_by_the_bound_in_force_when_asked_not_the_one_it_wa
     assert queue.num_aged(20.0) == 2 and [queue.pop(20.0).job_id for _ in range(2)] == ["long", "short"]
 
 
+def test_jobs_pushed_under_different_bounds_starve_in_the_order_of_the_bound_in_force():
+    # Counted from arrival: "old" arrived at 90 and was re-queued at 105 under a bound of 50 (it would starve at
+    # 140); "new" arrived at 100 and was queued under a bound of 10 (110). With the bound now 50, "old" starves
+    # at 140 and "new" at 150: at 145 only "old" goes first.
+    queue = PolicyQueue(Aging(ISRTF(), max_wait_s=10.0, since_arrival=True))
+    queue.push(JobView("new", 100.0, predicted_remaining=10.0, enqueued_at=100.0), 100.0)
+    queue.policy = Aging(ISRTF(), max_wait_s=50.0, since_arrival=True)
+    queue.push(JobView("old", 90.0, predicted_remaining=900.0, enqueued_at=105.0), 105.0)
+    assert queue.num_aged(145.0) == 1 and queue.pop(145.0).job_id == "old"
+
+
 def test_with_broker_levels_jobs_of_one_level_leave_in_push_order():
     levels = PriorityLevels((100.0, 500.0))  # level 2: < 100, level 1: < 500, level 0: the rest
     queue = PolicyQueue(SJF(), levels)
