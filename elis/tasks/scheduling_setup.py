@@ -105,11 +105,13 @@ class QualityMonitor(threading.Thread):
                 if since_log >= self.log_every_s and self.scheduler.quality is not None:
                     since_log = 0.0
                     quality = self.scheduler.quality
+                    fcfs_mean = self.scheduler.fcfs_mean_s
                     log.info("rank quality over %d finished jobs: admission tau %s (n=%d), re-predictions tau %s "
-                             "(n=%d); %s; outcome guard: %s; aging bound %.1f s", quality.num_jobs,
+                             "(n=%d); %s; outcome guard: %s; aging bound %.1f s (FCFS's mean JCT of the latest "
+                             "jobs %s s)", quality.num_jobs,
                              _fmt(quality.admission_tau), quality.admission_num, _fmt(quality.pooled_tau),
                              quality.pooled_num, self.scheduler.guard.reason, self.scheduler.outcome.reason,
-                             self.scheduler.aging_bound_s)
+                             self.scheduler.aging_bound_s, "n/a" if fcfs_mean is None else f"{fcfs_mean:.1f}")
             except Exception as exc:  # an observer's failure must not stop serving
                 log.warning("quality monitor: refresh failed: %s", exc)
             if self.stopped.wait(self.settings.guard_refresh_s):
