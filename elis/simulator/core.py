@@ -206,7 +206,7 @@ class Simulator:
         finished = [(o, n) for o, n in self.outcomes if o.arrival_s < cut]
         done = [o for o, _ in finished]
         # As the service: the outcome guard's cohort learns from its own done jobs, the aging cohort (the latest
-        # arrivals) from the last done jobs (`storage.jobs.recent_residual`).
+        # arrivals) from the last done jobs (`storage.jobs.recent_costs`).
         learn_from = finished if horizon is None else self.outcomes[-self.window_jobs:]
         residual = ResidualEstimate.of((o.slot_s, n) for o, n in learn_from)
         judged = self.policy.name != "fcfs"

@@ -317,13 +317,13 @@ def seconds_ago(now: datetime, seconds: float) -> datetime:
     return now - timedelta(seconds=seconds)
 
 
-def recent_service_times(session: Session, *, limit: int) -> list[float]:
-    """Service seconds of the last `limit` done jobs, forced lengths included: what a job costs the engine is
-    real whether its length was forced or not (the aging bound is derived from it)."""
-    return [float(t) for t in session.scalars(
-        select(Job.service_s).where(Job.status == JobStatus.DONE.value)
-        .order_by(Job.finished_at.desc(), Job.id).limit(limit)
-    )]
+def recent_costs(session: Session, *, limit: int) -> list[tuple[float, int]]:
+    """(service seconds, output tokens) of the last `limit` done jobs, forced lengths included: what a job costs
+    the engine is real whether its length was forced or not. The aging bound is derived from the service times,
+    and what a job still in the system likely needs (`ResidualEstimate.of`) from both."""
+    rows = session.execute(select(Job.service_s, Job.num_output_tokens).where(Job.status == JobStatus.DONE.value)
+                           .order_by(Job.finished_at.desc(), Job.id).limit(limit))
+    return [(float(seconds or 0.0), int(tokens or 0)) for seconds, tokens in rows]
 
 
 def _finished_query() -> Select:
@@ -378,14 +378,6 @@ def _finished_facts(session: Session, queries: Sequence[Select], limit: int) -> 
     return [[facts[job.id] for job in jobs] for jobs in job_lists]
 
 
-def recent_residual(session: Session, *, limit: int) -> ResidualEstimate:
-    """What a job still in the system likely needs, learned from the last `limit` done jobs (forced lengths
-    included: their cost is real): their output lengths and their service seconds per token."""
-    rows = session.execute(select(Job.service_s, Job.num_output_tokens).where(Job.status == JobStatus.DONE.value)
-                           .order_by(Job.finished_at.desc(), Job.id).limit(limit))
-    return ResidualEstimate.of((float(seconds or 0.0), int(tokens or 0)) for seconds, tokens in rows)
-
-
 def recent_cohort(session: Session, *, limit: int, arrived_before: datetime, now: datetime,
                   workload: str | None = None, residual: ResidualEstimate | None = None) -> Cohort:
     """The outcome guard's evidence (`elis.scheduling.outcome`): the last `limit` jobs by arrival that arrived
@@ -395,7 +387,8 @@ def recent_cohort(session: Session, *, limit: int, arrived_before: datetime, now
     re-prediction only a length-aware order makes); and the slots they ran on (the most windows ever running
     at once). Jobs admitted under FCFS share the slots but are not judged. `workload`: only that replay's jobs
     (for reading one run of a comparison). `residual`: what a censored job likely still needs (default: learned
-    from the cohort's own done jobs; a cohort of the latest arrivals may hold none, `recent_residual`)."""
+    from the cohort's own done jobs; a cohort of the latest arrivals may hold none, so the service passes
+    `ResidualEstimate.of(recent_costs(...))`)."""
     live = (JobStatus.DONE.value, JobStatus.QUEUED.value, JobStatus.RUNNING.value)
     columns = (Job.id, Job.arrival_at, Job.finished_at, Job.policy, Job.status, Job.num_output_tokens, Job.max_tokens,
                Job.true_output_tokens, Job.force_length)

@@ -15,6 +15,7 @@ from pathlib import Path
 from elis import clock
 from elis.config import Settings
 from elis.scheduling.levels import LevelFile, PriorityLevels, load_level_file
+from elis.scheduling.outcome import ResidualEstimate
 from elis.scheduling.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def refresh_scheduler(scheduler: Scheduler, settings: Settings) -> bool:
     now = clock.now()
     with session_scope(settings.resolved_database_url) as session:
         finished, repredicted = store.recent_guard_evidence(session, limit=settings.guard_window_jobs)
-        service_times = store.recent_service_times(session, limit=settings.guard_window_jobs)
+        costs = store.recent_costs(session, limit=settings.guard_window_jobs)
         cohort = aging_cohort = None
         if scheduler.outcome.enabled:
             # Judge jobs that arrived an aging bound ago or earlier: by then a job still waiting is starving.
@@ -67,12 +68,11 @@ def refresh_scheduler(scheduler: Scheduler, settings: Settings) -> bool:
         if scheduler.aging_cohort_jobs:
             # The latest jobs, queued ones included: what FCFS would give them grows with the queue at once. On
             # an overload few of them are done, so what the others still need is learned from the last done jobs.
-            residual = store.recent_residual(session, limit=settings.guard_window_jobs)
             aging_cohort = store.recent_cohort(session, limit=scheduler.aging_cohort_jobs, arrived_before=now,
-                                               now=now, residual=residual)
+                                               now=now, residual=ResidualEstimate.of(costs))
     ordering_before, preempting_before = scheduler.ordering(), scheduler.guard.preempting
-    changed = scheduler.observe(finished, service_times=service_times, cohort=cohort, now=now.timestamp(),
-                                repredicted=repredicted, aging_cohort=aging_cohort)
+    changed = scheduler.observe(finished, service_times=[seconds for seconds, _ in costs], cohort=cohort,
+                                now=now.timestamp(), repredicted=repredicted, aging_cohort=aging_cohort)
     if changed:
         # A guard can change state without changing the order (the quality guard under MLFQ, which orders
         # without predictions): say which.
