@@ -19,6 +19,7 @@ from elis.replay.report import (
 )
 from elis.replay.workload import read_azure_trace, rescale_to_rate, synthetic_workload
 from elis.scheduling.levels import PriorityLevels, calibrate_levels, remaining_length_targets
+from elis.scheduling.policy import make_policy
 from elis.simulator import figures
 from elis.simulator.core import SimConfig
 from elis.simulator.engine_profile import EngineProfile
@@ -345,3 +346,97 @@ def blind(
     print_table(BLIND_HEADER, rows, title="mean JCT relative to FCFS; no policy here sees a predicted length")
     _save_table(out, BLIND_HEADER, rows)
     typer.echo(f"table: {out.with_suffix('.md')}")
+
+
+def _variants(text: str | None) -> tuple[str, list[object]] | None:
+    """`--vary NAME=V1,V2,...` parsed against the service's settings: (name, values); None when not given."""
+    if not text:
+        return None
+    from elis.config import Settings
+
+    name, sep, values = text.partition("=")
+    name = name.strip().lower()
+    if not sep or not values.strip():
+        raise typer.BadParameter("expected NAME=V1,V2,... e.g. yield_uncertainty=0.5,0.9", param_hint="--vary")
+    if name not in Settings.model_fields:
+        raise typer.BadParameter(f"{name!r} is not a setting (see `elis settings` or docs/operations.md)",
+                                 param_hint="--vary")
+    parsed = []
+    for value in _names(values):
+        try:
+            parsed.append(getattr(Settings(**{name: value}), name))
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            reason = str(exc).splitlines()[-1].strip() if str(exc) else "invalid"
+            raise typer.BadParameter(f"{name}={value}: {reason}", param_hint="--vary") from None
+    return name, parsed
+
+
+@simulate_app.command("replay", short_help="Replay a live run's jobs, with its own predictions, under other "
+                                           "policies, settings or loads.")
+def replay_live(
+    records: Annotated[list[Path], typer.Argument(help="Records CSVs of `elis compare` of one workload: the first "
+                                                       "gives the jobs, all give predictions.", show_default=False)],
+    policies: Annotated[str, typer.Option("--policies", "-p", help="Comma-separated policies.")]
+    = "fcfs,isrtf,srtf-oracle",
+    vary: Annotated[str | None, typer.Option(help="One setting to vary for each policy that orders by "
+                                                  "predictions, e.g. yield_uncertainty=0.5,0.9.")] = None,
+    scales: Annotated[str, typer.Option(help="Arrival rates as multiples of the live run's (2: twice as "
+                                             "fast).")] = "1",
+    guard: Annotated[bool, typer.Option(help="Run the quality guard as the service does, starting trusted (as "
+                                             "after a natural pass; its pre-emption gate is judged in the run). "
+                                             "Off: the predictor is trusted throughout.")] = False,
+    slots: Slots = 4, window: Window = 50,
+    max_tokens: Annotated[int | None, typer.Option(help="The run's max_tokens (default: 512, or 1024 if an "
+                                                        "output is longer).")] = None,
+    profile: ProfileOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the table here (.md and .csv).")] = None,
+) -> None:
+    """What would the jobs of a live run have got under another policy, setting or load? Replays the jobs of
+    `elis compare` records (arrivals, prompt and output lengths) in the simulator, each job predicted as the live
+    predictor predicted it (admission and re-predictions; a step it did not re-predict at takes the last
+    prediction less the tokens since), under the service's scheduler. Ratios are to FCFS and to the exact-length
+    bound (srtf-oracle) of the same scale when those policies are in --policies."""
+    from elis.simulator.replayed import Arm, read_live_run, replay_live_run
+
+    try:
+        run_data = read_live_run(records, window, max_tokens)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="RECORDS") from None
+    try:
+        names = [make_policy(name).name for name in _names(policies)]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--policies") from None
+    varied = _variants(vary)
+    trust = {"guard": True, "guard_start_in_fallback": False} if guard else {"guard": False}
+    arms: list[Arm] = []
+    for name in names:
+        if varied and make_policy(name).uses_predictions:
+            setting, values = varied
+            arms += [Arm(f"{name} {setting}={value}", name, {**trust, setting: value}) for value in values]
+        else:
+            arms.append(Arm(name, name, trust))
+    scale_list = _floats(scales)
+    if any(scale <= 0 for scale in scale_list):
+        raise typer.BadParameter("rate scales must be > 0", param_hint="--scales")
+    engine = _profile(profile, None, None)
+    with tqdm(total=len(arms) * len(scale_list), desc="replay", unit="run") as bar:
+        results = replay_live_run(run_data, arms, scale_list, profile=engine, slots=slots, window_tokens=window,
+                                  tick=lambda: bar.update())
+    header = ["rate", "run", "mean JCT s", "p50 JCT s", "p99 JCT s", "mean queuing s", "mean / FCFS",
+              "mean / bound", "p99 / FCFS"]
+    rows = []
+    for scale, summaries in results.items():
+        fcfs, bound = summaries.get("fcfs"), summaries.get("srtf-oracle")
+        for label, s in summaries.items():
+            rows.append([f"x{scale:g}", label, f"{s.mean_jct:.2f}", f"{s.p50_jct:.2f}", f"{s.p99_jct:.2f}",
+                         f"{s.mean_queuing_delay:.2f}", _ratio(s.mean_jct, fcfs and fcfs.mean_jct),
+                         _ratio(s.mean_jct, bound and bound.mean_jct), _ratio(s.p99_jct, fcfs and fcfs.p99_jct)])
+    print_table(header, rows, title=f"{len(run_data.jobs)} live jobs of {records[0]}, 1 worker x {slots} slots, "
+                                    f"max_tokens {run_data.max_tokens}, guard {'on' if guard else 'off'}")
+    if out:
+        _save_table(out, header, rows)
+        typer.echo(f"table: {out.with_suffix('.md')}")
+
+
+def _ratio(value: float, base: float | None) -> str:
+    return f"{value / base:.3f}" if base else "-"

@@ -108,6 +108,47 @@ class RecordedErrors(LengthModel):
         return cls(rows, seed)
 
 
+class ReplayedPredictions(LengthModel):
+    """The predictions a live run made, job by job: `by_job[job_id]` maps a step (windows done; 0 = admission) to
+    the predicted remaining tokens. A step the run did not re-predict at (it re-predicts only where a prediction
+    could change the order) takes the latest earlier prediction less the tokens generated since, as the live
+    worker clips it. A job the run did not predict is predicted exactly.
+
+    With a trace built from the same run's records, the simulator then orders each job as the live predictor
+    saw it: its errors on short and long jobs as they were, not a noise model's."""
+
+    name = "replayed"
+
+    def __init__(self, by_job: dict[str, dict[int, float]], window_tokens: int = 50) -> None:
+        self.by_job = by_job
+        self.window_tokens = window_tokens
+
+    def predict(self, true_remaining: int, step: int, job_id: str = "") -> float:
+        steps = self.by_job.get(job_id)
+        known = [at for at in (steps or {}) if at <= step]
+        if not known:
+            return float(true_remaining)
+        at = max(known)
+        return max(1.0, steps[at] - self.window_tokens * (step - at))
+
+    @classmethod
+    def from_records(cls, paths: Iterable[str | Path], window_tokens: int = 50) -> ReplayedPredictions:
+        """Read `elis compare` records CSVs (columns item, initial_prediction, predictions: one value or nan per
+        window, the prediction after it); job ids are the items. Later files fill steps earlier ones lack."""
+        by_job: dict[str, dict[int, float]] = {}
+        for path in paths:
+            with open(path, newline="") as handle:
+                for row in csv.DictReader(handle):
+                    steps = by_job.setdefault(str(row["item"]), {})
+                    values = [(0, row.get("initial_prediction") or "nan")]
+                    values += list(enumerate((row.get("predictions") or "").split(), start=1))
+                    for step, text in values:
+                        value = float(text)
+                        if not math.isnan(value):
+                            steps.setdefault(step, value)
+        return cls(by_job, window_tokens)
+
+
 def make_length_model(kind: str = "noise", sigma: float = 0.0, errors: str | Path | None = None,
                       seed: int = 0) -> LengthModel:
     """`noise` (sigma 0: exact), `persistent` (noise mostly fixed per job) or `recorded` (needs `errors`)."""
