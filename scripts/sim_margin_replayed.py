@@ -7,7 +7,7 @@ The margin was chosen (u = 0.9) on noise models of the predictor; this asks whet
 runs now, on the prompts it actually met, is better served by a smaller one.
 
 Usage: python scripts/sim_margin_replayed.py NAME=RECORDS.csv[,MORE.csv] ... [--scales 0.7,1,1.4] [--us 0,0.5,0.9]
-[--guard] (the first file of a group gives the jobs; every file of it gives predictions: the records of
+[--guard [--gate 0.75]] (the first file of a group gives the jobs; every file of it gives predictions: the records of
 forced-length runs of one workload). docs/scheduling.md ("The yield margin on the live predictions") has the
 results."""
 import argparse
@@ -23,11 +23,15 @@ parser.add_argument("--us", default="0,0.3,0.5,0.7,0.9", help="yield_uncertainty
 parser.add_argument("--guard", action="store_true",
                     help="the quality guard on, as the service runs it (starting trusted, as after a natural pass): "
                          "its pre-emption gate judges the yield rule at each margin")
+parser.add_argument("--gate", type=float, default=None,
+                    help="guard_preempt_precision with --guard (default: the service's)")
 args = parser.parse_args()
 profile = EngineProfile.load(None)
 scales = [float(x) for x in args.scales.split(",")]
 us = [float(x) for x in args.us.split(",")]
 trust = {"guard": True, "guard_start_in_fallback": False} if args.guard else {"guard": False}
+if args.guard and args.gate is not None:
+    trust["guard_preempt_precision"] = args.gate
 arms = ([Arm("fcfs", "fcfs", trust)] + [Arm(f"u={u:g}", "isrtf", {**trust, "yield_uncertainty": u}) for u in us]
         + [Arm("bound", "srtf-oracle", trust)])
 
