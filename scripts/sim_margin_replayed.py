@@ -7,6 +7,7 @@ The margin was chosen (u = 0.9) on noise models of the predictor; this asks whet
 runs now, on the prompts it actually met, is better served by a smaller one.
 
 Usage: python scripts/sim_margin_replayed.py NAME=RECORDS.csv[,MORE.csv] ... [--scales 0.7,1,1.4] [--us 0,0.5,0.9]
+[--setting aging_fcfs_factor --values 0.5,1,1.5]
 [--guard [--gate 0.75]] (the first file of a group gives the jobs; every file of it gives predictions: the records of
 forced-length runs of one workload). docs/scheduling.md ("The yield margin on the live predictions") has the
 results."""
@@ -19,7 +20,9 @@ from elis.simulator.replayed import Arm, read_live_run, replay_live_run
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument("groups", nargs="+", help="NAME=RECORDS.csv[,MORE.csv]")
 parser.add_argument("--scales", default="0.7,1,1.4", help="arrival rate as multiples of the live run's")
-parser.add_argument("--us", default="0,0.3,0.5,0.7,0.9", help="yield_uncertainty values")
+parser.add_argument("--us", "--values", dest="values", default="0,0.3,0.5,0.7,0.9",
+                    help="values of the setting (yield_uncertainty unless --setting)")
+parser.add_argument("--setting", default="yield_uncertainty", help="the setting to vary for ISRTF")
 parser.add_argument("--guard", action="store_true",
                     help="the quality guard on, as the service runs it (starting trusted, as after a natural pass): "
                          "its pre-emption gate judges the yield rule at each margin")
@@ -28,26 +31,30 @@ parser.add_argument("--gate", type=float, default=None,
 args = parser.parse_args()
 profile = EngineProfile.load(None)
 scales = [float(x) for x in args.scales.split(",")]
-us = [float(x) for x in args.us.split(",")]
+us = [float(x) for x in args.values.split(",")]
+short = "u" if args.setting == "yield_uncertainty" else args.setting
 trust = {"guard": True, "guard_start_in_fallback": False} if args.guard else {"guard": False}
 if args.guard and args.gate is not None:
     trust["guard_preempt_precision"] = args.gate
-arms = ([Arm("fcfs", "fcfs", trust)] + [Arm(f"u={u:g}", "isrtf", {**trust, "yield_uncertainty": u}) for u in us]
+arms = ([Arm("fcfs", "fcfs", trust)] + [Arm(f"{short}={u:g}", "isrtf", {**trust, args.setting: u}) for u in us]
         + [Arm("bound", "srtf-oracle", trust)])
 
-print("| workload | rate | FCFS mean JCT s | " + " | ".join(f"ISRTF u={u:g}" for u in us)
-      + " | bound | ISRTF p99 / FCFS, u=" + ", ".join(f"{u:g}" for u in us) + " |")
+print("| workload | rate | FCFS mean JCT s | " + " | ".join(f"ISRTF {short}={u:g}" for u in us)
+      + f" | bound | ISRTF p99 / FCFS, {short}=" + ", ".join(f"{u:g}" for u in us) + " |")
 print("| --- | ---: | ---: | " + " | ".join("---:" for _ in us) + " | ---: | --- |")
 ratios: list[list[float]] = []
+tails: list[list[float]] = []
 for group in args.groups:
     name, _, files = group.partition("=")
     results = replay_live_run(read_live_run(files.split(",")), arms, scales, profile=profile)
     for scale, runs in results.items():
-        fcfs, isrtf = runs["fcfs"], [runs[f"u={u:g}"] for u in us]
+        fcfs, isrtf = runs["fcfs"], [runs[f"{short}={u:g}"] for u in us]
         ratios.append([s.mean_jct / fcfs.mean_jct for s in isrtf])
+        tails.append([s.p99_jct / fcfs.p99_jct for s in isrtf])
         print(f"| {name} | x{scale:g} | {fcfs.mean_jct:.1f} | " + " | ".join(f"{r:.3f}" for r in ratios[-1])
               + f" | {runs['bound'].mean_jct / fcfs.mean_jct:.3f} | "
               + ", ".join(f"{s.p99_jct / fcfs.p99_jct:.2f}" for s in isrtf) + " |")
 columns = range(len(us))
 print(f"| mean of {len(ratios)} rows | | | " + " | ".join(f"{statistics.mean(r[i] for r in ratios):.3f}" for i in columns)
-      + " | | worst row: " + ", ".join(f"{max(r[i] for r in ratios):.3f}" for i in columns) + " |")
+      + " | | worst row: " + ", ".join(f"{max(r[i] for r in ratios):.3f}" for i in columns)
+      + "; p99 / FCFS, mean of rows: " + ", ".join(f"{statistics.mean(r[i] for r in tails):.3f}" for i in columns) + " |")
