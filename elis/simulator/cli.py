@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from tqdm import tqdm
 
 from elis.replay.report import (
@@ -359,16 +361,33 @@ def _variants(text: str | None) -> tuple[str, list[object]] | None:
     if not sep or not values.strip():
         raise typer.BadParameter("expected NAME=V1,V2,... e.g. yield_uncertainty=0.5,0.9", param_hint="--vary")
     if name not in Settings.model_fields:
-        raise typer.BadParameter(f"{name!r} is not a setting (see `elis settings` or docs/operations.md)",
-                                 param_hint="--vary")
+        raise typer.BadParameter(f"{name!r} is not a setting (see README.md, \"Settings\")", param_hint="--vary")
+    if name in _SET_BY_REPLAY:
+        raise typer.BadParameter(f"{name} is set by the command itself ({_SET_BY_REPLAY[name]})", param_hint="--vary")
     parsed = []
     for value in _names(values):
         try:
             parsed.append(getattr(Settings(**{name: value}), name))
-        except ValueError as exc:  # pydantic's ValidationError is a ValueError
-            reason = str(exc).splitlines()[-1].strip() if str(exc) else "invalid"
+        except ValidationError as exc:
+            errors = exc.errors()
+            reason = errors[0].get("msg", "invalid") if errors else "invalid"
             raise typer.BadParameter(f"{name}={value}: {reason}", param_hint="--vary") from None
     return name, parsed
+
+
+# Settings `elis simulate replay` sets from its own options: varying them would run another command.
+_SET_BY_REPLAY = {"policy": "--policies", "guard": "--guard", "guard_start_in_fallback": "--guard",
+                  "window_tokens": "--window"}
+
+
+def _scale_list(text: str) -> list[float]:
+    try:
+        values = _floats(text)
+    except ValueError:
+        raise typer.BadParameter(f"expected numbers like 1,1.4, got {text!r}", param_hint="--scales") from None
+    if not values or any(not math.isfinite(v) or v <= 0 for v in values):
+        raise typer.BadParameter("rate scales must be finite numbers > 0", param_hint="--scales")
+    return values
 
 
 @simulate_app.command("replay", short_help="Replay a live run's jobs, with its own predictions, under other "
@@ -398,15 +417,24 @@ def replay_live(
     bound (srtf-oracle) of the same scale when those policies are in --policies."""
     from elis.simulator.replayed import Arm, read_live_run, replay_live_run
 
+    if slots < 1 or window < 1:
+        raise typer.BadParameter("--slots and --window must be >= 1")
+    if max_tokens is not None and max_tokens < 1:
+        raise typer.BadParameter("must be >= 1", param_hint="--max-tokens")
     try:
         run_data = read_live_run(records, window, max_tokens)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="RECORDS") from None
     try:
-        names = [make_policy(name).name for name in _names(policies)]
+        names = list(dict.fromkeys(make_policy(name).name for name in _names(policies)))
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--policies") from None
+    if not names:
+        raise typer.BadParameter("name at least one policy", param_hint="--policies")
     varied = _variants(vary)
+    if varied and not any(make_policy(name).uses_predictions for name in names):
+        raise typer.BadParameter("--vary applies to policies that order by predictions (sjf, isrtf); --policies "
+                                 "has none", param_hint="--vary")
     trust = {"guard": True, "guard_start_in_fallback": False} if guard else {"guard": False}
     arms: list[Arm] = []
     for name in names:
@@ -415,10 +443,11 @@ def replay_live(
             arms += [Arm(f"{name} {setting}={value}", name, {**trust, setting: value}) for value in values]
         else:
             arms.append(Arm(name, name, trust))
-    scale_list = _floats(scales)
-    if any(scale <= 0 for scale in scale_list):
-        raise typer.BadParameter("rate scales must be > 0", param_hint="--scales")
-    engine = _profile(profile, None, None)
+    scale_list = _scale_list(scales)
+    try:
+        engine = _profile(profile, None, None)
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(f"cannot read the engine profile: {exc}", param_hint="--profile") from None
     with tqdm(total=len(arms) * len(scale_list), desc="replay", unit="run") as bar:
         results = replay_live_run(run_data, arms, scale_list, profile=engine, slots=slots, window_tokens=window,
                                   tick=lambda: bar.update())

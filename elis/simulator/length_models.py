@@ -132,12 +132,14 @@ class ReplayedPredictions(LengthModel):
         return max(1.0, steps[at] - self.window_tokens * (step - at))
 
     @classmethod
-    def from_records(cls, paths: Iterable[str | Path], window_tokens: int = 50) -> ReplayedPredictions:
+    def from_records(cls, paths: Iterable[str | Path], window_tokens: int = 50,
+                     into: dict[str, dict[int, float]] | None = None) -> ReplayedPredictions:
         """Read `elis compare` records CSVs (columns item, initial_prediction, predictions: one value or nan per
-        window, the prediction after it); job ids are the items. Later files fill steps earlier ones lack."""
-        by_job: dict[str, dict[int, float]] = {}
+        window, the prediction after it); job ids are the items. Later files fill steps earlier ones lack (`into`:
+        add to these predictions). Raises ValueError on a prediction that is not a number."""
+        by_job: dict[str, dict[int, float]] = {} if into is None else into
         for path in paths:
-            with open(path, newline="") as handle:
+            with open(path, newline="", encoding="utf-8") as handle:
                 for row in csv.DictReader(handle):
                     steps = by_job.setdefault(str(row["item"]), {})
                     values = [(0, row.get("initial_prediction") or "nan")]

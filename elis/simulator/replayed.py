@@ -36,30 +36,39 @@ class LiveRun:
 
 def read_live_run(paths: Sequence[str | Path], window_tokens: int = 50, max_tokens: int | None = None) -> LiveRun:
     """Jobs from the first records CSV; predictions from all of them (the records of runs of one workload: rounds,
-    other settings). `max_tokens` default: 512, or 1024 if an output is longer. Raises ValueError, naming the
-    file, on a missing column, a bad number or an empty file."""
+    other settings). `max_tokens` default: 512, or 1024 if an output is longer (the longest output beyond that).
+    Raises ValueError, naming the file, on a missing column or value, a bad number, a repeated item, an empty
+    file, or windows of another size than `window_tokens` (predictions are indexed by window)."""
     if not paths:
         raise ValueError("give at least one records CSV of `elis compare`")
-    rows = _read_rows(Path(paths[0]))
+    rows = _read_rows(Path(paths[0]), window_tokens)
     try:
         start = min(float(row["arrival"]) for row in rows)
         jobs = tuple(TraceJob(str(row["item"]), float(row["arrival"]) - start, int(row["num_prompt_tokens"]),
                               int(row["num_output_tokens"])) for row in sorted(rows, key=lambda r: float(r["arrival"])))
     except ValueError as exc:
         raise ValueError(f"{paths[0]}: not a number where one belongs ({exc})") from None
+    seen: set[str] = set()
+    for job in jobs:
+        if job.job_id in seen:
+            raise ValueError(f"{paths[0]}: item {job.job_id!r} appears twice (one run's records per file)")
+        seen.add(job.job_id)
     for path in paths[1:]:
-        _read_rows(Path(path))  # the same checks, with the file's name in the message
-    try:
-        predictions = ReplayedPredictions.from_records(paths, window_tokens)
-    except ValueError as exc:
-        raise ValueError(f"a prediction is not a number ({exc})") from None
+        _read_rows(Path(path), window_tokens)  # the same checks, with the file's name in the message
+    by_job: dict[str, dict[int, float]] = {}
+    for path in paths:
+        try:
+            ReplayedPredictions.from_records([path], window_tokens, into=by_job)
+        except ValueError as exc:
+            raise ValueError(f"{path}: a prediction is not a number ({exc})") from None
     longest = max(job.num_output_tokens for job in jobs)
-    return LiveRun(jobs, predictions, max_tokens or (512 if longest <= 512 else 1024))
+    default_cap = 512 if longest <= 512 else max(1024, longest)
+    return LiveRun(jobs, ReplayedPredictions(by_job, window_tokens), max_tokens or default_cap)
 
 
-def _read_rows(path: Path) -> list[dict[str, str]]:
+def _read_rows(path: Path, window_tokens: int) -> list[dict[str, str]]:
     try:
-        with open(path, newline="") as handle:
+        with open(path, newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
             missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or ())]
             if missing:
@@ -67,8 +76,19 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
             rows = list(reader)
     except OSError as exc:
         raise ValueError(f"{path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text (UTF-8) file") from None
     if not rows:
         raise ValueError(f"{path}: no jobs")
+    for line, row in enumerate(rows, start=2):
+        empty = [c for c in REQUIRED_COLUMNS if not (row.get(c) or "").strip()]
+        if empty:
+            raise ValueError(f"{path}:{line}: no value for {', '.join(empty)}")
+        windows = (row.get("window_tokens") or "").split()
+        # Every window but a job's last is full: its size is the run's window.
+        if len(windows) > 1 and windows[0].isdigit() and int(windows[0]) != window_tokens:
+            raise ValueError(f"{path}:{line}: the run's windows were {windows[0]} tokens, not {window_tokens} "
+                             f"(pass --window {windows[0]})")
     return rows
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from typer.testing import CliRunner
 from elis.simulator.cli import simulate_app
 from elis.simulator.engine_profile import EngineProfile
 from elis.simulator.length_models import ReplayedPredictions
-from elis.simulator.replayed import Arm, read_live_run, replay_live_run
+from elis.simulator.replayed import Arm, LiveRun, read_live_run, replay_live_run
 
 runner = CliRunner()
 
@@ -60,11 +61,16 @@ def test_read_live_run_starts_arrivals_at_zero_and_sorts_them(tmp_path):
     ("job_id,arrival\nx,1\n", "missing item, num_prompt_tokens, num_output_tokens"),
     (HEADER, "no jobs"),
     (HEADER + "a,isrtf,soon,1,2,0,3,\n", "not a number"),
+    (HEADER + "a,isrtf,10\n", "bad.csv:2: no value for item, num_prompt_tokens, num_output_tokens"),
+    (HEADER + "a,isrtf,1,5,60,0,3,\nb,isrtf,2,5,60,0,4,\n", "item '0' appears twice"),
+    (HEADER + "a,isrtf,1,5,60,0,3,oops\n", "a prediction is not a number"),
+    ("job_id,policy,arrival,num_prompt_tokens,num_output_tokens,item,window_tokens\na,isrtf,1,5,150,0,100 50\n",
+     "the run's windows were 100 tokens, not 50 (pass --window 100)"),
 ])
 def test_a_file_that_is_not_a_records_csv_is_a_clear_error(tmp_path, content, message):
     path = tmp_path / "bad.csv"
     path.write_text(content)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=re.escape(message)):
         read_live_run([path])
     result = runner.invoke(simulate_app, ["replay", str(path)])
     assert result.exit_code == 2 and message in _flat(result.output) and "Traceback" not in result.output
@@ -80,6 +86,10 @@ def test_replaying_a_real_run_exact_lengths_beat_fcfs_and_the_margin_changes_isr
     assert result["bound"].mean_jct < result["fcfs"].mean_jct
     assert result["u0"].mean_jct != result["never"].mean_jct
     assert all(summary.num_jobs == 100 for summary in result.values())
+    # The live predictions, not exact ones: replayed with exact lengths as predictions, ISRTF orders otherwise.
+    exact = LiveRun(run.jobs, ReplayedPredictions({}), run.max_tokens)
+    assert replay_live_run(exact, arms[2:3], [1.0], profile=EngineProfile.load(None))[1.0]["never"].mean_jct \
+        != result["never"].mean_jct
 
 
 def test_the_replay_command_varies_a_setting_for_the_predicting_policies_only(tmp_path):
@@ -95,8 +105,15 @@ def test_the_replay_command_varies_a_setting_for_the_predicting_policies_only(tm
 @pytest.mark.parametrize("args, message", [
     (["--vary", "no_such_setting=1"], "not a setting"),
     (["--vary", "yield_uncertainty"], "NAME=V1,V2"),
-    (["--vary", "guard_min_jobs=1"], "guard_min_jobs=1"),
-    (["--scales", "0"], "must be > 0"),
+    (["--vary", "guard_min_jobs=1"], "guard_min_jobs=1: Input should be greater than or equal to 2"),
+    (["--vary", "policy=fcfs,sjf"], "set by the command itself (--policies)"),
+    (["-p", "fcfs,srtf-oracle", "--vary", "yield_uncertainty=0.5"], "has none"),
+    (["--scales", "0"], "must be finite numbers > 0"),
+    (["--scales", "nan"], "must be finite numbers > 0"),
+    (["--scales", "abc"], "expected numbers like 1,1.4"),
+    (["--slots", "0"], "must be >= 1"),
+    (["--max-tokens", "-5"], "must be >= 1"),
+    (["--profile", "/nonexistent/profile.json"], "cannot read the engine profile"),
     (["-p", "lifo"], "unknown policy"),
 ])
 def test_bad_options_are_clear_errors(args, message):
