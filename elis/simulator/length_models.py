@@ -132,23 +132,27 @@ class ReplayedPredictions(LengthModel):
         return max(1.0, steps[at] - self.window_tokens * (step - at))
 
     @classmethod
-    def from_records(cls, paths: Iterable[str | Path], window_tokens: int = 50,
-                     into: dict[str, dict[int, float]] | None = None) -> ReplayedPredictions:
+    def from_records(cls, paths: Iterable[str | Path], window_tokens: int = 50) -> ReplayedPredictions:
         """Read `elis compare` records CSVs (columns item, initial_prediction, predictions: one value or nan per
-        window, the prediction after it); job ids are the items. Later files fill steps earlier ones lack (`into`:
-        add to these predictions). Raises ValueError on a prediction that is not a number."""
-        by_job: dict[str, dict[int, float]] = {} if into is None else into
+        window, the prediction after it); job ids are the items. Later files fill steps earlier ones lack. Raises
+        ValueError on a prediction that is not a number."""
+        by_job: dict[str, dict[int, float]] = {}
         for path in paths:
             with open(path, newline="", encoding="utf-8") as handle:
-                for row in csv.DictReader(handle):
-                    steps = by_job.setdefault(str(row["item"]), {})
-                    values = [(0, row.get("initial_prediction") or "nan")]
-                    values += list(enumerate((row.get("predictions") or "").split(), start=1))
-                    for step, text in values:
-                        value = float(text)
-                        if not math.isnan(value):
-                            steps.setdefault(step, value)
+                cls.add_rows(by_job, csv.DictReader(handle))
         return cls(by_job, window_tokens)
+
+    @staticmethod
+    def add_rows(by_job: dict[str, dict[int, float]], rows: Iterable[dict[str, str]]) -> None:
+        """Add the predictions of records rows to `by_job`, keeping steps it already has."""
+        for row in rows:
+            steps = by_job.setdefault(str(row["item"]), {})
+            values = [(0, row.get("initial_prediction") or "nan")]
+            values += list(enumerate((row.get("predictions") or "").split(), start=1))
+            for step, text in values:
+                value = float(text)
+                if not math.isnan(value):
+                    steps.setdefault(step, value)
 
 
 def make_length_model(kind: str = "noise", sigma: float = 0.0, errors: str | Path | None = None,

@@ -53,12 +53,10 @@ def read_live_run(paths: Sequence[str | Path], window_tokens: int = 50, max_toke
         if job.job_id in seen:
             raise ValueError(f"{paths[0]}: item {job.job_id!r} appears twice (one run's records per file)")
         seen.add(job.job_id)
-    for path in paths[1:]:
-        _read_rows(Path(path), window_tokens)  # the same checks, with the file's name in the message
     by_job: dict[str, dict[int, float]] = {}
-    for path in paths:
+    for path, path_rows in [(paths[0], rows)] + [(p, _read_rows(Path(p), window_tokens)) for p in paths[1:]]:
         try:
-            ReplayedPredictions.from_records([path], window_tokens, into=by_job)
+            ReplayedPredictions.add_rows(by_job, path_rows)
         except ValueError as exc:
             raise ValueError(f"{path}: a prediction is not a number ({exc})") from None
     longest = max(job.num_output_tokens for job in jobs)
