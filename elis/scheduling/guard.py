@@ -237,8 +237,9 @@ class QualityGuard:
     min_jobs: int = 20
     enabled: bool = True
     start_in_fallback: bool = True
-    # Pre-emption on predictions needs more than a fair rank: the yield rule must be right this often.
-    preempt_precision: float = 0.9
+    # Pre-emption on predictions needs more than a fair rank: the yield rule must be right this often (the
+    # Settings default, guard_preempt_precision, chosen with the yield margin on live predictions).
+    preempt_precision: float = 0.75
     # Pre-emption comes on at `preempt_precision` and, once on, goes off below `preempt_precision - this`.
     preempt_hysteresis: float = 0.02
     fallback: bool = field(init=False)
