@@ -342,6 +342,9 @@ def finetune_encoder(
     threads: ThreadsOption = 1,
     per_source: Annotated[bool, typer.Option(help="learn to rank within each source: per-source targets, "
                                                   "within-source pairs and validation")] = False,
+    seed: Annotated[list[int] | None, typer.Option(
+        help="train every choice from each of these seeds too, and score each seed and their ensemble "
+             "(the mean prediction) [default: seed 0 only]")] = None,
 ) -> None:
     """Fine-tune the encoder's top layers for the admission prediction and compare with the frozen encoder,
     on sources left out of training (same data, seed, loss and early stopping for both)."""
@@ -349,7 +352,7 @@ def finetune_encoder(
     _set_threads(threads)
     from elis.predictor.encoder import load_encoder
     from elis.predictor.experiments import sources_of
-    from elis.predictor.finetune import FinetuneConfig, finetune_study, study_markdown
+    from elis.predictor.finetune import FinetuneConfig, finetune_study, seeds_markdown, study_markdown
 
     records = _read_corpus(corpus or [DEFAULT_CORPUS])
     sets = held_out or sources_of(records)
@@ -364,11 +367,16 @@ def finetune_encoder(
         if out_dir:
             out_dir.mkdir(parents=True, exist_ok=True)
             (out_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
-            (out_dir / "results.md").write_text(study_markdown(results, choices) + "\n")
+            (out_dir / "results.md").write_text(markdown(results) + "\n")
 
-    results = finetune_study(load_encoder(""), records, sets, choices, FinetuneConfig(max_epochs=max_epochs, per_source=per_source),
-                             progress=lambda line: typer.echo(line, err=True), on_set=save)
-    typer.echo(study_markdown(results, choices))
+    def markdown(results: dict) -> str:
+        seeds_table = seeds_markdown(results)
+        return study_markdown(results, choices) + (f"\n\nSeeds:\n\n{seeds_table}" if seeds_table else "")
+
+    results = finetune_study(load_encoder(""), records, sets, choices,
+                             FinetuneConfig(max_epochs=max_epochs, per_source=per_source),
+                             progress=lambda line: typer.echo(line, err=True), on_set=save, seeds=seed or ())
+    typer.echo(markdown(results))
     if out_dir:
         typer.echo(f"wrote {out_dir / 'results.json'} and results.md")
 

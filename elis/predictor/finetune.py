@@ -241,8 +241,13 @@ def train_admission(encoder, train: list[PromptRow], val: list[PromptRow], confi
 
 
 def compare_on(encoder, splits: dict[str, list[dict]], layer_choices: Sequence[int], base: FinetuneConfig,
-               progress: Callable[[str], None] = lambda _: None, frozen_vectors: dict | None = None) -> dict[str, Any]:
-    """The frozen run, then one tuned run per K > 0 in `layer_choices` (from the frozen head); test taus."""
+               progress: Callable[[str], None] = lambda _: None, frozen_vectors: dict | None = None,
+               seeds: Sequence[int] = ()) -> dict[str, Any]:
+    """The frozen run, then one tuned run per K > 0 in `layer_choices` (from the frozen head); test taus.
+
+    `seeds`: besides `base.seed`, train every choice again from these seeds (its own frozen head each) and score
+    each seed alone and the ensemble (the mean of the seeds' standardized predictions): how much of a choice's
+    test tau is the seed, and whether averaging models ranks better. `runs` keeps `base.seed`'s results."""
     def head_of(prompt: str) -> str:
         return prompt_head(encoder.tokenizer, prompt, encoder.max_length)
 
@@ -251,24 +256,43 @@ def compare_on(encoder, splits: dict[str, list[dict]], layer_choices: Sequence[i
                               "test_prompts": len(rows["test"]), "test_records": len(splits["test"]),
                               "ceiling_tau": round(ceiling_tau(rows["test"]), 4), "per_source": base.per_source,
                               "runs": {}}
-    frozen_head = None
-    for layers in [0, *sorted({k for k in layer_choices if k > 0})]:
-        config = dataclasses.replace(base, top_layers=layers)
-        model, info = train_admission(encoder, rows["train"], rows["val"], config, progress, frozen_vectors,
-                                      init_head=frozen_head)
-        if layers == 0:
-            frozen_head = copy.deepcopy(model.head.state_dict())
-        test = _predict(model, [r.text for r in rows["test"]])
-        info["test_tau"] = round(record_tau(rows["test"], test), 4)
-        info["test_tau_on_ceiling_set"] = round(record_tau(*multi_sample(rows["test"], test)), 4)
-        result["runs"][layers] = info
-        progress(f"top {layers} layers: test tau {info['test_tau']:.3f}")
+    all_seeds = list(dict.fromkeys([base.seed, *seeds]))
+    predictions: dict[int, list[np.ndarray]] = {}
+    for seed in all_seeds:
+        frozen_head = None
+        for layers in [0, *sorted({k for k in layer_choices if k > 0})]:
+            config = dataclasses.replace(base, top_layers=layers, seed=seed)
+            model, info = train_admission(encoder, rows["train"], rows["val"], config, progress, frozen_vectors,
+                                          init_head=frozen_head)
+            if layers == 0:
+                frozen_head = copy.deepcopy(model.head.state_dict())
+            test = _predict(model, [r.text for r in rows["test"]])
+            predictions.setdefault(layers, []).append(test)
+            info["test_tau"] = round(record_tau(rows["test"], test), 4)
+            info["test_tau_on_ceiling_set"] = round(record_tau(*multi_sample(rows["test"], test)), 4)
+            if seed == base.seed:
+                result["runs"][layers] = info
+            progress(f"top {layers} layers, seed {seed}: test tau {info['test_tau']:.3f}")
+    if len(all_seeds) > 1:
+        result["seeds"] = {layers: _seed_summary(rows["test"], all_seeds, runs) for layers, runs in predictions.items()}
     return result
+
+
+def _seed_summary(test: list[PromptRow], seeds: list[int], predictions: list[np.ndarray]) -> dict[str, Any]:
+    """Each seed's test tau, and the ensemble's (the mean of the seeds' predictions, all on the standardized
+    target's scale), on every record and on the ceiling's examples."""
+    ensemble = np.mean(predictions, axis=0)
+    return {"seeds": seeds,
+            "test_tau": [round(record_tau(test, p), 4) for p in predictions],
+            "test_tau_on_ceiling_set": [round(record_tau(*multi_sample(test, p)), 4) for p in predictions],
+            "ensemble_test_tau": round(record_tau(test, ensemble), 4),
+            "ensemble_test_tau_on_ceiling_set": round(record_tau(*multi_sample(test, ensemble)), 4)}
 
 
 def finetune_study(encoder, records: Sequence[dict], held_out: Sequence[str], layer_choices: Sequence[int],
                    base: FinetuneConfig, progress: Callable[[str], None] = lambda _: None,
-                   on_set: Callable[[dict[str, Any]], None] = lambda _: None) -> dict[str, Any]:
+                   on_set: Callable[[dict[str, Any]], None] = lambda _: None,
+                   seeds: Sequence[int] = ()) -> dict[str, Any]:
     """`compare_on` for each left-out source (and 'in-distribution'), the same seeds for every choice.
 
     `on_set` gets the results so far after each set (a long study keeps what it finished)."""
@@ -276,7 +300,7 @@ def finetune_study(encoder, records: Sequence[dict], held_out: Sequence[str], la
     for name in held_out:
         splits = split_in_distribution(records) if name == "in-distribution" else split_leave_one_out(records, name)
         progress(f"== {name}")
-        out[name] = compare_on(encoder, splits, layer_choices, base, progress, frozen_vectors)
+        out[name] = compare_on(encoder, splits, layer_choices, base, progress, frozen_vectors, seeds)
         on_set(out)
     return out
 
@@ -299,6 +323,27 @@ def study_markdown(results: dict[str, Any], layer_choices: Sequence[int]) -> str
                      + " | ".join(f"{r['val_tau']:.3f} ({r['best_epoch']}), {r['train_seconds']:.0f}" for r in runs)
                      + " |")
     return "\n".join(lines)
+
+
+def seeds_markdown(results: dict[str, Any]) -> str:
+    """For the sets trained from several seeds: per choice, each seed's test tau, their spread, and the
+    ensemble's tau; fractions of the ceiling on the ceiling's examples. Empty when no set had seeds."""
+    lines = []
+    for name, result in results.items():
+        ceiling = result.get("ceiling_tau", float("nan"))
+        for layers, summary in sorted(result.get("seeds", {}).items(), key=lambda item: int(item[0])):
+            taus, fractions = summary["test_tau"], summary["test_tau_on_ceiling_set"]
+            label = "frozen" if int(layers) == 0 else f"top {layers} layers tuned"
+            lines.append(f"| {name} | {label} | {', '.join(str(s) for s in summary['seeds'])} | "
+                         f"{', '.join(f'{t:.3f}' for t in taus)} | {np.mean(taus):.3f} | {max(taus) - min(taus):.3f} | "
+                         f"**{summary['ensemble_test_tau']:.3f}** | "
+                         f"{', '.join(_fraction(f, ceiling) for f in fractions)} | "
+                         f"{_fraction(summary['ensemble_test_tau_on_ceiling_set'], ceiling)} |")
+    if not lines:
+        return ""
+    return "\n".join(["| set | model | seeds | test tau per seed | mean | spread | ensemble test tau | "
+                      "fraction of ceiling per seed | ensemble fraction |",
+                      "| --- | --- | --- | --- | ---: | ---: | ---: | --- | ---: |", *lines])
 
 
 def _key(runs: dict, layers: int):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 
+import numpy as np
 import pytest
 
 from elis.predictor.corpus_eval import split_leave_one_out
@@ -19,7 +20,9 @@ from elis.predictor.finetune import (
     length_batches,
     multi_sample,
     prompt_rows,
+    _seed_summary,
     record_tau,
+    seeds_markdown,
     study_markdown,
 )
 
@@ -106,3 +109,19 @@ def test_a_small_study_learns_a_learnable_length_signal_and_tuning_starts_from_t
     assert tuned["val_tau"] >= frozen["val_tau"]  # epoch 0 is the frozen head: tuning can only be kept if better
     assert tuned["test_tau"] > 0.3
     assert "| code |" in study_markdown({"code": result}, [1])
+
+
+def test_seeds_are_scored_alone_and_as_an_ensemble_of_their_mean_prediction():
+    rows = prompt_rows([_record(f"p{i}", 10 * (i + 1)) for i in range(6)] + [_record("p0", 15)], head_of=str)
+    # two seeds, each wrong on a different pair; their mean ranks every prompt right
+    first = np.array([1.0, 2.6, 2.4, 4.0, 5.0, 6.0])
+    second = np.array([1.0, 2.0, 3.2, 4.0, 5.5, 5.0])
+    summary = _seed_summary(rows, [0, 1], [first, second])
+    assert summary["test_tau"] == [round(record_tau(rows, first), 4), round(record_tau(rows, second), 4)]
+    best_order = round(record_tau(rows, np.arange(6.0)), 4)  # below 1: p0's two samples share a prediction
+    assert summary["ensemble_test_tau"] == best_order > max(summary["test_tau"])
+    # one prompt with two samples: both get one prediction, so no pair ranks (NaN, shown as "-" below)
+    assert all(math.isnan(t) for t in summary["test_tau_on_ceiling_set"])
+    table = seeds_markdown({"alpaca": {"ceiling_tau": 0.5, "seeds": {"2": summary}}})
+    assert "| alpaca | top 2 layers tuned | 0, 1 |" in table and f"**{best_order:.3f}**" in table
+    assert seeds_markdown({"alpaca": {"ceiling_tau": 0.5, "runs": {}}}) == ""
