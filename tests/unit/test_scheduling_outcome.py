@@ -70,6 +70,16 @@ def test_peak_concurrency_counts_overlaps_not_back_to_back_windows():
     assert peak_concurrency([]) == 0
 
 
+def test_peak_concurrency_ignores_millisecond_overlaps_of_a_slot_handing_over():
+    # Run 39's windows at the instant that counted a 5th slot on a 4-slot worker: a job continuing on its slot
+    # started its next window 1 ms before its last window's end work was measured to end.
+    windows = [(38.856, 41.080), (39.027, 41.179), (39.537, 41.658), (39.816, 41.833), (41.079, 43.431)]
+    assert peak_concurrency(windows) == 4
+    assert peak_concurrency(windows, min_overlap_s=0.0) == 5
+    # a fifth window that really overlaps the other four for a while is a fifth slot
+    assert peak_concurrency(windows[:4] + [(40.0, 42.0)]) == 5
+
+
 def _fcfs_realized(arrivals_and_slots: list[tuple[float, float]], slots: int) -> list[JobOutcome]:
     """Jobs served FCFS on `slots` slots, one window each, by an independent event loop."""
     free = [0.0] * slots
