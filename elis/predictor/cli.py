@@ -342,9 +342,9 @@ def finetune_encoder(
     threads: ThreadsOption = 1,
     per_source: Annotated[bool, typer.Option(help="learn to rank within each source: per-source targets, "
                                                   "within-source pairs and validation")] = False,
-    seed: Annotated[list[int] | None, typer.Option(
-        help="train every choice from each of these seeds too, and score each seed and their ensemble "
-             "(the mean prediction) [default: seed 0 only]")] = None,
+    extra_seed: Annotated[list[int] | None, typer.Option(
+        help="besides seed 0 (the main table's), train every choice again from this seed (repeatable), and "
+             "score each seed and their ensemble (the mean prediction) [default: none]")] = None,
 ) -> None:
     """Fine-tune the encoder's top layers for the admission prediction and compare with the frozen encoder,
     on sources left out of training (same data, seed, loss and early stopping for both)."""
@@ -375,7 +375,7 @@ def finetune_encoder(
 
     results = finetune_study(load_encoder(""), records, sets, choices,
                              FinetuneConfig(max_epochs=max_epochs, per_source=per_source),
-                             progress=lambda line: typer.echo(line, err=True), on_set=save, seeds=seed or ())
+                             progress=lambda line: typer.echo(line, err=True), on_set=save, seeds=extra_seed or ())
     typer.echo(markdown(results))
     if out_dir:
         typer.echo(f"wrote {out_dir / 'results.json'} and results.md")

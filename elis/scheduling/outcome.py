@@ -91,24 +91,25 @@ def fcfs_counterfactual(outcomes: Sequence[JobOutcome], slots: int,
     return jcts
 
 
-# Overlaps shorter than this do not count as another slot. A job that keeps its slot starts its next window a
-# few milliseconds after its last window's end work, and that end is `ended_at + overhead_s`: a wall-clock time
-# plus a perf_counter duration, which can overshoot the next start by a millisecond. One such overlap on a
-# 4-slot worker counted 5 slots, made the FCFS counterfactual 20% faster, and tripped the outcome guard on an
-# order that took 0.72x FCFS's mean (run 39). A real extra slot holds for a whole window (seconds).
+# Overlaps this short or shorter do not count as another slot. A job that keeps its slot starts its next window
+# just after its last window's end work, and that end is `ended_at + overhead_s`: a wall-clock time plus a
+# perf_counter duration, which overshot the next start by 1 ms in run 39 (job 016d8dcd, windows 0 and 1). One such
+# overlap on a 4-slot worker counted 5 slots, made the FCFS counterfactual 35% faster, and tripped the outcome
+# guard on an order that took 0.69x FCFS's mean. `recent_cohort` also clips each window at the start of its
+# job's next one; this covers any other hand-over. A real extra slot holds for a whole window (seconds).
 MIN_SLOT_OVERLAP_S = 0.1
 
 
 def peak_concurrency(intervals: Iterable[tuple[float, float]], min_overlap_s: float = MIN_SLOT_OVERLAP_S) -> int:
-    """The most intervals (start, end) open together for at least `min_overlap_s`: how many slots the jobs
+    """The most intervals (start, end) open together for longer than `min_overlap_s`: how many slots the jobs
     were served on."""
     events = []
     for start, end in intervals:
         if end > start:
             events.append((start, 1))
-            # Ending each interval `min_overlap_s` early (never before its start) drops the overlaps shorter
-            # than that and nothing else.
-            events.append((max(end - min_overlap_s, start), -1))
+            # Ending each interval early drops the overlaps up to `min_overlap_s` and nothing else; an interval
+            # shorter than twice that keeps its first half, so a lone short window still counts as a slot.
+            events.append((end - min(min_overlap_s, (end - start) / 2), -1))
     events.sort()  # at a tie an end (-1) sorts first: back-to-back windows of one slot do not count twice
     peak = current = 0
     for _, delta in events:

@@ -411,10 +411,18 @@ def recent_cohort(session: Session, *, limit: int, arrived_before: datetime, now
         select(Window.job_id, Window.started_at, Window.ended_at, Window.overhead_s, Window.predict_s)
         .where(Window.job_id.in_([job.id for job in jobs + backlog]))
     )
+    held: dict[str, list[tuple[float, float, float]]] = {}
     for job_id, started, ended, overhead, predict in rows:
-        start, end = started.timestamp(), ended.timestamp() + (overhead or 0.0)
-        intervals.append((start, end))
-        spans.setdefault(job_id, []).append((start, max(end - (predict or 0.0), start)))
+        held.setdefault(job_id, []).append((started.timestamp(), ended.timestamp() + (overhead or 0.0), predict or 0.0))
+    for job_id, windows in held.items():
+        windows.sort()
+        for i, (start, end, predict) in enumerate(windows):
+            # A job holds one slot at a time: its window's end work ends where its next window starts (the two
+            # clocks the end is measured on can overshoot that by a millisecond; see `peak_concurrency`).
+            if i + 1 < len(windows):
+                end = max(min(end, windows[i + 1][0]), start)
+            intervals.append((start, end))
+            spans.setdefault(job_id, []).append((start, max(end - predict, start)))
     if residual is None:
         residual = ResidualEstimate.of((sum(end - start for start, end in spans.get(job.id, [])),
                                         job.num_output_tokens) for job in jobs if job.status == JobStatus.DONE.value)

@@ -215,3 +215,33 @@ def test_the_aging_bound_grows_with_what_fcfs_would_give_the_latest_jobs_queued_
     with TestClient(create_app(off)) as plain:
         refresh_scheduler(plain.app.state.scheduler, off)
         assert plain.get("/v1/stats").json()["aging"]["bound_s"] == pytest.approx(30.0, rel=0.01)
+
+
+def test_a_job_holds_one_slot_even_when_its_window_end_work_overlaps_its_next_window(settings):
+    """The outcome guard's slots: job A's first window ends with 0.6 s of end work measured past the start of its
+    second window (clocks that disagree); beside job B that would read 3 slots, the cohort counts 2."""
+    from datetime import timedelta
+
+    url = settings.resolved_database_url
+    t0 = clock.now() - timedelta(seconds=30)
+    with session_scope(url) as session:
+        job_a = store.create_job(session, new=new_job(policy="isrtf", max_tokens=100), now=t0).id
+        job_b = store.create_job(session, new=new_job(policy="isrtf", max_tokens=100), now=t0).id
+    with session_scope(url) as session:
+        for job_id in (job_a, job_b):
+            assert store.claim_window(session, job_id=job_id, window_index=0, worker="w1", redelivered=False,
+                                      now=t0) is not None
+    at = lambda seconds: t0 + timedelta(seconds=seconds)  # noqa: E731
+    with session_scope(url) as session:
+        assert store.commit_window(session, commit=commit_for(job_a, 0, [7] * 10, at(0), at(2.0))) is not None
+        store.record_window_overhead(session, job_id=job_a, window_index=0, overhead_s=0.6)
+    with session_scope(url) as session:
+        assert store.commit_window(session, commit=commit_for(job_a, 1, [7] * 10, at(2.1), at(4.0),
+                                                              finish_reason="eos")) is not None
+        assert store.commit_window(session, commit=commit_for(job_b, 0, [7] * 20, at(0), at(4.5),
+                                                              finish_reason="eos")) is not None
+    now = clock.now()
+    with session_scope(url) as session:
+        cohort = store.recent_cohort(session, limit=10, arrived_before=now, now=now)
+    assert cohort.slots == 2
+    assert sorted(round(job.slot_s, 3) for job in cohort.jobs) == [4.0, 4.5]  # A's first span ends at 2.1, not 2.6

@@ -80,6 +80,14 @@ def test_peak_concurrency_ignores_millisecond_overlaps_of_a_slot_handing_over():
     assert peak_concurrency(windows[:4] + [(40.0, 42.0)]) == 5
 
 
+def test_peak_concurrency_counts_short_windows_and_not_an_overlap_of_exactly_the_tolerance():
+    assert peak_concurrency([(0.0, 0.05)]) == 1  # shorter than the tolerance, alone: still one slot
+    assert peak_concurrency([(0.0, 0.05), (0.01, 0.06)]) == 2  # two short windows that overlap for most of it
+    assert peak_concurrency([(0.0, 0.0), (1.0, 1.0)]) == 0  # zero-length spans hold no slot
+    assert peak_concurrency([(0.0, 1.0), (0.9, 2.0)]) == 1  # overlap of exactly 0.1 s: not a slot
+    assert peak_concurrency([(0.0, 1.0), (0.85, 2.0)]) == 2
+
+
 def _fcfs_realized(arrivals_and_slots: list[tuple[float, float]], slots: int) -> list[JobOutcome]:
     """Jobs served FCFS on `slots` slots, one window each, by an independent event loop."""
     free = [0.0] * slots
