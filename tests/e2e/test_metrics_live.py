@@ -30,8 +30,9 @@ def test_worker_and_api_metrics_move_as_jobs_run_yield_and_are_repredicted(stack
     with stack.api("mlfq") as mlfq, stack.api("isrtf") as isrtf:
         worker_before, api_before = scrape(worker), scrape(mlfq)
         assert worker_before[("elis_worker_slots", ())] == 1
-        # MLFQ: a long job yields its slot to a short one that arrives while it runs.
-        long_id = mlfq.post("/v1/jobs", json={"prompt": "Tell a story.", "target_output_tokens": 120}).json()[
+        # MLFQ: a long job yields its slot to a short one that arrives while it runs. Five windows: long enough
+        # that polling sees it running on a busy machine (a CI run once missed a 120-token job's 4.5 s).
+        long_id = mlfq.post("/v1/jobs", json={"prompt": "Tell a story.", "target_output_tokens": 250}).json()[
             "id"
         ]
         wait_until(
@@ -46,7 +47,7 @@ def test_worker_and_api_metrics_move_as_jobs_run_yield_and_are_repredicted(stack
         worker_after, api_after = scrape(worker), scrape(mlfq)
     assert [j["status"] for j in jobs] == ["done"] * 3
     num_windows = sum(j["num_windows"] for j in jobs)
-    assert moved(worker_before, worker_after, "elis_worker_output_tokens_total") == 190
+    assert moved(worker_before, worker_after, "elis_worker_output_tokens_total") == 250 + 10 + 60
     assert moved(worker_before, worker_after, "elis_worker_window_seconds_count") == num_windows
     assert moved(worker_before, worker_after, "elis_worker_windows_total", outcome="run") == num_windows
     assert moved(worker_before, worker_after, "elis_worker_yields_total") >= 1
