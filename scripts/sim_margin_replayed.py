@@ -8,8 +8,8 @@ runs now, on the prompts it actually met, is better served by a smaller one.
 
 Usage: python scripts/sim_margin_replayed.py NAME=RECORDS.csv[,MORE.csv] ... [--scales 0.7,1,1.4] [--us 0,0.5,0.9]
 [--setting aging_fcfs_factor --values 0.5,1,1.5]
-[--guard [--gate 0.75]] (the first file of a group gives the jobs; every file of it gives predictions: the records of
-forced-length runs of one workload). docs/scheduling.md ("The yield margin on the live predictions") has the
+[--guard [--gate 0.75] [--measure gain]] (the first file of a group gives the jobs; every file of it gives
+predictions: the records of forced-length runs of one workload). docs/scheduling.md ("The yield margin on the live predictions") has the
 results."""
 import argparse
 import statistics
@@ -28,6 +28,8 @@ parser.add_argument("--guard", action="store_true",
                          "its pre-emption gate judges the yield rule at each margin")
 parser.add_argument("--gate", type=float, default=None,
                     help="guard_preempt_precision with --guard (default: the service's)")
+parser.add_argument("--measure", choices=("sign", "gain"), default=None,
+                    help="guard_preempt_measure with --guard: what the gate bars (default: the service's)")
 args = parser.parse_args()
 profile = EngineProfile.load(None)
 scales = [float(x) for x in args.scales.split(",")]
@@ -36,6 +38,8 @@ short = "u" if args.setting == "yield_uncertainty" else args.setting
 trust = {"guard": True, "guard_start_in_fallback": False} if args.guard else {"guard": False}
 if args.guard and args.gate is not None:
     trust["guard_preempt_precision"] = args.gate
+if args.guard and args.measure is not None:
+    trust["guard_preempt_measure"] = args.measure
 arms = ([Arm("fcfs", "fcfs", trust)] + [Arm(f"{short}={u:g}", "isrtf", {**trust, args.setting: u}) for u in us]
         + [Arm("bound", "srtf-oracle", trust)])
 

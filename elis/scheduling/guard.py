@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 # Pooled predictions beyond this many are subsampled evenly (keeps a refresh cheap on a busy worker).
 MAX_POOLED_POINTS = 5000
+# What the pre-emption gate bars (QualityGuard.preempt_measure).
+PREEMPT_MEASURES = ("sign", "gain")
 # The yield precision looks at every pair of this many pooled predictions (O(n^2)).
 MAX_PRECISION_POINTS = 400
 
@@ -80,17 +82,32 @@ def kendall_tau(xs: Sequence[float], ys: Sequence[float]) -> float | None:
     return (total - ties_x - ties_y + ties_xy - 2 * discordant) / denominator
 
 
-def yield_precision(points: Sequence[tuple[float, float]], uncertainty: float) -> tuple[float | None, int]:
-    """How often the yield rule would be right: over every ordered pair of (predicted, true remaining)
-    points where b is predicted sooner than a by the margin (pred_b < (1 - uncertainty) x pred_a), the share
-    where b is truly shorter. Returns (precision or None, number of such pairs).
+@dataclass(frozen=True)
+class YieldCheck:
+    """How the yield rule fares on finished jobs' predictions, over every ordered pair of (predicted, true
+    remaining) points where b is predicted sooner than a by the margin (pred_b < (1 - uncertainty) x pred_a):
+
+    - `precision`: the share of such pairs where b is truly shorter (the sign only);
+    - `gain_share`: the tokens the right yields save, as a share of the tokens all of them move (sum of
+      true_a - true_b where b is truly shorter, over the sum of |true_a - true_b|). Above 0.5 the yields the
+      rule would make gain more than they lose, before the switch cost; a predictor right in the many pairs
+      that differ little and wrong in the few that differ a lot has a fair precision and a poor gain share.
 
     Rank correlation is not enough to preempt on: a predictor with a fair tau can still be wrong in exactly
     the extreme pairs that trigger a yield, and a wrong yield delays a job by the whole of another's work.
     """
+
+    precision: float | None = None
+    gain_share: float | None = None
+    pairs: int = 0
+
+
+def check_yield_rule(points: Sequence[tuple[float, float]], uncertainty: float) -> YieldCheck:
+    """The yield rule's precision and gain share on these (predicted, true remaining) points (see YieldCheck)."""
     factor = 1.0 - min(max(uncertainty, 0.0), 1.0)
     ordered = sorted(points)  # by prediction: only pairs with pred_b < factor * pred_a count
     hits = total = 0
+    gained = moved = 0.0
     for i, (pred_a, true_a) in enumerate(ordered):
         limit = factor * pred_a
         for pred_b, true_b in ordered[:i]:
@@ -98,7 +115,11 @@ def yield_precision(points: Sequence[tuple[float, float]], uncertainty: float) -
                 break
             total += 1
             hits += true_b < true_a
-    return (hits / total if total else None), total
+            gained += max(true_a - true_b, 0.0)
+            moved += abs(true_a - true_b)
+    if not total:
+        return YieldCheck()
+    return YieldCheck(hits / total, gained / moved if moved > 0 else None, total)
 
 
 def _bias(predicted: Sequence[float], true: Sequence[float]) -> float | None:
@@ -156,6 +177,8 @@ class RankQuality:
     # Of the prediction pairs that would trigger a yield at the scheduler's margin, the share truly ordered.
     yield_precision: float | None = None
     yield_pairs: int = 0
+    # Of the tokens those yields would move, the share that the right ones save (YieldCheck.gain_share).
+    yield_gain_share: float | None = None
     per_step: tuple[StepQuality, ...] = ()
 
     def as_dict(self) -> dict:
@@ -164,7 +187,8 @@ class RankQuality:
             "admission": {"n": self.admission_num, "tau": _round(self.admission_tau),
                           "bias": _round(self.admission_bias)},
             "pooled": {"n": self.pooled_num, "tau": _round(self.pooled_tau), "bias": _round(self.pooled_bias)},
-            "yield_precision": {"pairs": self.yield_pairs, "precision": _round(self.yield_precision)},
+            "yield_precision": {"pairs": self.yield_pairs, "precision": _round(self.yield_precision),
+                                "gain_share": _round(self.yield_gain_share)},
             "per_step": [{"step": s.step, "n": s.num, "tau": _round(s.tau), "bias": _round(s.bias)}
                          for s in self.per_step],
         }
@@ -207,7 +231,7 @@ def measure_rank_quality(jobs: Sequence[FinishedJob], max_steps: int = 8,
     # The pooled comparison also pits newcomers (admission predictions) against running jobs.
     pooled_all = [(0, p, t) for p, t in admission] + pooled
     sample = _evenly([(s, p * (scale(s) if scale else 1.0), t) for s, p, t in pooled_all], MAX_POOLED_POINTS)
-    precision, pairs = yield_precision([(p, t) for _, p, t in _evenly(sample, MAX_PRECISION_POINTS)], margin)
+    check = check_yield_rule([(p, t) for _, p, t in _evenly(sample, MAX_PRECISION_POINTS)], margin)
     return RankQuality(
         num_jobs=len(jobs),
         admission_num=len(admission),
@@ -216,8 +240,9 @@ def measure_rank_quality(jobs: Sequence[FinishedJob], max_steps: int = 8,
         pooled_num=len(pooled),
         pooled_tau=kendall_tau([p for _, p, _ in sample], [t for _, _, t in sample]) if pooled else None,
         pooled_bias=_bias([p for _, p, _ in pooled], [t for _, _, t in pooled]),
-        yield_precision=precision if pooled else None,
-        yield_pairs=pairs if pooled else 0,
+        yield_precision=check.precision if pooled else None,
+        yield_pairs=check.pairs if pooled else 0,
+        yield_gain_share=check.gain_share if pooled else None,
         per_step=per_step,
     )
 
@@ -242,6 +267,9 @@ class QualityGuard:
     preempt_precision: float = 0.75
     # Pre-emption comes on at `preempt_precision` and, once on, goes off below `preempt_precision - this`.
     preempt_hysteresis: float = 0.02
+    # What `preempt_precision` bars: "sign" (the share of the rule's yields that are right) or "gain" (the
+    # share of the tokens they move that the right ones save; see YieldCheck).
+    preempt_measure: str = "sign"
     fallback: bool = field(init=False)
     reason: str = field(init=False)
     judged_tau: float | None = field(init=False, default=None)
@@ -251,8 +279,14 @@ class QualityGuard:
     # Whether pre-emption has been judged on evidence yet (until then the scheduler re-predicts every window
     # of a re-predicting policy, so the evidence comes in a few jobs rather than a few dozen).
     preempt_judged: bool = field(init=False)
+    # The yield rule's last measured precision and gain share (None until judged).
+    measured_precision: float | None = field(init=False, default=None)
+    measured_gain_share: float | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
+        if self.preempt_measure not in PREEMPT_MEASURES:
+            raise ValueError(f"preempt_measure must be one of {', '.join(PREEMPT_MEASURES)}, "
+                             f"not {self.preempt_measure!r}")
         # Trusting at the start (start_in_fallback=False) trusts pre-emption too, until evidence says otherwise.
         self.preempting = not (self.enabled and self.start_in_fallback)
         self.preempt_judged = not self.enabled
@@ -284,14 +318,17 @@ class QualityGuard:
         if not self.enabled:
             return False
         evidence = quality if preemption is None else preemption
-        if evidence.pooled_num >= self.min_jobs and evidence.yield_precision is not None:
-            precision = evidence.yield_precision
+        measured = evidence.yield_gain_share if self.preempt_measure == "gain" else evidence.yield_precision
+        if evidence.pooled_num >= self.min_jobs and measured is not None:
+            self.measured_precision, self.measured_gain_share = evidence.yield_precision, evidence.yield_gain_share
             bar = self.preempt_precision - (self.preempt_hysteresis if self.preempting and self.preempt_judged else 0.0)
-            self.preempting = precision >= bar
+            self.preempting = measured >= bar
             self.preempt_judged = True
             verdict = "on" if self.preempting else "off"
-            self.preempt_reason = (f"pre-emption {verdict}: the yield rule was right in {100 * precision:.1f}% of "
-                                   f"{evidence.yield_pairs} prediction pairs of {evidence.num_jobs} finished jobs "
+            what = ("saved {:.1f}% of the tokens they move" if self.preempt_measure == "gain"
+                    else "was right in {:.1f}%").format(100 * measured)
+            self.preempt_reason = (f"pre-emption {verdict}: the yield rule {what} over {evidence.yield_pairs} "
+                                   f"prediction pairs of {evidence.num_jobs} finished jobs "
                                    f"(needs {100 * bar:.0f}%{' to stay on' if bar < self.preempt_precision else ''})")
         tau = self.judged(quality)
         self.judged_tau = tau

@@ -39,6 +39,9 @@ class JobView:
     # Remaining tokens a fact of decoding fixes, not a prediction: a greedy output caught in a loop runs to its
     # token limit (elis.predictor.loops), so it has max_tokens minus what it generated left. None: not known.
     known_remaining: int | None = None
+    # Context tokens the job's next start must prefill that no prefix cache holds: its prompt, before it first
+    # runs. A yield decision counts them as part of a waiting head's remaining work (see decision.decide).
+    prefill_tokens: int = 0
 
     def waited(self, now: float) -> float:
         """Seconds since the job last entered the queue."""

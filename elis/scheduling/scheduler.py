@@ -321,6 +321,9 @@ class Scheduler:
                 "preempt_reason": self.guard.preempt_reason,
                 "preempt_precision": self.guard.preempt_precision,
                 "preempt_hysteresis": self.guard.preempt_hysteresis,
+                "preempt_measure": self.guard.preempt_measure,
+                "measured_precision": _rounded(self.guard.measured_precision),
+                "measured_gain_share": _rounded(self.guard.measured_gain_share),
             },
             "rank_quality": None if self.quality is None else self.quality.as_dict(),
             "outcome": {**self.outcome.as_dict(), "judging_since": _finite(self.judging_since())},
@@ -331,7 +334,8 @@ class Scheduler:
                       "preempts": self.aging.preempts, "factor": self.aging.factor,
                       "fcfs_factor": self.aging.fcfs_factor,
                       "fcfs_mean_s": None if self.fcfs_mean_s is None else round(self.fcfs_mean_s, 2)},
-            "margin": {"enabled": self.margin.enabled, "uncertainty_default": self.margin.default_uncertainty,
+            "margin": {"enabled": self.margin.enabled, "counts_prefill": self.margin.counts_prefill,
+                       "uncertainty_default": self.margin.default_uncertainty,
                        "uncertainty_by_step": [list(p) for p in self.margin.uncertainty_by_step]},
             "levels": {"num_levels": self.levels.num_levels, "edges": list(self.levels.edges)},
             "repredict": {"every_window": self.repredict_every_window,
@@ -345,13 +349,16 @@ class Scheduler:
                       uncertainty_by_step: Sequence[tuple[int, float]] = ()) -> Scheduler:
         """Build from any object with the service's setting names (pure: reads attributes only)."""
         per_step = uncertainty_by_step if settings.yield_margin_per_step else ()
-        margin = YieldMargin.of(settings.yield_uncertainty, per_step, enabled=settings.yield_margin)
+        margin = YieldMargin.of(settings.yield_uncertainty, per_step, enabled=settings.yield_margin,
+                                counts_prefill=bool(getattr(settings, "yield_counts_prefill", True)))
         guard = QualityGuard(threshold=settings.guard_threshold, hysteresis=settings.guard_hysteresis,
                              min_jobs=settings.guard_min_jobs, enabled=settings.guard,
                              start_in_fallback=settings.guard_start_in_fallback,
                              preempt_precision=settings.guard_preempt_precision,
                              preempt_hysteresis=float(getattr(settings, "guard_preempt_hysteresis",
-                                                              QualityGuard.preempt_hysteresis)))
+                                                              QualityGuard.preempt_hysteresis)),
+                             preempt_measure=str(getattr(settings, "guard_preempt_measure",
+                                                         QualityGuard.preempt_measure)))
         aging = AgingRule(enabled=settings.aging, fixed_s=settings.max_wait_s, factor=settings.aging_factor,
                           floor_s=settings.aging_floor_s,
                           fcfs_factor=float(getattr(settings, "aging_fcfs_factor", AgingRule.fcfs_factor)),
@@ -373,6 +380,10 @@ def _union(first: Sequence[FinishedJob], second: Sequence[FinishedJob]) -> list[
     """The jobs of both, each once (by job id), in the order first, then what only the second holds."""
     seen = {job.job_id for job in first}
     return list(first) + [job for job in second if job.job_id not in seen]
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def _finite(value: float) -> float | None:

@@ -105,7 +105,8 @@ class _Job:
         remaining = self.output - self.generated
         looping = self.loop_at is not None and self.generated >= self.loop_at
         return JobView(self.job_id, self.arrival, self.generated, self.predicted, self.initial, self.enqueued_at,
-                       self.service, remaining, known_remaining=remaining if looping else None)
+                       self.service, remaining, known_remaining=remaining if looping else None,
+                       prefill_tokens=self.prompt if self.generated == 0 else 0)
 
 
 class _Worker:
@@ -358,7 +359,8 @@ class Simulator:
         # A shared queue resumes the job on any worker: this one holds its context 1 in num_workers times.
         hit_rate = (1.0 / self.config.num_workers if self.routing.shared else 1.0) if cached else 0.0
         seconds = self.profile.window_overhead_s + (1.0 - hit_rate) * tokens * self.profile.prefill_s_per_token
-        return SwitchCost(seconds, self.step[max(1, len(worker.running))])
+        return SwitchCost(seconds, self.step[max(1, len(worker.running))], self.profile.prefill_s_per_token,
+                          self.config.num_slots)
 
     def _finish(self, job: _Job, now: float) -> None:
         self.records.append(JobRecord(

@@ -263,7 +263,10 @@ def guard_load_sweep(loads: Sequence[float], scenario: MarginScenario, *, num_jo
                      config: SimConfig, pool: Sequence[TraceJob], seed: int = 0,
                      tick: Tick | None = None) -> dict[str, list[Summary]]:
     """Mean JCT vs load: FCFS; ISRTF and SSJF as the papers run them (no margin, no guard); ISRTF and SSJF
-    under the service's default scheduler (margin, guard, calibration, aging); the exact-length bound."""
+    under the service's default scheduler (margin, guard, calibration, aging); the exact-length bound (SRTF on
+    the true lengths, yielding by the switch cost and the head's prefill, as the live bound does)."""
+    from elis.scheduling.decision import YieldMargin
+
     capacity = measure_capacity(profile, config, pool, seed=seed)
     names = ["fcfs", "isrtf (paper)", "isrtf (service)", "sjf (paper)", "sjf (service)", "srtf-oracle (bound)"]
     out: dict[str, list[Summary]] = {name: [] for name in names}
@@ -272,7 +275,8 @@ def guard_load_sweep(loads: Sequence[float], scenario: MarginScenario, *, num_jo
         for name in names:
             policy = name.split(" ")[0]
             scheduler = service_scheduler(policy) if "(service)" in name else None
-            result = simulate(jobs, make_policy(policy), profile, config, scenario.predictor.build(seed),
+            costed = replace(config, margin=YieldMargin.of(0.0)) if "(bound)" in name else config
+            result = simulate(jobs, make_policy(policy), profile, costed, scenario.predictor.build(seed),
                               scheduler=scheduler)
             out[name].append(result.summary)
             if tick:

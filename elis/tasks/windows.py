@@ -136,6 +136,8 @@ def job_view(job: JobSnapshot, num_generated: int, prediction: float | None, ser
         service_time=service_s,
         true_remaining=None if job.true_output_tokens is None else max(job.true_output_tokens - num_generated, 0),
         known_remaining=known,
+        # Before its first window a job's prompt is in no prefix cache (a resumed job's context mostly is).
+        prefill_tokens=len(job.prompt_ids) if num_generated == 0 else 0,
     )
 
 

@@ -16,7 +16,9 @@ from elis.scheduling.guard import (
     QualityGuard,
     RankQuality,
     StepCalibration,
+    YieldCheck,
     aging_bound,
+    check_yield_rule,
     kendall_tau,
     measure_rank_quality,
 )
@@ -55,6 +57,35 @@ def test_the_switch_cost_counts_in_decode_steps_of_the_yielding_job():
     dear = SwitchCost(seconds=1.0, step_s=0.02)  # 50 tokens: 70 + 50 > 100
     assert decide(policy, running, head, 10.0, LEVELS, YieldMargin.of(0.0), cheap).yields
     assert not decide(policy, running, head, 10.0, LEVELS, YieldMargin.of(0.0), dear).yields
+
+
+def test_a_newcomers_prefill_counts_as_its_remaining_work_on_every_slot_it_stalls():
+    # 100 prompt tokens at 2 ms a token on a 4-slot worker stepping every 40 ms: 100 x 0.002 x 4 / 0.04 = 20.
+    cost = SwitchCost(seconds=0.0, step_s=0.04, prefill_s_per_token=0.002, slots=4)
+    assert cost.prefill_steps(100) == pytest.approx(20.0) and SwitchCost().prefill_steps(100) == 0.0
+    running = JobView("a", 0.0, 50, None, None, 10.0, 0.0, true_remaining=100)
+    newcomer = JobView("b", 5.0, 0, None, None, 5.0, 0.0, true_remaining=70, prefill_tokens=100)
+    resumed = replace(newcomer, num_generated=50, prefill_tokens=0)  # its context is in the prefix cache
+    oracle = make_policy("srtf-oracle")
+    assert decide(oracle, running, newcomer, 10.0, LEVELS, YieldMargin.of(0.0), cost).yields  # 70 + 20 < 100
+    long_prompt = replace(newcomer, prefill_tokens=200)  # 70 + 40 > 100: the running job finishes sooner
+    kept = decide(oracle, running, long_prompt, 10.0, LEVELS, YieldMargin.of(0.0), cost)
+    assert not kept.yields and "within the margin" in kept.reason
+    assert decide(oracle, running, replace(resumed, true_remaining=90), 10.0, LEVELS, YieldMargin.of(0.0), cost).yields
+    # The papers' order (no margin), or ELIS_YIELD_COUNTS_PREFILL=false, compares output lengths alone.
+    assert decide(oracle, running, long_prompt, 10.0, LEVELS, NO_MARGIN, cost).yields
+    assert decide(oracle, running, long_prompt, 10.0, LEVELS, YieldMargin.of(0.0, counts_prefill=False), cost).yields
+    for counts in (True, False):
+        settings = SimpleNamespace(**{**vars(SETTINGS), "yield_counts_prefill": counts})
+        scheduler = Scheduler.from_settings(settings, LEVELS)
+        assert scheduler.snapshot()["margin"]["counts_prefill"] is counts
+
+
+def test_the_switch_cost_estimate_carries_the_cold_prefill_rate_and_the_slots():
+    cost = estimate_switch_cost(100, overhead_s=0.0, prefill_s_per_token=2e-3, cached_prefill_s_per_token=1e-5,
+                                cache_hit_rate=1.0, step_s=0.04, slots=4)
+    assert (cost.prefill_s_per_token, cost.slots) == (2e-3, 4)
+    assert cost.prefill_steps(100) == pytest.approx(20.0)
 
 
 def test_an_exact_policy_pays_the_switch_cost_but_no_prediction_uncertainty():
@@ -454,6 +485,53 @@ def test_pre_emption_comes_on_at_the_precision_bar_and_goes_off_only_below_it_mi
     assert not guard.preempting
     guard.update(at(0.899))  # off: the full bar again
     assert not guard.preempting
+
+
+def test_the_yield_rule_check_weighs_each_pair_by_the_tokens_it_moves():
+    # (predicted, true remaining). At uncertainty 0.5 a pair triggers when pred_b < 0.5 x pred_a: three pairs.
+    points = [(10.0, 20.0), (30.0, 10.0), (100.0, 400.0)]
+    check = check_yield_rule(points, 0.5)
+    # (10 vs 30): wrong by 10; (10 vs 100): right by 380; (30 vs 100): right by 390.
+    assert check.pairs == 3
+    assert check.precision == pytest.approx(2 / 3)
+    assert check.gain_share == pytest.approx((380 + 390) / (10 + 380 + 390))
+    # Right in the small pair, wrong in the large one: a fair precision, a poor gain share.
+    small_right_large_wrong = [(10.0, 400.0), (30.0, 50.0), (100.0, 60.0)]
+    lopsided = check_yield_rule(small_right_large_wrong, 0.5)
+    assert lopsided.precision == pytest.approx(1 / 3)
+    assert lopsided.gain_share == pytest.approx(10 / (10 + 350 + 340))
+    assert check_yield_rule([(10.0, 5.0), (12.0, 6.0)], 0.5) == YieldCheck()  # no pair differs by the margin
+    assert check_yield_rule([(10.0, 5.0), (30.0, 5.0)], 0.5).gain_share is None  # one pair, moving nothing
+
+
+def test_the_pre_emption_gate_bars_the_chosen_measure_and_keeps_both_measured():
+    def at(precision: float, gain_share: float) -> RankQuality:
+        return RankQuality(num_jobs=50, pooled_num=50, yield_precision=precision, yield_pairs=900,
+                           yield_gain_share=gain_share)
+
+    by_sign = QualityGuard(min_jobs=5, preempt_precision=0.75)
+    by_gain = QualityGuard(min_jobs=5, preempt_precision=0.75, preempt_measure="gain")
+    for guard in (by_sign, by_gain):
+        guard.update(at(0.8, 0.6))
+        assert guard.measured_precision == 0.8 and guard.measured_gain_share == 0.6
+    assert by_sign.preempting and "right in 80.0%" in by_sign.preempt_reason
+    assert not by_gain.preempting and "saved 60.0% of the tokens" in by_gain.preempt_reason
+    by_gain.update(at(0.7, 0.9))
+    assert by_gain.preempting
+    with pytest.raises(ValueError, match="preempt_measure"):
+        QualityGuard(preempt_measure="tau")
+
+
+def test_the_scheduler_takes_the_gate_measure_from_settings_and_shows_what_it_measured():
+    scheduler = Scheduler.from_settings(SimpleNamespace(**{**vars(SETTINGS), "guard_preempt_measure": "gain"}),
+                                        LEVELS)
+    assert scheduler.guard.preempt_measure == "gain"
+    scheduler.observe(with_repredictions(30, precise=True))
+    guard = scheduler.snapshot()["guard"]
+    assert guard["preempt_measure"] == "gain"
+    assert guard["measured_precision"] == 1.0 and guard["measured_gain_share"] == 1.0
+    quality = scheduler.snapshot()["rank_quality"]["yield_precision"]
+    assert quality["gain_share"] == 1.0 and quality["pairs"] > 0
 
 
 def with_repredictions(count: int, precise: bool) -> list[FinishedJob]:

@@ -58,6 +58,12 @@ def test_the_policy_view_carries_the_true_remaining_length_when_a_trace_knows_it
     assert job_view(snapshot(), 50, None, 0.0, T0).true_remaining is None
 
 
+def test_the_policy_view_of_a_job_that_has_not_run_carries_its_prompt_to_prefill():
+    job = snapshot()
+    assert job_view(job, 0, 30.0, 0.0, T0).prefill_tokens == len(job.prompt_ids) > 0
+    assert job_view(job, 50, 30.0, 1.5, T0).prefill_tokens == 0  # resumed: the prefix cache holds its context
+
+
 def test_a_forced_job_below_its_cap_ends_at_its_known_length_but_predictions_clip_at_the_cap():
     # A replay of a natural job that stopped by itself after 70 tokens, under max_tokens 512: it generates 70,
     # ends as the natural job did (eos), and its predictions are clipped at the cap, never at the answer.
