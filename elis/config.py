@@ -114,11 +114,13 @@ class Settings(BaseSettings):
     yield_margin: bool = True
     yield_uncertainty: float = 0.5
     yield_margin_per_step: bool = False
-    # A waiting newcomer's remaining work includes its prompt's prefill, which stalls every slot of the worker
-    # (measured per worker): a running job yields only to a head sooner counting it. In the simulator on the
-    # Azure 2023 lengths (1,155-token prompts), exact-length SRTF went from 0.915x to 0.889x FCFS's mean JCT at
-    # load 0.8 (exact SJF: 0.882x); docs/scheduling.md, "A newcomer's prefill is part of its remaining work".
-    yield_counts_prefill: bool = True
+    # A prompt's prefill is work: under a length-aware policy a job that has not run yet scores its output
+    # tokens plus this x its prompt tokens (the decode steps of one job that a prompt token's prefill costs the
+    # worker: prefill s/token x slots / decode step s). Unset: from the bundled engine profile, this project's
+    # 2-core CPU (about 0.25 at 4 slots); on a GPU take it from `elis bench service`'s profile; 0: output alone.
+    # In the simulator on the Azure 2023 lengths, exact SJF went from 0.882x to 0.767x FCFS's mean JCT at load
+    # 0.8 (docs/scheduling.md, "A prompt's prefill is work").
+    prefill_weight: float | None = Field(default=None, ge=0.0)
     # The live quality guard: from the last guard_window_jobs finished jobs, the Kendall tau of predictions
     # vs true lengths; below guard_threshold, length-aware order falls back to FCFS until it recovers to
     # guard_threshold + guard_hysteresis. Until guard_min_jobs jobs have finished, the start state holds.

@@ -115,6 +115,12 @@ def service(
                 title=f"{num_prompts} prompts, B={slots}, max_tokens={max_tokens}, greedy, {settings.dtype}")
     (out_dir / "service.json").write_text(json.dumps({"offline": offline, "service": results}, indent=2))
     typer.echo(f"engine profile: {profile_out}  results: {out_dir / 'service.json'}")
+    if profile_out.exists():
+        from elis.scheduling.work import profile_prefill_weight
+
+        weight = profile_prefill_weight(profile_out, slots)
+        typer.echo(f"prefill weight at {slots} slots: {weight:.3f} decode steps per prompt token "
+                   f"(ELIS_PREFILL_WEIGHT={weight:.3f} orders length-aware policies by this machine's costs)")
 
 
 @bench_app.command("windows", short_help="Engine only: whole jobs vs the same jobs cut into windows.")

@@ -23,39 +23,25 @@ from elis.scheduling.policy import Aging, JobView, Policy
 @dataclass(frozen=True)
 class SwitchCost:
     """What yielding costs the job that gives up its slot, in seconds, plus the seconds of one of its decode
-    steps on this worker, which expresses the cost on the score scale (tokens of remaining output), and what a
-    waiting newcomer's prompt costs: the worker's seconds per token of a prefill its prefix cache misses, and
-    its batch slots (a prefill stalls the decode of every job in the batch)."""
+    steps on this worker, which expresses the cost on the score scale (tokens of remaining output)."""
 
     seconds: float = 0.0
     step_s: float = 0.0
-    prefill_s_per_token: float = 0.0
-    slots: int = 1
 
     @property
     def tokens(self) -> float:
         """The cost in decode steps of the yielding job (0 when the step time is not known yet)."""
         return self.seconds / self.step_s if self.step_s > 0 else 0.0
 
-    def prefill_steps(self, prefill_tokens: int) -> float:
-        """A prefill of this many uncached tokens, in decode steps of one job (0 when the step time is not known
-        yet). A decode step serves every job in the batch at once, so one job's step takes 1/slots of the
-        worker; a prefill takes all of it: it counts `slots` times its seconds."""
-        if self.step_s <= 0:
-            return 0.0
-        return max(0, prefill_tokens) * self.prefill_s_per_token * max(1, self.slots) / self.step_s
-
 
 def estimate_switch_cost(context_tokens: int, *, overhead_s: float, prefill_s_per_token: float,
-                         cached_prefill_s_per_token: float, cache_hit_rate: float, step_s: float,
-                         slots: int = 1) -> SwitchCost:
+                         cached_prefill_s_per_token: float, cache_hit_rate: float, step_s: float) -> SwitchCost:
     """Expected cost of a switch: the window-end round trip plus the re-prefill of the job's context, which
     is cheap when the worker that resumes it still holds it in its prefix cache (probability `cache_hit_rate`,
     measured by the worker as the share of resumed windows whose previous window ran on it)."""
     hit = min(max(cache_hit_rate, 0.0), 1.0)
     per_token = hit * cached_prefill_s_per_token + (1.0 - hit) * prefill_s_per_token
-    return SwitchCost(seconds=max(0.0, overhead_s) + max(0, context_tokens) * max(0.0, per_token), step_s=step_s,
-                      prefill_s_per_token=max(0.0, prefill_s_per_token), slots=slots)
+    return SwitchCost(seconds=max(0.0, overhead_s) + max(0, context_tokens) * max(0.0, per_token), step_s=step_s)
 
 
 @dataclass(frozen=True)
@@ -71,8 +57,6 @@ class YieldMargin:
     uncertainty_by_step: tuple[tuple[int, float], ...] = ()
     default_uncertainty: float = 0.0
     enabled: bool = True
-    # Whether a waiting newcomer's prompt prefill counts as part of its remaining work (SwitchCost.prefill_steps).
-    counts_prefill: bool = True
 
     def uncertainty(self, num_generated: int) -> float:
         value = self.default_uncertainty
@@ -88,15 +72,10 @@ class YieldMargin:
         uncertain = self.uncertainty(num_generated) * max(job_score, 0.0) if predicted else 0.0
         return cost.tokens + uncertain
 
-    def head_prefill(self, head: JobView, cost: SwitchCost) -> float:
-        """The head's prefill still to pay, in decode steps of one job (0 when the margin or this part is off)."""
-        return cost.prefill_steps(head.prefill_tokens) if self.enabled and self.counts_prefill else 0.0
-
     @classmethod
     def of(cls, default_uncertainty: float, by_step: Sequence[tuple[int, float]] = (),
-           enabled: bool = True, counts_prefill: bool = True) -> YieldMargin:
-        return cls(tuple(sorted((int(s), float(e)) for s, e in by_step)), float(default_uncertainty), enabled,
-                   counts_prefill)
+           enabled: bool = True) -> YieldMargin:
+        return cls(tuple(sorted((int(s), float(e)) for s, e in by_step)), float(default_uncertainty), enabled)
 
 
 NO_MARGIN = YieldMargin(enabled=False)
@@ -139,11 +118,7 @@ def decide(policy: Policy, job: JobView, head: JobView | None, now: float, level
         return Decision(False, score, level, reason)
     if policy.uses_predictions and not predicted_preemption:
         return Decision(False, score, level, "pre-emption on predictions is off (guard)")
-    # The head's remaining work is its output and, before it first runs, its prompt's prefill, which a running
-    # job has paid already: ordered by output alone, a newcomer with a long prompt pre-empts a job that would
-    # finish sooner (in the simulator on the Azure 2023 lengths, 1,155-token prompts, exact-length SRTF gave
-    # 0.915x FCFS's mean JCT against exact SJF's 0.882x; counting the prefill, 0.889x; docs/scheduling.md).
-    head_score = policy.score(head, now) + margin.head_prefill(head, cost)
+    head_score = policy.score(head, now)
     need = margin.tokens(score, job.num_generated, cost, policy.uses_predictions)
     if head_score + need < score:
         return Decision(True, score, level, "the head is sooner by the margin")

@@ -27,6 +27,7 @@ from elis.scheduling.guard import (
 from elis.scheduling.levels import PriorityLevels
 from elis.scheduling.outcome import Cohort, OutcomeGuard, fcfs_mean_jct, measure_outcome
 from elis.scheduling.policy import FCFS, Aging, JobView, LoopsLast, Policy, make_policy
+from elis.scheduling.work import bundled_prefill_weight
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,9 @@ class Scheduler:
     # Learn a per-step scale from finished jobs so predictions made at different steps compare fairly.
     calibrate_steps: bool = True
     calibration: StepCalibration = field(default_factory=StepCalibration)
+    # Decode steps of one job that a prompt token's prefill costs (elis.scheduling.work): a job that has not run
+    # yet scores its output plus this x its prompt under a length-aware policy. 0: output tokens alone.
+    prefill_weight: float = 0.0
     # Re-predict at every window end (the ELIS paper), or only where a prediction could make the job yield plus
     # one window in `repredict_sample_every` for the guard (see `should_repredict`).
     repredict_every_window: bool = False
@@ -216,15 +220,21 @@ class Scheduler:
 
     # --- decisions ----------------------------------------------------------------------------------------
     def calibrated(self, job: JobView) -> JobView:
-        """The job with its predictions on the common scale (admission predictions by the step-0 factor,
-        the latest prediction by the factor of the step it was made at)."""
-        if not self.calibration.factors:
+        """The job with its lengths on the common scale of remaining work: predictions by the calibration
+        factor of the step they were made at (admission predictions by the step-0 factor), and, before the job
+        first runs, its prompt's prefill added to each length (`prefill_weight` x `prefill_tokens`)."""
+        factors = self.calibration.factors
+        prefill = self.prefill_weight * job.prefill_tokens
+        if not factors and prefill <= 0:
             return job
-        predicted, initial = job.predicted_remaining, job.initial_prediction
+        predicted, initial, true = job.predicted_remaining, job.initial_prediction, job.true_remaining
+        step_factor = self.calibration.factor(job.num_generated) if factors else 1.0
+        admission_factor = self.calibration.factor(0) if factors else 1.0
         return replace(
             job,
-            predicted_remaining=None if predicted is None else predicted * self.calibration.factor(job.num_generated),
-            initial_prediction=None if initial is None else initial * self.calibration.factor(0),
+            predicted_remaining=None if predicted is None else predicted * step_factor + prefill,
+            initial_prediction=None if initial is None else initial * admission_factor + prefill,
+            true_remaining=None if true is None else true + prefill,
         )
 
     def admit(self, job: JobView, now: float, policy_name: str | None = None) -> tuple[float, int]:
@@ -334,12 +344,12 @@ class Scheduler:
                       "preempts": self.aging.preempts, "factor": self.aging.factor,
                       "fcfs_factor": self.aging.fcfs_factor,
                       "fcfs_mean_s": None if self.fcfs_mean_s is None else round(self.fcfs_mean_s, 2)},
-            "margin": {"enabled": self.margin.enabled, "counts_prefill": self.margin.counts_prefill,
-                       "uncertainty_default": self.margin.default_uncertainty,
+            "margin": {"enabled": self.margin.enabled, "uncertainty_default": self.margin.default_uncertainty,
                        "uncertainty_by_step": [list(p) for p in self.margin.uncertainty_by_step]},
             "levels": {"num_levels": self.levels.num_levels, "edges": list(self.levels.edges)},
             "repredict": {"every_window": self.repredict_every_window,
                           "sample_every": self.repredict_sample_every},
+            "prefill_weight": round(self.prefill_weight, 4),
             "calibration": {"enabled": self.calibrate_steps,
                             "factor_by_step": [[s, round(f, 4)] for s, f in self.calibration.factors]},
         }
@@ -349,8 +359,7 @@ class Scheduler:
                       uncertainty_by_step: Sequence[tuple[int, float]] = ()) -> Scheduler:
         """Build from any object with the service's setting names (pure: reads attributes only)."""
         per_step = uncertainty_by_step if settings.yield_margin_per_step else ()
-        margin = YieldMargin.of(settings.yield_uncertainty, per_step, enabled=settings.yield_margin,
-                                counts_prefill=bool(getattr(settings, "yield_counts_prefill", True)))
+        margin = YieldMargin.of(settings.yield_uncertainty, per_step, enabled=settings.yield_margin)
         guard = QualityGuard(threshold=settings.guard_threshold, hysteresis=settings.guard_hysteresis,
                              min_jobs=settings.guard_min_jobs, enabled=settings.guard,
                              start_in_fallback=settings.guard_start_in_fallback,
@@ -370,7 +379,10 @@ class Scheduler:
                                min_jobs=int(getattr(settings, "outcome_min_jobs", OutcomeGuard.min_jobs)),
                                retry_jobs=int(getattr(settings, "outcome_retry_jobs", OutcomeGuard.retry_jobs)),
                                max_retry_jobs=int(getattr(settings, "guard_window_jobs", OutcomeGuard.max_retry_jobs)))
+        weight = getattr(settings, "prefill_weight", 0.0)
+        weight = bundled_prefill_weight(int(getattr(settings, "slots", 4))) if weight is None else float(weight)
         return cls(settings.policy, levels, margin, guard, aging, calibrate_steps=settings.calibrate_steps,
+                   prefill_weight=weight,
                    repredict_every_window=bool(getattr(settings, "repredict_every_window", cls.repredict_every_window)),
                    repredict_sample_every=int(getattr(settings, "repredict_sample_every", cls.repredict_sample_every)),
                    outcome=outcome, loops_last=bool(getattr(settings, "fallback_loops_last", cls.loops_last)))

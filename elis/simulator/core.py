@@ -359,8 +359,7 @@ class Simulator:
         # A shared queue resumes the job on any worker: this one holds its context 1 in num_workers times.
         hit_rate = (1.0 / self.config.num_workers if self.routing.shared else 1.0) if cached else 0.0
         seconds = self.profile.window_overhead_s + (1.0 - hit_rate) * tokens * self.profile.prefill_s_per_token
-        return SwitchCost(seconds, self.step[max(1, len(worker.running))], self.profile.prefill_s_per_token,
-                          self.config.num_slots)
+        return SwitchCost(seconds, self.step[max(1, len(worker.running))])
 
     def _finish(self, job: _Job, now: float) -> None:
         self.records.append(JobRecord(

@@ -35,8 +35,6 @@ class SwitchCostMeter:
     step_s: Ewma = field(default_factory=Ewma)
     resumed: int = 0
     resumed_here: int = 0
-    # The engine's batch slots: a newcomer's prefill stalls them all (SwitchCost.prefill_steps).
-    slots: int = 1
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def window_done(self, compute_s: float, num_tokens: int, overhead_s: float | None) -> None:
@@ -62,10 +60,10 @@ class SwitchCostMeter:
                 context_tokens, overhead_s=self.overhead_s.value or 0.0,
                 prefill_s_per_token=self.prefill_s_per_token,
                 cached_prefill_s_per_token=self.cached_prefill_s_per_token,
-                cache_hit_rate=self.cache_hit_rate, step_s=self.step_s.value or 0.0, slots=self.slots)
+                cache_hit_rate=self.cache_hit_rate, step_s=self.step_s.value or 0.0)
 
     def as_dict(self) -> dict:
         return {"prefill_s_per_token": self.prefill_s_per_token,
                 "cached_prefill_s_per_token": self.cached_prefill_s_per_token,
                 "overhead_s": self.overhead_s.value, "step_s": self.step_s.value,
-                "cache_hit_rate": self.cache_hit_rate, "resumed": self.resumed, "slots": self.slots}
+                "cache_hit_rate": self.cache_hit_rate, "resumed": self.resumed}

@@ -89,7 +89,7 @@ def start_worker(settings: Settings, name: str | None = None, loglevel: str = "I
     engine = build_engine(settings, max_num_seqs=settings.slots)
     predictor = load_worker_predictor(settings)
     scheduler = build_scheduler(settings)
-    meter = SwitchCostMeter(slots=settings.slots)
+    meter = SwitchCostMeter()
     try:
         from elis.workers.calibrate import measure_prefill
 

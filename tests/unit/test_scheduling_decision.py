@@ -26,6 +26,7 @@ from elis.scheduling.levels import PriorityLevels
 from elis.scheduling.outcome import Cohort, JobOutcome, fcfs_mean_jct
 from elis.scheduling.policy import AGED_SCORE, Aging, JobView, LoopsLast, make_policy
 from elis.scheduling.scheduler import AgingRule, Scheduler
+from elis.scheduling.work import bundled_prefill_weight, prefill_weight, profile_prefill_weight
 
 LEVELS = PriorityLevels.log_spaced(10)
 
@@ -59,33 +60,43 @@ def test_the_switch_cost_counts_in_decode_steps_of_the_yielding_job():
     assert not decide(policy, running, head, 10.0, LEVELS, YieldMargin.of(0.0), dear).yields
 
 
-def test_a_newcomers_prefill_counts_as_its_remaining_work_on_every_slot_it_stalls():
-    # 100 prompt tokens at 2 ms a token on a 4-slot worker stepping every 40 ms: 100 x 0.002 x 4 / 0.04 = 20.
-    cost = SwitchCost(seconds=0.0, step_s=0.04, prefill_s_per_token=0.002, slots=4)
-    assert cost.prefill_steps(100) == pytest.approx(20.0) and SwitchCost().prefill_steps(100) == 0.0
+def test_a_prompt_still_to_prefill_counts_as_remaining_work_under_length_aware_policies():
+    scheduler = Scheduler("srtf-oracle", LEVELS, margin=YieldMargin.of(0.0), guard=QualityGuard(enabled=False),
+                          prefill_weight=0.2)
     running = JobView("a", 0.0, 50, None, None, 10.0, 0.0, true_remaining=100)
-    newcomer = JobView("b", 5.0, 0, None, None, 5.0, 0.0, true_remaining=70, prefill_tokens=100)
-    resumed = replace(newcomer, num_generated=50, prefill_tokens=0)  # its context is in the prefix cache
-    oracle = make_policy("srtf-oracle")
-    assert decide(oracle, running, newcomer, 10.0, LEVELS, YieldMargin.of(0.0), cost).yields  # 70 + 20 < 100
+    newcomer = JobView("b", 5.0, 0, None, None, 5.0, 0.0, true_remaining=70, prefill_tokens=100)  # 70 + 20
+    assert scheduler.decide(running, newcomer, 10.0).yields
     long_prompt = replace(newcomer, prefill_tokens=200)  # 70 + 40 > 100: the running job finishes sooner
-    kept = decide(oracle, running, long_prompt, 10.0, LEVELS, YieldMargin.of(0.0), cost)
-    assert not kept.yields and "within the margin" in kept.reason
-    assert decide(oracle, running, replace(resumed, true_remaining=90), 10.0, LEVELS, YieldMargin.of(0.0), cost).yields
-    # The papers' order (no margin), or ELIS_YIELD_COUNTS_PREFILL=false, compares output lengths alone.
-    assert decide(oracle, running, long_prompt, 10.0, LEVELS, NO_MARGIN, cost).yields
-    assert decide(oracle, running, long_prompt, 10.0, LEVELS, YieldMargin.of(0.0, counts_prefill=False), cost).yields
-    for counts in (True, False):
-        settings = SimpleNamespace(**{**vars(SETTINGS), "yield_counts_prefill": counts})
-        scheduler = Scheduler.from_settings(settings, LEVELS)
-        assert scheduler.snapshot()["margin"]["counts_prefill"] is counts
+    kept = scheduler.decide(running, long_prompt, 10.0)
+    assert not kept.yields and "not sooner" in kept.reason
+    assert scheduler.admit(long_prompt, 10.0) == (110.0, LEVELS.level(110.0))
+    # Predictions (SJF's admission one, ISRTF's latest) carry the same prefill; a job that has run pays none.
+    predicted = JobView("c", 5.0, 0, 40.0, 30.0, 5.0, 0.0, prefill_tokens=100)
+    assert scheduler.admit(predicted, 10.0, "sjf")[0] == pytest.approx(50.0)
+    assert scheduler.admit(predicted, 10.0, "isrtf")[0] == pytest.approx(60.0)
+    assert scheduler.calibrated(running) == running
+    # FCFS and MLFQ do not order by length: the prefill changes nothing there.
+    assert scheduler.admit(long_prompt, 10.0, "fcfs")[0] == 0.0
+    # Weight 0: output tokens alone, as the papers order.
+    assert Scheduler("srtf-oracle", LEVELS, margin=YieldMargin.of(0.0)).decide(running, long_prompt, 10.0).yields
 
 
-def test_the_switch_cost_estimate_carries_the_cold_prefill_rate_and_the_slots():
-    cost = estimate_switch_cost(100, overhead_s=0.0, prefill_s_per_token=2e-3, cached_prefill_s_per_token=1e-5,
-                                cache_hit_rate=1.0, step_s=0.04, slots=4)
-    assert (cost.prefill_s_per_token, cost.slots) == (2e-3, 4)
-    assert cost.prefill_steps(100) == pytest.approx(20.0)
+def test_a_profiles_prefill_weight_takes_the_decode_step_at_the_slots(tmp_path):
+    profile = tmp_path / "profile.json"
+    profile.write_text('{"decode_step_s": {"1": 0.02, "4": 0.05}, "prefill_s_per_token": 0.001}')
+    assert profile_prefill_weight(profile, 4) == pytest.approx(0.001 * 4 / 0.05)
+    assert profile_prefill_weight(profile, 2) == pytest.approx(0.001 * 2 / 0.03)  # step interpolated: 0.03
+    assert profile_prefill_weight(profile, 8) == pytest.approx(0.001 * 8 / 0.05)  # past the last size: clamped
+
+
+def test_the_prefill_weight_comes_from_the_settings_or_the_bundled_engine_profile():
+    assert prefill_weight(0.002, 0.04, 4) == pytest.approx(0.2) and prefill_weight(0.002, 0.0, 4) == 0.0
+    bundled = Scheduler.from_settings(SimpleNamespace(**{**vars(SETTINGS), "prefill_weight": None, "slots": 4}),
+                                      LEVELS)
+    assert bundled.prefill_weight == pytest.approx(bundled_prefill_weight(4)) and 0.1 < bundled.prefill_weight < 0.5
+    assert bundled_prefill_weight(8) > bundled_prefill_weight(4) > bundled_prefill_weight(1)  # more slots stall
+    chosen = Scheduler.from_settings(SimpleNamespace(**{**vars(SETTINGS), "prefill_weight": 0.0}), LEVELS)
+    assert chosen.prefill_weight == 0.0 and chosen.snapshot()["prefill_weight"] == 0.0
 
 
 def test_an_exact_policy_pays_the_switch_cost_but_no_prediction_uncertainty():
