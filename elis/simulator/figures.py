@@ -264,19 +264,22 @@ def guard_load_sweep(loads: Sequence[float], scenario: MarginScenario, *, num_jo
                      tick: Tick | None = None) -> dict[str, list[Summary]]:
     """Mean JCT vs load: FCFS; ISRTF and SSJF as the papers run them (no margin, no guard); ISRTF and SSJF
     under the service's default scheduler (margin, guard, calibration, aging); the exact-length bound (SRTF on
-    the true lengths, yielding by the switch cost and the head's prefill, as the live bound does)."""
-    from elis.scheduling.decision import YieldMargin
+    the true lengths under the service's scheduler, as `elis compare` runs its bound live: the switch cost,
+    the prefill still to pay and aging count)."""
+    from elis.scheduling.work import prefill_weight
 
     capacity = measure_capacity(profile, config, pool, seed=seed)
+    # The service's prefill weight on this profile and slot count (the settings' default is the bundled profile's).
+    weight = prefill_weight(profile.prefill_s_per_token, profile.decode_step(config.num_slots), config.num_slots)
     names = ["fcfs", "isrtf (paper)", "isrtf (service)", "sjf (paper)", "sjf (service)", "srtf-oracle (bound)"]
     out: dict[str, list[Summary]] = {name: [] for name in names}
     for load in loads:
         jobs = synthetic_workload(num_jobs, "gamma", load * capacity, None, seed=seed, pool=pool)
         for name in names:
             policy = name.split(" ")[0]
-            scheduler = service_scheduler(policy) if "(service)" in name else None
-            costed = replace(config, margin=YieldMargin.of(0.0)) if "(bound)" in name else config
-            result = simulate(jobs, make_policy(policy), profile, costed, scenario.predictor.build(seed),
+            service = "(service)" in name or "(bound)" in name
+            scheduler = service_scheduler(policy, prefill_weight=weight) if service else None
+            result = simulate(jobs, make_policy(policy), profile, config, scenario.predictor.build(seed),
                               scheduler=scheduler)
             out[name].append(result.summary)
             if tick:
