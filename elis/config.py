@@ -118,8 +118,9 @@ class Settings(BaseSettings):
     # tokens plus this x its prompt tokens (the decode steps of one job that a prompt token's prefill costs the
     # worker: prefill s/token x slots / decode step s). Unset: from the bundled engine profile, this project's
     # 2-core CPU (about 0.25 at 4 slots); on a GPU take it from `elis bench service`'s profile; 0: output alone.
-    # In the simulator on the Azure 2023 lengths, exact SJF went from 0.882x to 0.767x FCFS's mean JCT at load
-    # 0.8 (docs/scheduling.md, "A prompt's prefill is work").
+    # In the simulator on the Azure 2023 lengths, exact SJF went from 0.966x to 0.878x FCFS's mean JCT at load
+    # 0.8, and ISRTF under noisy predictors from 0.997-1.040x to 0.909-0.945x (docs/scheduling.md, "A prompt's
+    # prefill is work").
     prefill_weight: float | None = Field(default=None, ge=0.0)
     # The live quality guard: from the last guard_window_jobs finished jobs, the Kendall tau of predictions
     # vs true lengths; below guard_threshold, length-aware order falls back to FCFS until it recovers to

@@ -1,7 +1,9 @@
 """Does counting a prompt's prefill as work pay? Exact-length SJF and SRTF against FCFS, ordered by output tokens
 alone (prefill_weight 0, as the papers order) and by output plus the prefill still to pay (the service's default
 weight, from the bundled engine profile), on the Azure 2023 conversation lengths, 1 worker x 4 slots, Gamma
-arrivals (CV 1.17), under the service's scheduler (guard, aging, margin) as `elis simulate guard` runs it.
+arrivals (CV 1.17), under the service's scheduler (guard, aging, margin) as `elis simulate guard` runs it. Then
+the papers' order (output alone, no margin, no aging) on this engine profile and on the same profile with the
+prefill free: why SRTF lost to SJF here before the prefill counted.
 
 Usage: python scripts/sim_prefill_work.py [LOADS] [JOBS] [MAX_PROMPT_TOKENS]
   LOADS              default 0.5,0.7,0.8,0.9
@@ -45,3 +47,17 @@ for load in loads:
         mean = simulate(jobs, make_policy(policy), profile, config, scheduler=scheduler).summary.mean_jct
         cells.append(f"{mean / fcfs:.3f}")
     print(f"| {load:g} | {fcfs:.1f} | " + " | ".join(cells) + " |", flush=True)
+
+print("\nThe papers' order (no margin, no aging, output tokens alone), mean JCT / FCFS's:\n")
+print("| load | SJF | SRTF-oracle | prefill free: SJF | prefill free: SRTF-oracle |")
+print("| ---: | ---: | ---: | ---: | ---: |")
+free = dataclasses.replace(profile, prefill_s_per_token=0.0)
+free_capacity = measure_capacity(free, config, pool)
+for load in loads:
+    cells = []
+    for engine, cap in ((profile, capacity), (free, free_capacity)):
+        jobs = synthetic_workload(num_jobs, "gamma", load * cap, None, seed=0, pool=pool)
+        fcfs = simulate(jobs, make_policy("fcfs"), engine, config).summary.mean_jct
+        cells += [f"{simulate(jobs, make_policy(p), engine, config).summary.mean_jct / fcfs:.3f}"
+                  for p in ("sjf", "srtf-oracle")]
+    print(f"| {load:g} | " + " | ".join(cells) + " |", flush=True)

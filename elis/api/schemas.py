@@ -205,3 +205,5 @@ class SchedulerStats(BaseModel):
     margin: dict
     levels: dict
     calibration: dict
+    # Decode steps of one job a prompt token's prefill counts for under length-aware policies (ELIS_PREFILL_WEIGHT).
+    prefill_weight: float | None = None

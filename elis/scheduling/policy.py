@@ -40,7 +40,7 @@ class JobView:
     # token limit (elis.predictor.loops), so it has max_tokens minus what it generated left. None: not known.
     known_remaining: int | None = None
     # Context tokens the job's next start must prefill that no prefix cache holds: its prompt, before it first
-    # runs. A yield decision counts them as part of a waiting head's remaining work (see decision.decide).
+    # runs. Length-aware policies count them as work (Scheduler.calibrated, elis.scheduling.work).
     prefill_tokens: int = 0
 
     def waited(self, now: float) -> float:

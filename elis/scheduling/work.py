@@ -5,8 +5,9 @@ dear work: a decode step serves every job in the batch at once (one job's step t
 while a prefill stalls the whole batch. So a prompt token counts as `prefill_s_per_token x slots / step_s`
 decode steps of one job: the prefill weight. A running job has paid its prefill; a newcomer has not. Ordered by
 output alone, a newcomer with a long prompt goes before, and pre-empts, jobs that would finish sooner: in the
-simulator on the Azure 2023 conversation lengths (1,155-token prompts on average), exact-length SJF gave 0.882x
-FCFS's mean JCT at load 0.8, and 0.767x counting the prefill (docs/scheduling.md, "A prompt's prefill is work").
+simulator on the Azure 2023 conversation lengths (1,155-token prompts on average), under the service's scheduler,
+exact-length SJF gave 0.966x FCFS's mean JCT at load 0.8, and 0.878x counting the prefill (docs/scheduling.md,
+"A prompt's prefill is work").
 """
 
 from __future__ import annotations

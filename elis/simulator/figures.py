@@ -249,6 +249,18 @@ def margin_load_sweep(loads: Sequence[float], uncertainty: float, scenario: Marg
     return out
 
 
+def profile_weight(profile: EngineProfile, slots: int) -> float:
+    """The prefill weight the service would run with on this simulated engine: ELIS_PREFILL_WEIGHT when set, else
+    the profile's own at `slots` (the settings' default is the bundled profile's, whatever is simulated)."""
+    from elis.config import Settings
+    from elis.scheduling.work import prefill_weight
+
+    configured = Settings().prefill_weight
+    if configured is not None:
+        return configured
+    return prefill_weight(profile.prefill_s_per_token, profile.decode_step(slots), slots)
+
+
 def service_scheduler(policy: str, **overrides: object):
     """A fresh Scheduler built from the service's settings (ELIS_* and defaults), as the API and workers
     build theirs: margin, quality guard, per-step calibration and aging."""
@@ -266,11 +278,8 @@ def guard_load_sweep(loads: Sequence[float], scenario: MarginScenario, *, num_jo
     under the service's default scheduler (margin, guard, calibration, aging); the exact-length bound (SRTF on
     the true lengths under the service's scheduler, as `elis compare` runs its bound live: the switch cost,
     the prefill still to pay and aging count)."""
-    from elis.scheduling.work import prefill_weight
-
     capacity = measure_capacity(profile, config, pool, seed=seed)
-    # The service's prefill weight on this profile and slot count (the settings' default is the bundled profile's).
-    weight = prefill_weight(profile.prefill_s_per_token, profile.decode_step(config.num_slots), config.num_slots)
+    weight = profile_weight(profile, config.num_slots)
     names = ["fcfs", "isrtf (paper)", "isrtf (service)", "sjf (paper)", "sjf (service)", "srtf-oracle (bound)"]
     out: dict[str, list[Summary]] = {name: [] for name in names}
     for load in loads:

@@ -107,8 +107,12 @@ def replay_live_run(run: LiveRun, arms: Sequence[Arm], scales: Sequence[float], 
     if scheduler_for is None:
         from elis.simulator.figures import service_scheduler
 
+        from elis.simulator.figures import profile_weight
+
+        weight = profile_weight(profile, slots)
+
         def scheduler_for(policy: str, overrides: Mapping[str, object]):
-            return service_scheduler(policy, **overrides)
+            return service_scheduler(policy, **{"prefill_weight": weight, **overrides})
 
     config = SimConfig(1, slots, window_tokens, max_tokens=run.max_tokens)
     out: dict[float, dict[str, Summary]] = {}

@@ -97,6 +97,9 @@ def test_the_prefill_weight_comes_from_the_settings_or_the_bundled_engine_profil
     assert bundled_prefill_weight(8) > bundled_prefill_weight(4) > bundled_prefill_weight(1)  # more slots stall
     chosen = Scheduler.from_settings(SimpleNamespace(**{**vars(SETTINGS), "prefill_weight": 0.0}), LEVELS)
     assert chosen.prefill_weight == 0.0 and chosen.snapshot()["prefill_weight"] == 0.0
+    from elis.api.schemas import SchedulerStats  # what /v1/stats shows
+
+    assert SchedulerStats(**bundled.snapshot()).prefill_weight == pytest.approx(0.2481, abs=1e-4)
 
 
 def test_an_exact_policy_pays_the_switch_cost_but_no_prediction_uncertainty():

@@ -119,3 +119,14 @@ def test_the_replay_command_varies_a_setting_for_the_predicting_policies_only(tm
 def test_bad_options_are_clear_errors(args, message):
     result = runner.invoke(simulate_app, ["replay", str(RUN_35 / "records-isrtf.csv"), *args])
     assert result.exit_code == 2 and message in _flat(result.output), result.output
+
+
+def test_the_simulated_service_takes_the_prefill_weight_of_the_simulated_engine_unless_one_is_set(monkeypatch):
+    from elis.simulator.engine_profile import EngineProfile
+    from elis.simulator.figures import profile_weight
+
+    monkeypatch.delenv("ELIS_PREFILL_WEIGHT", raising=False)
+    engine = EngineProfile({1: 0.02, 8: 0.04}, prefill_s_per_token=0.001)
+    assert profile_weight(engine, 8) == pytest.approx(0.001 * 8 / 0.04)
+    monkeypatch.setenv("ELIS_PREFILL_WEIGHT", "0")
+    assert profile_weight(engine, 8) == 0.0
