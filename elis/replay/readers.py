@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -53,12 +54,20 @@ class Request:
     max_tokens: int | None = None
     output_tokens: int | None = None
     prompt_tokens: int | None = None  # the recorded prompt length (length traces)
+    filler_key: int | None = None  # which filler prompt (length traces): each request's own words
 
 
-def filler_messages(num_prompt_tokens: int) -> tuple[dict, ...]:
-    """A user message of about `num_prompt_tokens` tokens after the chat template."""
+def filler_messages(num_prompt_tokens: int, key: int | None = None) -> tuple[dict, ...]:
+    """A user message of about `num_prompt_tokens` tokens after the chat template. With `key`, the words are
+    drawn at random seeded by it, so that two requests' fillers share no prefix: the engine's prefix cache
+    would otherwise hold every shorter filler as the start of a longer one, and a replayed trace's prefills,
+    which real prompts pay in full, would come almost free."""
     count = max(1, num_prompt_tokens - FILLER_OVERHEAD)
-    words = " ".join(FILLER_WORDS[i % len(FILLER_WORDS)] for i in range(count))
+    if key is None:
+        words = " ".join(FILLER_WORDS[i % len(FILLER_WORDS)] for i in range(count))
+    else:
+        rng = random.Random(key)
+        words = " ".join(rng.choice(FILLER_WORDS) for _ in range(count))
     return ({"role": "user", "content": f"Repeat these words: {words}"},)
 
 
@@ -172,7 +181,8 @@ def read_length_csv(path: Path) -> list[Request]:
     if not rows:
         raise WorkloadError(f"{path}: no requests with a recorded output")
     start = min(r[0] for r in rows)
-    return [Request(a - start, filler_messages(p), None, o, prompt_tokens=p) for a, p, o in rows]
+    return [Request(a - start, filler_messages(p, i), None, o, prompt_tokens=p, filler_key=i)
+            for i, (a, p, o) in enumerate(rows)]
 
 
 # A Mooncake row's own prompt text, where given: AISBench's key, then AIPerf's.
@@ -210,9 +220,9 @@ def read_mooncake_trace(path: Path) -> list[Request]:
     start = min(r[1] for r in kept) if all(timed) else None
     # A row's text is its prompt as given (its recorded length, if any, is not needed: the API counts it).
     return [Request(None if start is None else (stamp - start) / 1000.0,
-                    filler_messages(length) if text is None else ({"role": "user", "content": text},),
-                    None, output, prompt_tokens=length if text is None else None)
-            for _, stamp, text, length, output in kept]
+                    filler_messages(length, i) if text is None else ({"role": "user", "content": text},),
+                    None, output, prompt_tokens=length if text is None else None, filler_key=i)
+            for i, (_, stamp, text, length, output) in enumerate(kept)]
 
 
 def estimated_prompt_tokens(request: Request) -> int:

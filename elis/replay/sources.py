@@ -169,7 +169,7 @@ def request_body(request: Request, max_tokens: int, temperature: float,
     messages, forced = request.messages, request.output_tokens
     capped_prompt = request.prompt_tokens is not None and request.prompt_tokens > max_prompt_tokens
     if capped_prompt:
-        messages = filler_messages(max_prompt_tokens)
+        messages = filler_messages(max_prompt_tokens, request.filler_key)
     capped_output = forced is not None and forced > max_tokens
     if capped_output:
         forced = max_tokens

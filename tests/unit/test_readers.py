@@ -21,7 +21,7 @@ from elis.replay.readers import (
     read_openai_batch,
     read_requests,
 )
-from elis.replay.sources import arrival_offsets, build_workload
+from elis.replay.sources import arrival_offsets, build_workload, request_body
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 runner = CliRunner()
@@ -188,6 +188,19 @@ def test_a_trace_shorter_than_num_repeats_later_in_time():
 def test_filler_prompt_length():
     assert len(filler_messages(134)[0]["content"].split()) == 100 + 3
     assert len(filler_messages(5)[0]["content"].split()) == 1 + 3
+    assert len(filler_messages(134, key=7)[0]["content"].split()) == 100 + 3
+
+
+def test_each_requests_filler_prompt_has_its_own_words_so_no_prefix_cache_holds_it():
+    # One shared filler would make every shorter prompt a prefix of a longer one: the engine's prefix cache
+    # would serve their prefills, which real prompts pay in full.
+    requests = read_length_csv(DATA / "azure_llm_2023_conv_40.csv")
+    starts = {" ".join(r.messages[0]["content"].split(": ", 1)[1].split()[:32]) for r in requests}
+    assert len(starts) == len(requests)
+    assert filler_messages(200, key=3) == filler_messages(200, key=3)  # the same request: the same prompt
+    capped, _, _ = request_body(requests[0], 64, 0.0, 100)  # capped to 100 tokens: still the request's own words
+    other, _, _ = request_body(requests[1], 64, 0.0, 100)
+    assert capped["messages"] != other["messages"]
 
 
 # -- malformed input: file, line, what is wrong ------------------------------------------------------------
