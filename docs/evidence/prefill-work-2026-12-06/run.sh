@@ -12,3 +12,5 @@ $PY scripts/sim_margin_replayed.py $(cat docs/evidence/margin-replayed/groups.tx
   --setting prefill_weight --values 0,0.248 > $out/replayed.md
 $PY scripts/sim_guard_settings.py 0.7,0.8,0.9 2000 \
   "default:;weight 0:prefill_weight=0;no pre-emption:yield_uncertainty=1.0" > $out/synthetic.md
+# What the workloads this machine replays live would show (the first 80 jobs, prompts capped at 1,024 tokens).
+$PY scripts/sim_prefill_work.py 0.8,0.9 80 1024 > $out/short-workloads.md
