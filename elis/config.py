@@ -242,8 +242,8 @@ class Settings(BaseSettings):
 
     # The consumer watchdog (elis.tasks.consumer_watchdog): every this many seconds a worker checks that it is
     # fed while messages wait and it has a free slot; two checks in a row without a delivery reconnect it to
-    # the broker. 0: off.
-    consumer_watchdog_s: float = Field(default=10.0, ge=0.0)
+    # the broker, so a silent stall lasts 1-2 periods. 0: off.
+    consumer_watchdog_s: float = Field(default=3.0, ge=0.0)
 
     @property
     def resolved_database_url(self) -> str:

@@ -140,6 +140,39 @@ def queue_depth(settings: Settings) -> int:
         return int(num_messages)
 
 
+class QueueDepthProbe:
+    """`queue_depth` on a connection kept between calls (the consumer watchdog asks every few seconds: one
+    connection per ask would fill RabbitMQ's log). A failed ask drops the connection and answers None; the next
+    ask opens a new one."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._connection = None
+
+    def __call__(self) -> int | None:
+        from kombu import Connection
+
+        from elis.tasks.app import window_queue
+
+        try:
+            if self._connection is None:
+                self._connection = Connection(self.settings.broker_url, connect_timeout=5)
+            bound = window_queue(self.settings)(self._connection.default_channel)
+            _, num_messages, _ = bound.queue_declare(passive=True)
+            return int(num_messages)
+        except Exception:  # the broker is away or the connection broke: nothing to judge this time
+            self.close()
+            return None
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.release()
+            except Exception:  # already broken: nothing to release
+                pass
+
+
 def release_orphans(settings: Settings, priority_of: PriorityOf, now: datetime) -> int:
     """Running jobs whose lease ran out go back to the queue; their next window is published at once."""
     with session_scope(settings.resolved_database_url) as session:

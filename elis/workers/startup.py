@@ -14,7 +14,7 @@ from elis.tasks.app import celery_app, configure_celery
 from elis.tasks.consumer_watchdog import ConsumerWatchdog
 from elis.tasks.contracts import Engine
 from elis.tasks.reconcile import Reconciler
-from elis.tasks.recovery import COUNTS, LeaseKeeper, queue_depth
+from elis.tasks.recovery import COUNTS, LeaseKeeper, QueueDepthProbe
 from elis.tasks.runtime import WorkerRuntime, install_runtime
 from elis.tasks.scheduling_setup import QualityMonitor, build_scheduler
 from elis.tasks.switch_cost import SwitchCostMeter
@@ -67,16 +67,10 @@ def start_consumer_watchdog(settings: Settings) -> ConsumerWatchdog | None:
     if settings.consumer_watchdog_s <= 0:
         return None
 
-    def ready_messages() -> int | None:
-        try:
-            return queue_depth(settings)
-        except Exception:  # the broker is away: nothing to judge
-            return None
-
     watchdog = ConsumerWatchdog(
         slots=settings.slots,
         period_s=settings.consumer_watchdog_s,
-        ready_messages=ready_messages,
+        ready_messages=QueueDepthProbe(settings),
         on_restart=lambda: COUNTS.update(["consumer_restarts"]),
     )
     watchdog.install().start()

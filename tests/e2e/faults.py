@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import re
 import subprocess
 import sys
 import time
@@ -18,6 +19,11 @@ from tests.conftest import BROKER_URL, delete_queue, unique_queue
 from tests.private_postgres import PrivatePostgres
 
 SERVICES_LOCK = Path("/tmp/elis-services.lock")
+# The worker log lines that tell a broker recovery's story: outages, reconnects, the consumer watchdog, acks that
+# failed, heartbeats, leases and re-publishes.
+RECOVERY_EVENTS = re.compile(
+    r"Cannot connect|Connected to|consumer stalled|Couldn't ack|connection already closed|heartbeat|"
+    r"UnexpectedFrame|is away|message requeued|lease ran out|re-publish|Resuming normal", re.IGNORECASE)
 SERVICES_DOWN = Path("/tmp/elis-team/SERVICES-DOWN")
 
 
@@ -40,6 +46,7 @@ class PrivateStack:
         launch.wait_for_worker(self.worker)
         self.client = httpx.Client(base_url=self.base, timeout=30)
         self.tmp = tmp
+        self.last_dump = ""  # the last py-spy dump taken (dump_worker)
 
     def dump_worker(self, label: str) -> str:
         """The worker's Python threads (py-spy dump, when installed) and its log tail, also saved under the
@@ -54,7 +61,25 @@ class PrivateStack:
             dump = f"(py-spy failed: {exc})"
         text = f"== {label}: py-spy dump of worker {pid}\n{dump}\n== worker log tail\n{self.worker.tail(6000)}"
         (self.tmp / f"worker-{label}.txt").write_text(text)
+        self.last_dump = f"== {label}: py-spy dump of worker {pid}\n{dump}"
         return text
+
+    def recovery_events(self, max_lines: int = 60) -> str:
+        """The worker log's recovery lines (RECOVERY_EVENTS), the last `max_lines`: what a failure message
+        carries, since a CI run keeps its output and not its temporary files."""
+        try:
+            lines = self.worker.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no worker log)"
+        events = [line[:300] for line in lines if RECOVERY_EVENTS.search(line)]
+        return "\n".join(events[-max_lines:]) or "(no recovery lines in the worker log)"
+
+    def watchdog_restarts(self) -> int:
+        """How many times the consumer watchdog reconnected this worker (its log lines)."""
+        try:
+            return self.worker.log_path.read_text(errors="replace").count("consumer stalled:")
+        except OSError:
+            return 0
 
     def submit(self, workload: str, num_jobs: int, num_tokens: int) -> list[str]:
         body = {"prompt": "Write a long story about a lighthouse.", "target_output_tokens": num_tokens,

@@ -22,7 +22,7 @@ from celery import Celery
 from elis.config import Settings
 from elis.tasks.app import window_queue
 from elis.tasks.consumer_watchdog import ConsumerWatchdog
-from elis.tasks.recovery import queue_depth
+from elis.tasks.recovery import QueueDepthProbe
 
 SLOTS = 2
 
@@ -43,7 +43,7 @@ def main(queue: str, out_dir: str, watchdog_s: float) -> None:
         task_ignore_result=True,
         worker_hijack_root_logger=False,
     )
-    watchdog = ConsumerWatchdog(slots=SLOTS, period_s=watchdog_s, ready_messages=lambda: queue_depth(settings))
+    watchdog = ConsumerWatchdog(slots=SLOTS, period_s=watchdog_s, ready_messages=QueueDepthProbe(settings))
     watchdog.install()
 
     @app.task(name="touch")
