@@ -184,17 +184,19 @@ class RankQuality:
     def as_dict(self) -> dict:
         return {
             "num_jobs": self.num_jobs,
-            "admission": {"n": self.admission_num, "tau": _round(self.admission_tau),
-                          "bias": _round(self.admission_bias)},
-            "pooled": {"n": self.pooled_num, "tau": _round(self.pooled_tau), "bias": _round(self.pooled_bias)},
-            "yield_precision": {"pairs": self.yield_pairs, "precision": _round(self.yield_precision),
-                                "gain_share": _round(self.yield_gain_share)},
-            "per_step": [{"step": s.step, "n": s.num, "tau": _round(s.tau), "bias": _round(s.bias)}
+            "admission": {"n": self.admission_num, "tau": round_or_none(self.admission_tau),
+                          "bias": round_or_none(self.admission_bias)},
+            "pooled": {"n": self.pooled_num, "tau": round_or_none(self.pooled_tau),
+                       "bias": round_or_none(self.pooled_bias)},
+            "yield_precision": {"pairs": self.yield_pairs, "precision": round_or_none(self.yield_precision),
+                                "gain_share": round_or_none(self.yield_gain_share)},
+            "per_step": [{"step": s.step, "n": s.num, "tau": round_or_none(s.tau), "bias": round_or_none(s.bias)}
                          for s in self.per_step],
         }
 
 
-def _round(value: float | None) -> float | None:
+def round_or_none(value: float | None) -> float | None:
+    """A measure rounded to 4 places for JSON and logs (None stays None)."""
     return None if value is None else round(value, 4)
 
 

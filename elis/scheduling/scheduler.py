@@ -23,6 +23,7 @@ from elis.scheduling.guard import (
     StepCalibration,
     aging_bound,
     measure_rank_quality,
+    round_or_none,
 )
 from elis.scheduling.levels import PriorityLevels
 from elis.scheduling.outcome import Cohort, OutcomeGuard, fcfs_mean_jct, measure_outcome
@@ -332,8 +333,8 @@ class Scheduler:
                 "preempt_precision": self.guard.preempt_precision,
                 "preempt_hysteresis": self.guard.preempt_hysteresis,
                 "preempt_measure": self.guard.preempt_measure,
-                "measured_precision": _rounded(self.guard.measured_precision),
-                "measured_gain_share": _rounded(self.guard.measured_gain_share),
+                "measured_precision": round_or_none(self.guard.measured_precision),
+                "measured_gain_share": round_or_none(self.guard.measured_gain_share),
             },
             "rank_quality": None if self.quality is None else self.quality.as_dict(),
             "outcome": {**self.outcome.as_dict(), "judging_since": _finite(self.judging_since())},
@@ -392,10 +393,6 @@ def _union(first: Sequence[FinishedJob], second: Sequence[FinishedJob]) -> list[
     """The jobs of both, each once (by job id), in the order first, then what only the second holds."""
     seen = {job.job_id for job in first}
     return list(first) + [job for job in second if job.job_id not in seen]
-
-
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 4)
 
 
 def _finite(value: float) -> float | None:
