@@ -104,6 +104,9 @@ class ConsumerWatchdog(threading.Thread):
                 self.check_once()
             except Exception as exc:  # the watchdog must never take the worker down
                 log.warning("consumer watchdog check failed: %r", exc)
+        close = getattr(self.ready_messages, "close", None)  # a probe that keeps a connection releases it
+        if close is not None:
+            close()
 
     def check_once(self) -> bool:
         """Take one sample; request a reconnect when the consumer is stalled. True when one was requested."""
@@ -141,7 +144,7 @@ class ConsumerWatchdog(threading.Thread):
         )
         if self.on_restart is not None:
             self.on_restart()
-        consumer.hub.call_soon(_raise_if_same_connection, consumer, connection)
+        consumer.hub.call_soon(_raise_if_same_connection, consumer, connection, self, sample.deliveries)
         return True
 
 
@@ -154,9 +157,13 @@ def _running(consumer) -> bool:
             and not state.should_stop and not state.should_terminate)
 
 
-def _raise_if_same_connection(consumer, connection) -> None:
+def _raise_if_same_connection(consumer, connection, watchdog: ConsumerWatchdog | None = None,
+                              deliveries: int | None = None) -> None:
     # Runs in the event loop. If the consumer has left that connection since the request (Celery's own
-    # recovery got there first) or is stopping, there is nothing to restart.
+    # recovery got there first), is stopping, or has received a message since (the loop was only slow to run
+    # this), there is nothing to restart.
+    if watchdog is not None and deliveries is not None and watchdog.deliveries != deliveries:
+        return
     if consumer.connection is connection and _running(consumer):
         raise StalledConsumer("consumer watchdog: no delivery while messages waited and slots were free")
 

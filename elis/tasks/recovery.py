@@ -142,27 +142,32 @@ def queue_depth(settings: Settings) -> int:
 
 class QueueDepthProbe:
     """`queue_depth` on a connection kept between calls (the consumer watchdog asks every few seconds: one
-    connection per ask would fill RabbitMQ's log). A failed ask drops the connection and answers None; the next
-    ask opens a new one."""
+    connection per ask would fill RabbitMQ's log). When the kept connection fails (it died in a broker restart:
+    kombu notices only on use) the same call asks once more on a fresh one, so the first check after a restart
+    still counts; None when that fails too (the broker is away)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._connection = None
 
     def __call__(self) -> int | None:
+        for _ in range(2):
+            try:
+                return self._ask()
+            except Exception:  # a dead kept connection, or the broker away: drop it and try a fresh one
+                self.close()
+        return None
+
+    def _ask(self) -> int:
         from kombu import Connection
 
         from elis.tasks.app import window_queue
 
-        try:
-            if self._connection is None:
-                self._connection = Connection(self.settings.broker_url, connect_timeout=5)
-            bound = window_queue(self.settings)(self._connection.default_channel)
-            _, num_messages, _ = bound.queue_declare(passive=True)
-            return int(num_messages)
-        except Exception:  # the broker is away or the connection broke: nothing to judge this time
-            self.close()
-            return None
+        if self._connection is None:
+            self._connection = Connection(self.settings.broker_url, connect_timeout=5)
+        bound = window_queue(self.settings)(self._connection.default_channel)
+        _, num_messages, _ = bound.queue_declare(passive=True)
+        return int(num_messages)
 
     def close(self) -> None:
         connection, self._connection = self._connection, None

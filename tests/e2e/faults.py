@@ -22,8 +22,9 @@ SERVICES_LOCK = Path("/tmp/elis-services.lock")
 # The worker log lines that tell a broker recovery's story: outages, reconnects, the consumer watchdog, acks that
 # failed, heartbeats, leases and re-publishes.
 RECOVERY_EVENTS = re.compile(
-    r"Cannot connect|Connected to|consumer stalled|Couldn't ack|connection already closed|heartbeat|"
-    r"UnexpectedFrame|is away|message requeued|lease ran out|re-publish|Resuming normal", re.IGNORECASE)
+    r"Cannot connect|Connected to|Connection to broker lost|consumer stalled|Couldn't ack|Couldn't reject|"
+    r"heartbeat|UnexpectedFrame|is away|message requeued|lease ran out|re-publish|Resuming normal", re.IGNORECASE)
+LOG_LINE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")  # a log record's first line (not a traceback's)
 SERVICES_DOWN = Path("/tmp/elis-team/SERVICES-DOWN")
 
 
@@ -47,6 +48,8 @@ class PrivateStack:
         self.client = httpx.Client(base_url=self.base, timeout=30)
         self.tmp = tmp
         self.last_dump = ""  # the last py-spy dump taken (dump_worker)
+        self.log_offset = 0  # where the current test's part of the worker log starts (mark_log)
+        self.longest_gap_ended = ""  # wall clock at the end of the longest gap `longest_stall` saw
 
     def dump_worker(self, label: str) -> str:
         """The worker's Python threads (py-spy dump, when installed) and its log tail, also saved under the
@@ -64,22 +67,27 @@ class PrivateStack:
         self.last_dump = f"== {label}: py-spy dump of worker {pid}\n{dump}"
         return text
 
-    def recovery_events(self, max_lines: int = 60) -> str:
-        """The worker log's recovery lines (RECOVERY_EVENTS), the last `max_lines`: what a failure message
-        carries, since a CI run keeps its output and not its temporary files."""
+    def mark_log(self) -> None:
+        """From here on, `recovery_events` and `watchdog_restarts` read only what the worker logs next (the
+        stack serves every test of the module)."""
+        self.log_offset = len(self._worker_log())
+
+    def _worker_log(self) -> str:
         try:
-            lines = self.worker.log_path.read_text(errors="replace").splitlines()
+            return self.worker.log_path.read_text(errors="replace")
         except OSError:
-            return "(no worker log)"
-        events = [line[:300] for line in lines if RECOVERY_EVENTS.search(line)]
+            return ""
+
+    def recovery_events(self, max_lines: int = 60) -> str:
+        """The worker log's recovery records (RECOVERY_EVENTS) since `mark_log`, the last `max_lines`: what a
+        failure message carries, since a CI run keeps its output and not its temporary files."""
+        lines = self._worker_log()[self.log_offset:].splitlines()
+        events = [line[:300] for line in lines if LOG_LINE.match(line) and RECOVERY_EVENTS.search(line)]
         return "\n".join(events[-max_lines:]) or "(no recovery lines in the worker log)"
 
     def watchdog_restarts(self) -> int:
-        """How many times the consumer watchdog reconnected this worker (its log lines)."""
-        try:
-            return self.worker.log_path.read_text(errors="replace").count("consumer stalled:")
-        except OSError:
-            return 0
+        """How many times the consumer watchdog reconnected this worker since `mark_log` (its log lines)."""
+        return self._worker_log()[self.log_offset:].count("consumer stalled:")
 
     def submit(self, workload: str, num_jobs: int, num_tokens: int) -> list[str]:
         body = {"prompt": "Write a long story about a lighthouse.", "target_output_tokens": num_tokens,
@@ -135,6 +143,8 @@ def longest_stall(stack: PrivateStack, workload: str, total: int, timeout_s: flo
         count = stack.num_windows(workload)
         now = time.monotonic()
         if count is not None and count != last:
+            if now - last_change > longest:  # the log's clock, to find the gap among the worker's lines
+                stack.longest_gap_ended = time.strftime("%H:%M:%S")
             longest, last, last_change, dumped = max(longest, now - last_change), count, now, False
             if count >= total:
                 return longest

@@ -73,7 +73,7 @@ def test_two_stalled_samples_ask_the_event_loop_to_reconnect_once():
     assert watchdog.check_once() is True
     assert watchdog.restarts == 1
     [(callback, args)] = consumer.hub.calls
-    assert callback is _raise_if_same_connection and args == (consumer, consumer.connection)
+    assert callback is _raise_if_same_connection and args == (consumer, consumer.connection, watchdog, 0)
     # The next sample starts afresh: one more quiet period is needed before another request.
     assert watchdog.check_once() is False
 
@@ -115,6 +115,11 @@ def test_the_request_raises_a_connection_error_only_on_the_connection_it_judged(
     consumer.connection = object()  # Celery reconnected in the meantime
     _raise_if_same_connection(consumer, judged)
     consumer.connection = judged
+    watchdog = ConsumerWatchdog(slots=SLOTS, period_s=1.0, ready_messages=lambda: 5)
+    watchdog._on_task_received()  # a delivery came after the decision: the loop was slow, not stalled
+    _raise_if_same_connection(consumer, judged, watchdog, 0)
+    with pytest.raises(ConnectionError):
+        _raise_if_same_connection(consumer, judged, watchdog, 1)
     consumer.blueprint.state = None  # or it is stopping
     _raise_if_same_connection(consumer, judged)
     assert issubclass(StalledConsumer, OSError)  # among py-amqp's connection_errors, so Celery reconnects
