@@ -119,7 +119,8 @@ class JobAccepted(BaseModel):
     id: str
     status: str
     policy: str
-    # The order the job actually gets: its policy, or "fcfs (guard fallback)" while predictions rank badly.
+    # The order the job actually gets: its policy, or e.g. "prefill first (guard fallback)" while predictions rank
+    # badly.
     ordering: str
     initial_prediction: float | None
     priority: int | None

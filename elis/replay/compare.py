@@ -250,7 +250,7 @@ def ordering_notes(manifest_runs: Mapping[str, Mapping]) -> list[str]:
         other = {order: n for order, n in orderings.items() if order != run.get("policy")}
         if other:
             parts = ", ".join(f"{n} of {total} in order '{order}'" for order, n in other.items())
-            notes.append(f"{name} ran {parts}: not its own policy's order (the quality guard's FCFS fallback: "
+            notes.append(f"{name} ran {parts}: not its own policy's order (the quality guard's fallback: "
                          "it judges only natural finished jobs; see /v1/stats)")
         guard_at_start = run.get("guard_at_start") or {}
         own_order = not orderings or run.get("policy") in orderings  # else no job got an order from predictions

@@ -342,7 +342,7 @@ class QualityGuard:
         elif not self.fallback and tau < self.threshold:
             self.fallback = True
         if self.fallback:
-            self.reason = (f"FCFS fallback: predictions rank at tau {tau:.3f} over the last "
+            self.reason = (f"fallback order: predictions rank at tau {tau:.3f} over the last "
                            f"{quality.num_jobs} finished jobs (needs >= {self.threshold + self.hysteresis:.2f})")
         else:
             self.reason = f"predictions trusted: tau {tau:.3f} over the last {quality.num_jobs} finished jobs"

@@ -142,6 +142,28 @@ class LoopsLast(FCFS):
         return f"LoopsLast(typical_tokens={self.typical_tokens})"
 
 
+class PrefillFirst(FCFS):
+    """The least prompt prefill still to pay first, non-preemptive: what a length-aware policy falls back to
+    while the quality guard finds its predictions rank no better than chance and the prefill is work
+    (`Scheduler.prefill_weight` > 0). The order uses no prediction, only what the prompt's length makes certain:
+    a newcomer scores `weight x prefill_tokens` decode steps (elis.scheduling.work), a job that has run scores 0.
+    Output lengths unknown, that is SJF on the known part of each job's work: where output length does not
+    shrink as the prompt grows, it orders by expected work. In the simulator on the Azure 2023 conversation
+    lengths it gave 0.89-0.92x FCFS's mean JCT at loads 0.7-0.9, as much as the exact-length order
+    (docs/scheduling.md, "The fallback orders by the prefill")."""
+
+    name = "prefill first"
+
+    def __init__(self, weight: float) -> None:
+        self.weight = weight
+
+    def score(self, job: JobView, now: float) -> float:
+        return self.weight * job.prefill_tokens
+
+    def __repr__(self) -> str:
+        return f"PrefillFirst(weight={self.weight})"
+
+
 class SJF(Policy):
     """Speculative shortest job first (SSJF): the prompt-only prediction at admission; non-preemptive.
 

@@ -27,7 +27,7 @@ from elis.scheduling.guard import (
 )
 from elis.scheduling.levels import PriorityLevels
 from elis.scheduling.outcome import Cohort, OutcomeGuard, fcfs_mean_jct, measure_outcome
-from elis.scheduling.policy import FCFS, Aging, JobView, LoopsLast, Policy, make_policy
+from elis.scheduling.policy import FCFS, Aging, JobView, LoopsLast, Policy, PrefillFirst, make_policy
 from elis.scheduling.work import bundled_prefill_weight
 
 
@@ -71,8 +71,9 @@ OUTCOME_EXEMPT = ("fcfs", "srtf-oracle")
 @dataclass
 class Scheduler:
     """Every scheduling decision of the service. Policies are looked up by name (a job carries the policy it
-    was admitted under); while the quality guard is in fallback, a policy that orders by predictions acts as
-    FCFS; while the outcome guard is tripped, every policy does."""
+    was admitted under); while the quality guard is in fallback, a policy that orders by predictions orders by
+    the known prefill (`PrefillFirst`; FCFS when the prefill is not counted); while the outcome guard is
+    tripped, every policy acts as FCFS."""
 
     default_policy: str
     levels: PriorityLevels
@@ -95,6 +96,9 @@ class Scheduler:
     # While the quality guard holds FCFS order, a re-predicting policy still moves jobs whose remaining length
     # is a fact (greedy loops) behind the others (`LoopsLast`), once `typical_tokens` is known.
     loops_last: bool = False
+    # While the quality guard falls back, order by the prefill still to pay (`PrefillFirst`) rather than by arrival,
+    # when the prefill counts as work (prefill_weight > 0). The outcome guard judges that order against FCFS.
+    fallback_by_prefill: bool = True
     # The mean output length of the jobs the guard last judged (None until it has judged `guard.min_jobs`).
     typical_tokens: float | None = None
     # When each guard last changed state (seconds on the clock `observe` is given): the outcome guard judges only
@@ -104,7 +108,8 @@ class Scheduler:
     aging_bound_s: float = field(init=False)
     # The mean JCT FCFS would have given the latest jobs (`observe`'s `aging_cohort`); the aging bound grows with it.
     fcfs_mean_s: float | None = None
-    _policies: dict[tuple[str, bool, bool, float, float], Policy] = field(default_factory=dict, init=False, repr=False)
+    _policies: dict[tuple[str, bool, bool, float, float, bool], Policy] = field(default_factory=dict, init=False,
+                                                                             repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -113,14 +118,14 @@ class Scheduler:
 
     # --- policies -----------------------------------------------------------------------------------------
     def policy(self, name: str | None = None) -> Policy:
-        """The policy in force for jobs admitted under `name` (default: the service's): FCFS while the
-        quality guard falls back and the policy orders by predictions, or while the outcome guard is tripped;
-        wrapped in aging when aging is on."""
+        """The policy in force for jobs admitted under `name` (default: the service's): the fallback order
+        (`fallback_order`) while the quality guard falls back and the policy orders by predictions, FCFS while
+        the outcome guard is tripped; wrapped in aging when aging is on."""
         name = name or self.default_policy
         fallback, tripped = self.guard.fallback, self.outcome.tripped
         bound = round(self.aging_bound_s, 1) if self.aging.enabled else 0.0
         typical = self._loops_last_tokens(name)
-        key = (name, fallback, tripped, bound, typical)
+        key = (name, fallback, tripped, bound, typical, self.orders_fallback_by_prefill)
         with self._lock:
             policy = self._policies.get(key)
             if policy is None:
@@ -128,13 +133,22 @@ class Scheduler:
                 if tripped and inner.name not in OUTCOME_EXEMPT:
                     inner = FCFS()
                 elif fallback and inner.uses_predictions:
-                    inner = LoopsLast(typical) if typical > 0 else FCFS()
+                    inner = LoopsLast(typical) if typical > 0 else self.fallback_order()
                 policy = (Aging(inner, bound, since_arrival=self.aging.since_arrival, preempts=self.aging.preempts)
                           if bound > 0 else inner)
                 if len(self._policies) > 256:
                     self._policies.clear()
                 self._policies[key] = policy
         return policy
+
+    def fallback_order(self) -> Policy:
+        """What a prediction-ordered policy orders by while the quality guard falls back: the prefill still to
+        pay when it counts as work, else arrival."""
+        return PrefillFirst(self.prefill_weight) if self.orders_fallback_by_prefill else FCFS()
+
+    @property
+    def orders_fallback_by_prefill(self) -> bool:
+        return self.fallback_by_prefill and self.prefill_weight > 0
 
     def _loops_last_tokens(self, name: str) -> float:
         """The typical length `LoopsLast` compares with, rounded so the policy cache stays small; 0 when the
@@ -158,7 +172,7 @@ class Scheduler:
         return self.base_policy(name).needs_initial_prediction
 
     def repredicts(self, name: str | None = None) -> bool:
-        """Whether windows of this policy re-predict now (not during an FCFS fallback: nothing would use it)."""
+        """Whether windows of this policy re-predict now (not during the guard's fallback: nothing would use it)."""
         return self.policy(name).repredicts
 
     def should_repredict(self, job: JobView, most_remaining: float, head: JobView | None, now: float,
@@ -199,7 +213,7 @@ class Scheduler:
         if self.guard.fallback and base.uses_predictions:
             if self.moves_loops_last(base.name):
                 return f"{LoopsLast.name} (guard fallback)"
-            return "fcfs (guard fallback)"
+            return f"{self.fallback_order().name} (guard fallback)"
         return base.name
 
     def guard_reason(self) -> str:
@@ -215,7 +229,8 @@ class Scheduler:
         base = self.base_policy(name)
         if base.name in OUTCOME_EXEMPT or self.outcome.tripped:
             return float("inf")
-        if self.guard.fallback and base.uses_predictions and not self.moves_loops_last(base.name):
+        if (self.guard.fallback and base.uses_predictions and not self.moves_loops_last(base.name)
+                and not self.orders_fallback_by_prefill):
             return float("inf")  # FCFS order: nothing to judge
         return max(self.outcome_since, self.quality_since if base.uses_predictions else 0.0)
 
@@ -386,7 +401,8 @@ class Scheduler:
                    prefill_weight=weight,
                    repredict_every_window=bool(getattr(settings, "repredict_every_window", cls.repredict_every_window)),
                    repredict_sample_every=int(getattr(settings, "repredict_sample_every", cls.repredict_sample_every)),
-                   outcome=outcome, loops_last=bool(getattr(settings, "fallback_loops_last", cls.loops_last)))
+                   outcome=outcome, loops_last=bool(getattr(settings, "fallback_loops_last", cls.loops_last)),
+                   fallback_by_prefill=bool(getattr(settings, "fallback_by_prefill", cls.fallback_by_prefill)))
 
 
 def _union(first: Sequence[FinishedJob], second: Sequence[FinishedJob]) -> list[FinishedJob]:

@@ -243,3 +243,31 @@ def test_a_residual_estimate_is_the_mean_residual_length_at_the_finished_jobs_ti
     assert estimate.seconds_per_token == pytest.approx(0.1)
     assert estimate.remaining_s(50, 512) == pytest.approx((200 - 50) * 0.1)  # (100 + 300) / 2 - 50 tokens
     assert ResidualEstimate.of([]).remaining_s(0, 512) == 0.0  # nothing finished: no time per token yet
+
+
+def test_the_guards_fallback_orders_by_the_prefill_when_it_counts_and_the_outcome_guard_judges_it():
+    from elis.scheduling.policy import PrefillFirst
+
+    scheduler = Scheduler("isrtf", PriorityLevels.log_spaced(10), outcome=OutcomeGuard(min_jobs=2),
+                          prefill_weight=0.25)
+    assert scheduler.ordering() == "prefill first (guard fallback)"  # the quality guard starts in fallback
+    inner = getattr(scheduler.policy(), "inner", scheduler.policy())
+    assert isinstance(inner, PrefillFirst) and not inner.uses_predictions and not inner.repredicts
+    long_prompt = JobView("a", 0.0, 0, 10.0, 10.0, 0.0, 0.0, prefill_tokens=2000)
+    short_prompt = JobView("b", 1.0, 0, 900.0, 900.0, 1.0, 0.0, prefill_tokens=100)
+    has_run = JobView("c", 2.0, 50, 900.0, 900.0, 2.0, 1.0)  # its prefill is paid
+    scores = [scheduler.admit(j, 3.0)[0] for j in (long_prompt, short_prompt, has_run)]
+    assert scores == [500.0, 25.0, 0.0]  # predictions ignored: the known prefill orders
+    assert not scheduler.decide(long_prompt, short_prompt, 3.0).yields  # no pre-emption
+    # Not FCFS order, so the outcome guard judges it from when the fallback began, and trips it to FCFS.
+    assert scheduler.judging_since("isrtf") == 0.0
+    assert scheduler.observe([], cohort=_bad_cohort(), now=20.0) is True and scheduler.outcome.tripped
+    assert scheduler.ordering() == "fcfs (outcome guard)"
+
+
+def test_without_a_prefill_weight_or_with_the_setting_off_the_fallback_is_fcfs():
+    for scheduler in (Scheduler("sjf", PriorityLevels.log_spaced(10), prefill_weight=0.0),
+                      Scheduler("sjf", PriorityLevels.log_spaced(10), prefill_weight=0.25, fallback_by_prefill=False)):
+        assert scheduler.ordering() == "fcfs (guard fallback)"
+        assert scheduler.admit(JobView("a", 0.0, 0, 10.0, 10.0, 0.0, 0.0, prefill_tokens=2000), 1.0)[0] == 0.0
+        assert scheduler.judging_since("sjf") == float("inf")
