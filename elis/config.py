@@ -179,7 +179,7 @@ class Settings(BaseSettings):
     # admission prediction and a re-prediction after k windows compare fairly.
     calibrate_steps: bool = True
     # Predict every job's length at admission when a predictor is loaded, whatever the policy, so the guard
-    # always has evidence (also while it falls back to FCFS).
+    # always has evidence (also while it falls back).
     shadow_predictions: bool = True
     # The score-to-level edges (JSON, no torch needed); empty: elis/data/level_edges.json.
     level_edges: str = ""

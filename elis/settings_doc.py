@@ -41,7 +41,7 @@ MEANINGS = {
     "guard_hysteresis": "the guard returns to the policy at threshold + this",
     "guard_min_jobs": "finished jobs needed before the guard judges",
     "guard_window_jobs": "the guard judges the last this many finished jobs",
-    "guard_start_in_fallback": "start in FCFS until the guard has judged the predictor",
+    "guard_start_in_fallback": "start in the fallback order until the guard has judged the predictor",
     "repredict_sample_every": "window ends where no prediction could make the job yield re-predict one time in "
                               "this many anyway, so the guard keeps judging re-predictions (0: never; every window "
                               "does until the guard has judged pre-emption)",

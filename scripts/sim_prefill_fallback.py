@@ -19,6 +19,7 @@ Usage: python scripts/sim_prefill_fallback.py [LOADS] [JOBS] [MAX_PROMPT_TOKENS]
 """
 import dataclasses
 import sys
+from collections import Counter
 
 from elis.replay.workload import read_azure_trace, synthetic_workload
 from elis.scheduling.policy import make_policy
@@ -26,6 +27,21 @@ from elis.simulator.core import SimConfig, simulate
 from elis.simulator.engine_profile import EngineProfile
 from elis.simulator.figures import measure_capacity, profile_weight, service_scheduler
 from elis.simulator.length_models import LengthModel
+
+
+def count_orders(scheduler) -> Counter:
+    """The order in force after each of the scheduler's refreshes (every 10 simulated seconds): where the run
+    spent its time (guard fallback, trusted, outcome guard)."""
+    orders: Counter = Counter()
+    observe = scheduler.observe
+
+    def counted(*args, **kwargs):
+        changed = observe(*args, **kwargs)
+        orders[scheduler.ordering()] += 1
+        return changed
+
+    scheduler.observe = counted
+    return orders
 
 
 class ConstantOutput(LengthModel):
@@ -42,7 +58,7 @@ class ConstantOutput(LengthModel):
 
 loads = [float(x) for x in (sys.argv[1] if len(sys.argv) > 1 else "0.5,0.7,0.8,0.9").split(",")]
 num_jobs = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
-cap_prompt = int(sys.argv[3]) if len(sys.argv) > 3 else None
+cap_prompt = int(sys.argv[3]) if len(sys.argv) > 3 and sys.argv[3] != "none" else None
 anti = len(sys.argv) > 4 and sys.argv[4] == "anti"
 profile = EngineProfile.load(None)
 config = SimConfig(1, 4, 50)
@@ -64,7 +80,8 @@ arms = {
     "ISRTF, prefill fallback": ("isrtf", ConstantOutput(mean_output), {}),
     "bound (SRTF-oracle)": ("srtf-oracle", None, {}),
 }
-print("| load | FCFS mean s | " + " | ".join(f"{name}: mean / p99 (trips)" for name in arms) + " |")
+print("| load | FCFS mean s | " + " | ".join(f"{name}: mean / p99 (trips; share of time in the guard's fallback)"
+                                          for name in arms) + " |")
 print("| ---: | ---: | " + " | ".join("---:" for _ in arms) + " |")
 for load in loads:
     jobs = synthetic_workload(num_jobs, "gamma", load * capacity, None, seed=0, pool=pool)
@@ -72,7 +89,9 @@ for load in loads:
     cells = []
     for policy, model, overrides in arms.values():
         scheduler = service_scheduler(policy, **overrides)
+        orders = count_orders(scheduler)
         result = simulate(jobs, make_policy(policy), profile, config, length_model=model, scheduler=scheduler).summary
+        fallback = sum(n for order, n in orders.items() if "guard fallback" in order) / max(1, sum(orders.values()))
         cells.append(f"{result.mean_jct / fcfs.mean_jct:.3f} / {result.p99_jct / fcfs.p99_jct:.3f} "
-                     f"({scheduler.outcome.trips})")
+                     f"({scheduler.outcome.trips}; {100 * fallback:.0f}%)")
     print(f"| {load:g} | {fcfs.mean_jct:.1f} | " + " | ".join(cells) + " |", flush=True)

@@ -618,16 +618,18 @@ def same_work_note(manifest_runs: Mapping[str, Mapping]) -> str:
 
 
 def forced_order_warning(items: Sequence[WorkItem], policies: Sequence[str], guard: Mapping) -> str | None:
-    """Why the length-aware policies of a comparison would run in FCFS order, said before the first run; None
-    when they would not. The quality guard judges only natural finished jobs (a forced length says nothing of
-    the predictor): when every job's length is forced and the database holds no natural job to judge, it keeps
-    FCFS order all along, and the comparison measures FCFS under their names."""
+    """Why the length-aware policies of a comparison would run in the quality guard's fallback order (the known
+    prefill first, or FCFS), said before the first run; None when they would not. The quality guard judges only
+    natural finished jobs (a forced length says nothing of the predictor): when every job's length is forced and
+    the database holds no natural job to judge, it keeps its fallback all along, and the comparison measures the
+    fallback under their names."""
     predicted = [p for p in policies if _uses_predictions(p)]
     no_evidence = bool(guard.get("fallback")) and str(guard.get("reason") or "").startswith("no evidence")
     if not (predicted and all_forced(items) and no_evidence):
         return None
     return (f"every job's length is forced and the quality guard has no natural finished job to judge "
-            f"({guard.get('reason')}): {', '.join(predicted)} will run in FCFS order. For a forced-length "
+            f"({guard.get('reason')}): {', '.join(predicted)} will run in the guard's fallback order "
+            f"({guard.get('ordering') or 'fcfs (guard fallback)'}), not by predictions. For a forced-length "
             "comparison of predicted orders, first run a natural pass of a re-predicting policy into the same "
             "--database-url (docs/compare.md), or set ELIS_GUARD_START_IN_FALLBACK=false to trust the predictor "
             "untested")

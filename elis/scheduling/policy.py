@@ -126,20 +126,24 @@ class LoopsLast(FCFS):
 
     name = "fcfs, loops last"
 
-    def __init__(self, typical_tokens: float) -> None:
+    def __init__(self, typical_tokens: float, base: FCFS | None = None) -> None:
         self.typical_tokens = typical_tokens
+        # The order of the jobs not demoted: arrival (FCFS), or the guard's other fallback (`PrefillFirst`).
+        self.base = base or FCFS()
+        if type(self.base) is not FCFS:
+            self.name = f"{self.base.name}, loops last"
 
     def _demoted(self, job: JobView) -> bool:
         return job.known_remaining is not None and job.known_remaining > self.typical_tokens
 
     def score(self, job: JobView, now: float) -> float:
-        return float(job.known_remaining) if self._demoted(job) else 0.0
+        return float(job.known_remaining) if self._demoted(job) else self.base.score(job, now)
 
     def yields(self, job: JobView) -> bool:
         return self._demoted(job)
 
     def __repr__(self) -> str:
-        return f"LoopsLast(typical_tokens={self.typical_tokens})"
+        return f"LoopsLast(typical_tokens={self.typical_tokens}, base={self.base!r})"
 
 
 class PrefillFirst(FCFS):

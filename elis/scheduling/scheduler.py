@@ -133,7 +133,7 @@ class Scheduler:
                 if tripped and inner.name not in OUTCOME_EXEMPT:
                     inner = FCFS()
                 elif fallback and inner.uses_predictions:
-                    inner = LoopsLast(typical) if typical > 0 else self.fallback_order()
+                    inner = LoopsLast(typical, self.fallback_order()) if typical > 0 else self.fallback_order()
                 policy = (Aging(inner, bound, since_arrival=self.aging.since_arrival, preempts=self.aging.preempts)
                           if bound > 0 else inner)
                 if len(self._policies) > 256:
@@ -141,7 +141,7 @@ class Scheduler:
                 self._policies[key] = policy
         return policy
 
-    def fallback_order(self) -> Policy:
+    def fallback_order(self) -> FCFS:
         """What a prediction-ordered policy orders by while the quality guard falls back: the prefill still to
         pay when it counts as work, else arrival."""
         return PrefillFirst(self.prefill_weight) if self.orders_fallback_by_prefill else FCFS()
@@ -212,7 +212,7 @@ class Scheduler:
             return "fcfs (outcome guard)"
         if self.guard.fallback and base.uses_predictions:
             if self.moves_loops_last(base.name):
-                return f"{LoopsLast.name} (guard fallback)"
+                return f"{LoopsLast(0.0, self.fallback_order()).name} (guard fallback)"
             return f"{self.fallback_order().name} (guard fallback)"
         return base.name
 

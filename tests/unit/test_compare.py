@@ -89,13 +89,14 @@ def test_the_bound_forces_the_recorded_lengths_of_finished_jobs_only():
     assert longer[0].body["max_tokens"] == 100 and longer[0].body["target_output_tokens"] == 100
 
 
-def test_a_forced_comparison_with_no_natural_job_to_judge_is_called_fcfs_before_it_runs():
+def test_a_forced_comparison_with_no_natural_job_to_judge_is_called_the_fallback_before_it_runs():
     items = [WorkItem(i, float(i), {"messages": [{"role": "user", "content": f"p{i}"}], "max_tokens": 64})
              for i in range(3)]
     forced = bound_items(items, {0: 17, 1: 30, 2: 5})
     no_evidence = {"fallback": True, "reason": "no evidence yet: fewer than 20 finished jobs with predictions"}
     warning = forced_order_warning(forced, ["fcfs", "sjf", "isrtf"], no_evidence)
-    assert warning is not None and "sjf, isrtf will run in FCFS order" in warning and "natural pass" in warning
+    assert warning is not None and "sjf, isrtf will run in the guard's fallback order" in warning
+    assert "natural pass" in warning
     judged = {"fallback": True, "reason": "FCFS fallback: predictions rank at tau 0.050 over the last 60 finished"}
     assert forced_order_warning(forced, ["sjf"], judged) is None  # judged on natural jobs: FCFS by right
     assert forced_order_warning(forced, ["fcfs", "mlfq", "srtf-oracle"], no_evidence) is None  # no prediction used

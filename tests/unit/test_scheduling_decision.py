@@ -585,3 +585,18 @@ def test_a_skipped_re_prediction_could_not_have_made_the_job_yield(most, head_sc
         for fraction in (0.0, 0.25, 0.5, 1.0):
             predicted = JobView(running.job_id, running.arrival_time, 50, most * fraction, 50.0, 1.0, 0.0, None)
             assert not scheduler.decide(predicted, head, 2.0, SwitchCost(0.1, 0.01)).yields
+
+
+def test_loops_last_keeps_the_prefill_order_for_the_jobs_it_does_not_demote():
+    from elis.scheduling.policy import PrefillFirst
+
+    on = SimpleNamespace(**{**vars(SETTINGS), "fallback_loops_last": True, "prefill_weight": 0.25})
+    scheduler = Scheduler.from_settings(on, LEVELS)
+    scheduler.observe(ranked(-1, 8))
+    assert scheduler.ordering("isrtf") == "prefill first, loops last (guard fallback)"
+    assert scheduler.ordering("sjf") == "prefill first (guard fallback)"
+    policy = scheduler.policy("isrtf")
+    inner = getattr(policy, "inner", policy)
+    assert isinstance(inner, LoopsLast) and isinstance(inner.base, PrefillFirst)
+    newcomer = replace(job("n", None, arrival=5.0, enqueued=5.0), prefill_tokens=800)
+    assert inner.score(newcomer, 10.0) == 200.0 and inner.score(looping("a", 400), 10.0) == 400.0
