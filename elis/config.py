@@ -123,8 +123,8 @@ class Settings(BaseSettings):
     # prefill is work").
     prefill_weight: float | None = Field(default=None, ge=0.0)
     # The live quality guard: from the last guard_window_jobs finished jobs, the Kendall tau of predictions
-    # vs true lengths; below guard_threshold, length-aware order falls back (to the prefill order, see
-    # fallback_by_prefill, or FCFS) until it recovers to guard_threshold + guard_hysteresis. Until guard_min_jobs
+    # vs true lengths; below guard_threshold, length-aware order falls back to FCFS (or, opt-in, the prefill
+    # order: fallback_by_prefill) until it recovers to guard_threshold + guard_hysteresis. Until guard_min_jobs
     # jobs have finished, the start state holds.
     guard: bool = True
     guard_threshold: float = 0.2
@@ -154,10 +154,11 @@ class Settings(BaseSettings):
     fallback_loops_last: bool = False
     # While the quality guard falls back, order by the prompt prefill still to pay (the least first, no
     # pre-emption; scheduling.PrefillFirst) instead of by arrival, when the prefill counts as work (the prefill
-    # weight above 0). The prefill is known, not predicted: in the simulator on the Azure 2023 conversation
-    # lengths, 0.89-0.92x FCFS's mean JCT at loads 0.7-0.9 (docs/scheduling.md, "The fallback orders by the
-    # prefill"). The outcome guard judges it against FCFS and trips to FCFS when it loses.
-    fallback_by_prefill: bool = True
+    # weight above 0); the outcome guard judges it against FCFS. Off by default: in the simulator on the Azure
+    # 2023 conversation lengths it gave 0.89-0.92x FCFS's mean JCT at loads 0.7-0.9, but live (run 42, this CPU,
+    # where the prefill was a small part of the work) 1.06-1.10x the FCFS order of the same jobs and 1.17-1.45x
+    # the p99 (docs/scheduling.md, "The fallback orders by the prefill").
+    fallback_by_prefill: bool = False
     # The outcome guard: from the last jobs that arrived an aging bound ago (finished, or censored), the mean JCT
     # of the jobs the policy ordered against the same jobs replayed under FCFS on the same slots. Above
     # 1 + outcome_tolerance over at least outcome_min_jobs judged jobs, every policy orders as FCFS; the policy is

@@ -37,7 +37,7 @@ MEANINGS = {
     "aging_floor_s": "the derived aging bound is never below this",
     "yield_uncertainty": "yield margin: the predictor's relative error, times the running job's score",
     "yield_margin_per_step": "take the relative error per step from the level file",
-    "guard_threshold": "below this Kendall tau, length-aware order falls back (prefill first, or FCFS)",
+    "guard_threshold": "below this Kendall tau, length-aware order falls back to FCFS (or, opt-in, prefill first)",
     "guard_hysteresis": "the guard returns to the policy at threshold + this",
     "guard_min_jobs": "finished jobs needed before the guard judges",
     "guard_window_jobs": "the guard judges the last this many finished jobs",

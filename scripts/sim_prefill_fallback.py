@@ -3,7 +3,8 @@ the prefill".)
 
 When the quality guard finds that predictions do not rank, a length-aware policy falls back. A prompt's prefill
 is known exactly even then: `PrefillFirst` orders admissions by the prefill still to pay, without pre-emption
-(the default since 2026-12-07 when the prefill counts as work), where the service used to order by arrival.
+(opt-in: `ELIS_FALLBACK_BY_PREFILL`; live in run 42 it did not repeat the gain), where the service orders by
+arrival.
 Here ISRTF runs under the service's whole scheduler (quality guard, outcome guard, aging, margin) with a
 predictor that knows nothing (a constant: the guard holds the fallback throughout), once with each fallback,
 beside FCFS and the exact-length bound (SRTF-oracle with the prefill counted) on the same jobs: the Azure 2023
@@ -77,7 +78,7 @@ print(f"prefill weight {weight:.3f}; mean prompt {sum(j.num_prompt_tokens for j 
       f"{'; ADVERSARY: outputs rank-reversed against prompts' if anti else ''}\n")
 arms = {
     "ISRTF, FCFS fallback": ("isrtf", ConstantOutput(mean_output), {"fallback_by_prefill": False}),
-    "ISRTF, prefill fallback": ("isrtf", ConstantOutput(mean_output), {}),
+    "ISRTF, prefill fallback": ("isrtf", ConstantOutput(mean_output), {"fallback_by_prefill": True}),
     "bound (SRTF-oracle)": ("srtf-oracle", None, {}),
 }
 print("| load | FCFS mean s | " + " | ".join(f"{name}: mean / p99 (trips; share of time in the guard's fallback)"

@@ -127,7 +127,7 @@ class RunResult:
     submitted: int = 0
     wall_s: float = 0.0
     # How many jobs the API admitted under each order (its answer's `ordering`): a prediction policy whose
-    # quality guard had fallen back shows "prefill first (guard fallback)" (or "fcfs (guard fallback)") here.
+    # quality guard had fallen back shows "fcfs (guard fallback)" (or "prefill first (guard fallback)") here.
     orderings: dict[str, int] = field(default_factory=dict)
 
 

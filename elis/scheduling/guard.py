@@ -1,5 +1,5 @@
-"""The live quality guard: how well do the predictions rank the jobs that finished? Fall back when not (to the
-known prefill first, or FCFS: `Scheduler.fallback_order`).
+"""The live quality guard: how well do the predictions rank the jobs that finished? Fall back when not (to
+FCFS, or opt-in the known prefill first: `Scheduler.fallback_order`).
 
 A length-aware order is only as good as the predictions behind it. On traffic the predictor never saw, it can
 rank no better than chance, and then SSJF and ISRTF reorder jobs for nothing (and pay for every switch). The
@@ -253,7 +253,7 @@ def measure_rank_quality(jobs: Sequence[FinishedJob], max_steps: int = 8,
 @dataclass
 class QualityGuard:
     """Decides, from the measured rank quality, whether length-aware order is trusted or falls back (the
-    Scheduler chooses the fallback order: the known prefill first, or FCFS).
+    Scheduler chooses the fallback order: FCFS, or opt-in the known prefill first).
 
     The judged tau is the lowest of the admission tau and the pooled re-prediction tau (each once it rests
     on `min_jobs` finished jobs). Falls back below `threshold`, recovers at `threshold + hysteresis`. Until enough

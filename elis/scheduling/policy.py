@@ -153,8 +153,9 @@ class PrefillFirst(FCFS):
     a newcomer scores `weight x prefill_tokens` decode steps (elis.scheduling.work), a job that has run scores 0.
     Output lengths unknown, that is SJF on the known part of each job's work: where output length does not
     shrink as the prompt grows, it orders by expected work. In the simulator on the Azure 2023 conversation
-    lengths it gave 0.89-0.92x FCFS's mean JCT at loads 0.7-0.9, as much as the exact-length order
-    (docs/scheduling.md, "The fallback orders by the prefill")."""
+    lengths it gave 0.89-0.92x FCFS's mean JCT at loads 0.7-0.9, as much as the exact-length order; live on this
+    project's CPU (run 42), where the prefill was a small part of the work, it lost 6-10% against FCFS order, so
+    it is opt-in (`fallback_by_prefill`; docs/scheduling.md, "The fallback orders by the prefill")."""
 
     name = "prefill first"
 

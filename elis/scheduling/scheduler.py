@@ -71,9 +71,9 @@ OUTCOME_EXEMPT = ("fcfs", "srtf-oracle")
 @dataclass
 class Scheduler:
     """Every scheduling decision of the service. Policies are looked up by name (a job carries the policy it
-    was admitted under); while the quality guard is in fallback, a policy that orders by predictions orders by
-    the known prefill (`PrefillFirst`; FCFS when the prefill is not counted); while the outcome guard is
-    tripped, every policy acts as FCFS."""
+    was admitted under); while the quality guard is in fallback, a policy that orders by predictions acts as
+    FCFS (or, opt-in, orders by the known prefill: `PrefillFirst`); while the outcome guard is tripped, every
+    policy acts as FCFS."""
 
     default_policy: str
     levels: PriorityLevels
@@ -98,7 +98,8 @@ class Scheduler:
     loops_last: bool = False
     # While the quality guard falls back, order by the prefill still to pay (`PrefillFirst`) rather than by arrival,
     # when the prefill counts as work (prefill_weight > 0). The outcome guard judges that order against FCFS.
-    fallback_by_prefill: bool = True
+    # Off by default (run 42: the simulator's gain did not hold live).
+    fallback_by_prefill: bool = False
     # The mean output length of the jobs the guard last judged (None until it has judged `guard.min_jobs`).
     typical_tokens: float | None = None
     # When each guard last changed state (seconds on the clock `observe` is given): the outcome guard judges only

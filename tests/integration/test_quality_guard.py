@@ -61,21 +61,20 @@ def test_predictions_that_rank_backwards_turn_the_order_to_fcfs_and_good_ones_br
         finished_job(url, length, initial=1000.0 - length, after_first_window=1000.0 - length)
     assert refresh_scheduler(scheduler, settings) is True
     stats = client.get("/v1/stats").json()
-    # The fallback orders by the prompt's prefill (known, not predicted) while the prefill counts as work.
-    assert stats["ordering"] == "prefill first (guard fallback)" and stats["guard"]["fallback"] is True
+    assert stats["ordering"] == "fcfs (guard fallback)" and stats["guard"]["fallback"] is True
     assert stats["rank_quality"]["admission"]["tau"] == pytest.approx(-1.0)
     assert stats["rank_quality"]["pooled"]["n"] == 12
     health = client.get("/healthz").json()
-    assert health["ordering"] == "prefill first (guard fallback)" and "tau -1.000" in health["guard"]
+    assert health["ordering"] == "fcfs (guard fallback)" and "tau -1.000" in health["guard"]
+    accepted = client.post("/v1/jobs", json={"prompt": "Name three rivers.", "max_tokens": 64}).json()
+    assert accepted["ordering"] == "fcfs (guard fallback)"
+    assert accepted["priority"] == settings.num_priority_levels - 2  # FCFS: every job at one level
+    scheduler.fallback_by_prefill = True  # opt-in: the fallback orders by the prompt's prefill (known, not predicted)
     short = client.post("/v1/jobs", json={"prompt": "Name three rivers.", "max_tokens": 64}).json()
     long = client.post("/v1/jobs", json={"prompt": "Name three rivers. " * 300, "max_tokens": 64}).json()
     assert short["ordering"] == long["ordering"] == "prefill first (guard fallback)"
     assert short["priority"] > long["priority"]  # the shorter prefill goes first (higher = sooner)
-    scheduler.fallback_by_prefill = False  # the plain FCFS fallback: every job at one level
-    accepted = client.post("/v1/jobs", json={"prompt": "Name three rivers.", "max_tokens": 64}).json()
-    assert accepted["ordering"] == "fcfs (guard fallback)"
-    assert accepted["priority"] == settings.num_priority_levels - 2
-    scheduler.fallback_by_prefill = True
+    scheduler.fallback_by_prefill = False
 
     for length in lengths:  # now predictions rank perfectly, and push the bad ones out of the window
         finished_job(url, length, initial=float(length), after_first_window=float(length - 50))

@@ -590,7 +590,8 @@ def test_a_skipped_re_prediction_could_not_have_made_the_job_yield(most, head_sc
 def test_loops_last_keeps_the_prefill_order_for_the_jobs_it_does_not_demote():
     from elis.scheduling.policy import PrefillFirst
 
-    on = SimpleNamespace(**{**vars(SETTINGS), "fallback_loops_last": True, "prefill_weight": 0.25})
+    on = SimpleNamespace(**{**vars(SETTINGS), "fallback_loops_last": True, "prefill_weight": 0.25,
+                            "fallback_by_prefill": True})
     scheduler = Scheduler.from_settings(on, LEVELS)
     scheduler.observe(ranked(-1, 8))
     assert scheduler.ordering("isrtf") == "prefill first, loops last (guard fallback)"

@@ -249,7 +249,7 @@ def test_the_guards_fallback_orders_by_the_prefill_when_it_counts_and_the_outcom
     from elis.scheduling.policy import PrefillFirst
 
     scheduler = Scheduler("isrtf", PriorityLevels.log_spaced(10), outcome=OutcomeGuard(min_jobs=2),
-                          prefill_weight=0.25)
+                          prefill_weight=0.25, fallback_by_prefill=True)
     assert scheduler.ordering() == "prefill first (guard fallback)"  # the quality guard starts in fallback
     inner = getattr(scheduler.policy(), "inner", scheduler.policy())
     assert isinstance(inner, PrefillFirst) and not inner.uses_predictions and not inner.repredicts
@@ -265,8 +265,9 @@ def test_the_guards_fallback_orders_by_the_prefill_when_it_counts_and_the_outcom
     assert scheduler.ordering() == "fcfs (outcome guard)"
 
 
-def test_without_a_prefill_weight_or_with_the_setting_off_the_fallback_is_fcfs():
-    for scheduler in (Scheduler("sjf", PriorityLevels.log_spaced(10), prefill_weight=0.0),
+def test_by_default_without_a_prefill_weight_or_with_the_setting_off_the_fallback_is_fcfs():
+    for scheduler in (Scheduler("sjf", PriorityLevels.log_spaced(10), prefill_weight=0.25),  # the default: off
+                      Scheduler("sjf", PriorityLevels.log_spaced(10), prefill_weight=0.0, fallback_by_prefill=True),
                       Scheduler("sjf", PriorityLevels.log_spaced(10), prefill_weight=0.25, fallback_by_prefill=False)):
         assert scheduler.ordering() == "fcfs (guard fallback)"
         assert scheduler.admit(JobView("a", 0.0, 0, 10.0, 10.0, 0.0, 0.0, prefill_tokens=2000), 1.0)[0] == 0.0

@@ -176,10 +176,9 @@ def test_loops_last_in_a_fallback_moves_a_greedy_loop_behind_the_waiting_job_at_
     # Flagged after 150 tokens (the first window end with more than 100 repeating characters): 350 left under
     # max_tokens 500, queued at the level of 350 tokens.
     level = rt.scheduler.levels.level(350.0)
-    assert level < rt.scheduler.levels.level(0.0)  # below an unflagged job that has run (its prefill is paid)
+    assert level < rt.scheduler.levels.level(0.0)  # below every unflagged job (FCFS order scores 0)
     assert recorder.published == [(looping, 3, level)] and rt.predictor.calls == 0
-    # The other jobs keep the fallback's order (the known prefill first, the default while the prefill counts).
-    assert rt.scheduler.ordering("isrtf") == "prefill first, loops last (guard fallback)"
+    assert rt.scheduler.ordering("isrtf") == "fcfs, loops last (guard fallback)"
 
 
 @pytest.mark.parametrize("loops_last, typical", [(False, 200.0), (True, 450.0)])

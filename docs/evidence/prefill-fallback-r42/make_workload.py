@@ -3,7 +3,7 @@ Gamma arrivals (CV 1.17, seed 0) at LOAD x the simulator's estimate of one 4-slo
 a filler of its own words (no shared prefix); and what the simulator predicts for FCFS, ISRTF held in the quality
 guard's fallback (its predictor knows nothing of these lengths: a constant) and the exact-length bound.
 
-Usage: python make_workload.py OUT.jsonl [LOAD] [JOBS]   (defaults 0.5, 48)
+Usage: python make_workload.py OUT.jsonl [LOAD] [JOBS]   (defaults 1.0, 48; run 42: 1.0 48)
 """
 import dataclasses
 import json
@@ -26,7 +26,7 @@ class ConstantOutput(LengthModel):
 
 
 out = sys.argv[1]
-load = float(sys.argv[2]) if len(sys.argv) > 2 else 0.5
+load = float(sys.argv[2]) if len(sys.argv) > 2 else 1.0
 num_jobs = int(sys.argv[3]) if len(sys.argv) > 3 else 48
 profile, config = EngineProfile.load(None), SimConfig(1, 4, 50)
 pool = [dataclasses.replace(j, num_prompt_tokens=min(j.num_prompt_tokens, 1536),

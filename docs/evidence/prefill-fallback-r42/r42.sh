@@ -11,3 +11,10 @@ common=(--workload "$W" --max-tokens 256 --no-bound --no-warmup --slots 4)
 for policy in fcfs isrtf srtf-oracle; do
   .venv/bin/elis compare "${common[@]}" --policies $policy --out-dir $OUT/$policy
 done
+# Round 2 (after round 1 read mixed): FCFS again (A/A), ISRTF again, and ISRTF with the prefill weight this machine
+# measured that hour (prefill 1.4-1.5 ms/token at startup, about 85 ms per decode step at batch 4: 0.07, against
+# the bundled profile's 0.248).
+for policy in fcfs isrtf; do
+  .venv/bin/elis compare "${common[@]}" --policies $policy --out-dir $OUT/round2-$policy
+done
+ELIS_PREFILL_WEIGHT=0.07 .venv/bin/elis compare "${common[@]}" --policies isrtf --out-dir $OUT/round2-isrtf-w0.07
