@@ -4,12 +4,12 @@ the prefill".)
 When the quality guard finds that predictions do not rank, a length-aware policy falls back. A prompt's prefill
 is known exactly even then: `PrefillFirst` orders admissions by the prefill still to pay, without pre-emption
 (opt-in: `ELIS_FALLBACK_BY_PREFILL`; live in run 42 it did not repeat the gain), where the service orders by
-arrival.
-Here ISRTF runs under the service's whole scheduler (quality guard, outcome guard, aging, margin) with a
-predictor that knows nothing (a constant: the guard holds the fallback throughout), once with each fallback,
-beside FCFS and the exact-length bound (SRTF-oracle with the prefill counted) on the same jobs: the Azure 2023
-conversation lengths (their real joint prompt/output lengths), 1 worker x 4 slots, Gamma arrivals (CV 1.17).
-Prints mean JCT and p99 over FCFS's, and the outcome guard's trips.
+arrival. Here ISRTF runs under the service's whole scheduler (quality guard, outcome guard, aging, margin) with
+a predictor that knows nothing (a constant: the guard holds its fallback most of the run; the table says how
+much), once with each fallback, beside FCFS and the exact-length bound (SRTF-oracle with the prefill counted) on
+the same jobs: the Azure 2023 conversation lengths (their real joint prompt/output lengths), 1 worker x 4 slots,
+Gamma arrivals (CV 1.17). Prints mean JCT and p99 over FCFS's, the outcome guard's trips and the share of the
+run's time in the guard's fallback.
 
 Usage: python scripts/sim_prefill_fallback.py [LOADS] [JOBS] [MAX_PROMPT_TOKENS] [anti]
   LOADS              default 0.5,0.7,0.8,0.9

@@ -5,6 +5,7 @@
 # fallback, now the prefill order, for the whole run) and the exact-length bound (SRTF-oracle).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
+export ELIS_FALLBACK_BY_PREFILL=true  # the default when run 42 ran; off by default since, after it
 W=docs/evidence/prefill-fallback-r42/workload.jsonl
 OUT=runs/evidence/r42
 common=(--workload "$W" --max-tokens 256 --no-bound --no-warmup --slots 4)
