@@ -132,12 +132,16 @@ def queue_depth(settings: Settings) -> int:
     """Messages ready in the window queue (not counting those delivered and unacked)."""
     from kombu import Connection
 
+    with Connection(settings.broker_url, connect_timeout=5) as connection:
+        return _ready_messages(connection, settings)
+
+
+def _ready_messages(connection, settings: Settings) -> int:
+    """Messages ready in the window queue, asked on `connection` (a passive declare: the queue is not created)."""
     from elis.tasks.app import window_queue
 
-    with Connection(settings.broker_url, connect_timeout=5) as connection:
-        bound = window_queue(settings)(connection.default_channel)
-        _, num_messages, _ = bound.queue_declare(passive=True)
-        return int(num_messages)
+    _, num_messages, _ = window_queue(settings)(connection.default_channel).queue_declare(passive=True)
+    return int(num_messages)
 
 
 class QueueDepthProbe:
@@ -161,13 +165,9 @@ class QueueDepthProbe:
     def _ask(self) -> int:
         from kombu import Connection
 
-        from elis.tasks.app import window_queue
-
         if self._connection is None:
             self._connection = Connection(self.settings.broker_url, connect_timeout=5)
-        bound = window_queue(self.settings)(self._connection.default_channel)
-        _, num_messages, _ = bound.queue_declare(passive=True)
-        return int(num_messages)
+        return _ready_messages(self._connection, self.settings)
 
     def close(self) -> None:
         connection, self._connection = self._connection, None
