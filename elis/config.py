@@ -116,8 +116,9 @@ class Settings(BaseSettings):
     yield_margin_per_step: bool = False
     # A prompt's prefill is work: under a length-aware policy a job that has not run yet scores its output
     # tokens plus this x its prompt tokens (the decode steps of one job that a prompt token's prefill costs the
-    # worker: prefill s/token x slots / decode step s). Unset: from the bundled engine profile, this project's
-    # 2-core CPU (about 0.25 at 4 slots); on a GPU take it from `elis bench service`'s profile; 0: output alone.
+    # worker: prefill s/token x slots / decode step s). Unset: the median of what the live workers measured of
+    # their engines at start-up (0.10-0.16 on this project's 2-core CPU at 4 slots, float32), the bundled engine
+    # profile's (about 0.25) until one has; a GPU's is far smaller. 0: output alone.
     # In the simulator on the Azure 2023 lengths, exact SJF went from 0.966x to 0.878x FCFS's mean JCT at load
     # 0.8, and ISRTF under noisy predictors from 0.997-1.040x to 0.909-0.945x (docs/scheduling.md, "A prompt's
     # prefill is work").

@@ -46,7 +46,7 @@ def truncate(url: str) -> None:
     for attempt in range(5):
         try:
             with get_engine(url).begin() as connection:
-                connection.execute(text("TRUNCATE windows, jobs, api_keys, batches, files"))
+                connection.execute(text("TRUNCATE windows, jobs, api_keys, batches, files, worker_profiles"))
             return
         except OperationalError as exc:
             if "deadlock detected" not in str(exc) or attempt == 4:

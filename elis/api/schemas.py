@@ -206,5 +206,8 @@ class SchedulerStats(BaseModel):
     margin: dict
     levels: dict
     calibration: dict
-    # Decode steps of one job a prompt token's prefill counts for under length-aware policies (ELIS_PREFILL_WEIGHT).
+    # Decode steps of one job a prompt token's prefill counts for under length-aware policies (ELIS_PREFILL_WEIGHT,
+    # else the workers' measurements).
     prefill_weight: float | None = None
+    # "settings", "bundled engine profile ...", or "measured by N live workers" (each measures at start-up).
+    prefill_weight_source: str | None = None

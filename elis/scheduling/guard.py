@@ -83,6 +83,19 @@ def kendall_tau(xs: Sequence[float], ys: Sequence[float]) -> float | None:
     return (total - ties_x - ties_y + ties_xy - 2 * discordant) / denominator
 
 
+def rank_tau(predicted: Sequence[float], true: Sequence[float]) -> float | None:
+    """The guard's Kendall tau of predictions against true lengths: tau-b, except that predictions that do not
+    vary rank nothing and score 0.0 where the true lengths vary (tau-b is undefined there). Without this, a
+    constant predictor's admission tau was undefined, the guard judged its pooled re-prediction tau alone, and
+    the per-step calibration (one factor per step) turned the constants into the mean remaining length at each
+    step, which ranks when pooled over steps: a predictor that knows nothing of the prompt earned trust.
+    None when the true lengths do not vary either (nothing to rank) or fewer than 2 points."""
+    tau = kendall_tau(predicted, true)
+    if tau is None and len(predicted) >= 2 and len(set(predicted)) == 1 and len(set(true)) > 1:
+        return 0.0
+    return tau
+
+
 @dataclass(frozen=True)
 class YieldCheck:
     """How the yield rule fares on finished jobs' predictions, over every ordered pair of (predicted, true
@@ -227,7 +240,7 @@ def measure_rank_quality(jobs: Sequence[FinishedJob], max_steps: int = 8,
     for step, predicted, remaining in pooled:
         steps.setdefault(step, []).append((predicted, remaining))
     per_step = tuple(
-        StepQuality(step, len(pairs), kendall_tau([p for p, _ in pairs], [t for _, t in pairs]),
+        StepQuality(step, len(pairs), rank_tau([p for p, _ in pairs], [t for _, t in pairs]),
                     _bias([p for p, _ in pairs], [t for _, t in pairs]))
         for step, pairs in sorted(steps.items())[:max_steps]
     )
@@ -238,10 +251,10 @@ def measure_rank_quality(jobs: Sequence[FinishedJob], max_steps: int = 8,
     return RankQuality(
         num_jobs=len(jobs),
         admission_num=len(admission),
-        admission_tau=kendall_tau([p for p, _ in admission], [t for _, t in admission]),
+        admission_tau=rank_tau([p for p, _ in admission], [t for _, t in admission]),
         admission_bias=_bias([p for p, _ in admission], [t for _, t in admission]),
         pooled_num=len(pooled),
-        pooled_tau=kendall_tau([p for _, p, _ in sample], [t for _, _, t in sample]) if pooled else None,
+        pooled_tau=rank_tau([p for _, p, _ in sample], [t for _, _, t in sample]) if pooled else None,
         pooled_bias=_bias([p for _, p, _ in pooled], [t for _, _, t in pooled]),
         yield_precision=check.precision if pooled else None,
         yield_pairs=check.pairs if pooled else 0,

@@ -86,6 +86,9 @@ class Scheduler:
     # Decode steps of one job that a prompt token's prefill costs (elis.scheduling.work): a job that has not run
     # yet scores its output plus this x its prompt under a length-aware policy. 0: output tokens alone.
     prefill_weight: float = 0.0
+    # Where the weight comes from; "settings" keeps it, anything else lets the workers' own measurements replace it
+    # (`use_measured_prefill_weight`): the bundled profile is one machine's, a GPU's weight is far smaller.
+    prefill_weight_source: str = "settings"
     # Re-predict at every window end (the ELIS paper), or only where a prediction could make the job yield plus
     # one window in `repredict_sample_every` for the guard (see `should_repredict`).
     repredict_every_window: bool = False
@@ -141,6 +144,25 @@ class Scheduler:
                     self._policies.clear()
                 self._policies[key] = policy
         return policy
+
+    @property
+    def follows_measured_prefill_weight(self) -> bool:
+        """Whether the workers' measured prefill weight replaces this one (ELIS_PREFILL_WEIGHT unset)."""
+        return self.prefill_weight_source != "settings"
+
+    def use_measured_prefill_weight(self, weight: float, workers: int) -> bool:
+        """Take the prefill weight the live workers measured (their median; `workers` 0: the last one measured,
+        none being live). Returns True when the weight changed. A weight set in the settings is kept."""
+        if not self.follows_measured_prefill_weight or weight <= 0:
+            return False
+        source = (f"measured by {workers} live worker{'s' if workers != 1 else ''}" if workers
+                  else "measured by the last worker seen")
+        changed = abs(weight - self.prefill_weight) > 1e-9
+        with self._lock:
+            self.prefill_weight, self.prefill_weight_source = weight, source
+            if changed:
+                self._policies.clear()  # the prefill fallback's order holds the weight
+        return changed
 
     def fallback_order(self) -> FCFS:
         """What a prediction-ordered policy orders by while the quality guard falls back: the prefill still to
@@ -367,6 +389,7 @@ class Scheduler:
             "repredict": {"every_window": self.repredict_every_window,
                           "sample_every": self.repredict_sample_every},
             "prefill_weight": round(self.prefill_weight, 4),
+            "prefill_weight_source": self.prefill_weight_source,
             "calibration": {"enabled": self.calibrate_steps,
                             "factor_by_step": [[s, round(f, 4)] for s, f in self.calibration.factors]},
         }
@@ -397,9 +420,10 @@ class Scheduler:
                                retry_jobs=int(getattr(settings, "outcome_retry_jobs", OutcomeGuard.retry_jobs)),
                                max_retry_jobs=int(getattr(settings, "guard_window_jobs", OutcomeGuard.max_retry_jobs)))
         weight = getattr(settings, "prefill_weight", 0.0)
+        source = "settings" if weight is not None else "bundled engine profile (until a worker measures its own)"
         weight = bundled_prefill_weight(int(getattr(settings, "slots", 4))) if weight is None else float(weight)
         return cls(settings.policy, levels, margin, guard, aging, calibrate_steps=settings.calibrate_steps,
-                   prefill_weight=weight,
+                   prefill_weight=weight, prefill_weight_source=source,
                    repredict_every_window=bool(getattr(settings, "repredict_every_window", cls.repredict_every_window)),
                    repredict_sample_every=int(getattr(settings, "repredict_sample_every", cls.repredict_sample_every)),
                    outcome=outcome, loops_last=bool(getattr(settings, "fallback_loops_last", cls.loops_last)),

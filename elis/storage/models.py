@@ -1,4 +1,5 @@
-"""Tables: one row per job, one row per window a job ran."""
+"""Tables: one row per job, one row per window a job ran, API keys, batch files and batches, and what each
+worker measured of its engine."""
 
 from __future__ import annotations
 
@@ -241,3 +242,21 @@ class Batch(Base):
     # Refreshed while a process validates and queues the batch's requests; a stale one (the process died) lets
     # another take the admission over (storage.batches.claim_admission).
     admission_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class WorkerProfile(Base):
+    """What a worker measured of its engine at start-up: the prefill per token and the decode step with every
+    slot busy. The API and every worker order newcomers by their prefill weight (`elis.scheduling.work`) unless
+    ELIS_PREFILL_WEIGHT is set; a machine's own weight can differ several-fold from the bundled profile's."""
+
+    __tablename__ = "worker_profiles"
+
+    worker: Mapped[str] = mapped_column(String(128), primary_key=True)
+    slots: Mapped[int] = mapped_column(Integer)
+    prefill_s_per_token: Mapped[float] = mapped_column(Float)
+    cached_prefill_s_per_token: Mapped[float] = mapped_column(Float)
+    decode_step_s: Mapped[float] = mapped_column(Float)
+    prefill_weight: Mapped[float] = mapped_column(Float)
+    measured_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The worker's heartbeat (its lease keeper): the live workers' weights count, a stopped one's do not.
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

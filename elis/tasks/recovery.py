@@ -29,6 +29,7 @@ from elis.storage import jobs as store
 from elis.storage import recovery as recovery_store
 from elis.storage.db import session_scope
 from elis.storage.models import Job
+from elis.storage.profiles import mark_seen
 from elis.tasks.publish import publish_window
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,8 @@ def outage_reject(settings: Settings, job_id: str, window_index: int, exc: BaseE
 
 
 class LeaseKeeper(threading.Thread):
-    """A worker's heartbeat in the database: renews the lease of the jobs it runs every lease_s / 4."""
+    """A worker's heartbeat in the database: renews the lease of the jobs it runs every lease_s / 4, and marks its
+    measured engine profile seen (`storage.profiles`)."""
 
     def __init__(self, settings: Settings, worker_name: str) -> None:
         super().__init__(name="elis-lease-keeper", daemon=True)
@@ -123,9 +125,10 @@ class LeaseKeeper(threading.Thread):
 
 
 def renew(settings: Settings, worker_name: str) -> int:
-    until = clock.now() + timedelta(seconds=settings.lease_s)
+    now = clock.now()
     with session_scope(settings.resolved_database_url) as session:
-        return recovery_store.renew_leases(session, worker=worker_name, until=until)
+        mark_seen(session, worker=worker_name, now=now)  # its measured engine profile still counts
+        return recovery_store.renew_leases(session, worker=worker_name, until=now + timedelta(seconds=settings.lease_s))
 
 
 def queue_depth(settings: Settings) -> int:

@@ -2,7 +2,8 @@
 
 `build_scheduler(settings)` is what the API, every worker and the reconciler call (once per process); the
 simulator calls `Scheduler.from_settings` with the same settings. `QualityMonitor` refreshes the scheduler's
-rank-quality guard and aging bound from the database every `guard_refresh_s`, and logs the guard's verdict.
+rank-quality guard, aging bound and (unless set) prefill weight from the database every `guard_refresh_s`, and
+logs the guard's verdict.
 """
 
 from __future__ import annotations
@@ -54,9 +55,12 @@ def refresh_scheduler(scheduler: Scheduler, settings: Settings) -> bool:
     changed state (logged at WARNING, since the order of every job changes)."""
     from elis.storage import jobs as store
     from elis.storage.db import session_scope
+    from elis.storage.profiles import measured_prefill_weight
 
     now = clock.now()
     with session_scope(settings.resolved_database_url) as session:
+        measured = (measured_prefill_weight(session, seen_since=now - timedelta(seconds=live_worker_s(settings)))
+                    if scheduler.follows_measured_prefill_weight else None)
         finished, repredicted = store.recent_guard_evidence(session, limit=settings.guard_window_jobs)
         costs = store.recent_costs(session, limit=settings.guard_window_jobs)
         cohort = aging_cohort = None
@@ -70,6 +74,11 @@ def refresh_scheduler(scheduler: Scheduler, settings: Settings) -> bool:
             # an overload few of them are done, so what the others still need is learned from the last done jobs.
             aging_cohort = store.recent_cohort(session, limit=scheduler.aging_cohort_jobs, arrived_before=now,
                                                now=now, residual=ResidualEstimate.of(costs))
+    if measured is not None:
+        weight_before = scheduler.prefill_weight
+        if scheduler.use_measured_prefill_weight(*measured):
+            log.info("prefill weight %.4f -> %.4f (%s)", weight_before, scheduler.prefill_weight,
+                     scheduler.prefill_weight_source)
     ordering_before, preempting_before = scheduler.ordering(), scheduler.guard.preempting
     changed = scheduler.observe(finished, service_times=[seconds for seconds, _ in costs], cohort=cohort,
                                 now=now.timestamp(), repredicted=repredicted, aging_cohort=aging_cohort)
@@ -83,6 +92,11 @@ def refresh_scheduler(scheduler: Scheduler, settings: Settings) -> bool:
     if scheduler.guard.preempting != preempting_before:
         log.warning("quality guard: %s", scheduler.guard.preempt_reason)
     return changed
+
+
+def live_worker_s(settings: Settings) -> float:
+    """How recently a worker's lease heartbeat (every lease_s / 4) must have been seen for it to count as live."""
+    return max(60.0, 2.0 * settings.lease_s)
 
 
 class QualityMonitor(threading.Thread):

@@ -1,9 +1,10 @@
 """What a switch costs on this worker, measured, not guessed.
 
-The worker measures at start-up how long a prefill takes per token, cold and from its prefix cache
-(`elis.workers.calibrate`), and then, while serving: the window-end overhead (commit, publish, claim), the
-seconds per decode step, and how often a resumed job lands back on this worker (its prefix cache may still
-hold the context). `estimate(context_tokens)` turns these into the `SwitchCost` the yield decision uses.
+The worker measures at start-up how long a prefill takes per token, cold and from its prefix cache, and its
+decode step with every slot busy (`elis.workers.calibrate`), and then, while serving: the window-end overhead
+(commit, publish, claim), the seconds per decode step, and how often a resumed job lands back on this worker
+(its prefix cache may still hold the context). `estimate(context_tokens)` turns these into the `SwitchCost` the
+yield decision uses.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import threading
 from dataclasses import dataclass, field
 
 from elis.scheduling.decision import SwitchCost, estimate_switch_cost
+from elis.scheduling.work import prefill_weight
 
 
 @dataclass
@@ -31,6 +33,8 @@ class SwitchCostMeter:
 
     prefill_s_per_token: float = 0.0
     cached_prefill_s_per_token: float = 0.0
+    # Seconds per decode step with every slot busy, measured at start-up (0: not measured).
+    decode_step_s: float = 0.0
     overhead_s: Ewma = field(default_factory=Ewma)
     step_s: Ewma = field(default_factory=Ewma)
     resumed: int = 0
@@ -62,8 +66,13 @@ class SwitchCostMeter:
                 cached_prefill_s_per_token=self.cached_prefill_s_per_token,
                 cache_hit_rate=self.cache_hit_rate, step_s=self.step_s.value or 0.0)
 
+    def prefill_weight(self, slots: int) -> float:
+        """Decode steps of one job that a prompt token's prefill costs this worker (0 until both are measured)."""
+        return prefill_weight(self.prefill_s_per_token, self.decode_step_s, slots)
+
     def as_dict(self) -> dict:
         return {"prefill_s_per_token": self.prefill_s_per_token,
                 "cached_prefill_s_per_token": self.cached_prefill_s_per_token,
+                "decode_step_s": self.decode_step_s,
                 "overhead_s": self.overhead_s.value, "step_s": self.step_s.value,
                 "cache_hit_rate": self.cache_hit_rate, "resumed": self.resumed}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import socket
 
+from elis import clock
 from elis.config import Settings
 from elis.metrics import serve_worker_metrics
 from elis.models_prepare import resolve_model
@@ -77,21 +78,44 @@ def start_consumer_watchdog(settings: Settings) -> ConsumerWatchdog | None:
     return watchdog
 
 
+def measure_engine(engine: Engine, settings: Settings, name: str) -> SwitchCostMeter:
+    """Measure the prefill (cold and cached) and the decode step at this worker's slots, and share them through
+    the database: the API and the other workers order newcomers by the prefill weight the live workers measured
+    (unless ELIS_PREFILL_WEIGHT is set). A failure is logged: the margin then counts the measured overhead only,
+    and the scheduler keeps the weight it has."""
+    from elis.storage.db import session_scope
+    from elis.storage.profiles import record_worker_profile
+    from elis.workers.calibrate import measure_decode_step, measure_prefill
+
+    meter = SwitchCostMeter()
+    try:
+        meter.prefill_s_per_token, meter.cached_prefill_s_per_token = measure_prefill(engine)
+        meter.decode_step_s = measure_decode_step(engine, settings.slots)
+    except Exception as exc:
+        log.warning("engine calibration failed: %s", exc)
+        return meter
+    weight = meter.prefill_weight(settings.slots)
+    log.info("engine measured: prefill %.2f ms/token cold, %.2f ms/token from the prefix cache; decode step "
+             "%.1f ms at %d slots; prefill weight %.4f", 1e3 * meter.prefill_s_per_token,
+             1e3 * meter.cached_prefill_s_per_token, 1e3 * meter.decode_step_s, settings.slots, weight)
+    try:
+        with session_scope(settings.resolved_database_url) as session:
+            record_worker_profile(session, worker=name, slots=settings.slots,
+                                  prefill_s_per_token=meter.prefill_s_per_token,
+                                  cached_prefill_s_per_token=meter.cached_prefill_s_per_token,
+                                  decode_step_s=meter.decode_step_s, prefill_weight=weight, now=clock.now())
+    except Exception as exc:  # the database away: the API keeps the weight it has
+        log.warning("could not record the engine profile: %s", type(exc).__name__)
+    return meter
+
+
 def start_worker(settings: Settings, name: str | None = None, loglevel: str = "INFO") -> None:
     """Load everything, then run the Celery consumer in this process until it is stopped."""
     name = name or f"elis-{socket.gethostname()}"
     engine = build_engine(settings, max_num_seqs=settings.slots)
     predictor = load_worker_predictor(settings)
     scheduler = build_scheduler(settings)
-    meter = SwitchCostMeter()
-    try:
-        from elis.workers.calibrate import measure_prefill
-
-        meter.prefill_s_per_token, meter.cached_prefill_s_per_token = measure_prefill(engine)
-        log.info("prefill measured: %.2f ms/token cold, %.2f ms/token from the prefix cache",
-                 1e3 * meter.prefill_s_per_token, 1e3 * meter.cached_prefill_s_per_token)
-    except Exception as exc:  # the margin then counts the measured overhead only
-        log.warning("prefill calibration failed: %s", exc)
+    meter = measure_engine(engine, settings, name)
     install_runtime(WorkerRuntime(settings=settings, engine=engine, worker_name=name, scheduler=scheduler,
                                   predictor=predictor, switch_cost=meter))
     monitor = QualityMonitor(scheduler, settings)

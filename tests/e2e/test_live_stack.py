@@ -31,6 +31,22 @@ def test_jobs_submitted_over_http_all_finish_with_text_and_consistent_metrics(st
         assert job["arrival_at"] <= job["first_started_at"] <= job["finished_at"]
 
 
+def test_the_worker_measures_its_engine_at_start_up_and_the_api_orders_by_that_prefill_weight(stack):
+    from elis.storage.db import session_scope
+    from elis.storage.models import WorkerProfile
+
+    with session_scope(stack.db_url) as session:
+        profiles = [(p.slots, p.prefill_s_per_token, p.decode_step_s, p.prefill_weight)
+                    for p in session.query(WorkerProfile).all()]
+    assert len(profiles) == 1, profiles
+    slots, prefill_s, step_s, weight = profiles[0]
+    assert slots == 1 and 0 < prefill_s < step_s < 5.0 and weight == pytest.approx(prefill_s * slots / step_s)
+    with stack.api("sjf") as client:
+        wait_until(lambda: client.get("/v1/stats").json()["prefill_weight_source"] == "measured by 1 live worker",
+                   timeout_s=60, what="the API taking the worker's measured prefill weight")
+        assert client.get("/v1/stats").json()["prefill_weight"] == pytest.approx(weight, abs=1e-4)
+
+
 def run_long_then_short(stack, policy: str) -> tuple[dict, dict]:
     """A 300-token job starts alone on the one slot; a 20-token job arrives while it runs."""
     with stack.api(policy) as client:

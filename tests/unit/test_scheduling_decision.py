@@ -21,6 +21,8 @@ from elis.scheduling.guard import (
     check_yield_rule,
     kendall_tau,
     measure_rank_quality,
+    rank_tau,
+    step_predictions,
 )
 from elis.scheduling.levels import PriorityLevels
 from elis.scheduling.outcome import Cohort, JobOutcome, fcfs_mean_jct
@@ -100,6 +102,27 @@ def test_the_prefill_weight_comes_from_the_settings_or_the_bundled_engine_profil
     from elis.api.schemas import SchedulerStats  # what /v1/stats shows
 
     assert SchedulerStats(**bundled.snapshot()).prefill_weight == pytest.approx(0.2481, abs=1e-4)
+
+
+def test_the_workers_measured_prefill_weight_replaces_the_bundled_one_but_never_a_set_one():
+    bundled = Scheduler.from_settings(SimpleNamespace(**{**vars(SETTINGS), "prefill_weight": None, "slots": 4,
+                                                         "fallback_by_prefill": True}), LEVELS)
+    assert bundled.follows_measured_prefill_weight and bundled.prefill_weight_source.startswith("bundled")
+    bundled.guard.fallback = True
+    before = bundled.policy()
+    assert before.name.startswith(bundled.fallback_order().name) and bundled.fallback_order().name != "fcfs"
+    assert bundled.use_measured_prefill_weight(0.07, 3)
+    assert bundled.prefill_weight == 0.07 and bundled.prefill_weight_source == "measured by 3 live workers"
+    assert bundled.policy() is not before  # the cached fallback order held the old weight
+    assert not bundled.use_measured_prefill_weight(0.07, 3)  # no change
+    assert not bundled.use_measured_prefill_weight(0.0, 1) and bundled.prefill_weight == 0.07  # unmeasured
+    bundled.use_measured_prefill_weight(0.09, 0)
+    assert bundled.snapshot()["prefill_weight_source"] == "measured by the last worker seen"
+    newcomer = replace(job("n", 100.0), prefill_tokens=1000)
+    assert bundled.calibrated(newcomer).predicted_remaining == pytest.approx(100.0 + 0.09 * 1000)
+    chosen = Scheduler.from_settings(SimpleNamespace(**{**vars(SETTINGS), "prefill_weight": 0.2}), LEVELS)
+    assert not chosen.follows_measured_prefill_weight and not chosen.use_measured_prefill_weight(0.07, 3)
+    assert chosen.prefill_weight == 0.2 and chosen.snapshot()["prefill_weight_source"] == "settings"
 
 
 def test_an_exact_policy_pays_the_switch_cost_but_no_prediction_uncertainty():
@@ -267,6 +290,31 @@ def test_many_re_predictions_of_a_few_jobs_do_not_earn_trust_before_the_jobs_do(
     later = measure_rank_quality(jobs(24))
     guard.update(later)
     assert guard.judged_tau == later.admission_tau < 0.2 and guard.fallback
+
+
+def test_a_constant_predictor_never_earns_trust_even_through_the_step_calibration():
+    # Heavy-tailed lengths: the jobs that survive to a later step have more left on average, so the per-step
+    # calibration turns constant re-predictions into the mean remaining length at each step, which ranks
+    # when pooled over steps. Admission predictions that do not vary rank nothing: tau 0, not undefined.
+    lengths = [30 + (i * 37) % 60 if i % 3 else 400 + (i * 53) % 400 for i in range(60)]
+    jobs = [FinishedJob(str(i), n, 1.0, initial_prediction=200.0,
+                        step_predictions=step_predictions([(50, 200.0)] * (n // 50 + 1), n))
+            for i, n in enumerate(lengths)]
+    calibration = StepCalibration.fit(jobs, min_points=5)
+    pooled = measure_rank_quality(jobs, scale=calibration.factor).pooled_tau
+    assert pooled is not None and pooled >= 0.25  # the leak: this alone would trust a constant
+    quality = measure_rank_quality(jobs, scale=calibration.factor)
+    assert quality.admission_tau == 0.0 and all(s.tau in (0.0, None) for s in quality.per_step)
+    scheduler = Scheduler.from_settings(SETTINGS, LEVELS)
+    scheduler.observe(jobs)
+    assert scheduler.guard.fallback and scheduler.guard.judged_tau == 0.0
+
+
+def test_rank_tau_scores_constant_predictions_zero_and_is_undefined_only_when_nothing_varies():
+    assert rank_tau([5.0, 5.0, 5.0], [1, 2, 3]) == 0.0
+    assert rank_tau([1.0, 2.0, 3.0], [4, 4, 4]) is None
+    assert rank_tau([5.0, 5.0], [4, 4]) is None and rank_tau([5.0], [1]) is None
+    assert rank_tau([1.0, 2.0, 3.0], [1, 2, 3]) == kendall_tau([1.0, 2.0, 3.0], [1, 2, 3]) == 1.0
 
 
 def test_the_aging_bound_follows_the_mean_service_time_above_a_floor():

@@ -1,0 +1,52 @@
+"""What the workers measured of their engines, shared through the database: each worker writes its own row at
+start-up and marks it seen with every lease heartbeat; the API, the workers and the reconciler read the prefill
+weight of the live ones."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from statistics import median
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from elis.storage.models import WorkerProfile
+
+
+def record_worker_profile(session: Session, *, worker: str, slots: int, prefill_s_per_token: float,
+                          cached_prefill_s_per_token: float, decode_step_s: float, prefill_weight: float,
+                          now: datetime) -> None:
+    """Write (or overwrite) this worker's measurements."""
+    row = session.get(WorkerProfile, worker)
+    if row is None:
+        row = WorkerProfile(worker=worker)
+        session.add(row)
+    row.slots = slots
+    row.prefill_s_per_token = prefill_s_per_token
+    row.cached_prefill_s_per_token = cached_prefill_s_per_token
+    row.decode_step_s = decode_step_s
+    row.prefill_weight = prefill_weight
+    row.measured_at = row.seen_at = now
+
+
+def mark_seen(session: Session, *, worker: str, now: datetime) -> None:
+    """The worker is alive: its measurements still count."""
+    session.execute(update(WorkerProfile).where(WorkerProfile.worker == worker).values(seen_at=now))
+
+
+def measured_prefill_weight(session: Session, *, seen_since: datetime) -> tuple[float, int] | None:
+    """The median prefill weight of the workers seen since `seen_since`, and how many; when none was, the last
+    measured one's (the workers are down, but the jobs queued meanwhile will run on the same machines), with
+    count 0; None when no worker ever measured one. The median: one worker measured on a busy machine must not
+    move the order of every job."""
+    weights = session.scalars(
+        select(WorkerProfile.prefill_weight).where(WorkerProfile.seen_at >= seen_since,
+                                                   WorkerProfile.prefill_weight > 0)
+    ).all()
+    if weights:
+        return float(median(weights)), len(weights)
+    last = session.scalars(
+        select(WorkerProfile.prefill_weight).where(WorkerProfile.prefill_weight > 0)
+        .order_by(WorkerProfile.measured_at.desc()).limit(1)
+    ).first()
+    return (float(last), 0) if last is not None else None
