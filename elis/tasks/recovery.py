@@ -98,10 +98,12 @@ def outage_reject(settings: Settings, job_id: str, window_index: int, exc: BaseE
     every queued message while the database is away.
     """
     COUNTS["windows_outage"] += 1
-    log.warning("job %s window %d: %s is away (%s); waiting for it before handing the message back",
-                job_id, window_index, "a dependency", type(exc).__name__)
+    # The message's window: a job that keeps its slot runs later windows under the same message, and resumes
+    # from its last committed one on the redelivery.
+    log.warning("job %s (its message from window %d): %s is away (%s); waiting for it before handing the message "
+                "back", job_id, window_index, "a dependency", type(exc).__name__)
     back = wait_for_dependencies(settings, settings.outage_wait_s)
-    log.warning("job %s window %d: %s; message requeued", job_id, window_index,
+    log.warning("job %s (its message from window %d): %s; message requeued", job_id, window_index,
                 "dependencies answer again" if back else f"still away after {settings.outage_wait_s:.0f} s")
     return Reject(f"dependency away: {type(exc).__name__}", requeue=True)
 
