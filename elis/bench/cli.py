@@ -119,8 +119,8 @@ def service(
         from elis.scheduling.work import profile_prefill_weight
 
         weight = profile_prefill_weight(profile_out, slots)
-        typer.echo(f"prefill weight at {slots} slots: {weight:.3f} decode steps per prompt token "
-                   f"(ELIS_PREFILL_WEIGHT={weight:.3f} orders length-aware policies by this machine's costs)")
+        typer.echo(f"prefill weight at {slots} slots: {weight:.3f} decode steps per prompt token, offline (the "
+                   "service's workers measure their own at start-up; ELIS_PREFILL_WEIGHT pins one instead)")
 
 
 @bench_app.command("windows", short_help="Engine only: whole jobs vs the same jobs cut into windows.")

@@ -43,8 +43,9 @@ def queuing_over_time(records: Sequence[LiveRecord]) -> list[tuple[float, float]
 
 
 def kendall_tau(xs: Sequence[float], ys: Sequence[float]) -> float:
-    """Kendall's tau-b (the scheduler's guard computes it the same way); NaN where it is undefined."""
-    tau = guard.kendall_tau(xs, ys)
+    """Kendall's tau-b as the scheduler's guard computes it (predictions that do not vary score 0, `rank_tau`);
+    NaN where it is undefined."""
+    tau = guard.rank_tau(xs, ys)
     return math.nan if tau is None else tau
 
 

@@ -152,12 +152,13 @@ class Scheduler:
 
     def use_measured_prefill_weight(self, weight: float, workers: int) -> bool:
         """Take the prefill weight the live workers measured (their median; `workers` 0: the last one measured,
-        none being live). Returns True when the weight changed. A weight set in the settings is kept."""
-        if not self.follows_measured_prefill_weight or weight <= 0:
+        none being live). 0 is a measurement too (a GPU's prefill can be too fast to time against its step).
+        Returns True when the weight or its source changed. A weight set in the settings is kept."""
+        if not self.follows_measured_prefill_weight or weight < 0:
             return False
         source = (f"measured by {workers} live worker{'s' if workers != 1 else ''}" if workers
                   else "measured by the last worker seen")
-        changed = abs(weight - self.prefill_weight) > 1e-9
+        changed = abs(weight - self.prefill_weight) > 1e-9 or source != self.prefill_weight_source
         with self._lock:
             self.prefill_weight, self.prefill_weight_source = weight, source
             if changed:

@@ -48,6 +48,6 @@ def profile_prefill_weight(path: Path, slots: int) -> float:
 @lru_cache(maxsize=8)
 def bundled_prefill_weight(slots: int) -> float:
     """The prefill weight of the engine profile measured on the project's reference machine (a 2-core CPU,
-    vLLM-CPU, SmolLM2-135M: about 0.25 at 4 slots). A GPU prefills far faster per decode step: set
-    ELIS_PREFILL_WEIGHT from `elis bench service` there (it prints the weight of the profile it measures)."""
+    vLLM-CPU, SmolLM2-135M, offline: about 0.25 at 4 slots): what the service uses until a worker has measured
+    its own engine at start-up (`elis.workers.calibrate`), and what the simulator uses by default."""
     return profile_prefill_weight(BUNDLED_PROFILE, slots)

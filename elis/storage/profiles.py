@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from statistics import median
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from elis.storage.models import WorkerProfile
@@ -16,7 +16,8 @@ from elis.storage.models import WorkerProfile
 def record_worker_profile(session: Session, *, worker: str, slots: int, prefill_s_per_token: float,
                           cached_prefill_s_per_token: float, decode_step_s: float, prefill_weight: float,
                           now: datetime) -> None:
-    """Write (or overwrite) this worker's measurements."""
+    """Write (or overwrite) this worker's measurements. Two workers under one name (same host, no --name) share
+    a row: the later start's measurement wins, or, both inserting at once, the loser logs and keeps serving."""
     row = session.get(WorkerProfile, worker)
     if row is None:
         row = WorkerProfile(worker=worker)
@@ -29,6 +30,11 @@ def record_worker_profile(session: Session, *, worker: str, slots: int, prefill_
     row.measured_at = row.seen_at = now
 
 
+def forget_worker_profile(session: Session, *, worker: str) -> None:
+    """Drop this worker's row (its measurement failed this start: an earlier start's must not count as live)."""
+    session.execute(delete(WorkerProfile).where(WorkerProfile.worker == worker))
+
+
 def mark_seen(session: Session, *, worker: str, now: datetime) -> None:
     """The worker is alive: its measurements still count."""
     session.execute(update(WorkerProfile).where(WorkerProfile.worker == worker).values(seen_at=now))
@@ -39,14 +45,13 @@ def measured_prefill_weight(session: Session, *, seen_since: datetime) -> tuple[
     measured one's (the workers are down, but the jobs queued meanwhile will run on the same machines), with
     count 0; None when no worker ever measured one. The median: one worker measured on a busy machine must not
     move the order of every job."""
+    measured = WorkerProfile.decode_step_s > 0
     weights = session.scalars(
-        select(WorkerProfile.prefill_weight).where(WorkerProfile.seen_at >= seen_since,
-                                                   WorkerProfile.prefill_weight > 0)
+        select(WorkerProfile.prefill_weight).where(WorkerProfile.seen_at >= seen_since, measured)
     ).all()
     if weights:
         return float(median(weights)), len(weights)
     last = session.scalars(
-        select(WorkerProfile.prefill_weight).where(WorkerProfile.prefill_weight > 0)
-        .order_by(WorkerProfile.measured_at.desc()).limit(1)
+        select(WorkerProfile.prefill_weight).where(measured).order_by(WorkerProfile.measured_at.desc()).limit(1)
     ).first()
     return (float(last), 0) if last is not None else None

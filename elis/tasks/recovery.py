@@ -128,9 +128,15 @@ class LeaseKeeper(threading.Thread):
 
 def renew(settings: Settings, worker_name: str) -> int:
     now = clock.now()
+    until = now + timedelta(seconds=settings.lease_s)
     with session_scope(settings.resolved_database_url) as session:
-        mark_seen(session, worker=worker_name, now=now)  # its measured engine profile still counts
-        return recovery_store.renew_leases(session, worker=worker_name, until=now + timedelta(seconds=settings.lease_s))
+        renewed = recovery_store.renew_leases(session, worker=worker_name, until=until)
+    try:  # apart from the lease: a schema without worker_profiles (workers do not migrate) must not cost the leases
+        with session_scope(settings.resolved_database_url) as session:
+            mark_seen(session, worker=worker_name, now=now)  # its measured engine profile still counts
+    except Exception as exc:
+        log.debug("engine profile not marked seen: %s", type(exc).__name__)
+    return renewed
 
 
 def queue_depth(settings: Settings) -> int:

@@ -58,9 +58,14 @@ def refresh_scheduler(scheduler: Scheduler, settings: Settings) -> bool:
     from elis.storage.profiles import measured_prefill_weight
 
     now = clock.now()
+    measured = None
+    if scheduler.follows_measured_prefill_weight:
+        try:  # apart: a schema without worker_profiles (workers do not migrate) must not stop the guards
+            with session_scope(settings.resolved_database_url) as session:
+                measured = measured_prefill_weight(session, seen_since=now - timedelta(seconds=live_worker_s(settings)))
+        except Exception as exc:
+            log.debug("measured prefill weight unreadable: %s", type(exc).__name__)
     with session_scope(settings.resolved_database_url) as session:
-        measured = (measured_prefill_weight(session, seen_since=now - timedelta(seconds=live_worker_s(settings)))
-                    if scheduler.follows_measured_prefill_weight else None)
         finished, repredicted = store.recent_guard_evidence(session, limit=settings.guard_window_jobs)
         costs = store.recent_costs(session, limit=settings.guard_window_jobs)
         cohort = aging_cohort = None

@@ -56,11 +56,13 @@ def measure_decode_step(engine: Engine, slots: int, tokens: int = 32, base_token
     prefills of other jobs that stalled its batch (on long prompts, most of it), which is the very cost the
     weight is to set against the decode step.
     """
-    slots = max(1, slots)
+    slots, tokens = max(1, slots), max(2, tokens)
 
     def prompts(run: int) -> list[list[int]]:
-        # New ids each run, so no run finds its prompts in the prefix cache and each pays the same prefill.
-        return [[base_token + (run * 131 + slot * 17 + i) % 991 for i in range(16)] for slot in range(slots)]
+        # Every prompt of every run starts with its own id, so none finds a prefix of another in the prefix cache
+        # and each run pays the same prefill (ids stay below base_token + 3 x slots + 97).
+        return [[base_token + run * slots + slot] + [base_token + 3 * slots + i % 97 for i in range(15)]
+                for slot in range(slots)]
 
     _batch(engine, prompts(0), 2)  # warm up the batched step loop
     one = _batch(engine, prompts(1), 1)

@@ -84,7 +84,7 @@ def measure_engine(engine: Engine, settings: Settings, name: str) -> SwitchCostM
     (unless ELIS_PREFILL_WEIGHT is set). A failure is logged: the margin then counts the measured overhead only,
     and the scheduler keeps the weight it has."""
     from elis.storage.db import session_scope
-    from elis.storage.profiles import record_worker_profile
+    from elis.storage.profiles import forget_worker_profile, record_worker_profile
     from elis.workers.calibrate import measure_decode_step, measure_prefill
 
     meter = SwitchCostMeter()
@@ -93,6 +93,12 @@ def measure_engine(engine: Engine, settings: Settings, name: str) -> SwitchCostM
         meter.decode_step_s = measure_decode_step(engine, settings.slots)
     except Exception as exc:
         log.warning("engine calibration failed: %s", exc)
+    if meter.decode_step_s <= 0:  # not measured: an earlier start's row must not count as this worker's
+        try:
+            with session_scope(settings.resolved_database_url) as session:
+                forget_worker_profile(session, worker=name)
+        except Exception as exc:
+            log.warning("could not drop the old engine profile: %s", type(exc).__name__)
         return meter
     weight = meter.prefill_weight(settings.slots)
     log.info("engine measured: prefill %.2f ms/token cold, %.2f ms/token from the prefix cache; decode step "

@@ -28,7 +28,8 @@ class Stack:
                                    **worker_settings)
         self.log_dir = tmp
         self.apis: dict[str, tuple[launch.Managed, str]] = {}
-        self.worker = launch.start_worker(self.env, tmp, node=f"e2e-{self.queue[-8:]}")
+        self.worker_name = f"e2e-{self.queue[-8:]}"
+        self.worker = launch.start_worker(self.env, tmp, node=self.worker_name)
         launch.wait_for_worker(self.worker)
 
     def api(self, policy: str) -> httpx.Client:

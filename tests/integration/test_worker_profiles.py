@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from elis import clock
 from elis.api.app import create_app
 from elis.storage.db import session_scope
-from elis.storage.profiles import measured_prefill_weight, record_worker_profile
+from elis.storage.profiles import forget_worker_profile, measured_prefill_weight, record_worker_profile
 from elis.tasks.recovery import renew
 from elis.tasks.scheduling_setup import build_scheduler, live_worker_s, refresh_scheduler
 
@@ -43,6 +43,10 @@ def test_the_live_workers_median_weight_counts_and_a_heartbeat_keeps_a_worker_li
     with session_scope(url) as session:
         weight, live = measured_prefill_weight(session, seen_since=now - timedelta(seconds=60))
     assert live == 4 and weight == pytest.approx((0.07 + 0.30) / 2)  # the median of 0.06, 0.07, 0.30 and 0.9
+    with session_scope(url) as session:  # a restart whose measurement failed: its old row no longer counts
+        forget_worker_profile(session, worker="c")
+    with session_scope(url) as session:
+        assert measured_prefill_weight(session, seen_since=now - timedelta(seconds=60)) == (0.07, 3)
 
 
 def test_the_api_orders_by_the_measured_weight_unless_the_settings_set_one(settings):

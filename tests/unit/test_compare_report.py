@@ -44,7 +44,8 @@ def test_kendall_tau_matches_hand_computed_values():
     # tau-b with a tie in x: x (1,1,2), y (1,2,3): pairs (0,1) tie in x, (0,2) +, (1,2) + -> 2 / sqrt(2 * 3)
     assert kendall_tau([1, 1, 2], [1, 2, 3]) == pytest.approx(2 / math.sqrt(6))
     assert math.isnan(kendall_tau([5], [3]))
-    assert math.isnan(kendall_tau([1, 1], [2, 3]))
+    assert kendall_tau([1, 1], [2, 3]) == 0.0  # predictions that do not vary rank nothing (as the guard scores them)
+    assert math.isnan(kendall_tau([1, 2], [3, 3]))  # nothing to rank
 
 
 def test_kendall_tau_agrees_with_scipy():
