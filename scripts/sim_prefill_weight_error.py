@@ -7,7 +7,7 @@ exact-length SJF and SRTF-oracle, and ISRTF under a noisy predictor (persistent 
 over FCFS's, on the Azure 2023 conversation lengths, 1 worker x 4 slots, Gamma arrivals (CV 1.17).
 
 Engines: the bundled profile (true weight 0.248); the same with the prefill 2.3x dearer per token (true weight
-0.575, where the bundled 0.248 is 0.43x); and a GPU-like one whose prefill is 10x cheaper per token against its
+0.571, where the bundled 0.248 is 0.43x); and a GPU-like one whose prefill is 10x cheaper per token against its
 step (true weight 0.025, where the bundled 0.248 is 10x). (This machine's serving path measured 0.10-0.16: the
 bundled weight 1.6-2.5x.)
 

@@ -135,7 +135,9 @@ def renew(settings: Settings, worker_name: str) -> int:
         with session_scope(settings.resolved_database_url) as session:
             mark_seen(session, worker=worker_name, now=now)  # its measured engine profile still counts
     except Exception as exc:
-        log.debug("engine profile not marked seen: %s", type(exc).__name__)
+        from elis.tasks.scheduling_setup import log_profile_error
+
+        log_profile_error("engine profile not marked seen", exc)
     return renewed
 
 

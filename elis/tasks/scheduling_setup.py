@@ -64,7 +64,7 @@ def refresh_scheduler(scheduler: Scheduler, settings: Settings) -> bool:
             with session_scope(settings.resolved_database_url) as session:
                 measured = measured_prefill_weight(session, seen_since=now - timedelta(seconds=live_worker_s(settings)))
         except Exception as exc:
-            log.debug("measured prefill weight unreadable: %s", type(exc).__name__)
+            log_profile_error("measured prefill weight unreadable", exc)
     with session_scope(settings.resolved_database_url) as session:
         finished, repredicted = store.recent_guard_evidence(session, limit=settings.guard_window_jobs)
         costs = store.recent_costs(session, limit=settings.guard_window_jobs)
@@ -80,10 +80,15 @@ def refresh_scheduler(scheduler: Scheduler, settings: Settings) -> bool:
             aging_cohort = store.recent_cohort(session, limit=scheduler.aging_cohort_jobs, arrived_before=now,
                                                now=now, residual=ResidualEstimate.of(costs))
     if measured is not None:
-        weight_before = scheduler.prefill_weight
+        weight_before, ordering_before = scheduler.prefill_weight, scheduler.ordering()
         if scheduler.use_measured_prefill_weight(*measured):
             log.info("prefill weight %.4f -> %.4f (%s)", weight_before, scheduler.prefill_weight,
                      scheduler.prefill_weight_source)
+            if scheduler.ordering() != ordering_before:  # the opt-in prefill fallback on or off (a weight of 0)
+                scheduler.quality_since = now.timestamp()  # the outcome guard judges the new order from here
+                log.warning("ordering now %s (prefill weight %.4f)", scheduler.ordering(), scheduler.prefill_weight)
+    elif scheduler.prefill_weight_source.startswith("measured by"):  # every row dropped: say so, keep the weight
+        scheduler.prefill_weight_source = "measured by a worker no longer recorded"
     ordering_before, preempting_before = scheduler.ordering(), scheduler.guard.preempting
     changed = scheduler.observe(finished, service_times=[seconds for seconds, _ in costs], cohort=cohort,
                                 now=now.timestamp(), repredicted=repredicted, aging_cohort=aging_cohort)
@@ -97,6 +102,13 @@ def refresh_scheduler(scheduler: Scheduler, settings: Settings) -> bool:
     if scheduler.guard.preempting != preempting_before:
         log.warning("quality guard: %s", scheduler.guard.preempt_reason)
     return changed
+
+
+def log_profile_error(what: str, exc: BaseException) -> None:
+    """A schema without worker_profiles (a worker newer than the database: workers do not migrate) is expected
+    during an upgrade and logged at DEBUG; anything else at WARNING."""
+    expected = "worker_profiles" in str(exc)
+    log.log(logging.DEBUG if expected else logging.WARNING, "%s: %s", what, type(exc).__name__)
 
 
 def live_worker_s(settings: Settings) -> float:

@@ -60,7 +60,7 @@ def measure_decode_step(engine: Engine, slots: int, tokens: int = 32, base_token
 
     def prompts(run: int) -> list[list[int]]:
         # Every prompt of every run starts with its own id, so none finds a prefix of another in the prefix cache
-        # and each run pays the same prefill (ids stay below base_token + 3 x slots + 97).
+        # and each run pays the same prefill (ids stay below base_token + 3 x slots + 15).
         return [[base_token + run * slots + slot] + [base_token + 3 * slots + i % 97 for i in range(15)]
                 for slot in range(slots)]
 

@@ -81,8 +81,9 @@ def start_consumer_watchdog(settings: Settings) -> ConsumerWatchdog | None:
 def measure_engine(engine: Engine, settings: Settings, name: str) -> SwitchCostMeter:
     """Measure the prefill (cold and cached) and the decode step at this worker's slots, and share them through
     the database: the API and the other workers order newcomers by the prefill weight the live workers measured
-    (unless ELIS_PREFILL_WEIGHT is set). A failure is logged: the margin then counts the measured overhead only,
-    and the scheduler keeps the weight it has."""
+    (unless ELIS_PREFILL_WEIGHT is set). A failure is logged and drops this worker's row of an earlier start (it
+    must not count as live): the margin then counts the measured overhead only, and the weight comes from the
+    other workers (or stays as it was)."""
     from elis.storage.db import session_scope
     from elis.storage.profiles import forget_worker_profile, record_worker_profile
     from elis.workers.calibrate import measure_decode_step, measure_prefill

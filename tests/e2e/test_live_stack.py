@@ -38,6 +38,7 @@ def test_the_worker_measures_its_engine_at_start_up_and_the_api_orders_by_that_p
     # The stack's worker (other e2e tests start workers of their own on the same database).
     with session_scope(stack.db_url) as session:
         row = session.get(WorkerProfile, stack.worker_name)
+        assert row is not None, "the stack's worker recorded no engine profile (see its log)"
         slots, prefill_s, step_s, weight = row.slots, row.prefill_s_per_token, row.decode_step_s, row.prefill_weight
     assert slots == 1 and 0 < prefill_s < step_s < 5.0 and weight == pytest.approx(prefill_s * slots / step_s)
     with stack.api("sjf") as client:

@@ -57,6 +57,17 @@ def test_the_api_orders_by_the_measured_weight_unless_the_settings_set_one(setti
     refresh_scheduler(scheduler, settings)
     assert scheduler.prefill_weight == pytest.approx(0.08)
     assert scheduler.prefill_weight_source == "measured by 1 live worker"
+    with session_scope(url) as session:  # the only worker restarted and failed to measure: the label says so
+        forget_worker_profile(session, worker="w1")
+    refresh_scheduler(scheduler, settings)
+    assert scheduler.prefill_weight == pytest.approx(0.08)
+    assert scheduler.prefill_weight_source == "measured by a worker no longer recorded"
+    record(url, "gpu", 0.0, clock.now())  # a prefill too fast to time against the step: a weight of 0 counts
+    refresh_scheduler(scheduler, settings)
+    assert scheduler.prefill_weight == 0.0 and scheduler.prefill_weight_source == "measured by 1 live worker"
+    with session_scope(url) as session:
+        forget_worker_profile(session, worker="gpu")
+    record(url, "w1", 0.08, clock.now())
     fixed = build_scheduler(settings.model_copy(update={"prefill_weight": 0.2}))
     refresh_scheduler(fixed, settings)
     assert fixed.prefill_weight == 0.2 and fixed.prefill_weight_source == "settings"

@@ -117,6 +117,7 @@ def test_the_workers_measured_prefill_weight_replaces_the_bundled_one_but_never_
     assert not bundled.use_measured_prefill_weight(0.07, 3)  # no change
     assert bundled.use_measured_prefill_weight(0.0, 1) and bundled.prefill_weight == 0.0  # a GPU: too fast to time
     assert not bundled.orders_fallback_by_prefill  # nothing to order the fallback by: arrival
+    assert bundled.ordering() == "fcfs (guard fallback)"
     bundled.use_measured_prefill_weight(0.09, 0)
     assert bundled.snapshot()["prefill_weight_source"] == "measured by the last worker seen"
     newcomer = replace(job("n", 100.0), prefill_tokens=1000)
