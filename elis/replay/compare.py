@@ -550,7 +550,8 @@ def policies_of(base_urls: Sequence[str]) -> dict[str, str]:
 
 def guard_state(base_url: str, wait_s: float = 5.0) -> dict:
     """The quality guard's state on a started API (GET /v1/stats): the order in force, whether predictions may
-    pre-empt, and why; {} when the API does not say. Waits up to `wait_s` for its first refresh, so the
+    pre-empt, and why, and the prefill weight in force with its source (the workers measure it at start-up);
+    {} when the API does not say. Waits up to `wait_s` for its first refresh, so the
     state is the one judged from the finished jobs in the database, not the start state."""
     import httpx
 
@@ -564,7 +565,9 @@ def guard_state(base_url: str, wait_s: float = 5.0) -> dict:
         if stats.get("rank_quality") is not None or time.monotonic() >= deadline:
             return {"ordering": stats.get("ordering"), "fallback": guard.get("fallback"),
                     "judged_tau": guard.get("judged_tau"), "reason": guard.get("reason"),
-                    "preempting": guard.get("preempting"), "preempt_reason": guard.get("preempt_reason")}
+                    "preempting": guard.get("preempting"), "preempt_reason": guard.get("preempt_reason"),
+                    "prefill_weight": stats.get("prefill_weight"),
+                    "prefill_weight_source": stats.get("prefill_weight_source")}
         time.sleep(0.5)
 
 
@@ -671,7 +674,9 @@ def run_compare(items: Sequence[WorkItem], policies: Sequence[str], stack: Stack
         echo(f"{name}: {len(run_items)} jobs on {base} (policy {policy})")
         guard_at_start = guard_state(base)
         if guard_at_start:
-            echo(f"{name}: ordering {guard_at_start.get('ordering')}; {guard_at_start.get('preempt_reason')}")
+            weight, source = guard_at_start.get("prefill_weight"), guard_at_start.get("prefill_weight_source")
+            echo(f"{name}: ordering {guard_at_start.get('ordering')}; {guard_at_start.get('preempt_reason')}; "
+                 f"prefill weight {weight} ({source})")
         outcome_at_end: dict = {}
         label = f"compare-{stamp}-{name}"
         try:

@@ -49,6 +49,7 @@ def test_compare_runs_policies_and_the_bound_on_the_same_workload(stack, tmp_pat
     guard_at_start = manifest["runs"]["isrtf"]["guard_at_start"]
     assert guard_at_start["ordering"] == "isrtf" and isinstance(guard_at_start["preempting"], bool)
     assert guard_at_start["preempt_reason"]
+    assert guard_at_start["prefill_weight"] >= 0 and guard_at_start["prefill_weight_source"]
     assert manifest["warmup"]["jobs"] == 6 and manifest["warmup"]["error"] is None  # every prompt, not measured
     with open(out / "table.csv", newline="") as handle:
         table = {row["run"]: row for row in csv.DictReader(handle)}
