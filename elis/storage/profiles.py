@@ -4,6 +4,7 @@ weight of the live ones."""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from statistics import median
 
@@ -11,6 +12,8 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from elis.storage.models import WorkerProfile
+
+log = logging.getLogger(__name__)
 
 
 def record_worker_profile(session: Session, *, worker: str, slots: int, prefill_s_per_token: float,
@@ -55,3 +58,10 @@ def measured_prefill_weight(session: Session, *, seen_since: datetime) -> tuple[
         select(WorkerProfile.prefill_weight).where(measured).order_by(WorkerProfile.measured_at.desc()).limit(1)
     ).first()
     return (float(last), 0) if last is not None else None
+
+
+def log_profile_error(what: str, exc: BaseException) -> None:
+    """A schema without worker_profiles (a worker newer than the database: workers do not migrate) is expected
+    during an upgrade and logged at DEBUG; anything else at WARNING."""
+    expected = "worker_profiles" in str(exc)
+    log.log(logging.DEBUG if expected else logging.WARNING, "%s: %s", what, type(exc).__name__)

@@ -29,7 +29,7 @@ from elis.storage import jobs as store
 from elis.storage import recovery as recovery_store
 from elis.storage.db import session_scope
 from elis.storage.models import Job
-from elis.storage.profiles import mark_seen
+from elis.storage.profiles import log_profile_error, mark_seen
 from elis.tasks.publish import publish_window
 
 log = logging.getLogger(__name__)
@@ -135,8 +135,6 @@ def renew(settings: Settings, worker_name: str) -> int:
         with session_scope(settings.resolved_database_url) as session:
             mark_seen(session, worker=worker_name, now=now)  # its measured engine profile still counts
     except Exception as exc:
-        from elis.tasks.scheduling_setup import log_profile_error
-
         log_profile_error("engine profile not marked seen", exc)
     return renewed
 

@@ -55,7 +55,7 @@ def refresh_scheduler(scheduler: Scheduler, settings: Settings) -> bool:
     changed state (logged at WARNING, since the order of every job changes)."""
     from elis.storage import jobs as store
     from elis.storage.db import session_scope
-    from elis.storage.profiles import measured_prefill_weight
+    from elis.storage.profiles import log_profile_error, measured_prefill_weight
 
     now = clock.now()
     measured = None
@@ -102,13 +102,6 @@ def refresh_scheduler(scheduler: Scheduler, settings: Settings) -> bool:
     if scheduler.guard.preempting != preempting_before:
         log.warning("quality guard: %s", scheduler.guard.preempt_reason)
     return changed
-
-
-def log_profile_error(what: str, exc: BaseException) -> None:
-    """A schema without worker_profiles (a worker newer than the database: workers do not migrate) is expected
-    during an upgrade and logged at DEBUG; anything else at WARNING."""
-    expected = "worker_profiles" in str(exc)
-    log.log(logging.DEBUG if expected else logging.WARNING, "%s: %s", what, type(exc).__name__)
 
 
 def live_worker_s(settings: Settings) -> float:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from elis import launch
 from elis.storage.migrate import upgrade
@@ -35,7 +36,9 @@ class PrivateStack:
         self.pg = PrivatePostgres()
         upgrade(self.pg.url)
         self.queue = unique_queue("elis.fault")
+        self.metrics_port = launch.free_port()  # the worker's engine steps tell a slow engine from a stall
         self.env = launch.elis_env(database_url=self.pg.url, broker_url=BROKER_URL, queue_name=self.queue,
+                                   worker_metrics_port=self.metrics_port,
                                    policy="mlfq", slots=2, dtype="float32", window_tokens=50,
                                    reconcile_interval_s=1.0, lease_s=20.0, lost_after_s=5.0, outage_wait_s=300.0,
                                    outcome_guard=False)  # MLFQ must keep yielding: no FCFS fallback mid-test
@@ -49,7 +52,9 @@ class PrivateStack:
         self.tmp = tmp
         self.last_dump = ""  # the last py-spy dump taken (dump_worker)
         self.log_offset = 0  # where the current test's part of the worker log starts (mark_log)
-        self.longest_gap_ended = ""  # wall clock at the end of the longest gap `longest_stall` saw
+        self.longest_gap_ended = ""  # wall clock at the end of the longest stall `longest_stall` saw
+        # The longest stretch without a committed window `longest_stall` saw: its seconds and the engine steps in it
+        self.longest_window_gap = (0.0, 0)
 
     def dump_worker(self, label: str) -> str:
         """The worker's Python threads (py-spy dump, when installed) and its log tail, also saved under the
@@ -88,6 +93,19 @@ class PrivateStack:
     def watchdog_restarts(self) -> int:
         """How many times the consumer watchdog reconnected this worker since `mark_log` (its log lines)."""
         return self._worker_log()[self.log_offset:].count("consumer stalled:")
+
+    def engine_steps(self) -> int | None:
+        """Engine steps the worker has taken (the count of its batch-occupancy histogram, one sample a step);
+        None when its metrics do not answer."""
+        try:
+            text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+        except httpx.HTTPError:
+            return None
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "elis_worker_batch_occupancy_count":
+                    return int(sample.value)
+        return None
 
     def submit(self, workload: str, num_jobs: int, num_tokens: int) -> list[str]:
         body = {"prompt": "Write a long story about a lighthouse.", "target_output_tokens": num_tokens,
@@ -133,22 +151,35 @@ def wait_for_progress(stack: PrivateStack, workload: str, beyond: int, timeout_s
 
 def longest_stall(stack: PrivateStack, workload: str, total: int, timeout_s: float = 300.0,
                   dump_after_s: float = 15.0) -> float:
-    """Seconds of the longest stretch without a newly committed window until the workload has `total` windows.
-    A stretch longer than `dump_after_s` has the worker's threads dumped (py-spy) into the test's directory."""
-    started = last_change = time.monotonic()
+    """Seconds of the longest stall until the workload has `total` windows: a stretch in which the worker neither
+    committed a window nor took an engine step. A worker whose engine steps is not stalled, only slow (a shared
+    machine can slow a CPU engine several-fold; a CI run saw 34 s without a commit while both slots sat in
+    `run_window` and the engine stepped). The longest stretch without a commit, and the engine steps in it, are
+    kept in `stack.longest_window_gap` for the report. A stretch without a commit longer than `dump_after_s` has
+    the worker's threads dumped (py-spy) into the test's directory."""
+    started = last_commit = last_progress = time.monotonic()
     last, longest, dumped = stack.num_windows(workload), 0.0, False
+    steps = steps_at_commit = stack.engine_steps()
+    stack.longest_window_gap = (0.0, 0)
     if last is not None and last >= total:
         return longest
     while time.monotonic() - started < timeout_s:
-        count = stack.num_windows(workload)
+        count, now_steps = stack.num_windows(workload), stack.engine_steps()
         now = time.monotonic()
-        if count is not None and count != last:
-            if now - last_change > longest:  # the log's clock, to find the gap among the worker's lines
+        stepped = now_steps is not None and steps is not None and now_steps > steps
+        steps = now_steps if now_steps is not None else steps
+        committed = count is not None and count != last
+        if committed or stepped:
+            if now - last_progress > longest:  # the log's clock, to find the stall among the worker's lines
                 stack.longest_gap_ended = time.strftime("%H:%M:%S")
-            longest, last, last_change, dumped = max(longest, now - last_change), count, now, False
+            longest, last_progress = max(longest, now - last_progress), now
+        if committed:
+            if now - last_commit > stack.longest_window_gap[0]:
+                stack.longest_window_gap = (now - last_commit, (steps or 0) - (steps_at_commit or 0))
+            last, last_commit, steps_at_commit, dumped = count, now, steps, False
             if count >= total:
                 return longest
-        elif not dumped and now - last_change > dump_after_s:
+        elif not dumped and now - last_commit > dump_after_s:
             dumped = True
             stack.dump_worker(f"gap-{now - started:.0f}s")
         time.sleep(0.2)

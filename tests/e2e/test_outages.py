@@ -80,13 +80,17 @@ def test_jobs_survive_rabbitmq_stopped_and_started_during_a_replay(private_stack
         assert before < total, f"all {total} windows ran before the broker came back: nothing left to recover"
         recovery_s = wait_for_progress(private_stack, "broker-restart", beyond=before, dump_after_s=45.0)
     started = time.monotonic()
-    # After the first window, windows follow each other (one every few seconds): a long gap is the stall.
-    gap_s = longest_stall(private_stack, "broker-restart", total)
+    # After the first window the worker commits a window every few seconds and its engine steps several times a
+    # second: a long stretch with neither is the stall. (A long gap between commits while the engine steps is a
+    # slow engine on a busy machine, not a stalled consumer.)
+    stall_s = longest_stall(private_stack, "broker-restart", total)
     jobs = wait_all_done(private_stack, ids)
+    gap_s, gap_steps = private_stack.longest_window_gap
     print(f"\nRabbitMQ stopped 5 s: first window {recovery_s:.1f} s after it came back; all {NUM_JOBS} jobs done "
-          f"{recovery_s + time.monotonic() - started:.1f} s after; longest gap between windows {gap_s:.1f} s; "
+          f"{recovery_s + time.monotonic() - started:.1f} s after; longest gap between windows {gap_s:.1f} s "
+          f"({gap_steps} engine steps in it); longest stall (no window, no engine step) {stall_s:.1f} s; "
           f"consumer watchdog restarts {private_stack.watchdog_restarts()}")
     assert_each_done_once(jobs, BROKER_RESTART_TOKENS)
-    assert gap_s < 20.0, (f"the worker stalled {gap_s:.0f} s after reconnecting (issue 11.5), until "
+    assert stall_s < 20.0, (f"the worker stalled {stall_s:.0f} s after reconnecting (issue 11.5), until "
                           f"{private_stack.longest_gap_ended}; its recovery lines:\n"
                           f"{private_stack.recovery_events()}\n{private_stack.last_dump[:12000]}")
