@@ -5,7 +5,7 @@ weight of the live ones."""
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from statistics import median
 
 from sqlalchemy import delete, select, update
@@ -41,6 +41,18 @@ def forget_worker_profile(session: Session, *, worker: str) -> None:
 def mark_seen(session: Session, *, worker: str, now: datetime) -> None:
     """The worker is alive: its measurements still count."""
     session.execute(update(WorkerProfile).where(WorkerProfile.worker == worker).values(seen_at=now))
+
+
+# A stopped worker's heartbeat: older than any live window, so its weight no longer counts as live, while its
+# measurement still counts as the last one measured (`measured_prefill_weight` orders those by measured_at).
+STOPPED = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def mark_stopped(session: Session, *, worker: str) -> None:
+    """The worker stopped cleanly: its weight leaves the live median at once, not when its last heartbeat ages
+    out (up to 2 x lease_s: run 43 of docs/scheduling.md saw the next stack's API take the median of the stopped
+    worker and the new one for 143-163 s)."""
+    session.execute(update(WorkerProfile).where(WorkerProfile.worker == worker).values(seen_at=STOPPED))
 
 
 def measured_prefill_weight(session: Session, *, seen_since: datetime) -> tuple[float, int] | None:

@@ -116,6 +116,18 @@ def measure_engine(engine: Engine, settings: Settings, name: str) -> SwitchCostM
     return meter
 
 
+def mark_profile_stopped(settings: Settings, name: str) -> None:
+    """Take this worker's measured weight out of the live median as it stops (logged, never raised)."""
+    from elis.storage.db import session_scope
+    from elis.storage.profiles import log_profile_error, mark_stopped
+
+    try:
+        with session_scope(settings.resolved_database_url) as session:
+            mark_stopped(session, worker=name)
+    except Exception as exc:  # the database away: the row ages out with its last heartbeat instead
+        log_profile_error("engine profile not marked stopped", exc)
+
+
 def start_worker(settings: Settings, name: str | None = None, loglevel: str = "INFO") -> None:
     """Load everything, then run the Celery consumer in this process until it is stopped."""
     name = name or f"elis-{socket.gethostname()}"
@@ -165,4 +177,6 @@ def start_worker(settings: Settings, name: str | None = None, loglevel: str = "I
         lease_keeper.stopped.set()
         if watchdog is not None:
             watchdog.stopped.set()
+        lease_keeper.join(timeout=10)  # a heartbeat in flight must not mark the worker seen after it stopped
+        mark_profile_stopped(settings, name)
         engine.close()

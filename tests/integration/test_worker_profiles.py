@@ -15,6 +15,7 @@ from elis.storage.db import session_scope
 from elis.storage.profiles import forget_worker_profile, measured_prefill_weight, record_worker_profile
 from elis.tasks.recovery import renew
 from elis.tasks.scheduling_setup import build_scheduler, live_worker_s, refresh_scheduler
+from elis.workers.startup import mark_profile_stopped
 
 pytestmark = pytest.mark.integration
 
@@ -47,6 +48,25 @@ def test_the_live_workers_median_weight_counts_and_a_heartbeat_keeps_a_worker_li
         forget_worker_profile(session, worker="c")
     with session_scope(url) as session:
         assert measured_prefill_weight(session, seen_since=now - timedelta(seconds=60)) == (0.07, 3)
+
+
+def test_a_worker_that_stops_leaves_the_live_median_at_once_and_stays_the_last_measured(settings):
+    url = settings.resolved_database_url
+    now = clock.now()
+    record(url, "old", 0.16, now - timedelta(seconds=30))  # the previous stack's worker, its heartbeat still fresh
+    record(url, "new", 0.13, now)
+    live_since = now - timedelta(seconds=live_worker_s(settings))
+    with session_scope(url) as session:
+        assert measured_prefill_weight(session, seen_since=live_since) == (pytest.approx(0.145), 2)
+    mark_profile_stopped(settings, "old")  # what a worker does as it stops
+    with session_scope(url) as session:
+        assert measured_prefill_weight(session, seen_since=live_since) == (0.13, 1)
+    mark_profile_stopped(settings, "new")
+    with session_scope(url) as session:  # none live: the last one measured still orders the queued jobs
+        assert measured_prefill_weight(session, seen_since=live_since) == (0.13, 0)
+    renew(settings, "new")  # a worker of that name started again and beats: live again
+    with session_scope(url) as session:
+        assert measured_prefill_weight(session, seen_since=live_since) == (0.13, 1)
 
 
 def test_the_api_orders_by_the_measured_weight_unless_the_settings_set_one(settings):
