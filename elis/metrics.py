@@ -8,7 +8,9 @@ never raised into the job.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
@@ -32,6 +34,9 @@ BATCH_OCCUPANCY = Histogram(
     "elis_worker_batch_occupancy", "Sequences in the engine at each step", buckets=_OCCUPANCY_BUCKETS
 )
 RUNNING_SEQUENCES = Gauge("elis_worker_running_sequences", "Sequences in the engine now")
+WINDOWS_IN_ENGINE = Gauge(
+    "elis_worker_windows_in_engine", "Job-windows handed to the engine and not yet returned (busy slots)"
+)
 SLOTS = Gauge("elis_worker_slots", "Job-windows this worker runs at once (Celery threads)")
 REPREDICT_SECONDS = Histogram(
     "elis_worker_reprediction_seconds", "Re-prediction latency after a window", buckets=_PREDICT_BUCKETS
@@ -53,6 +58,17 @@ def serve_worker_metrics(port: int, slots: int) -> None:
 
 def observe_delivery(redelivered: bool) -> None:
     DELIVERIES.labels(redelivered=str(bool(redelivered)).lower()).inc()
+
+
+@contextlib.contextmanager
+def window_in_engine() -> Iterator[None]:
+    """Counts a job-window as in the engine while it runs there: with `elis_worker_slots`, it tells a worker
+    whose slots all wait on a slow engine from one with a slot free and nothing coming (a stalled consumer)."""
+    WINDOWS_IN_ENGINE.inc()
+    try:
+        yield
+    finally:
+        WINDOWS_IN_ENGINE.dec()
 
 
 def observe_window(compute_s: float, num_tokens: int, predict_s: float | None, yielded: bool) -> None:

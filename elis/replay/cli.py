@@ -79,9 +79,8 @@ def _admissible_prompts(items: list, max_tokens: int, temperature: float, base_u
     judges them; this machine's settings where it does not say); the others are left out with a warning, since
     a refusal would stop the replay midway."""
     from elis.config import get_settings
-    from elis.replay.sources import body_of, refusal_of
-
     from elis.replay.api_limits import api_limits
+    from elis.replay.sources import body_of, refusal_of
 
     context = _context_check(get_settings(), api_limits(base_url))
     kept, reasons = [], []
@@ -160,7 +159,9 @@ def compare_command(
                                                  "lengths)")] = 256,
     max_prompt_tokens: Annotated[int, typer.Option(help="length traces: cap of the filler prompts")] = 512,
     load: Annotated[float, typer.Option(help="length traces without --rate: arrivals scaled to this fraction of "
-                                             "what one worker serves here (engine profile estimate)")] = 0.8,
+                                             "what one worker serves here (the engine profile at the speed a "
+                                             "worker last measured on this database; the bundled one "
+                                             "without)")] = 0.8,
     temperature: Annotated[float, typer.Option(help="sampling temperature (0: greedy, the same output under "
                                                     "every policy)")] = 0.0,
     slots: Annotated[int, typer.Option(help="batch slots of the worker started here")] = 4,
@@ -210,11 +211,15 @@ def compare_command(
     context = _context_check(get_settings(), _compare_limits(given, [*names, *([cmp.BOUND_POLICY] if bound else [])],
                                                               get_settings()))
 
+    # --load of a length trace is a fraction of this machine's capacity: a worker's measured speed, when one has
+    # measured on this database, else the bundled profile's estimate.
+    capacity = cmp.measured_capacity_profile(get_settings().database_url) if rate is None and not sweep_rates else None
+
     def workload_at(run_rate: float | None):
         try:
             return build_workload(prompts, kind=kind, num=num, arrivals=arrivals, rate=run_rate, cv=cv, seed=seed,
                                   max_tokens=max_tokens, temperature=temperature, slots=slots, load=load,
-                                  max_prompt_tokens=max_prompt_tokens, context=context)
+                                  max_prompt_tokens=max_prompt_tokens, context=context, profile=capacity)
         except WorkloadError as exc:
             _fail(str(exc))
 
@@ -225,6 +230,8 @@ def compare_command(
                     f"refuse ({first.info['left_out_too_long']} of them longer than the model's context of "
                     f"{context.max_model_len} tokens with their max_tokens); the first: "
                     f"{first.info['left_out_first_reason']}", fg=typer.colors.YELLOW, err=True)
+    if first.info.get("capacity_from"):
+        typer.echo(f"arrivals: {first.info['time_scale']}, the capacity {first.info['capacity_from']}")
     if base_url:
         _warn_unchecked(context, ", ".join(base_url))
     # Records name jobs by their place in the sample: check once that earlier records come from this sample.

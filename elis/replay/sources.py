@@ -22,6 +22,7 @@ from elis.replay.readers import (
     mean_lengths,
     read_requests,
 )
+from elis.simulator.engine_profile import EngineProfile
 
 __all__ = ["ARRIVALS", "Workload", "WorkloadError", "arrival_offsets", "body_of", "build_workload"]
 
@@ -87,12 +88,13 @@ def _rescaled(offsets: list[float], rate: float) -> list[float]:
     return [(t - offsets[0]) * factor for t in offsets]
 
 
-def capacity_rps(slots: int, mean_prompt: float, mean_output: float) -> float:
-    """Requests/s one worker of this machine sustains (the engine cost profile's estimate)."""
+def capacity_rps(slots: int, mean_prompt: float, mean_output: float, profile: EngineProfile | None = None) -> float:
+    """Requests/s one worker of this machine sustains: the engine cost profile's estimate (`profile`, e.g. the
+    bundled one at the speed a worker measured; the bundled one as it is without)."""
     from elis.config import get_settings
-    from elis.simulator.engine_profile import EngineProfile
 
-    return EngineProfile.load().capacity_rps(1, slots, get_settings().window_tokens, mean_prompt, mean_output)
+    profile = profile or EngineProfile.load()
+    return profile.capacity_rps(1, slots, get_settings().window_tokens, mean_prompt, mean_output)
 
 
 # The words of a refusal for the model's context (counted apart from the other refusals).
@@ -239,15 +241,16 @@ def sample_digest(requests: Sequence[Request]) -> str:
 def build_workload(path: Path, *, kind: str = "auto", num: int | None = None, arrivals: str = "gamma",
                    rate: float | None = None, cv: float | None = None, seed: int = 0, max_tokens: int = 256,
                    temperature: float = 0.0, slots: int = 4, load: float = 0.8,
-                   max_prompt_tokens: int = 512, context: ContextCheck | None = None) -> Workload:
+                   max_prompt_tokens: int = 512, context: ContextCheck | None = None,
+                   profile: EngineProfile | None = None) -> Workload:
     """Read any workload file and give every request its arrival and body.
 
     Files without times (prompts, OpenAI batch) get the arrival process (`arrivals`, `rate`, `cv`, `seed`).
     Traces keep their own offsets, rescaled to `rate` when given. Length traces (Azure, BurstGPT, Mooncake) are
     time-scaled to this machine: without `rate`, to `load` x the requests/s one worker with `slots` slots
-    serves (the engine profile's estimate). Their prompts are capped at `max_prompt_tokens` and their forced
-    outputs at `max_tokens`; a request's own max_tokens is kept. With `context`, the requests the API would
-    refuse are left out first (`_admissible`).
+    serves (the estimate of `profile`, the bundled engine profile without it). Their prompts are capped at
+    `max_prompt_tokens` and their forced outputs at `max_tokens`; a request's own max_tokens is kept. With
+    `context`, the requests the API would refuse are left out first (`_admissible`).
     """
     kind, requests = read_requests(Path(path), kind)
     if num is not None and num < 1:
@@ -268,8 +271,9 @@ def build_workload(path: Path, *, kind: str = "auto", num: int | None = None, ar
             mean_prompt, mean_output = mean_lengths(
                 [replace(r, prompt_tokens=min(estimated_prompt_tokens(r), max_prompt_tokens),
                          output_tokens=min(r.output_tokens or 1, max_tokens)) for r in chosen], max_tokens)
-            rate = load * capacity_rps(slots, mean_prompt, mean_output)
+            rate = load * capacity_rps(slots, mean_prompt, mean_output, profile)
             info["time_scale"] = f"load {load} x estimated capacity {rate / load:.3f} jobs/s"
+            info["capacity_from"] = (profile or EngineProfile.load()).source
         if rate is not None:
             if rate <= 0:
                 raise WorkloadError("--rate must be positive")

@@ -75,6 +75,22 @@ class EngineProfile:
         """A deterministic, overhead-free engine: every decode step takes `step_s` (for queueing theory)."""
         return cls(decode_step_s={1: step_s}, source=f"constant {step_s} s per step, no prefill, no overhead")
 
+    def at_measured_speed(self, *, slots: int, decode_step_s: float, prefill_s_per_token: float,
+                          source: str) -> EngineProfile:
+        """This profile's shape at the speed a worker measured: every decode step scaled so that `slots`
+        sequences take `decode_step_s`, and the measured prefill cost per token (kept when not measured)."""
+        if slots < 1 or decode_step_s <= 0:
+            raise ValueError("a measured speed needs slots >= 1 and a decode step > 0")
+        factor = decode_step_s / self.decode_step(slots)
+        return EngineProfile(
+            decode_step_s={batch: step * factor for batch, step in self.decode_step_s.items()},
+            prefill_s_per_token=prefill_s_per_token if prefill_s_per_token > 0 else self.prefill_s_per_token,
+            window_overhead_s=self.window_overhead_s,
+            prefix_cache_tokens=self.prefix_cache_tokens,
+            predict_s=self.predict_s,
+            source=source,
+        )
+
     def capacity_rps(self, num_workers: int, num_slots: int, window_tokens: int, mean_prompt: float,
                      mean_output: float) -> float:
         """Estimated requests/s the workers sustain with full batches and no re-prefill (defines load 1.0)."""

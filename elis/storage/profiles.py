@@ -72,6 +72,13 @@ def measured_prefill_weight(session: Session, *, seen_since: datetime) -> tuple[
     return (float(last), 0) if last is not None else None
 
 
+def last_measured_profile(session: Session) -> WorkerProfile | None:
+    """The latest start-up measurement of any worker on this database (live or not); None when none measured."""
+    return session.scalars(
+        select(WorkerProfile).where(WorkerProfile.decode_step_s > 0).order_by(WorkerProfile.measured_at.desc()).limit(1)
+    ).first()
+
+
 def log_profile_error(what: str, exc: BaseException) -> None:
     """A schema without worker_profiles (a worker newer than the database: workers do not migrate) is expected
     during an upgrade and logged at DEBUG; anything else at WARNING."""

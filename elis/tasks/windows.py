@@ -165,7 +165,8 @@ def run_job_windows(runtime: WorkerRuntime, job_id: str, window_index: int, rede
         started = clock.now()
         budget = min(runtime.settings.window_tokens, job.token_budget - len(generated))
         try:
-            output = runtime.engine.run_window(job.prompt_ids, generated, budget, job.sampling)
+            with metrics.window_in_engine():
+                output = runtime.engine.run_window(job.prompt_ids, generated, budget, job.sampling)
         except (EngineError, ValueError) as exc:
             log.error("job %s window %d failed in the engine: %s", job.id, index, exc)
             with session_scope(url) as session:

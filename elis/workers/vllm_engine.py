@@ -22,6 +22,10 @@ from elis.tasks.contracts import Engine, EngineError, FinishReason, SamplingSett
 
 log = logging.getLogger(__name__)
 
+# A decode step of a few sequences takes well under a second even on a slow CPU; a step this long means the
+# engine core process was starved of CPU or stuck, and the operator is told (the log line names the batch).
+SLOW_STEP_S = 10.0
+
 
 @dataclass(frozen=True)
 class VllmConfig:
@@ -167,13 +171,16 @@ class VllmEngine(Engine):
             self._admit_waiting(block=not self._running)
             if not self._running:
                 continue
-            observe_engine_step(len({id(p) for p in self._running.values()}))
+            batch = len({id(p) for p in self._running.values()})
+            observe_engine_step(batch)
+            step_started = time.perf_counter()
             try:
                 outputs = self._engine.step()
             except Exception as exc:  # fail every running window; the tasks redeliver or fail the jobs
                 log.exception("vLLM step failed")
                 self._fail_all(exc)
                 continue
+            warn_if_slow_step(time.perf_counter() - step_started, batch)
             for output in outputs:
                 if not output.finished:
                     continue
@@ -190,3 +197,12 @@ class VllmEngine(Engine):
             if not pending.future.done():
                 pending.future.set_exception(EngineError(str(exc)))
         self._running.clear()
+
+
+def warn_if_slow_step(step_s: float, batch: int) -> bool:
+    """Log a warning when one engine step took longer than SLOW_STEP_S; True when it did."""
+    if step_s <= SLOW_STEP_S:
+        return False
+    log.warning("vLLM step took %.1f s with %d windows in the batch: the engine core was starved of CPU or "
+                "stuck (a step takes well under a second)", step_s, batch)
+    return True

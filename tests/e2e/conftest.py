@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from elis import launch
 from tests.conftest import BROKER_URL, delete_queue, ensure_database, reset_schema, unique_queue
@@ -51,6 +52,15 @@ class Stack:
         delete_queue(self.queue)
 
 
+def metric_samples(text: str) -> dict[tuple, float]:
+    """A Prometheus exposition's samples, keyed by (name, sorted label pairs)."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
 def wait_done(client: httpx.Client, job_id: str, timeout_s: float = 240) -> dict:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -76,8 +86,8 @@ def stack(tmp_path_factory):
     # The tests below check orders exactly: aging (on by default, its bound follows observed service times)
     # would let a starving short job overtake, and the quality guard (forced-length jobs teach it nothing)
     # would hold the order at FCFS, and so would the outcome guard once the session's jobs of several policies
-    # add up to 50 judged ones. tests/integration and tests/unit cover all three. A lone job re-predicts only as the guard's
-    # sample (Scheduler.should_repredict); sampling every window lets the tests see each window's re-prediction
+    # add up to 50 judged ones. tests/integration and tests/unit cover all three. A lone job re-predicts only as the
+    # guard's sample (Scheduler.should_repredict); sampling every window lets the tests see each window's re-prediction
     # (tests/unit/test_window_task.py covers the skipping).
     live = Stack(tmp_path_factory.mktemp("stack"), slots=1, dtype="float32", window_tokens=50, aging=False,
                  guard_start_in_fallback=False, repredict_sample_every=1, outcome_guard=False)

@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import wait_done, wait_until
+from tests.e2e.conftest import metric_samples, wait_done, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def scrape(client: httpx.Client, path: str = "/metrics") -> dict[tuple, float]:
-    text = client.get(path).text
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+    return metric_samples(client.get(path).text)
 
 
 def moved(before: dict, after: dict, name: str, **labels) -> float:
@@ -38,6 +32,9 @@ def test_worker_and_api_metrics_move_as_jobs_run_yield_and_are_repredicted(stack
         wait_until(
             lambda: mlfq.get(f"/v1/jobs/{long_id}").json()["status"] == "running", what="long job running"
         )
+        # The running window holds the worker's one slot (the gauge that tells busy slots from a stalled consumer).
+        wait_until(lambda: scrape(worker).get(("elis_worker_windows_in_engine", ())) == 1,
+                   what="a window in the engine")
         short_id = mlfq.post("/v1/jobs", json={"prompt": "Say yes.", "target_output_tokens": 10}).json()["id"]
         # ISRTF: re-predicted after its first window.
         repredicted_id = isrtf.post("/v1/jobs", json={"prompt": "Count.", "target_output_tokens": 60}).json()[
@@ -55,6 +52,7 @@ def test_worker_and_api_metrics_move_as_jobs_run_yield_and_are_repredicted(stack
     assert moved(worker_before, worker_after, "elis_worker_deliveries_total", redelivered="false") >= 4
     assert moved(worker_before, worker_after, "elis_worker_batch_occupancy_count") > 0
     assert worker_after[("elis_worker_output_tokens_per_second", ())] > 0
+    assert worker_after[("elis_worker_windows_in_engine", ())] == 0  # every window came back
     assert moved(api_before, api_after, "elis_jobs", status="done") == 3
     assert moved(api_before, api_after, "elis_job_completion_seconds_count", policy="mlfq") == 2
     assert moved(api_before, api_after, "elis_job_queuing_delay_seconds_count", policy="isrtf") == 1

@@ -96,3 +96,23 @@ def test_the_api_orders_by_the_measured_weight_unless_the_settings_set_one(setti
         stats = client.get("/v1/stats").json()
     assert stats["prefill_weight"] == pytest.approx(0.08)
     assert stats["prefill_weight_source"] == "measured by 1 live worker"
+
+
+def test_compare_scales_load_to_the_speed_a_worker_last_measured(settings):
+    from elis.replay.compare import measured_capacity_profile
+    from elis.simulator.engine_profile import EngineProfile
+
+    url = settings.resolved_database_url
+    assert measured_capacity_profile(url) is None  # no worker ever measured: the bundled profile serves
+    now = clock.now()
+    record(url, "earlier", 0.1, now - timedelta(hours=1))
+    with session_scope(url) as session:  # the latest start-up measurement wins, live or not
+        record_worker_profile(session, worker="latest", slots=4, prefill_s_per_token=0.0021,
+                              cached_prefill_s_per_token=0.0001, decode_step_s=0.131, prefill_weight=0.13, now=now)
+    profile = measured_capacity_profile(url)
+    assert profile.decode_step(4) == pytest.approx(0.131) and profile.prefill_s_per_token == 0.0021
+    assert "worker latest" in profile.source and "131 ms a decode step at 4 slots" in profile.source
+    bundled = EngineProfile.load()
+    shape = bundled.decode_step(1) / bundled.decode_step(4)
+    assert profile.decode_step(1) / profile.decode_step(4) == pytest.approx(shape)  # the bundled shape, scaled
+    assert measured_capacity_profile("postgresql+psycopg://postgres@127.0.0.1:1/none") is None  # database away

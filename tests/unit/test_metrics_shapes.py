@@ -64,3 +64,30 @@ def test_deliveries_are_counted_by_redelivery_and_outcomes_by_name():
     metrics.observe_outcome("windows_skipped")
     assert sample("elis_worker_deliveries_total", redelivered="true") == redelivered + 1
     assert sample("elis_worker_windows_total", outcome="skipped") == skipped + 1
+
+
+def test_a_window_counts_as_in_the_engine_while_it_runs_there_even_when_the_engine_raises():
+    before = sample("elis_worker_windows_in_engine")
+    with metrics.window_in_engine():
+        assert sample("elis_worker_windows_in_engine") == before + 1
+        with metrics.window_in_engine():
+            assert sample("elis_worker_windows_in_engine") == before + 2
+    assert sample("elis_worker_windows_in_engine") == before
+    try:
+        with metrics.window_in_engine():
+            raise RuntimeError("the engine failed")
+    except RuntimeError:
+        pass
+    assert sample("elis_worker_windows_in_engine") == before
+
+
+def test_only_an_engine_step_beyond_the_slow_bound_is_reported(caplog):
+    from elis.workers.vllm_engine import SLOW_STEP_S, warn_if_slow_step
+
+    with caplog.at_level("WARNING", logger="elis.workers.vllm_engine"):
+        assert not warn_if_slow_step(0.2, 2)
+        assert not warn_if_slow_step(SLOW_STEP_S, 2)
+        assert warn_if_slow_step(SLOW_STEP_S + 35.0, 2)
+    assert [r.getMessage() for r in caplog.records] == [
+        "vLLM step took 45.0 s with 2 windows in the batch: the engine core was starved of CPU or stuck "
+        "(a step takes well under a second)"]

@@ -22,6 +22,7 @@ from elis.replay.readers import (
     read_requests,
 )
 from elis.replay.sources import arrival_offsets, build_workload, request_body
+from elis.simulator.engine_profile import EngineProfile
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 runner = CliRunner()
@@ -176,6 +177,14 @@ def test_a_length_trace_is_time_scaled_and_capped_to_this_machine():
     twice = build_workload(DATA / "azure_llm_2023_conv_40.csv", num=10, max_tokens=64, max_prompt_tokens=200,
                            load=1.0, slots=4)
     assert twice.info["rate"] == pytest.approx(2 * rate)
+    assert work.info["capacity_from"] == EngineProfile.load().source  # no measurement given: the bundled profile
+    bundled = EngineProfile.load()
+    slower = bundled.at_measured_speed(slots=4, decode_step_s=4 * bundled.decode_step(4),
+                                       prefill_s_per_token=4 * bundled.prefill_s_per_token, source="worker w1")
+    measured = build_workload(DATA / "azure_llm_2023_conv_40.csv", num=10, max_tokens=64, max_prompt_tokens=200,
+                              load=0.5, slots=4, profile=slower)
+    assert measured.info["capacity_from"] == "worker w1"
+    assert measured.info["rate"] < rate / 2  # an engine 4x slower at the same load: arrivals spread out
 
 
 def test_a_trace_shorter_than_num_repeats_later_in_time():

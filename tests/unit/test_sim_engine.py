@@ -66,3 +66,20 @@ def test_recorded_errors_read_json_and_need_usable_rows(tmp_path):
         RecordedErrors([(0, 0, 5)])
     with pytest.raises(ValueError):
         make_length_model("recorded")
+
+
+def test_a_profile_at_a_measured_speed_keeps_its_shape_and_takes_the_measured_costs():
+    bundled = EngineProfile(decode_step_s={1: 0.02, 4: 0.03, 8: 0.05}, prefill_s_per_token=0.001,
+                            window_overhead_s=0.01, prefix_cache_tokens=4096, source="bundled")
+    measured = bundled.at_measured_speed(slots=4, decode_step_s=0.12, prefill_s_per_token=0.004, source="worker w1")
+    assert measured.decode_step(4) == pytest.approx(0.12)
+    assert [measured.decode_step(b) for b in (1, 8)] == pytest.approx([0.08, 0.20])  # 4x slower at every size
+    assert (measured.prefill_s_per_token, measured.window_overhead_s, measured.source) == (0.004, 0.01, "worker w1")
+    assert bundled.at_measured_speed(slots=4, decode_step_s=0.03, prefill_s_per_token=0.0,
+                                     source="x").prefill_s_per_token == 0.001  # not measured: kept
+    # A 4x slower engine serves fewer jobs a second, by less than 4x where prefill and overhead are unchanged.
+    slow = bundled.at_measured_speed(slots=4, decode_step_s=0.12, prefill_s_per_token=0.001, source="slow")
+    ratio = bundled.capacity_rps(1, 4, 50, 100, 200) / slow.capacity_rps(1, 4, 50, 100, 200)
+    assert 2.0 < ratio < 4.0
+    with pytest.raises(ValueError):
+        bundled.at_measured_speed(slots=4, decode_step_s=0.0, prefill_s_per_token=0.0, source="unmeasured")
