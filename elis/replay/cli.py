@@ -159,9 +159,9 @@ def compare_command(
                                                  "lengths)")] = 256,
     max_prompt_tokens: Annotated[int, typer.Option(help="length traces: cap of the filler prompts")] = 512,
     load: Annotated[float, typer.Option(help="length traces without --rate: arrivals scaled to this fraction of "
-                                             "what one worker serves here (the engine profile at the speed a "
-                                             "worker last measured on this database; the bundled one "
-                                             "without)")] = 0.8,
+                                             "what one worker serves here (the engine profile at the speed the "
+                                             "worker measured at start-up; the bundled one when none "
+                                             "has)")] = 0.8,
     temperature: Annotated[float, typer.Option(help="sampling temperature (0: greedy, the same output under "
                                                     "every policy)")] = 0.0,
     slots: Annotated[int, typer.Option(help="batch slots of the worker started here")] = 4,
@@ -211,11 +211,7 @@ def compare_command(
     context = _context_check(get_settings(), _compare_limits(given, [*names, *([cmp.BOUND_POLICY] if bound else [])],
                                                               get_settings()))
 
-    # --load of a length trace is a fraction of this machine's capacity: a worker's measured speed, when one has
-    # measured on this database, else the bundled profile's estimate.
-    capacity = cmp.measured_capacity_profile(get_settings().database_url) if rate is None and not sweep_rates else None
-
-    def workload_at(run_rate: float | None):
+    def workload_at(run_rate: float | None, capacity=None):
         try:
             return build_workload(prompts, kind=kind, num=num, arrivals=arrivals, rate=run_rate, cv=cv, seed=seed,
                                   max_tokens=max_tokens, temperature=temperature, slots=slots, load=load,
@@ -230,8 +226,6 @@ def compare_command(
                     f"refuse ({first.info['left_out_too_long']} of them longer than the model's context of "
                     f"{context.max_model_len} tokens with their max_tokens); the first: "
                     f"{first.info['left_out_first_reason']}", fg=typer.colors.YELLOW, err=True)
-    if first.info.get("capacity_from"):
-        typer.echo(f"arrivals: {first.info['time_scale']}, the capacity {first.info['capacity_from']}")
     if base_url:
         _warn_unchecked(context, ", ".join(base_url))
     # Records name jobs by their place in the sample: check once that earlier records come from this sample.
@@ -261,6 +255,16 @@ def compare_command(
             stack.start(typer.echo)
         except cmp.CompareError as exc:
             _fail(str(exc), code=1)
+        if first.info.get("capacity_from") is not None:
+            # --load of a length trace is a fraction of what this machine serves: the speed the worker measured at
+            # start-up (the stack's own, or the running stack's), else the bundled profile's estimate.
+            capacity = cmp.measured_capacity_profile(stack.database_url)
+            if capacity is not None:
+                workloads = {r: workload_at(r, capacity) for r in workloads}
+                if lengths_from is not None:
+                    workloads = {r: _with_lengths_from(work, lengths_from) for r, work in workloads.items()}
+            info = next(iter(workloads.values())).info
+            typer.echo(f"arrivals: {info['time_scale']}, the capacity {info['capacity_from']}")
         for run_rate, work in workloads.items():
             run_dir = out_dir if run_rate is None else out_dir / f"rate-{run_rate:g}"
             run_dir.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
 import platform
@@ -23,6 +24,8 @@ from elis.replay.client import auth_headers
 from elis.replay.live import LiveRecord, RunResult, WorkItem, read_live_records, run_live, write_live_records
 from elis.replay.report import markdown_table, print_table, summarize
 from elis.simulator.engine_profile import EngineProfile
+
+log = logging.getLogger(__name__)
 
 BOUND = "bound"
 BOUND_POLICY = "srtf-oracle"
@@ -585,10 +588,10 @@ def outcome_state(base_url: str) -> dict:
 
 
 def measured_capacity_profile(database_url: str) -> EngineProfile | None:
-    """The bundled engine profile at the speed a worker last measured at start-up on this database, so that
-    `--load` means a fraction of what this machine serves (run 43 of docs/scheduling.md: the bundled profile
-    said 29 ms a decode step where the worker measured 131, and load 0.8 was an overload); None when no worker
-    measured one or the database does not answer."""
+    """The bundled engine profile at the speed a worker last measured at start-up on this database (the
+    compare's own worker measures before it takes work), so that `--load` means a fraction of what this machine
+    serves (run 43 of docs/scheduling.md: the bundled profile says 29 ms a decode step where the worker measured
+    131, and load 0.8 was an overload); None when no worker measured one or the database does not answer."""
     from elis.storage.db import session_scope
     from elis.storage.profiles import last_measured_profile
 
@@ -597,14 +600,17 @@ def measured_capacity_profile(database_url: str) -> EngineProfile | None:
             row = last_measured_profile(session)
             if row is None:
                 return None
-            measured = (row.worker, row.slots, row.decode_step_s, row.prefill_s_per_token, row.measured_at)
-    except Exception:  # the bundled profile serves when the database cannot say
+            bundled = EngineProfile.load()
+            prefill_s = row.prefill_s_per_token if row.prefill_s_per_token > 0 else bundled.prefill_s_per_token
+            return bundled.at_measured_speed(
+                slots=row.slots, decode_step_s=row.decode_step_s, prefill_s_per_token=prefill_s,
+                source=f"measured by worker {row.worker} at {row.measured_at:%Y-%m-%d %H:%M} "
+                       f"({1e3 * row.decode_step_s:.0f} ms a decode step at {row.slots} slots, "
+                       f"{1e3 * prefill_s:.2f} ms a prefill token)")
+    except Exception as exc:  # the bundled profile serves when the database cannot say; the user is told why
+        log.warning("no measured engine speed for --load (%s: %s); the bundled engine profile estimates it",
+                    type(exc).__name__, exc)
         return None
-    worker, slots, step_s, prefill_s, measured_at = measured
-    return EngineProfile.load().at_measured_speed(
-        slots=slots, decode_step_s=step_s, prefill_s_per_token=prefill_s,
-        source=f"measured by worker {worker} at {measured_at:%Y-%m-%d %H:%M} ({1e3 * step_s:.0f} ms a decode step "
-               f"at {slots} slots, {1e3 * prefill_s:.2f} ms a prefill token)")
 
 
 def same_work_reading(database_url: str, label: str) -> dict:

@@ -75,7 +75,10 @@ def measured_prefill_weight(session: Session, *, seen_since: datetime) -> tuple[
 def last_measured_profile(session: Session) -> WorkerProfile | None:
     """The latest start-up measurement of any worker on this database (live or not); None when none measured."""
     return session.scalars(
-        select(WorkerProfile).where(WorkerProfile.decode_step_s > 0).order_by(WorkerProfile.measured_at.desc()).limit(1)
+        select(WorkerProfile)
+        .where(WorkerProfile.decode_step_s > 0, WorkerProfile.slots >= 1)
+        .order_by(WorkerProfile.measured_at.desc())
+        .limit(1)
     ).first()
 
 

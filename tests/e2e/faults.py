@@ -74,15 +74,12 @@ class PrivateStack:
         """The worker's Python threads (py-spy dump, when installed) and its log tail, also saved under the
         test's directory."""
         pid = self.worker.process.pid
-        py_spy = Path(sys.executable).with_name("py-spy")
-        try:  # --subprocesses: vLLM's engine core runs in a child process, and a stalled engine sits there
-            dump = (subprocess.run([str(py_spy), "dump", "--subprocesses", "--pid", str(pid)], check=False,
-                                   capture_output=True, text=True, timeout=60).stdout
-                    if py_spy.exists() else "(py-spy not installed)")
-        except (OSError, subprocess.SubprocessError) as exc:
-            dump = f"(py-spy failed: {exc})"
-        evidence = (f"== {label}: the machine\n{machine_snapshot()}\n"
-                    f"== py-spy dump of worker {pid} and its children\n{dump}")
+        # vLLM's engine core runs in a child process, where a stalled engine sits: its stacks come first, so that
+        # a failure message's cut keeps them, then the worker's threads, then the machine's busiest processes.
+        children = [int(c) for c in _run(["pgrep", "-P", str(pid)]).split() if c.isdigit()]
+        dumps = [f"== py-spy dump of the worker's child {child}\n{py_spy_dump(child)}" for child in children]
+        dumps.append(f"== py-spy dump of worker {pid}\n{py_spy_dump(pid)}")
+        evidence = f"== {label}\n" + "\n".join(dumps) + f"\n== the machine\n{machine_snapshot()}"
         (self.tmp / f"worker-{label}.txt").write_text(f"{evidence}\n== worker log tail\n{self.worker.tail(6000)}")
         self.last_dump = evidence
         return evidence
@@ -126,11 +123,19 @@ class PrivateStack:
 
     def num_windows(self, workload: str) -> int | None:
         """Windows committed so far in the workload; None while the API answers 503 (database away)."""
+        progress = self.progress(workload)
+        return progress[0] if progress is not None else None
+
+    def progress(self, workload: str) -> tuple[int, int] | None:
+        """Windows committed so far in the workload and its jobs not yet finished; None while the API answers 503
+        (database away)."""
         response = self.client.get("/v1/jobs", params={"workload": workload, "limit": 1000})
         if response.status_code == 503:
             return None
         response.raise_for_status()
-        return sum(item["num_windows"] for item in response.json()["items"])
+        items = response.json()["items"]
+        return (sum(item["num_windows"] for item in items),
+                sum(item["status"] not in {"done", "failed", "cancelled"} for item in items))
 
     def close(self) -> None:
         self.client.close()
@@ -164,11 +169,13 @@ def wait_for_progress(stack: PrivateStack, workload: str, beyond: int, timeout_s
 def longest_stall(stack: PrivateStack, workload: str, total: int, timeout_s: float = 300.0,
                   dump_after_s: float = 15.0) -> float:
     """Seconds of the longest consumer stall until the workload has `total` windows: time in which the worker
-    committed no window, its engine took no step and a slot was free (fewer windows in the engine than slots),
-    so the queued windows were not reaching it (issue 11.5).
+    committed no window, its engine took no step and a slot was free while an unfinished job waited for it
+    (fewer windows in the engine than slots and unfinished jobs), so the queued windows were not reaching it
+    (issue 11.5). Within one stretch without progress, the consumer's polls add up even when the engine's come
+    between them (the count errs towards failing).
 
-    Time in which every slot's window waits on an engine that takes no step is the engine's stall, not the
-    consumer's; its longest stretch is kept in `stack.longest_engine_stall` for the report (a CI run saw 45 s
+    Time in which every window that could run waits on an engine that takes no step is the engine's stall, not
+    the consumer's; its longest stretch is kept in `stack.longest_engine_stall` for the report (a CI run saw 45 s
     of it after the broker came back, both slots in `run_window`). A shared machine can also slow a CPU engine
     several-fold: the longest stretch without a commit, and the engine steps in it, are kept in
     `stack.longest_window_gap`. A stretch without a commit longer than `dump_after_s` has the worker's threads
@@ -182,18 +189,21 @@ def longest_stall(stack: PrivateStack, workload: str, total: int, timeout_s: flo
     if last is not None and last >= total:
         return longest
     while time.monotonic() - started < timeout_s:
-        count, state = stack.num_windows(workload), stack.worker_state()
+        progress, state = stack.progress(workload), stack.worker_state()
+        count, unfinished = progress if progress is not None else (None, stack.slots)
         now = time.monotonic()
         elapsed, polled = now - polled, now
         stepped = state is not None and steps is not None and state.engine_steps > steps
         steps = state.engine_steps if state is not None else steps
         committed = count is not None and count != last
+        # The windows the worker could be running: one a slot, while that many jobs are unfinished.
+        runnable = max(1, min(stack.slots, unfinished))
         if committed or stepped:
             consumer_idle = engine_idle = 0.0
-        elif state is not None and state.windows_in_engine >= stack.slots:
+        elif state is not None and state.windows_in_engine >= runnable:
             engine_idle += elapsed
             stack.longest_engine_stall = max(stack.longest_engine_stall, engine_idle)
-        else:  # a slot free (or the metrics silent): the consumer's time
+        else:  # a slot free while a job waits for it (or the metrics silent): the consumer's time
             consumer_idle += elapsed
             if consumer_idle > longest:  # the log's clock, to find the stall among the worker's lines
                 longest, stack.longest_gap_ended = consumer_idle, time.strftime("%H:%M:%S")
@@ -252,14 +262,24 @@ def shared_services_down():
                 marker.unlink(missing_ok=True)
 
 
+def _run(command: list[str], timeout_s: float = 60.0) -> str:
+    """A diagnostic command's output; its failure as text (evidence must never raise)."""
+    try:
+        return subprocess.run(command, check=False, capture_output=True, text=True, timeout=timeout_s).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"({command[0]} failed: {exc})"
+
+
+def py_spy_dump(pid: int) -> str:
+    """The Python threads of one process (py-spy, when installed)."""
+    py_spy = Path(sys.executable).with_name("py-spy")
+    return _run([str(py_spy), "dump", "--pid", str(pid)]) if py_spy.exists() else "(py-spy not installed)"
+
+
 def machine_snapshot() -> str:
     """The load average and the busiest processes over one second (top's second frame): whether something
     else held the CPU while the worker stalled."""
-    try:
-        frames = subprocess.run(["top", "-b", "-n", "2", "-d", "1", "-o", "%CPU", "-w", "160"], check=False,
-                                capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        return f"(top failed: {exc})"
+    frames = _run(["top", "-b", "-n", "2", "-d", "1", "-o", "%CPU", "-w", "160"], timeout_s=30)
     second = frames[frames.rfind("\ntop - ") + 1:] if "\ntop - " in frames else frames
     return "\n".join(second.splitlines()[:20])
 

@@ -115,4 +115,4 @@ def test_compare_scales_load_to_the_speed_a_worker_last_measured(settings):
     bundled = EngineProfile.load()
     shape = bundled.decode_step(1) / bundled.decode_step(4)
     assert profile.decode_step(1) / profile.decode_step(4) == pytest.approx(shape)  # the bundled shape, scaled
-    assert measured_capacity_profile("postgresql+psycopg://postgres@127.0.0.1:1/none") is None  # database away
+    assert measured_capacity_profile("postgresql+psycopg2://postgres@127.0.0.1:1/none") is None  # database away
