@@ -590,8 +590,9 @@ def outcome_state(base_url: str) -> dict:
 def measured_capacity_profile(database_url: str) -> EngineProfile | None:
     """The bundled engine profile at the speed a worker last measured at start-up on this database (the
     compare's own worker measures before it takes work), so that `--load` means a fraction of what this machine
-    serves (run 43 of docs/scheduling.md: the bundled profile says 29 ms a decode step where the worker measured
-    131, and load 0.8 was an overload); None when no worker measured one or the database does not answer."""
+    serves (the bundled profile says 29 ms a decode step at 4 slots; engines of this kind of machine measured
+    76-131 ms, where "load 0.8" meant an overload); None when no worker measured one or the database does not
+    answer."""
     from elis.storage.db import session_scope
     from elis.storage.profiles import last_measured_profile
 

@@ -1,6 +1,6 @@
 #!/bin/bash
 # Run 44: run 43's protocol on a faster engine (2026-12-07, later: bfloat16, about 33 ms a decode step at 4 slots
-# against run 43's 114-135 ms), where jobs queue but the engine keeps up: today's defaults live on run 37's
+# against run 43's 114-135 ms), a milder overload than run 43's: today's defaults live on run 37's
 # workload (left-out seed tasks): a natural pass for the guard's evidence, then FCFS, ISRTF twice and FCFS again
 # with the exact-length bound, each a fresh `elis compare` stack on one database.
 set -x
