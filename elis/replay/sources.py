@@ -271,9 +271,10 @@ def build_workload(path: Path, *, kind: str = "auto", num: int | None = None, ar
             mean_prompt, mean_output = mean_lengths(
                 [replace(r, prompt_tokens=min(estimated_prompt_tokens(r), max_prompt_tokens),
                          output_tokens=min(r.output_tokens or 1, max_tokens)) for r in chosen], max_tokens)
+            profile = profile or EngineProfile.load()  # read once: the estimate and its source
             rate = load * capacity_rps(slots, mean_prompt, mean_output, profile)
             info["time_scale"] = f"load {load} x estimated capacity {rate / load:.3f} jobs/s"
-            info["capacity_from"] = (profile or EngineProfile.load()).source
+            info["capacity_from"] = profile.source
         if rate is not None:
             if rate <= 0:
                 raise WorkloadError("--rate must be positive")
