@@ -345,12 +345,17 @@ def finetune_encoder(
     extra_seed: Annotated[list[int] | None, typer.Option(
         help="besides seed 0 (the main table's), train every choice again from this seed (repeatable), and "
              "score each seed and their ensemble (the mean prediction) [default: none]")] = None,
+    encoder: Annotated[str, typer.Option(
+        help="the prompt encoder: 'minilm' (the bundled sentence encoder) or 'served-model' (the served LLM's "
+             "own hidden states at the end of the chat-templated prompt; frozen only, --layers 0)")] = "minilm",
+    state_layer: Annotated[list[int] | None, typer.Option(
+        help="with --encoder served-model: which of its layers to read (repeatable) [default: the middle, "
+             "three quarters and the last]")] = None,
 ) -> None:
     """Fine-tune the encoder's top layers for the admission prediction and compare with the frozen encoder,
     on sources left out of training (same data, seed, loss and early stopping for both)."""
     _setup_logging()
     _set_threads(threads)
-    from elis.predictor.encoder import load_encoder
     from elis.predictor.experiments import sources_of
     from elis.predictor.finetune import FinetuneConfig, finetune_study, seeds_markdown, study_markdown
 
@@ -362,6 +367,12 @@ def finetune_encoder(
                     fg="red", err=True)
         raise typer.Exit(2)
     choices = layers or [0, 2]
+    if encoder not in ("minilm", "served-model"):
+        typer.secho(f"error: --encoder is 'minilm' or 'served-model', not {encoder!r}", fg="red", err=True)
+        raise typer.Exit(2)
+    if encoder == "served-model" and any(choices):
+        typer.secho("error: the served model's states are studied frozen only: use --layers 0", fg="red", err=True)
+        raise typer.Exit(2)
 
     def save(results: dict) -> None:
         if out_dir:
@@ -373,12 +384,28 @@ def finetune_encoder(
         seeds_table = seeds_markdown(results)
         return study_markdown(results, choices) + (f"\n\nSeeds:\n\n{seeds_table}" if seeds_table else "")
 
-    results = finetune_study(load_encoder(""), records, sets, choices,
+    results = finetune_study(_study_encoder(encoder, state_layer or []), records, sets, choices,
                              FinetuneConfig(max_epochs=max_epochs, per_source=per_source),
                              progress=lambda line: typer.echo(line, err=True), on_set=save, seeds=extra_seed or ())
     typer.echo(markdown(results))
     if out_dir:
         typer.echo(f"wrote {out_dir / 'results.json'} and results.md")
+
+
+def _study_encoder(name: str, state_layers: list[int]):
+    """The admission study's prompt encoder: MiniLM, or the served model's states (prepared if missing)."""
+    from elis.predictor.encoder import load_encoder
+
+    if name == "minilm":
+        return load_encoder("")
+    from elis.config import Settings
+    from elis.models_prepare import prepare_default_model
+    from elis.predictor.llm_states import load_served_model_states
+
+    settings = Settings()
+    folder = Path(settings.model) if settings.model and Path(settings.model).is_dir() else \
+        prepare_default_model(settings.models_dir)
+    return load_served_model_states(folder, tuple(state_layers))
 
 
 @predictor_app.command(short_help="Refit from finished jobs; keep only if it ranks better.")

@@ -1,0 +1,101 @@
+"""The served model's own hidden states of a prompt, as admission features (issue 9.3: a better encoder).
+
+The prompt prior tunes MiniLM, a sentence encoder that has never seen what SmolLM2 answers. The served model
+itself has: the state it holds at the end of the chat-templated prompt is the state it starts answering from.
+Probing an LLM's own states for its output length is the idea of TRAIL (Shahout et al., 2024) and of the
+"response length perception" line of work. This module reads those states with transformers, on the CPU, from
+the model folder `elis models prepare` builds (no download), and exposes the encoder interface the admission
+study uses (`name`, `dim`, `max_length`, `tokenizer`, `encode`), so `finetune-encoder --encoder served-model`
+compares it with MiniLM's frozen head on the same folds.
+
+Features, per chosen layer: the last prompt token's state and the mean over the prompt's tokens, each passed
+through the model's final RMSNorm (an intermediate residual stream carries a few huge dimensions; the norm puts
+every layer on the scale the LM head reads) and L2-normalized, then concatenated.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+SERVED_MODEL_ENCODER = "served-model"
+
+
+@dataclass
+class ServedModelStates:
+    """The served LLM as a frozen prompt encoder: pooled, normalized hidden states of chosen layers."""
+
+    model: Any  # a transformers causal LM
+    tokenizer: Any
+    layers: tuple[int, ...]
+    max_length: int = 512
+    batch_size: int = 16
+    name: str = SERVED_MODEL_ENCODER
+    dim: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.dim = 2 * len(self.layers) * int(self.model.config.hidden_size)
+
+    def templated(self, text: str) -> str:
+        """The text exactly as the worker sends it to vLLM: one user message, with the generation prompt."""
+        return self.tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                                  tokenize=False)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """One feature row per text (float32)."""
+        import torch
+
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        norm = self.model.model.norm
+        starts = range(0, len(order), self.batch_size)
+        if len(texts) > 4 * self.batch_size:  # a study encodes thousands of prompts at once: minutes
+            from tqdm import tqdm
+
+            starts = tqdm(starts, desc="served-model states", unit="batch", leave=False)
+        with torch.inference_mode():
+            for start in starts:
+                idx = order[start : start + self.batch_size]
+                batch = self.tokenizer([self.templated(texts[i]) for i in idx], padding=True, truncation=True,
+                                       max_length=self.max_length, return_tensors="pt")
+                # NOTE: the decoder body only: the LM head's logits over 49k tokens at every position would
+                # cost about a quarter of the pass and are never read.
+                states = self.model.model(**batch, output_hidden_states=True).hidden_states
+                mask = batch["attention_mask"].unsqueeze(-1).float()
+                last = batch["attention_mask"].sum(1) - 1  # right padding: the last real token
+                blocks = []
+                for layer in self.layers:
+                    # NOTE: the last entry of hidden_states already went through the final norm.
+                    hidden = states[layer] if layer == len(states) - 1 else norm(states[layer])
+                    pooled = (hidden * mask).sum(1) / mask.sum(1)
+                    final = hidden[torch.arange(hidden.shape[0]), last]
+                    blocks += [torch.nn.functional.normalize(final, dim=-1),
+                               torch.nn.functional.normalize(pooled, dim=-1)]
+                out[idx] = torch.cat(blocks, dim=-1).float().numpy()
+        return out
+
+
+def load_served_model_states(model_dir: Path, layers: tuple[int, ...] = ()) -> ServedModelStates:
+    """Load the served model (a local folder) for its states; `layers` default to the middle, three quarters
+    and the last of its layers (index 0 is the embeddings)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.padding_side = "right"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    count = int(model.config.num_hidden_layers)
+    chosen = tuple(layers) or (count // 2, (3 * count) // 4, count)
+    log.info("served-model states from %s: layers %s of %d", model_dir, chosen, count)
+    return ServedModelStates(model=model, tokenizer=tokenizer, layers=chosen)

@@ -1,0 +1,57 @@
+"""The served model's hidden states as admission features: shape, scale, padding, and the worker's template."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from elis.config import Settings
+
+# The tests that read states are slow: they load the real SmolLM2-135M-Instruct with transformers.
+
+
+@pytest.fixture(scope="module")
+def states():
+    from elis.models_prepare import prepare_default_model
+    from elis.predictor.llm_states import load_served_model_states
+
+    return load_served_model_states(prepare_default_model(Settings().models_dir), layers=(10, 30))
+
+
+@pytest.mark.slow
+def test_each_layer_gives_a_unit_last_token_block_and_a_unit_mean_block(states):
+    rows = states.encode(["Name a river.", "Write a long essay on the history of the Roman empire."])
+    hidden = states.model.config.hidden_size
+    assert rows.shape == (2, 4 * hidden) and states.dim == 4 * hidden
+    norms = np.linalg.norm(rows.reshape(2, 4, hidden), axis=-1)
+    np.testing.assert_allclose(norms, 1.0, atol=1e-4)
+    assert not np.allclose(rows[0], rows[1])
+
+
+@pytest.mark.slow
+def test_a_prompts_features_do_not_depend_on_the_batch_it_is_padded_in(states):
+    short = "Name a river."
+    alone = states.encode([short])[0]
+    beside_a_long_prompt = states.encode([short, "Explain, step by step and with three examples, " * 8])[0]
+    np.testing.assert_allclose(alone, beside_a_long_prompt, atol=2e-4)
+
+
+@pytest.mark.slow
+def test_the_prompt_is_templated_as_the_worker_sends_it_to_vllm(states):
+    text = states.templated("Name a river.")
+    assert text == states.tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Name a river."}], add_generation_prompt=True, tokenize=False)
+    assert text.rstrip().endswith("assistant") and "Name a river." in text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--encoder", "gpt"], "--encoder is 'minilm' or 'served-model'"),
+    (["--encoder", "served-model", "--layers", "2"], "frozen only"),
+])
+def test_the_study_refuses_an_unknown_encoder_or_tuning_the_served_model(args, message):
+    from typer.testing import CliRunner
+
+    from elis.cli import app
+
+    result = CliRunner().invoke(app, ["predictor", "finetune-encoder", "--held-out", "gsm8k", *args])
+    assert result.exit_code == 2 and message in result.output
