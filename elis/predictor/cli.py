@@ -38,9 +38,9 @@ def _embedding_cache():
 
 PromptPriorOption = Annotated[
     bool, typer.Option("--prompt-prior/--no-prompt-prior",
-                       help="ranker: fine-tune the encoder's top layers (--prior-layers) for admission on the "
-                            "same train split and feed its score to the ranker (the prompt prior; about 5-10 min "
-                            "more)")]
+                       help="ranker: train the prompt prior (an admission model over --prior-encoder) on the "
+                            "same train split, feed its score to the ranker and predict admissions by it (about "
+                            "10 min more)")]
 
 
 PriorEpochsOption = Annotated[
@@ -52,9 +52,24 @@ PriorLayersOption = Annotated[
                                          "MiniLM's 6; 2 before 2026-12-06)")]
 
 
+# What the prompt prior reads (ranker.RankerConfig.prior_encoder).
+DEFAULT_PRIOR_ENCODER = "served-model"
+PriorEncoderOption = Annotated[
+    str, typer.Option(help="ranker: what the prompt prior reads: 'served-model' (the served LLM's own hidden "
+                           "states at the end of the prompt, frozen, a small head; about 10 min to read 5,000 "
+                           "prompts here) or 'minilm' (the bundled encoder, --prior-layers tuned; before "
+                           "2026-12-07)")]
+
+
+def _prior_encoder(name: str) -> str:
+    if name not in ("minilm", "served-model"):
+        raise typer.BadParameter(f"--prior-encoder is 'served-model' or 'minilm', not {name!r}")
+    return name
+
+
 def _train_ranker(files, out, seed, max_epochs, rank_weight, regression_weight, float32,
                   prompt_prior: bool = True, exclude_sources: Sequence[str] = (), prior_epochs: int = 4,
-                  prior_layers: int = DEFAULT_PRIOR_LAYERS) -> None:
+                  prior_layers: int = DEFAULT_PRIOR_LAYERS, prior_encoder: str = DEFAULT_PRIOR_ENCODER) -> None:
     from elis.predictor.ranker import RankerConfig
     from elis.predictor.ranker_train import train_ranker_checkpoint
     from elis.predictor.serving import user_checkpoint_path
@@ -71,7 +86,8 @@ def _train_ranker(files, out, seed, max_epochs, rank_weight, regression_weight, 
     out = out or user_checkpoint_path(_settings().cache_dir)
     config = RankerConfig(seed=seed, max_epochs=min(max_epochs, 60), rank_weight=rank_weight,
                           regression_weight=regression_weight, use_prompt_prior=prompt_prior,
-                          prior_epochs=prior_epochs, prior_layers=prior_layers)
+                          prior_epochs=prior_epochs, prior_layers=prior_layers,
+                          prior_encoder=_prior_encoder(prior_encoder))
     path, meta = train_ranker_checkpoint(records, out, _embedding_cache(), config, files, half=not float32)
     val = meta["validation"]
     typer.echo(f"validation: pooled tau {val['val_pooled_tau']:.3f}; tau by step {val['val_tau_by_step']}; "
@@ -145,6 +161,7 @@ def train(
     ] = None,
     prior_epochs: PriorEpochsOption = 4,
     prior_layers: PriorLayersOption = DEFAULT_PRIOR_LAYERS,
+    prior_encoder: PriorEncoderOption = DEFAULT_PRIOR_ENCODER,
 ) -> None:
     """Cache the frozen embeddings, train the head, save a checkpoint with its metadata.
 
@@ -153,7 +170,7 @@ def train(
     _set_threads(threads)
     if kind == "ranker":
         _train_ranker(corpus or [DEFAULT_CORPUS], out, seed, max_epochs, rank_weight, regression_weight, float32,
-                      prompt_prior, exclude_source or [], prior_epochs, prior_layers)
+                      prompt_prior, exclude_source or [], prior_epochs, prior_layers, prior_encoder)
         return
     if kind != "elis":
         typer.secho(f"error: unknown --kind {kind!r} (elis | ranker)", fg="red", err=True)
@@ -220,6 +237,7 @@ def evaluate(
     prompt_prior: PromptPriorOption = True,
     prior_epochs: PriorEpochsOption = 4,
     prior_layers: PriorLayersOption = DEFAULT_PRIOR_LAYERS,
+    prior_encoder: PriorEncoderOption = DEFAULT_PRIOR_ENCODER,
     in_distribution: Annotated[bool, typer.Option(help="--loso: also score the in-distribution split (one more "
                                                        "training)")] = True,
     train_greedy: Annotated[
@@ -239,7 +257,7 @@ def evaluate(
     if loso:
         _evaluate_loso(corpus or [DEFAULT_CORPUS], greedy or [], source, out_dir, max_epochs,
                        checkpoint, baseline_source or [], prompt_prior, prior_epochs, train_greedy, prior_layers,
-                       in_distribution)
+                       in_distribution, prior_encoder)
         return
     from elis.predictor.evaluation import evaluate_checkpoint
     from elis.predictor.serving import default_checkpoint_path
@@ -257,7 +275,7 @@ def evaluate(
 def _evaluate_loso(files, greedy_files, held_out, out_dir, max_epochs, baseline_checkpoint=None,
                    baseline_sources=(), prompt_prior: bool = True, prior_epochs: int = 4,
                    train_greedy: bool = False, prior_layers: int = DEFAULT_PRIOR_LAYERS,
-                   in_distribution: bool = True) -> None:
+                   in_distribution: bool = True, prior_encoder: str = DEFAULT_PRIOR_ENCODER) -> None:
     from elis.predictor.experiments import evaluate_protocols
     from elis.predictor.ranker import RankerConfig
 
@@ -285,7 +303,8 @@ def _evaluate_loso(files, greedy_files, held_out, out_dir, max_epochs, baseline_
         cache.prompt_budget = int(old.metadata["prompt_budget"])  # its text join (the ranker does not use it)
         baseline = (old, cache)
     config = RankerConfig(max_epochs=max_epochs, use_prompt_prior=prompt_prior, prior_epochs=prior_epochs,
-                          prior_layers=prior_layers, use_greedy_flag=train_greedy)
+                          prior_layers=prior_layers, use_greedy_flag=train_greedy,
+                          prior_encoder=_prior_encoder(prior_encoder))
     summaries = evaluate_protocols(cache, records, config, out_dir,
                                    window, held_out=held_out, greedy=greedy, baseline=baseline,
                                    baseline_sources=baseline_sources, train_greedy=train_greedy,

@@ -43,11 +43,11 @@ def run_split(cache, splits: dict[str, list[dict]], config: RankerConfig) -> tup
         raise AssertionError("a prompt is in two splits")
     prior = None
     if config.use_prompt_prior:
-        from elis.predictor.prompt_prior import prior_config, train_prompt_prior
+        from elis.predictor.prompt_prior import prior_backbone, prior_config, train_prompt_prior
 
         prior = train_prompt_prior(cache.encoder, splits, prior_config(config.prior_epochs, config.prior_layers),
                                    progress=log.info,
-                                   embed_texts=cache.embed_texts)
+                                   embed_texts=cache.embed_texts, backbone=prior_backbone(config.prior_encoder))
     arrays = {name: arrays_of(cache, flatten(splits[name]), config, prior) for name in ("train", "val", "test")}
     ranker, info = train_ranker(arrays["train"], arrays["val"], config, cache.encoder.dim)
     if prior is not None:

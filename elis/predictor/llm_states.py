@@ -37,6 +37,9 @@ class ServedModelStates:
     max_length: int = 512
     batch_size: int = 16
     name: str = SERVED_MODEL_ENCODER
+    # keep every text's features (training: each prompt is read by several folds and passes); off when
+    # serving, where the predictor's own LRU cache bounds memory
+    memo: dict[str, np.ndarray] | None = None
     dim: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -49,6 +52,14 @@ class ServedModelStates:
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """One feature row per text (float32)."""
+        if self.memo is not None:
+            missing = [t for t in dict.fromkeys(texts) if t not in self.memo]
+            if missing:
+                self.memo.update(zip(missing, self._encode(missing)))
+            return np.stack([self.memo[t] for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
+        return self._encode(texts)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
         import torch
 
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
@@ -81,9 +92,19 @@ class ServedModelStates:
         return out
 
 
-def load_served_model_states(model_dir: Path, layers: tuple[int, ...] = ()) -> ServedModelStates:
-    """Load the served model (a local folder) for its states; `layers` default to the middle, three quarters
-    and the last of its layers (index 0 is the embeddings)."""
+def bundled_model_dir() -> Path:
+    """The folder of the bundled SmolLM2-135M-Instruct (built from the package's GGUF once, no download)."""
+    from elis.config import Settings
+    from elis.models_prepare import prepare_default_model
+
+    return prepare_default_model(Settings().models_dir)
+
+
+def load_served_model_states(model_dir: Path | None = None, layers: tuple[int, ...] = (),
+                             memo: bool = False) -> ServedModelStates:
+    """Load the served model (a local folder; the bundled one by default) for its states; `layers` default to
+    the middle, three quarters and the last of its layers (index 0 is the embeddings)."""
+    model_dir = model_dir or bundled_model_dir()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -98,4 +119,16 @@ def load_served_model_states(model_dir: Path, layers: tuple[int, ...] = ()) -> S
     count = int(model.config.num_hidden_layers)
     chosen = tuple(layers) or (count // 2, (3 * count) // 4, count)
     log.info("served-model states from %s: layers %s of %d", model_dir, chosen, count)
-    return ServedModelStates(model=model, tokenizer=tokenizer, layers=chosen)
+    return ServedModelStates(model=model, tokenizer=tokenizer, layers=chosen, memo={} if memo else None)
+
+
+_SHARED: dict[tuple[int, ...], ServedModelStates] = {}
+
+
+def shared_served_model_states(layers: tuple[int, ...]) -> ServedModelStates:
+    """One process-wide reader of the bundled model's states per layer choice (no memo): a hot reload of the
+    predictor, or a second predictor in the process, reuses the loaded model instead of loading 540 MB again."""
+    if layers not in _SHARED:
+        _SHARED[layers] = load_served_model_states(layers=layers)
+    return _SHARED[layers]
+

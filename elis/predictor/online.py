@@ -66,7 +66,8 @@ def ranker_of(checkpoint: Checkpoint) -> Ranker:
         raise ValueError("online update needs a ranker checkpoint (elis predictor train --kind ranker)")
     known = RankerConfig.__dataclass_fields__
     # A checkpoint from before a field existed keeps what it was trained with, not today's default.
-    before = {"admit_by_prior": False, "prior_layers": int((meta.get("prompt_prior") or {}).get("top_layers", 2))}
+    before = {"admit_by_prior": False, "prior_layers": int((meta.get("prompt_prior") or {}).get("top_layers", 2)),
+              "prior_encoder": "minilm"}
     config = RankerConfig(**(before | {k: v for k, v in meta["ranker_config"].items() if k in known}))
     calibration = StepCalibration.from_json(meta["calibration"]) if meta.get("calibration") else None
     admission = meta.get("admission_calibration")

@@ -36,6 +36,7 @@ from elis.predictor.finetune import (
     prompt_rows,
     train_admission,
 )
+from elis.predictor.llm_states import SERVED_MODEL_ENCODER
 
 
 class PromptPrior:
@@ -84,6 +85,56 @@ class PromptPrior:
                                                                      if isinstance(v, (int, float, str, list))}}
 
 
+class StatesPrior:
+    """The prompt prior over the served model's own hidden states (llm_states.py): a small head on frozen
+    features, so only the head is stored; the model is the bundled one the service serves by default.
+
+    Scores the same prompt heads as PromptPrior (the ranker's encoder cuts them), on the same scale."""
+
+    def __init__(self, states, head: nn.Module, info: dict[str, Any] | None = None) -> None:
+        self.states = states
+        self.head = head.eval()
+        self.top_layers = 0
+        self.info = info or {}
+
+    def score(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """One score per text (float32)."""
+        texts = list(texts)
+        if not texts:
+            return np.zeros(0, dtype=np.float32)
+        with torch.inference_mode():
+            features = torch.from_numpy(self.states.encode(texts))
+            return self.head(features).squeeze(-1).numpy().astype(np.float32)
+
+    def state(self, half: bool = True) -> dict[str, torch.Tensor]:
+        """The head only ("head.*", float32): the states come from the served model."""
+        return {f"head.{k}": v.detach().clone() for k, v in self.head.state_dict().items()}
+
+    def metadata(self) -> dict[str, Any]:
+        return {"backbone": SERVED_MODEL_ENCODER, "state_layers": list(self.states.layers),
+                "model_hidden": int(self.states.model.config.hidden_size), "top_layers": 0,
+                "hidden": int(self.head[0].out_features),
+                **{k: v for k, v in self.info.items() if isinstance(v, (int, float, str, list))}}
+
+
+_BACKBONES: dict[str, Any] = {}
+
+
+def prior_backbone(name: str):
+    """What a prior of this kind reads besides the ranker's encoder: None for "minilm" (the encoder itself);
+    for "served-model", the served model's states, loaded once per process and memoized by text (a training
+    run scores each prompt in several passes and folds)."""
+    if name in ("", "minilm"):
+        return None
+    if name != SERVED_MODEL_ENCODER:
+        raise ValueError(f"unknown prior encoder {name!r}: 'minilm' or {SERVED_MODEL_ENCODER!r}")
+    if name not in _BACKBONES:
+        from elis.predictor.llm_states import load_served_model_states
+
+        _BACKBONES[name] = load_served_model_states(memo=True)
+    return _BACKBONES[name]
+
+
 def prior_from_model(model: AdmissionModel, info: dict[str, Any] | None = None) -> PromptPrior:
     """A PromptPrior from a trained AdmissionModel (a frozen one gets a copy of the encoder's BERT)."""
     encoder = model.encoder
@@ -91,8 +142,17 @@ def prior_from_model(model: AdmissionModel, info: dict[str, Any] | None = None) 
     return PromptPrior(bert, model.head, encoder.tokenizer, encoder.max_length, model.top_layers, info)
 
 
-def load_prior(encoder, metadata: dict[str, Any], state: dict[str, torch.Tensor]) -> PromptPrior:
-    """Rebuild the prior over `encoder` (the checkpoint's bundled encoder) from a stored state."""
+def load_prior(encoder, metadata: dict[str, Any], state: dict[str, torch.Tensor]) -> PromptPrior | StatesPrior:
+    """Rebuild the prior over `encoder` (the checkpoint's bundled encoder) from a stored state; a prior over
+    the served model's states loads the bundled model (its states are what the head was trained on)."""
+    if metadata.get("backbone") == SERVED_MODEL_ENCODER:
+        from elis.predictor.llm_states import shared_served_model_states
+
+        states = shared_served_model_states(tuple(int(i) for i in metadata["state_layers"]))
+        if int(states.model.config.hidden_size) != int(metadata["model_hidden"]):
+            raise ValueError(f"the prior wants a model of width {metadata['model_hidden']}, "
+                             f"the bundled one has {states.model.config.hidden_size}")
+        return StatesPrior(states, _head(states.dim, int(metadata["hidden"]), state), dict(metadata))
     top_layers = int(metadata["top_layers"])
     bert = copy.deepcopy(encoder.model.model)
     layers = bert.encoder.layer
@@ -100,12 +160,19 @@ def load_prior(encoder, metadata: dict[str, Any], state: dict[str, torch.Tensor]
         prefix = f"layer.{i}."
         layers[i].load_state_dict({k[len(prefix):]: v.to(torch.float32) for k, v in state.items()
                                    if k.startswith(prefix)})
-    head = nn.Sequential(nn.Linear(encoder.dim, int(metadata["hidden"])), nn.GELU(),
-                         nn.Linear(int(metadata["hidden"]), 1))
-    head.load_state_dict({k[len("head."):]: v.to(torch.float32) for k, v in state.items() if k.startswith("head.")})
-    for parameter in [*bert.parameters(), *head.parameters()]:
+    head = _head(encoder.dim, int(metadata["hidden"]), state)
+    for parameter in bert.parameters():
         parameter.requires_grad_(False)
     return PromptPrior(bert, head, encoder.tokenizer, encoder.max_length, top_layers, dict(metadata))
+
+
+def _head(dim: int, hidden: int, state: dict[str, torch.Tensor]) -> nn.Module:
+    """The prior's head (dim -> hidden -> 1) from the stored "head.*" tensors, frozen."""
+    head = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, 1))
+    head.load_state_dict({k[len("head."):]: v.to(torch.float32) for k, v in state.items() if k.startswith("head.")})
+    for parameter in head.parameters():
+        parameter.requires_grad_(False)
+    return head
 
 
 def prior_config(epochs: int = 4, layers: int = 4) -> FinetuneConfig:
@@ -116,18 +183,30 @@ def prior_config(epochs: int = 4, layers: int = 4) -> FinetuneConfig:
 
 def train_prompt_prior(encoder, splits: dict[str, list[dict]], config: FinetuneConfig | None = None,
                        progress: Callable[[str], None] = lambda _: None,
-                       embed_texts: Callable[[list[str]], np.ndarray] | None = None) -> PromptPrior:
+                       embed_texts: Callable[[list[str]], np.ndarray] | None = None,
+                       backbone=None) -> PromptPrior | StatesPrior:
     """Fit the prior on splits['train'] (early stopping on splits['val']; the test split is never read):
     the frozen head first, then the top layers and that head (kept only when validation improves).
 
     `embed_texts` (e.g. the training EmbeddingCache's) gives the frozen encoder's vectors, so the frozen
-    head does not re-encode prompts already cached on disk."""
+    head does not re-encode prompts already cached on disk. `backbone` (`prior_backbone`): the served
+    model's states to read instead of `encoder`'s vectors; frozen, a head only. Either way the prompt heads
+    are cut by `encoder`, as serving cuts them."""
     config = config or prior_config()
 
     def head_of(prompt: str) -> str:
         return prompt_head(encoder.tokenizer, prompt, encoder.max_length)
 
     train, val = prompt_rows(splits["train"], head_of), prompt_rows(splits["val"], head_of)
+    if backbone is not None:
+        # NOTE: read every prompt's states up front, in one pass with a progress bar (memoized by text): the
+        # head's first epoch would read them batch by batch anyway, for minutes, silently.
+        backbone.encode(list(dict.fromkeys([r.text for r in train] + [r.text for r in val])))
+        model, fit = train_admission(backbone, train, val, dataclasses.replace(config, top_layers=0), progress)
+        progress(f"prompt prior over the served model's states: val tau {fit['val_tau']:.3f}")
+        return StatesPrior(backbone, model.head, {"train_prompts": len(train), "val_prompts": len(val),
+                                                  "val_tau": fit["val_tau"], "best_epoch": fit["best_epoch"],
+                                                  "train_seconds": fit["train_seconds"]})
     frozen_vectors: dict[str, torch.Tensor] = {}
     if embed_texts is not None:
         texts = list(dict.fromkeys([r.text for r in train] + [r.text for r in val]))

@@ -88,6 +88,11 @@ class RankerConfig:
     # the encoder's top layers the prior fine-tunes (of MiniLM's 6); 4 in the shipped checkpoint (2 before
     # 2026-12-06: 4 ranked every left-out source better, docs/predictor.md "More layers")
     prior_layers: int = 4
+    # what the prior reads: "minilm" (the bundled sentence encoder, its top `prior_layers` tuned) or
+    # "served-model" (the served LLM's own hidden states at the end of the prompt, frozen, with a small head;
+    # llm_states.py). Left out, the served model's states ranked every source's admissions at or above the
+    # two-sample noise ceiling (docs/predictor.md, "The served model's own states").
+    prior_encoder: str = "minilm"
     # with the prior: predict each ADMISSION by the prior's score alone (isotonic to tokens on the validation
     # admissions), the re-predictions by the head. Left out, the prior alone ranks admissions better than the
     # head that reads it among its other inputs (docs/predictor.md, "Admission by the prior").

@@ -97,11 +97,11 @@ def train_ranker_checkpoint(
     splits = split_in_distribution(records)
     prior = None
     if config.use_prompt_prior:
-        from elis.predictor.prompt_prior import prior_config, train_prompt_prior
+        from elis.predictor.prompt_prior import prior_backbone, prior_config, train_prompt_prior
 
         prior = train_prompt_prior(cache.encoder, splits, prior_config(config.prior_epochs, config.prior_layers),
                                    progress=log.info,
-                                   embed_texts=cache.embed_texts)
+                                   embed_texts=cache.embed_texts, backbone=prior_backbone(config.prior_encoder))
     train = arrays_of(cache, flatten(splits["train"]), config, prior)
     val = arrays_of(cache, flatten(splits["val"]), config, prior)
     ranker, info = train_ranker(train, val, config, cache.encoder.dim)

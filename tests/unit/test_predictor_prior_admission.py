@@ -65,7 +65,9 @@ def test_the_served_ranker_admits_by_the_prior_and_an_older_checkpoint_by_its_he
     from elis.predictor.serving import LengthPredictor, default_checkpoint_path
 
     checkpoint = load_checkpoint(default_checkpoint_path())
-    assert checkpoint.metadata["admission_calibration"] and checkpoint.metadata["prompt_prior"]["top_layers"] == 4
+    # since 2026-12-07 the shipped prior reads the served model's own states (docs/predictor.md)
+    assert checkpoint.metadata["admission_calibration"] and checkpoint.metadata["prompt_prior"]["backbone"] == \
+        "served-model" and checkpoint.metadata["ranker_config"]["prior_encoder"] == "served-model"
     encoder = load_encoder(checkpoint.metadata["encoder"])
     served = LengthPredictor(encoder, checkpoint)
     older = LengthPredictor(encoder, replace(checkpoint, metadata={
@@ -94,6 +96,7 @@ def test_an_older_checkpoint_keeps_the_config_it_was_trained_with():
     config = ranker_of(old).config
     assert config.use_prompt_prior and not config.admit_by_prior and config.prior_layers == 2
     assert ranker_of(old).admission is None
+    assert ranker_of(old).config.prior_encoder == "minilm"  # what every prior read before 2026-12-07
     new = Checkpoint(head=None, metadata={"kind": "ranker", "ranker_config": {"use_prompt_prior": True,
                                                                               "admit_by_prior": True,
                                                                               "prior_layers": 4}})

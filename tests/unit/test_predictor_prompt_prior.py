@@ -113,3 +113,32 @@ def test_a_served_ranker_with_a_prior_scores_each_prompt_once_and_updates_keep_t
     assert result.accepted
     before, after = load_checkpoint(path).prompt_prior, load_checkpoint(tmp_path / "v2.pt").prompt_prior
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.slow
+def test_a_prior_over_the_served_models_states_stores_only_its_head_and_serves_the_same_scores(
+        tmp_path: Path, encoder, records):
+    from elis.predictor.ranker_train import train_ranker_checkpoint
+    from elis.predictor.serving import LengthPredictor
+    from elis.predictor.training import EmbeddingCache
+
+    config = RankerConfig(max_epochs=5, use_prompt_prior=True, prior_encoder="served-model")
+    path, metadata = train_ranker_checkpoint(records, tmp_path / "predictor.pt",
+                                             EmbeddingCache(encoder, tmp_path / "cache", 96), config, [])
+    prior_meta = metadata["prompt_prior"]
+    assert prior_meta["backbone"] == "served-model" and prior_meta["top_layers"] == 0
+    assert prior_meta["val_tau"] > 0.3  # the fake records' long asks are long
+    loaded = load_checkpoint(path)
+    assert loaded.prompt_prior and all(k.startswith("head.") for k in loaded.prompt_prior)  # no model weights
+    predictor = LengthPredictor(encoder, loaded, path)
+    long_ask, short_ask = "Write a detailed essay about the moon.", "Give one word for the moon."
+    admitted = predictor.predict([PredictionInput(long_ask), PredictionInput(short_ask)])
+    assert admitted[0] > admitted[1]
+
+
+def test_an_unknown_prior_encoder_is_refused_by_name():
+    from elis.predictor.prompt_prior import prior_backbone
+
+    assert prior_backbone("minilm") is None
+    with pytest.raises(ValueError, match="unknown prior encoder 'gpt'"):
+        prior_backbone("gpt")
