@@ -90,8 +90,8 @@ class RankerConfig:
     prior_layers: int = 4
     # what the prior reads: "minilm" (the bundled sentence encoder, its top `prior_layers` tuned) or
     # "served-model" (the served LLM's own hidden states at the end of the prompt, frozen, with a small head;
-    # llm_states.py). Left out, the served model's states ranked every source's admissions at or above the
-    # two-sample noise ceiling (docs/predictor.md, "The served model's own states").
+    # llm_states.py). Left out, the served model's states ranked every source's admissions at 0.99-1.43 of the
+    # two-sample noise ceiling (docs/predictor.md, "The default since 2026-12-07").
     prior_encoder: str = "minilm"
     # with the prior: predict each ADMISSION by the prior's score alone (isotonic to tokens on the validation
     # admissions), the re-predictions by the head. Left out, the prior alone ranks admissions better than the
