@@ -6,7 +6,8 @@ Probing an LLM's own states for its output length is the idea of TRAIL (Shahout 
 "response length perception" line of work. This module reads those states with transformers, on the CPU, from
 the model folder `elis models prepare` builds (no download), and exposes the encoder interface the admission
 study uses (`name`, `dim`, `max_length`, `tokenizer`, `encode`), so `finetune-encoder --encoder served-model`
-compares it with MiniLM's frozen head on the same folds.
+compares it with MiniLM's frozen head on the same folds; the served prompt prior (`prompt_prior.StatesPrior`)
+reads the same features.
 
 Features, per chosen layer: the last prompt token's state and the mean over the prompt's tokens, each passed
 through the model's final RMSNorm (an intermediate residual stream carries a few huge dimensions; the norm puts

@@ -10,6 +10,11 @@ which ranks left-out sources better than the head that reads it among its other 
 to remaining tokens, so admissions and re-predictions stay on one scale (issue 8: a newcomer's admission
 prediction is compared with running jobs' re-predictions).
 
+Since 2026-12-07 the shipped prior is a `StatesPrior`: the same kind of head over the SERVED model's own hidden
+states at the end of the prompt (llm_states.py), frozen; left out, it ranks admissions at 0.99-1.43 of the noise
+ceiling where the tuned MiniLM reached 0.65-0.77 (docs/predictor.md). Only its head is stored; the model is the
+bundled one. `RankerConfig.prior_encoder` chooses ("served-model" or "minilm").
+
 Stored inside the ranker checkpoint (`checkpoint.py`, key "prompt_prior"): only the tuned top layers and the
 head (about 7 M parameters, 14 MB in float16 with four layers); the bottom layers come from the bundled
 encoder, which the checkpoint already names. Cost at serving: one more encoder pass per prompt, at admission
