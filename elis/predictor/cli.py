@@ -417,14 +417,9 @@ def _study_encoder(name: str, state_layers: list[int]):
 
     if name == "minilm":
         return load_encoder("")
-    from elis.config import Settings
-    from elis.models_prepare import prepare_default_model
     from elis.predictor.llm_states import load_served_model_states
 
-    settings = Settings()
-    folder = Path(settings.model) if settings.model and Path(settings.model).is_dir() else \
-        prepare_default_model(settings.models_dir)
-    return load_served_model_states(folder, tuple(state_layers))
+    return load_served_model_states(layers=tuple(state_layers))  # the bundled model, as the served prior reads
 
 
 @predictor_app.command(short_help="Refit from finished jobs; keep only if it ranks better.")

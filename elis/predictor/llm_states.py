@@ -123,13 +123,15 @@ def load_served_model_states(model_dir: Path | None = None, layers: tuple[int, .
     return ServedModelStates(model=model, tokenizer=tokenizer, layers=chosen, memo={} if memo else None)
 
 
-_SHARED: dict[tuple[int, ...], ServedModelStates] = {}
+_SHARED: dict[tuple[tuple[int, ...], bool], ServedModelStates] = {}
 
 
-def shared_served_model_states(layers: tuple[int, ...]) -> ServedModelStates:
-    """One process-wide reader of the bundled model's states per layer choice (no memo): a hot reload of the
-    predictor, or a second predictor in the process, reuses the loaded model instead of loading 540 MB again."""
-    if layers not in _SHARED:
-        _SHARED[layers] = load_served_model_states(layers=layers)
-    return _SHARED[layers]
-
+def shared_served_model_states(layers: tuple[int, ...] = (), memo: bool = False) -> ServedModelStates:
+    """One process-wide reader of the bundled model's states per layer choice: a hot reload of the predictor,
+    or a second predictor in the process, reuses the loaded model instead of loading 540 MB again. `memo`
+    (training: every prompt is read in several passes and folds) gets its own reader that keeps every text's
+    features; serving's has none (the predictor's LRU cache bounds its memory)."""
+    key = (tuple(layers), memo)
+    if key not in _SHARED:
+        _SHARED[key] = load_served_model_states(layers=tuple(layers), memo=memo)
+    return _SHARED[key]

@@ -122,9 +122,6 @@ class StatesPrior:
                 **{k: v for k, v in self.info.items() if isinstance(v, (int, float, str, list))}}
 
 
-_BACKBONES: dict[str, Any] = {}
-
-
 def prior_backbone(name: str):
     """What a prior of this kind reads besides the ranker's encoder: None for "minilm" (the encoder itself);
     for "served-model", the served model's states, loaded once per process and memoized by text (a training
@@ -133,11 +130,9 @@ def prior_backbone(name: str):
         return None
     if name != SERVED_MODEL_ENCODER:
         raise ValueError(f"unknown prior encoder {name!r}: 'minilm' or {SERVED_MODEL_ENCODER!r}")
-    if name not in _BACKBONES:
-        from elis.predictor.llm_states import load_served_model_states
+    from elis.predictor.llm_states import shared_served_model_states
 
-        _BACKBONES[name] = load_served_model_states(memo=True)
-    return _BACKBONES[name]
+    return shared_served_model_states(memo=True)
 
 
 def prior_from_model(model: AdmissionModel, info: dict[str, Any] | None = None) -> PromptPrior:
