@@ -42,6 +42,12 @@ REPREDICT_SECONDS = Histogram(
     "elis_worker_reprediction_seconds", "Re-prediction latency after a window", buckets=_PREDICT_BUCKETS
 )
 YIELDS = Counter("elis_worker_yields_total", "Windows after which the job yielded its slot (re-queued)")
+PRIOR_SCORES = Counter(
+    "elis_worker_prior_scores_total",
+    "Prompt prior scores a re-prediction needed, by source: carried from the job's admission, or computed here "
+    "(a pass of the prompt through the served model; the API and worker run different priors, or none was carried)",
+    ["source"],
+)
 DELIVERIES = Counter(
     "elis_worker_deliveries_total",
     "Window messages received, by whether RabbitMQ redelivered",
@@ -84,6 +90,12 @@ def observe_window(compute_s: float, num_tokens: int, predict_s: float | None, y
             YIELDS.inc()
     except Exception:  # never let an observer break a window
         log.exception("recording window metrics failed")
+
+
+def observe_prior_scores(source: str, amount: int) -> None:
+    """Prompt prior scores taken from admission ("carried") or computed in this process ("computed")."""
+    if amount:
+        PRIOR_SCORES.labels(source=source).inc(amount)
 
 
 def observe_outcome(outcome: str, amount: int = 1) -> None:

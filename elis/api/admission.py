@@ -10,10 +10,11 @@ answer (an HTTP error for the route, an error-file line for a batch).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from elis import clock
 from elis.api.auth import Caller
+from elis.api.deps import AdmissionPrediction
 from elis.api.schemas import JobAccepted, JobCreate
 from elis.config import Settings
 from elis.storage import jobs as store
@@ -110,13 +111,15 @@ def _check_fits(settings: Settings, vocab_size: int, body: JobCreate, prompt_ids
         )
 
 
-def _initial_prediction(settings: Settings, state, body: JobCreate, max_tokens: int) -> float | None:
+def _initial_prediction(settings: Settings, state, body: JobCreate, max_tokens: int) -> AdmissionPrediction | None:
     # Shadow predictions: every job gets one when a predictor is loaded, whatever the policy, so the quality
     # guard can judge the predictor on this traffic (also while it holds the order at FCFS).
     if not (settings.shadow_predictions or state.scheduler.needs_prediction()):
         return None
     prediction = state.predictor.predict(body.prompt_text(), max_tokens, body.temperature)
-    return None if prediction is None else min(max(prediction, 0.0), float(max_tokens))
+    if prediction is None:
+        return None
+    return replace(prediction, tokens=min(max(prediction.tokens, 0.0), float(max_tokens)))
 
 
 def _check_tenant_limits(session, caller: Caller, max_tokens: int) -> None:
@@ -136,7 +139,7 @@ def _check_tenant_limits(session, caller: Caller, max_tokens: int) -> None:
                                     "finish or lower max_tokens", retry_after_s=TENANT_RETRY_AFTER_S)
 
 
-def _store_and_publish(settings: Settings, state, new: store.NewJob, prediction: float | None,
+def _store_and_publish(settings: Settings, state, new: store.NewJob, admission: AdmissionPrediction | None,
                        caller: Caller) -> JobAccepted:
     """Store the job, then publish its first window. A failed publish leaves the job stored and queued:
     the reconciler publishes it later, so the job is never lost."""
@@ -144,7 +147,10 @@ def _store_and_publish(settings: Settings, state, new: store.NewJob, prediction:
     url = settings.resolved_database_url
     with session_scope(url) as session:
         _check_tenant_limits(session, caller, new.max_tokens)
-        job = store.create_job(session, new=new, now=now, initial_prediction=prediction)
+        job = store.create_job(session, new=new, now=now,
+                               initial_prediction=admission.tokens if admission is not None else None,
+                               prior_score=admission.prior_score if admission is not None else None,
+                               prior_fingerprint=admission.prior_fingerprint if admission is not None else None)
         # The same scheduler (level edges, guard, aging) as every worker: admissions and continuations share
         # one queue.
         priority = stored_job_priority(job, state.scheduler, now)
@@ -157,6 +163,6 @@ def _store_and_publish(settings: Settings, state, new: store.NewJob, prediction:
         log.error("publishing job %s failed (%s); the reconciler will re-publish it", job_id, exc)
     return JobAccepted(
         id=job_id, status=JobStatus.QUEUED.value, policy=new.policy, ordering=state.scheduler.ordering(new.policy),
-        initial_prediction=prediction,
+        initial_prediction=admission.tokens if admission is not None else None,
         priority=priority, url=f"/v1/jobs/{job_id}",
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -52,6 +53,16 @@ class Tokenizer:
         return list(self._tokenizer.encode(text, add_special_tokens=True))
 
 
+@dataclass(frozen=True)
+class AdmissionPrediction:
+    """A job's predicted length at admission, and the prompt prior's score that went into it (stored with the
+    job, so a worker of the same checkpoint version need not read the prompt through the served model again)."""
+
+    tokens: float
+    prior_score: float | None = None
+    prior_fingerprint: str | None = None
+
+
 class AdmissionPredictor:
     """Loads the length predictor on first use; a failure is logged and counted, never raised to the caller."""
 
@@ -78,7 +89,8 @@ class AdmissionPredictor:
                     log.error("length predictor unavailable at admission: %s", exc)
             return self._predictor
 
-    def predict(self, prompt: str, max_tokens: int | None = None, temperature: float | None = None) -> float | None:
+    def predict(self, prompt: str, max_tokens: int | None = None,
+                temperature: float | None = None) -> AdmissionPrediction | None:
         predictor = self.get()
         if predictor is None:
             return None
@@ -88,8 +100,12 @@ class AdmissionPredictor:
             # the temperature, as the worker passes it at every window: a ranker trained with the greedy flag
             # reads it at admission too
             item = PredictionInput(prompt=prompt, max_tokens=max_tokens, temperature=temperature)
-            return float(predictor.predict([item])[0])
+            tokens = float(predictor.predict([item])[0])
+            prior = predictor.prior_score(prompt)  # cached by the prediction just made
         except Exception:
             self.failures += 1
             log.exception("initial prediction failed; the job falls back to FCFS order")
             return None
+        if prior is None:
+            return AdmissionPrediction(tokens)
+        return AdmissionPrediction(tokens, prior_score=prior[0], prior_fingerprint=prior[1])

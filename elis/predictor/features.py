@@ -44,6 +44,11 @@ class PredictionInput:
     max_tokens: int | None = None
     # The job's sampling temperature, when known (0: greedy; the loop rule trusts a greedy loop fully).
     temperature: float | None = None
+    # The prompt prior's score of this prompt from admission, and that prior's fingerprint
+    # (`serving.prior_fingerprint`): a predictor with the same prior reuses it instead of reading the prompt
+    # again (the served model's states pass costs about a second on a CPU; the API pays it once per job).
+    prior_score: float | None = None
+    prior_fingerprint: str | None = None
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ Default checkpoint, first found: `ELIS_PREDICTOR_CHECKPOINT`; `<cache_dir>/predi
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import queue
 import threading
@@ -28,9 +30,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from elis import metrics
 from elis.predictor.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from elis.predictor.encoder import Encoder, EncoderUnavailable, load_encoder
-from elis.predictor.features import PredictionInput, cap_remaining, join_text
+from elis.predictor.features import PredictionInput, cap_remaining, join_text, prompt_head
 from elis.predictor.loops import LoopRule
 from elis.predictor.training import features_of
 from elis.scheduling.levels import PriorityLevels
@@ -97,6 +100,18 @@ def checkpoint_version(path: Path) -> tuple[int, int]:
     return stat.st_mtime_ns, stat.st_size
 
 
+def prior_fingerprint(checkpoint: Checkpoint) -> str | None:
+    """A short hash of the checkpoint's prompt prior (its description and tensors); None without one. An update
+    (`elis predictor update`) keeps the prior, so its scores stay valid across versions; a retrained one differs."""
+    if not checkpoint.prompt_prior:
+        return None
+    digest = hashlib.sha256(json.dumps(checkpoint.metadata.get("prompt_prior"), sort_keys=True, default=str).encode())
+    for name in sorted(checkpoint.prompt_prior):
+        digest.update(name.encode())
+        digest.update(checkpoint.prompt_prior[name].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 class LengthPredictor:
     """Predicts a job's remaining tokens from its prompt and partial output (a frozen encoder + a head).
 
@@ -131,12 +146,14 @@ class LengthPredictor:
         self._prompt_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
         self._prompt_priors: OrderedDict[str, float] = OrderedDict()
         self._prior = self._prior_of(checkpoint, encoder)
+        self._prior_fingerprint = prior_fingerprint(checkpoint)
         self._calibration = self._calibration_of(checkpoint)
         self._admission = self._calibration_of(checkpoint, "admission_calibration")
         self.watch = watch and path is not None
         self.reload_s = reload_s
         self.follow_default = follow_default
         self.reloads = 0
+        self.carried_priors = 0  # prior scores taken from the items (computed at admission) instead of computed
         self._version = checkpoint_version(path) if self.watch else None
         self._next_check = time.monotonic() + reload_s
 
@@ -223,6 +240,7 @@ class LengthPredictor:
             self._prompt_priors.clear()
             self.encoder, self.checkpoint, self.path, self._version = encoder, loaded, path, version
             self._prior = prior
+            self._prior_fingerprint = prior_fingerprint(loaded)
             self._levels = PriorityLevels(tuple(float(e) for e in loaded.metadata["edges"]))
             self._calibration = self._calibration_of(loaded)
             self._admission = self._calibration_of(loaded, "admission_calibration")
@@ -250,12 +268,43 @@ class LengthPredictor:
 
     def _prior_scores(self, heads: list[str]) -> np.ndarray:
         """The prompt prior's scores of prompt heads (cached)."""
-        return np.array(self._cached(self._prompt_priors, heads, self._prior.score), dtype=np.float32)
+        return np.array(self._cached(self._prompt_priors, heads, self._score_prior), dtype=np.float32)
+
+    def _score_prior(self, heads: list[str]) -> np.ndarray:
+        metrics.observe_prior_scores("computed", len(heads))
+        return self._prior.score(heads)
+
+    def _head_of(self, prompt: str) -> str:
+        return prompt_head(self.encoder.tokenizer, prompt, self.encoder.max_length)
+
+    def _reuse_carried_priors(self, items: Sequence[PredictionInput]) -> None:
+        """Seed the prior cache with the scores the items carry from admission, when this prior made them."""
+        carried = 0
+        for item in items:
+            if item.prior_score is not None and item.prior_fingerprint == self._prior_fingerprint:
+                head = self._head_of(item.prompt)
+                if head not in self._prompt_priors:
+                    self._prompt_priors[head] = float(item.prior_score)
+                    carried += 1
+        self.carried_priors += carried
+        metrics.observe_prior_scores("carried", carried)
+
+    def prior_score(self, prompt: str) -> tuple[float, str] | None:
+        """The prompt prior's score of `prompt` and the prior's fingerprint (to carry with the job, see
+        `PredictionInput.prior_score`); None when the checkpoint has no prior. Cached: after `predict` of the
+        same prompt it costs a dictionary lookup."""
+        with self._lock:
+            if self.checkpoint.kind != "ranker" or self._prior is None:
+                return None
+            score = self._cached(self._prompt_priors, [self._head_of(prompt)], self._score_prior)[0]
+            return float(score), self._prior_fingerprint
 
     def _ranker_scores(self, items: Sequence[PredictionInput]) -> np.ndarray:
         from elis.predictor.ranker import ranker_inputs
 
         meta = self.metadata
+        if self._prior is not None:
+            self._reuse_carried_priors(items)
         # The inputs training builds (ranker_inputs); only the prompts' vectors come from the LRU cache.
         x = ranker_inputs(
             self._embed_prompt_heads, self.encoder.tokenizer, self.encoder.max_length, items,

@@ -50,7 +50,9 @@ class NewJob:
     custom_id: str | None = None
 
 
-def create_job(session: Session, *, new: NewJob, now: datetime, initial_prediction: float | None = None) -> Job:
+def create_job(session: Session, *, new: NewJob, now: datetime, initial_prediction: float | None = None,
+               prior_score: float | None = None, prior_fingerprint: str | None = None) -> Job:
+    """A new queued job; `prior_score` is the prompt prior's score from admission, by checkpoint `prior_fingerprint`."""
     job = Job(
         policy=new.policy,
         workload=new.workload,
@@ -72,6 +74,8 @@ def create_job(session: Session, *, new: NewJob, now: datetime, initial_predicti
         num_prompt_tokens=len(new.prompt_ids),
         initial_prediction=initial_prediction,
         latest_prediction=initial_prediction,
+        prior_score=prior_score,
+        prior_fingerprint=prior_fingerprint,
         arrival_at=now,
         enqueued_at=now,
         progress_at=now,

@@ -104,6 +104,10 @@ class Job(Base):
 
     initial_prediction: Mapped[float | None] = mapped_column(Float)
     latest_prediction: Mapped[float | None] = mapped_column(Float)
+    # The prompt prior's score at admission and the prior's fingerprint: a worker with the same prior reuses it
+    # rather than reading the prompt through the served model again.
+    prior_score: Mapped[float | None] = mapped_column(Float)
+    prior_fingerprint: Mapped[str | None] = mapped_column(String(64))
     num_prediction_failures: Mapped[int] = mapped_column(Integer, default=0)
 
     arrival_at: Mapped[datetime] = mapped_column(UTCDateTime)

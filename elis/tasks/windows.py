@@ -50,6 +50,9 @@ class JobSnapshot:
     # The worker that ran the job's last window (None before its first): a resume on the same worker may
     # find the context in its prefix cache.
     last_worker: str | None = None
+    # The prompt prior's score at admission, and the prior's fingerprint (see PredictionInput).
+    prior_score: float | None = None
+    prior_fingerprint: str | None = None
 
     @property
     def token_budget(self) -> int:
@@ -84,6 +87,8 @@ class JobSnapshot:
             true_output_tokens=job.true_output_tokens,
             service_s=job.service_s or 0.0,
             last_worker=max(job.windows, key=lambda w: w.index).worker if job.windows else None,
+            prior_score=job.prior_score,
+            prior_fingerprint=job.prior_fingerprint,
         )
 
 
@@ -254,7 +259,8 @@ def _prediction_input(job: JobSnapshot, text: str, num_generated: int):
     from elis.predictor.serving import PredictionInput
 
     return PredictionInput(prompt=job.prompt, output_text=text, num_generated=num_generated, max_tokens=job.max_tokens,
-                           temperature=job.sampling.temperature)
+                           temperature=job.sampling.temperature, prior_score=job.prior_score,
+                           prior_fingerprint=job.prior_fingerprint)
 
 
 @celery_app.task(name=RUN_WINDOW_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)

@@ -49,6 +49,10 @@ def test_worker_and_api_metrics_move_as_jobs_run_yield_and_are_repredicted(stack
     assert moved(worker_before, worker_after, "elis_worker_windows_total", outcome="run") == num_windows
     assert moved(worker_before, worker_after, "elis_worker_yields_total") >= 1
     assert moved(worker_before, worker_after, "elis_worker_reprediction_seconds_count") >= 1
+    # the re-predictions read the prompt prior's score the API stored with each job: the worker never passes a
+    # prompt through the served model itself
+    assert moved(worker_before, worker_after, "elis_worker_prior_scores_total", source="carried") >= 1
+    assert moved(worker_before, worker_after, "elis_worker_prior_scores_total", source="computed") == 0
     assert moved(worker_before, worker_after, "elis_worker_deliveries_total", redelivered="false") >= 4
     assert moved(worker_before, worker_after, "elis_worker_batch_occupancy_count") > 0
     assert worker_after[("elis_worker_output_tokens_per_second", ())] > 0

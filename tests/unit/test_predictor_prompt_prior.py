@@ -88,9 +88,11 @@ def test_a_trained_prior_ranks_long_asks_first_and_survives_the_checkpoint(tmp_p
 @pytest.mark.slow
 def test_a_served_ranker_with_a_prior_scores_each_prompt_once_and_updates_keep_the_prior(tmp_path: Path, encoder,
                                                                                           records):
+    from dataclasses import replace
+
     from elis.predictor.online import update_checkpoint
     from elis.predictor.ranker_train import train_ranker_checkpoint
-    from elis.predictor.serving import LengthPredictor
+    from elis.predictor.serving import LengthPredictor, prior_fingerprint
     from elis.predictor.training import EmbeddingCache
 
     cache = EmbeddingCache(encoder, tmp_path / "cache", 96)
@@ -108,11 +110,27 @@ def test_a_served_ranker_with_a_prior_scores_each_prompt_once_and_updates_keep_t
     predictor.predict([PredictionInput(long_ask, "the sea is " * 20, 50)])
     assert first[0] > first[1]
     assert calls == [2]  # at admission only; the re-prediction reads the cached score
+    # A worker's predictor (another process) reuses the score the API stored with the job, when their priors
+    # match: the same predictions with no pass of the prompt through the prior; a foreign fingerprint is ignored.
+    score_at_admission, fingerprint = predictor.prior_score(long_ask)
+    assert calls == [2] and fingerprint == prior_fingerprint(load_checkpoint(path))
+    worker = LengthPredictor(encoder, load_checkpoint(path), path)
+    worker_calls = []
+    worker_score = worker._prior.score
+    worker._prior.score = lambda texts: (worker_calls.append(len(texts)), worker_score(texts))[1]
+    later = PredictionInput(long_ask, "the sea is " * 20, 50)
+    carried = worker.predict([replace(later, prior_score=score_at_admission, prior_fingerprint=fingerprint)])
+    assert worker_calls == [] and worker.carried_priors == 1
+    assert carried == pytest.approx(predictor.predict([later]))
+    foreign = worker.predict([replace(later, prompt=short_ask, prior_score=99.0, prior_fingerprint="0" * 16)])
+    assert worker_calls == [1] and foreign == pytest.approx(predictor.predict([replace(later, prompt=short_ask)]))
     # an accepted update rewrites the head and calibration, and carries the prior over unchanged
     result = update_checkpoint(path, records[:120], cache, out_path=tmp_path / "v2.pt", min_gain=-1.0)
     assert result.accepted
     before, after = load_checkpoint(path).prompt_prior, load_checkpoint(tmp_path / "v2.pt").prompt_prior
     assert all(torch.equal(before[k], after[k]) for k in before)
+    # so scores carried by jobs admitted under version 1 stay valid under version 2
+    assert prior_fingerprint(load_checkpoint(tmp_path / "v2.pt")) == fingerprint
 
 
 @pytest.mark.slow

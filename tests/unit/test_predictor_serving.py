@@ -139,3 +139,21 @@ def test_a_head_with_an_embedding_projection_round_trips(tmp_path: Path):
     # The projection is the embedding's top principal directions: orthonormal columns.
     gram = loaded.head.projection.T @ loaded.head.projection
     assert torch.allclose(gram, torch.eye(3), atol=1e-4)
+
+
+def test_the_prior_fingerprint_follows_the_prior_not_the_checkpoints_version():
+    """Workers reuse the admission's prior score only when their prior is the API's: an update (new version, same
+    prior) keeps the fingerprint, a retrained prior changes it, a checkpoint without a prior has none."""
+    from elis.predictor.checkpoint import Checkpoint
+    from elis.predictor.serving import prior_fingerprint
+
+    tensors = {"head.0.weight": torch.arange(6, dtype=torch.float32).reshape(2, 3), "head.0.bias": torch.zeros(2)}
+    meta = {"kind": "ranker", "version": 1, "prompt_prior": {"backbone": "served-model", "hidden": 2}}
+    first = prior_fingerprint(Checkpoint(head=None, metadata=meta, prompt_prior=tensors))
+    updated = prior_fingerprint(Checkpoint(head=None, metadata={**meta, "version": 2},
+                                           prompt_prior={k: v.clone() for k, v in tensors.items()}))
+    retrained = prior_fingerprint(Checkpoint(head=None, metadata=meta,
+                                             prompt_prior={**tensors, "head.0.bias": torch.ones(2)}))
+    assert first is not None and len(first) == 16
+    assert updated == first != retrained
+    assert prior_fingerprint(Checkpoint(head=None, metadata={"kind": "ranker"}, prompt_prior=None)) is None
