@@ -98,7 +98,7 @@ def serve(
     # Load the tokenizer and the predictor before answering, so the first jobs do not wait for them.
     api.state.tokenizer()
     if settings.shadow_predictions or api.state.scheduler.needs_prediction():
-        api.state.predictor.get()
+        api.state.predictor.warm()
     uvicorn.run(api, host=settings.api_host, port=settings.api_port, log_level="warning")
 
 

@@ -89,6 +89,12 @@ class AdmissionPredictor:
                     log.error("length predictor unavailable at admission: %s", exc)
             return self._predictor
 
+    def warm(self) -> None:
+        """Load the predictor and predict once (the prompt prior's model loads at its first score), so the first
+        admitted job waits for neither."""
+        if self.get() is not None:
+            self.predict("Hello.")
+
     def predict(self, prompt: str, max_tokens: int | None = None,
                 temperature: float | None = None) -> AdmissionPrediction | None:
         predictor = self.get()

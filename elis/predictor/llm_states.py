@@ -16,7 +16,9 @@ every layer on the scale the LM head reads) and L2-normalized, then concatenated
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,3 +137,39 @@ def shared_served_model_states(layers: tuple[int, ...] = (), memo: bool = False)
     if key not in _SHARED:
         _SHARED[key] = load_served_model_states(layers=tuple(layers), memo=memo)
     return _SHARED[key]
+
+
+class LazyServedModelStates:
+    """The bundled model's states reader, loaded at its first use (then shared process-wide, as
+    `shared_served_model_states`): serving builds the prompt prior on it, so a worker whose jobs all carry their
+    admission prior score (`PredictionInput.prior_score`) never loads the 540 MB model."""
+
+    def __init__(self, layers: tuple[int, ...], hidden_size: int) -> None:
+        self.layers = tuple(layers)
+        self.dim = 2 * len(self.layers) * int(hidden_size)
+        self._lock = threading.Lock()
+        self._states: ServedModelStates | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._states is not None
+
+    def load(self) -> ServedModelStates:
+        with self._lock:
+            if self._states is None:
+                self._states = shared_served_model_states(self.layers)
+        return self._states
+
+    @property
+    def model(self):
+        return self.load().model
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return self.load().encode(texts)
+
+
+def bundled_model_hidden_size() -> int:
+    """The bundled model's hidden size, from its config (no weights loaded)."""
+    config = json.loads((bundled_model_dir() / "config.json").read_text())
+    return int(config["hidden_size"])
+

@@ -144,14 +144,17 @@ def prior_from_model(model: AdmissionModel, info: dict[str, Any] | None = None) 
 
 def load_prior(encoder, metadata: dict[str, Any], state: dict[str, torch.Tensor]) -> PromptPrior | StatesPrior:
     """Rebuild the prior over `encoder` (the checkpoint's bundled encoder) from a stored state; a prior over
-    the served model's states loads the bundled model (its states are what the head was trained on)."""
+    the served model's states reads the bundled model (its states are what the head was trained on), loaded at
+    its first score."""
     if metadata.get("backbone") == SERVED_MODEL_ENCODER:
-        from elis.predictor.llm_states import shared_served_model_states
+        from elis.predictor.llm_states import LazyServedModelStates, bundled_model_hidden_size
 
-        states = shared_served_model_states(tuple(int(i) for i in metadata["state_layers"]))
-        if int(states.model.config.hidden_size) != int(metadata["model_hidden"]):
+        hidden_size = bundled_model_hidden_size()
+        if hidden_size != int(metadata["model_hidden"]):
             raise ValueError(f"the prior wants a model of width {metadata['model_hidden']}, "
-                             f"the bundled one has {states.model.config.hidden_size}")
+                             f"the bundled one has {hidden_size}")
+        # loaded at the first score: a worker given every job's admission score never needs the model
+        states = LazyServedModelStates(tuple(int(i) for i in metadata["state_layers"]), hidden_size)
         return StatesPrior(states, _head(states.dim, int(metadata["hidden"]), state), dict(metadata))
     top_layers = int(metadata["top_layers"])
     bert = copy.deepcopy(encoder.model.model)

@@ -55,3 +55,31 @@ def test_the_study_refuses_an_unknown_encoder_or_tuning_the_served_model(args, m
 
     result = CliRunner().invoke(app, ["predictor", "finetune-encoder", "--held-out", "gsm8k", *args])
     assert result.exit_code == 2 and message in result.output
+
+
+@pytest.mark.slow
+def test_a_worker_given_the_admission_scores_never_loads_the_served_model():
+    """The shipped predictor reads the served model lazily: a predictor fed each job's admission prior score (as
+    the worker is) re-predicts without loading it, and loads it at the first prompt that carries none; its
+    scores are then the API's."""
+    from elis.predictor.checkpoint import load_checkpoint
+    from elis.predictor.encoder import load_encoder
+    from elis.predictor.features import PredictionInput
+    from elis.predictor.llm_states import LazyServedModelStates
+    from elis.predictor.serving import LengthPredictor, default_checkpoint_path
+
+    checkpoint = load_checkpoint(default_checkpoint_path())
+    encoder = load_encoder(checkpoint.metadata["encoder"])
+    api, worker = LengthPredictor(encoder, checkpoint), LengthPredictor(encoder, checkpoint)
+    lazy = worker._prior.states
+    assert isinstance(lazy, LazyServedModelStates) and not lazy.loaded
+    prompts = ["Explain photosynthesis in detail.", "Say hi."]
+    api.predict([PredictionInput(p, max_tokens=512) for p in prompts])
+    carried = [api.prior_score(p) for p in prompts]
+    later = [PredictionInput(p, "Plants use light and ", 50, max_tokens=512) for p in prompts]
+    with_scores = [PredictionInput(i.prompt, i.output_text, i.num_generated, i.max_tokens, prior_score=score,
+                                   prior_fingerprint=fingerprint) for i, (score, fingerprint) in zip(later, carried)]
+    assert worker.predict(with_scores[:1]) == pytest.approx(api.predict(later[:1]))
+    assert not lazy.loaded and worker.carried_priors == 1
+    assert worker.predict(later[1:]) == pytest.approx(api.predict(later[1:]))  # no score carried: computed here
+    assert lazy.loaded and worker.carried_priors == 1
