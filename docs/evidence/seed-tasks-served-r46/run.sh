@@ -13,3 +13,10 @@ psql -h 127.0.0.1 -U postgres -d elis_ev45 -c "select j.workload, (w.index = 0) 
     round(avg(w.predict_s)::numeric, 3) as mean_predict_s, round(max(w.predict_s)::numeric, 3) as max_predict_s,
     count(j.prior_score) as with_admission_prior_score
   from windows w join jobs j on j.id = w.job_id where w.predict_s is not null group by 1, 2 order by 1, 2"
+psql -h 127.0.0.1 -U postgres -d elis_ev45 -c "
+with w as (select j.workload, w.* from windows w join jobs j on j.id=w.job_id)
+select workload, count(*) filter (where priority is not null) as yields,
+  round(avg(extract(epoch from started_at-enqueued_at)) filter (where index>0 and enqueued_at is not null)::numeric,2) as mean_resume_wait_s,
+  round(sum(compute_s)::numeric,1) as compute_s, round(sum(overhead_s)::numeric,1) as overhead_s, round(avg(compute_s/nullif(num_tokens,0))::numeric*1000,1) as ms_per_token_avg,
+  count(*) as windows
+from w group by 1 order by 1"
