@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from datetime import datetime
 
 from elis import clock
 from elis.api.auth import Caller
@@ -52,12 +51,7 @@ class Origin:
 
 def admit(state, settings: Settings, caller: Caller, body: JobCreate, origin: Origin | None = None) -> JobAccepted:
     """Check, store and publish one job for `caller`. Blocking (tokenizer, predictor, database): run it in a
-    worker thread. Raises AdmissionRefused.
-
-    The job arrives when admission starts, not when it is stored: the tokenizer and the length prediction (the
-    served model's pass over the prompt; a burst of arrivals waits its turn for it) are part of what its client
-    waits for, so they count in its JCT and queuing delay, under every policy alike."""
-    received = clock.now()
+    worker thread. Raises AdmissionRefused."""
     max_tokens = _max_tokens(settings, caller, body)
     raw_prompt = origin.raw_prompt if origin is not None else None
     messages = body.chat() if raw_prompt is None else []
@@ -80,8 +74,7 @@ def admit(state, settings: Settings, caller: Caller, body: JobCreate, origin: Or
         batch_id=origin.batch_id if origin is not None else None,
         custom_id=origin.custom_id if origin is not None else None,
     )
-    return _store_and_publish(settings, state, new, _initial_prediction(settings, state, body, max_tokens), caller,
-                              received)
+    return _store_and_publish(settings, state, new, _initial_prediction(settings, state, body, max_tokens), caller)
 
 
 def _max_tokens(settings: Settings, caller: Caller, body: JobCreate) -> int:
@@ -147,14 +140,14 @@ def _check_tenant_limits(session, caller: Caller, max_tokens: int) -> None:
 
 
 def _store_and_publish(settings: Settings, state, new: store.NewJob, admission: AdmissionPrediction | None,
-                       caller: Caller, received: datetime) -> JobAccepted:
-    """Store the job (arrived at `received`), then publish its first window. A failed publish leaves the job
-    stored and queued: the reconciler publishes it later, so the job is never lost."""
+                       caller: Caller) -> JobAccepted:
+    """Store the job, then publish its first window. A failed publish leaves the job stored and queued:
+    the reconciler publishes it later, so the job is never lost."""
     now = clock.now()
     url = settings.resolved_database_url
     with session_scope(url) as session:
         _check_tenant_limits(session, caller, new.max_tokens)
-        job = store.create_job(session, new=new, now=min(received, now),
+        job = store.create_job(session, new=new, now=now,
                                initial_prediction=admission.tokens if admission is not None else None,
                                prior_score=admission.prior_score if admission is not None else None,
                                prior_fingerprint=admission.prior_fingerprint if admission is not None else None)
