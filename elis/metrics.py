@@ -94,8 +94,11 @@ def observe_window(compute_s: float, num_tokens: int, predict_s: float | None, y
 
 def observe_prior_scores(source: str, amount: int) -> None:
     """Prompt prior scores taken from admission ("carried") or computed in this process ("computed")."""
-    if amount:
-        PRIOR_SCORES.labels(source=source).inc(amount)
+    try:
+        if amount:
+            PRIOR_SCORES.labels(source=source).inc(amount)
+    except Exception:  # never let an observer break a prediction
+        log.exception("recording prior score metrics failed")
 
 
 def observe_outcome(outcome: str, amount: int = 1) -> None:

@@ -149,15 +149,24 @@ class LazyServedModelStates:
         self.dim = 2 * len(self.layers) * int(hidden_size)
         self._lock = threading.Lock()
         self._states: ServedModelStates | None = None
+        self._failure: str | None = None
 
     @property
     def loaded(self) -> bool:
         return self._states is not None
 
     def load(self) -> ServedModelStates:
+        """The loaded reader. A load that failed is not tried again at every prediction (each would wait for
+        it and log it): the failure is raised at once until the predictor is reloaded."""
         with self._lock:
+            if self._failure is not None:
+                raise RuntimeError(f"the served model did not load for the prompt prior: {self._failure}")
             if self._states is None:
-                self._states = shared_served_model_states(self.layers)
+                try:
+                    self._states = shared_served_model_states(self.layers)
+                except Exception as exc:
+                    self._failure = f"{type(exc).__name__}: {exc}"
+                    raise
         return self._states
 
     @property

@@ -231,6 +231,7 @@ class LengthPredictor:
                 encoder = load_encoder(loaded.metadata["encoder"])
             self._check_encoder(encoder, loaded)
             prior = self._prior_of(loaded, encoder)
+            fingerprint = prior_fingerprint(loaded)
         except Exception as exc:  # noqa: BLE001 -- a half-written or foreign file must not stop serving
             log.warning("predictor checkpoint not reloaded: %s", exc)
             return False
@@ -240,7 +241,7 @@ class LengthPredictor:
             self._prompt_priors.clear()
             self.encoder, self.checkpoint, self.path, self._version = encoder, loaded, path, version
             self._prior = prior
-            self._prior_fingerprint = prior_fingerprint(loaded)
+            self._prior_fingerprint = fingerprint
             self._levels = PriorityLevels(tuple(float(e) for e in loaded.metadata["edges"]))
             self._calibration = self._calibration_of(loaded)
             self._admission = self._calibration_of(loaded, "admission_calibration")

@@ -83,3 +83,24 @@ def test_a_worker_given_the_admission_scores_never_loads_the_served_model():
     assert not lazy.loaded and worker.carried_priors == 1
     assert worker.predict(later[1:]) == pytest.approx(api.predict(later[1:]))  # no score carried: computed here
     assert lazy.loaded and worker.carried_priors == 1
+
+
+def test_a_lazy_reader_that_failed_to_load_fails_at_once_afterwards(monkeypatch):
+    """A model that cannot load is tried once: later predictions fail fast (the admission falls back to FCFS
+    order, the worker keeps the job's last prediction) instead of each waiting for another 540 MB load."""
+    from elis.predictor import llm_states
+
+    calls = []
+
+    def broken(layers=(), memo=False):
+        calls.append(layers)
+        raise OSError("model.safetensors is truncated")
+
+    monkeypatch.setattr(llm_states, "shared_served_model_states", broken)
+    lazy = llm_states.LazyServedModelStates((15, 22, 30), hidden_size=576)
+    assert lazy.dim == 2 * 3 * 576 and not lazy.loaded
+    with pytest.raises(OSError):
+        lazy.encode(["a prompt"])
+    with pytest.raises(RuntimeError, match="did not load for the prompt prior: OSError: model.safetensors"):
+        lazy.encode(["another prompt"])
+    assert calls == [(15, 22, 30)] and not lazy.loaded
