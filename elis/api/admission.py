@@ -145,12 +145,12 @@ def _store_and_publish(settings: Settings, state, new: store.NewJob, admission: 
     the reconciler publishes it later, so the job is never lost."""
     now = clock.now()
     url = settings.resolved_database_url
+    tokens, score, fingerprint = (admission.tokens, admission.prior_score, admission.prior_fingerprint) \
+        if admission is not None else (None, None, None)
     with session_scope(url) as session:
         _check_tenant_limits(session, caller, new.max_tokens)
-        job = store.create_job(session, new=new, now=now,
-                               initial_prediction=admission.tokens if admission is not None else None,
-                               prior_score=admission.prior_score if admission is not None else None,
-                               prior_fingerprint=admission.prior_fingerprint if admission is not None else None)
+        job = store.create_job(session, new=new, now=now, initial_prediction=tokens, prior_score=score,
+                               prior_fingerprint=fingerprint)
         # The same scheduler (level edges, guard, aging) as every worker: admissions and continuations share
         # one queue.
         priority = stored_job_priority(job, state.scheduler, now)
@@ -163,6 +163,6 @@ def _store_and_publish(settings: Settings, state, new: store.NewJob, admission: 
         log.error("publishing job %s failed (%s); the reconciler will re-publish it", job_id, exc)
     return JobAccepted(
         id=job_id, status=JobStatus.QUEUED.value, policy=new.policy, ordering=state.scheduler.ordering(new.policy),
-        initial_prediction=admission.tokens if admission is not None else None,
+        initial_prediction=tokens,
         priority=priority, url=f"/v1/jobs/{job_id}",
     )

@@ -56,7 +56,7 @@ class Tokenizer:
 @dataclass(frozen=True)
 class AdmissionPrediction:
     """A job's predicted length at admission, and the prompt prior's score that went into it (stored with the
-    job, so a worker of the same checkpoint version need not read the prompt through the served model again)."""
+    job, so a worker whose prior has the same fingerprint need not read the prompt through the served model)."""
 
     tokens: float
     prior_score: float | None = None
@@ -112,6 +112,5 @@ class AdmissionPredictor:
             self.failures += 1
             log.exception("initial prediction failed; the job falls back to FCFS order")
             return None
-        if prior is None:
-            return AdmissionPrediction(tokens)
-        return AdmissionPrediction(tokens, prior_score=prior[0], prior_fingerprint=prior[1])
+        score, fingerprint = prior or (None, None)
+        return AdmissionPrediction(tokens, prior_score=score, prior_fingerprint=fingerprint)

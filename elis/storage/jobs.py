@@ -52,7 +52,7 @@ class NewJob:
 
 def create_job(session: Session, *, new: NewJob, now: datetime, initial_prediction: float | None = None,
                prior_score: float | None = None, prior_fingerprint: str | None = None) -> Job:
-    """A new queued job; `prior_score` is the prompt prior's score from admission, by checkpoint `prior_fingerprint`."""
+    """A new queued job; `prior_score` is the prompt prior's admission score, `prior_fingerprint` that prior's."""
     job = Job(
         policy=new.policy,
         workload=new.workload,

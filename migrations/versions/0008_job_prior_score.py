@@ -17,10 +17,12 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.add_column("jobs", sa.Column("prior_score", sa.Float(), nullable=True))
-    op.add_column("jobs", sa.Column("prior_fingerprint", sa.String(length=64), nullable=True))
+    with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("prior_score", sa.Float(), nullable=True))
+        batch_op.add_column(sa.Column("prior_fingerprint", sa.String(length=64), nullable=True))
 
 
 def downgrade() -> None:
-    op.drop_column("jobs", "prior_fingerprint")
-    op.drop_column("jobs", "prior_score")
+    with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.drop_column("prior_fingerprint")
+        batch_op.drop_column("prior_score")
