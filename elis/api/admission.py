@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 from elis import clock
 from elis.api.auth import Caller
@@ -49,9 +50,12 @@ class Origin:
     raw_prompt: str | None = None
 
 
-def admit(state, settings: Settings, caller: Caller, body: JobCreate, origin: Origin | None = None) -> JobAccepted:
+def admit(state, settings: Settings, caller: Caller, body: JobCreate, origin: Origin | None = None,
+          received_at: datetime | None = None) -> JobAccepted:
     """Check, store and publish one job for `caller`. Blocking (tokenizer, predictor, database): run it in a
-    worker thread. Raises AdmissionRefused."""
+    worker thread. `received_at`: when the request came in (default: now), where its JCT counts from.
+    Raises AdmissionRefused."""
+    received_at = received_at or clock.now()
     max_tokens = _max_tokens(settings, caller, body)
     raw_prompt = origin.raw_prompt if origin is not None else None
     messages = body.chat() if raw_prompt is None else []
@@ -73,6 +77,7 @@ def admit(state, settings: Settings, caller: Caller, body: JobCreate, origin: Or
         tenant=caller.tenant,
         batch_id=origin.batch_id if origin is not None else None,
         custom_id=origin.custom_id if origin is not None else None,
+        received_at=received_at,
     )
     return _store_and_publish(settings, state, new, _initial_prediction(settings, state, body, max_tokens), caller)
 

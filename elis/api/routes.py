@@ -27,6 +27,7 @@ from elis.api.schemas import (
     WindowOut,
     clean_text,
 )
+from elis.clock import seconds_between
 from elis.models_prepare import BUNDLED_MODEL_NAME
 from elis.storage import jobs as store
 from elis.storage.db import session_scope
@@ -50,13 +51,16 @@ def _summary_fields(job: Job) -> dict:
         num_prompt_tokens=job.num_prompt_tokens,
         num_output_tokens=job.num_output_tokens,
         num_windows=job.num_windows,
+        received_at=job.received_at,
         arrival_at=job.arrival_at,
         first_started_at=job.first_started_at,
         finished_at=job.finished_at,
         finish_reason=job.finish_reason,
         initial_prediction=job.initial_prediction,
         latest_prediction=job.latest_prediction,
-        metrics=JobMetrics(jct_s=job.jct_s, queuing_delay_s=job.queuing_delay_s or 0.0, service_s=job.service_s or 0.0),
+        metrics=JobMetrics(jct_s=job.jct_s, queuing_delay_s=job.queuing_delay_s or 0.0, service_s=job.service_s or 0.0,
+                           admission_s=None if job.received_at is None
+                           else max(0.0, seconds_between(job.received_at, job.arrival_at) or 0.0)),
     )
 
 
@@ -75,7 +79,8 @@ def _detail(job: Job) -> JobDetail:
 @router.post("/v1/jobs", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted, responses=SUBMIT_ERRORS)
 async def submit_job(body: JobCreate, request: Request, settings: SettingsDep, caller: CallerDep) -> JobAccepted:
     try:
-        return await run_in_threadpool(admit, request.app.state, settings, caller, body)
+        # The receipt is taken here, not in the thread: the wait for a free thread is part of the admission wait.
+        return await run_in_threadpool(admit, request.app.state, settings, caller, body, None, clock.now())
     except AdmissionRefused as exc:
         headers = None if exc.retry_after_s is None else {"Retry-After": str(exc.retry_after_s)}
         raise HTTPException(exc.status, exc.message, headers=headers) from None

@@ -142,7 +142,11 @@ class WindowOut(BaseModel):
 
 
 class JobMetrics(BaseModel):
-    jct_s: float | None = Field(description="Job completion time: finish - arrival.")
+    jct_s: float | None = Field(description="Job completion time: finish - receipt of the request (the admission "
+                                            "wait included; finish - arrival for jobs stored before it was kept).")
+    admission_s: float | None = Field(default=None, description="Admission wait: arrival (stored and queued) - "
+                                                               "receipt of the request (tokenizing, the length "
+                                                               "prediction).")
     queuing_delay_s: float = Field(description="Total time spent waiting in the queue.")
     service_s: float = Field(description="Total time spent running windows.")
 
@@ -155,7 +159,8 @@ class JobSummary(BaseModel):
     num_prompt_tokens: int
     num_output_tokens: int
     num_windows: int
-    arrival_at: datetime
+    received_at: datetime | None = Field(default=None, description="When the API received the request.")
+    arrival_at: datetime = Field(description="When the job was stored and queued: the scheduler orders from here.")
     first_started_at: datetime | None
     finished_at: datetime | None
     finish_reason: str | None

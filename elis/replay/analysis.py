@@ -102,8 +102,8 @@ def finished_jobs(records: Sequence[LiveRecord]) -> list[guard.FinishedJob]:
             continue
         steps = guard.step_predictions(zip(live.window_tokens, live.predictions), record.num_output_tokens)
         initial = None if math.isnan(live.initial_prediction) else float(live.initial_prediction)
-        jobs.append(guard.FinishedJob(record.job_id, record.num_output_tokens, record.jct - record.queuing_delay,
-                                      initial, steps))
+        service_s = record.jct - record.admission - record.queuing_delay
+        jobs.append(guard.FinishedJob(record.job_id, record.num_output_tokens, service_s, initial, steps))
     return jobs
 
 

@@ -38,6 +38,7 @@ def _seconds(value: str | None) -> float | None:
 def record_of(detail: dict) -> JobRecord:
     """A JobRecord (the simulator's report format) from a job as GET /v1/jobs/{id} returns it."""
     arrival = _seconds(detail["arrival_at"]) or 0.0
+    received = _seconds(detail.get("received_at"))
     finish = _seconds(detail["finished_at"])
     first = _seconds(detail["first_started_at"])
     waits = [
@@ -58,6 +59,7 @@ def record_of(detail: dict) -> JobRecord:
         num_windows=detail["num_windows"],
         status=detail["status"],
         max_wait=max(waits, default=0.0),
+        admission=max(0.0, arrival - received) if received is not None else 0.0,
     )
 
 

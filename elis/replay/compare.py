@@ -38,6 +38,8 @@ METRICS = (
     ("p99_jct", "p99 JCT s", "{:.2f}"),
     ("mean_queuing_delay", "mean queuing s", "{:.2f}"),
     ("max_queuing_delay", "max queuing s", "{:.2f}"),
+    # Before the queue: tokenizing and the length prediction (the JCT includes it; docs/compare.md).
+    ("mean_admission", "mean admission s", "{:.2f}"),
     ("throughput_rps", "jobs/s", "{:.3f}"),
     ("throughput_tps", "tokens/s", "{:.1f}"),
     # At temperature > 0 the same prompts and seeds can give other outputs under another batch composition:

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 import httpx
@@ -97,12 +97,13 @@ def write_live_records(records: Sequence[LiveRecord], path: Path) -> None:
 def read_live_records(path: Path) -> list[LiveRecord]:
     """Records written by `write_live_records` (a plain report CSV reads with empty predictions)."""
     casts = {f.name: f.type for f in fields(JobRecord)}
+    optional = {f.name for f in fields(JobRecord) if f.default is not MISSING}  # absent from older records CSVs
     out = []
     with open(path, newline="") as handle:
         for line, row in enumerate(csv.DictReader(handle), start=2):
             try:
                 values = {name: int(row[name]) if kind == "int" else float(row[name]) if kind == "float" else row[name]
-                          for name, kind in casts.items()}
+                          for name, kind in casts.items() if name in row or name not in optional}
                 out.append(LiveRecord(
                     record=JobRecord(**values),
                     item=int(row.get("item") or line - 2),

@@ -15,7 +15,9 @@ class JobRecord:
     """One finished (or failed) job. Times are seconds on one clock.
 
     `queuing_delay` is the total time the job waited in the queue over all its windows (for a non-preemptive
-    policy, `first_start - arrival`); `max_wait` is its longest single wait (what aging bounds).
+    policy, `first_start - arrival`); `max_wait` is its longest single wait (what aging bounds). `arrival` is
+    when the service stored and queued the job; `admission` the wait before that, from the request's receipt
+    (tokenizing, the length prediction), which `jct` includes: `jct = finish - arrival + admission`.
     """
 
     job_id: str
@@ -30,6 +32,7 @@ class JobRecord:
     num_windows: int
     status: str = "done"
     max_wait: float = 0.0
+    admission: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class Summary:
     throughput_rps: float
     throughput_tps: float
     makespan: float
+    mean_admission: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -68,7 +72,7 @@ def summarize(records: Iterable[JobRecord]) -> Summary:
         nan = math.nan
         return Summary(0, nan, nan, nan, nan, nan, nan, 0.0, 0.0, 0.0)
     jcts = sorted(r.jct for r in done)
-    makespan = max(r.finish for r in done) - min(r.arrival for r in done)
+    makespan = max(r.finish for r in done) - min(r.arrival - r.admission for r in done)
     span = makespan if makespan > 0 else math.inf
     return Summary(
         num_jobs=len(done),
@@ -81,6 +85,7 @@ def summarize(records: Iterable[JobRecord]) -> Summary:
         throughput_rps=len(done) / span,
         throughput_tps=sum(r.num_output_tokens for r in done) / span,
         makespan=makespan,
+        mean_admission=sum(r.admission for r in done) / len(done),
     )
 
 

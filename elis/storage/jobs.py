@@ -48,6 +48,8 @@ class NewJob:
     tenant: str = "local"
     batch_id: str | None = None  # a request of an OpenAI-style batch, and its line's custom_id
     custom_id: str | None = None
+    # When the API received the request, where the JCT counts from (None: when the job is stored).
+    received_at: datetime | None = None
 
 
 def create_job(session: Session, *, new: NewJob, now: datetime, initial_prediction: float | None = None,
@@ -76,6 +78,7 @@ def create_job(session: Session, *, new: NewJob, now: datetime, initial_predicti
         latest_prediction=initial_prediction,
         prior_score=prior_score,
         prior_fingerprint=prior_fingerprint,
+        received_at=now if new.received_at is None else min(new.received_at, now),
         arrival_at=now,
         enqueued_at=now,
         progress_at=now,
@@ -264,7 +267,8 @@ def _finish(job: Job, status: JobStatus, reason: str, now: datetime) -> None:
     job.status = status.value
     job.finish_reason = reason
     job.finished_at = now
-    job.jct_s = seconds_between(job.arrival_at, now)
+    # From the request's receipt: the admission wait (tokenizing, the admission prediction) is the user's too.
+    job.jct_s = seconds_between(job.received_at or job.arrival_at, now)
 
 
 def jobs_to_republish(session: Session, *, older_than: datetime, limit: int = 500) -> list[Job]:

@@ -110,6 +110,11 @@ class Job(Base):
     prior_fingerprint: Mapped[str | None] = mapped_column(String(64))
     num_prediction_failures: Mapped[int] = mapped_column(Integer, default=0)
 
+    # When the API received the request (before tokenizing and the admission prediction) and when it stored the
+    # job: the JCT counts from the first (the admission wait is the user's too), the order from the second (a
+    # job cannot run before it is stored). None for jobs stored before migration 0009: their JCT counts from
+    # arrival_at.
+    received_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     arrival_at: Mapped[datetime] = mapped_column(UTCDateTime)
     enqueued_at: Mapped[datetime] = mapped_column(UTCDateTime)
     first_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

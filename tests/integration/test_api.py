@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -33,6 +33,11 @@ def test_a_submitted_job_is_stored_queued_and_published_at_the_top_non_aged_leve
     job = client.get(accepted["url"]).json()
     assert job["status"] == "queued" and job["max_tokens"] == 64 and job["num_prompt_tokens"] > 5
     assert job["text"] == "" and job["metrics"]["jct_s"] is None
+    # The request's receipt comes before the job is stored: the wait between is the admission's (tokenizing, the
+    # length prediction), and the JCT will count it.
+    received, arrival = (datetime.fromisoformat(job[key]) for key in ("received_at", "arrival_at"))
+    assert received <= arrival
+    assert job["metrics"]["admission_s"] == pytest.approx((arrival - received).total_seconds(), abs=1e-3)
     # MLFQ: no tokens received yet, so the highest level below the one reserved for aged jobs.
     assert drain(settings) == [(accepted["id"], 0, settings.num_priority_levels - 2)]
 

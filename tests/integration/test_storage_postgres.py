@@ -114,6 +114,25 @@ def test_a_finished_job_stores_jct_queuing_delay_and_token_counts(db_url):
     assert (job.num_prompt_tokens, job.num_output_tokens) == (3, 4)
 
 
+def test_the_jct_counts_from_the_requests_receipt_and_the_order_from_the_store(db_url):
+    t0 = clock.now()
+    with session_scope(db_url) as session:
+        job_id = store.create_job(session, new=new_job(received_at=t0 - timedelta(seconds=2)), now=t0).id
+        # A job given no receipt (or one in the future) was received when it was stored.
+        plain = store.create_job(session, new=new_job(), now=t0)
+        future = store.create_job(session, new=new_job(received_at=t0 + timedelta(seconds=9)), now=t0)
+        assert plain.received_at == plain.arrival_at == t0 and future.received_at == t0
+    with session_scope(db_url) as session:
+        store.claim_window(session, job_id=job_id, window_index=0, worker="w1", redelivered=False,
+                           now=t0 + timedelta(seconds=1))
+    done = commit_for(job_id, 0, [9] * 4, t0 + timedelta(seconds=1), t0 + timedelta(seconds=3), finish_reason="eos")
+    with session_scope(db_url) as session:
+        job = store.commit_window(session, commit=done)
+    assert job.arrival_at == t0
+    assert job.jct_s == pytest.approx(5.0)  # 2 s of admission, 1 s queued, 2 s running
+    assert job.queuing_delay_s == pytest.approx(1.0)
+
+
 def test_cancelling_a_queued_job_ends_it_and_a_running_job_stops_at_its_window_boundary(db_url):
     t0 = clock.now()
     queued, running = make_job(db_url, t0), make_job(db_url, t0)

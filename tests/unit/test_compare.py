@@ -6,11 +6,14 @@ import itertools
 import json
 import math
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from elis.cli import app
+from elis.replay.analysis import finished_jobs
 from elis.replay.compare import (
     TABLE_NOTE,
     bound_items,
@@ -26,7 +29,7 @@ from elis.replay.compare import (
     warmup_items,
 )
 from elis.replay.live import LiveRecord, WorkItem, live_record, read_live_records, write_live_records
-from elis.replay.report import JobRecord, read_records_csv
+from elis.replay.report import JobRecord, read_records_csv, summarize
 from elis.replay.sources import WorkloadError, arrival_offsets, build_workload
 
 runner = CliRunner()
@@ -149,9 +152,38 @@ def test_a_job_detail_becomes_a_record_with_its_window_predictions():
     assert live.window_compute_s == (1.5, 0.6)
 
 
-def test_engine_speed_per_run_is_window_compute_per_generated_token(tmp_path):
-    from dataclasses import replace
+def test_a_records_admission_wait_is_the_receipt_to_the_store_and_the_table_shows_its_mean(tmp_path):
+    detail = {
+        "id": "abc", "policy": "fcfs", "status": "done", "received_at": "2026-11-21T09:59:57.500000+00:00",
+        "arrival_at": "2026-11-21T10:00:00+00:00", "first_started_at": "2026-11-21T10:00:01+00:00",
+        "finished_at": "2026-11-21T10:00:05+00:00", "num_prompt_tokens": 12, "num_output_tokens": 70,
+        "num_windows": 1, "initial_prediction": 55.0, "finish_reason": "stop",
+        "metrics": {"jct_s": 7.5, "queuing_delay_s": 1.0, "service_s": 4.0, "admission_s": 2.5}, "windows": [],
+    }
+    live = live_record(detail, item=0)
+    assert live.record.admission == 2.5 and live.record.jct == 7.5
+    other = replace(live, record=replace(live.record, job_id="b", admission=0.5))
+    values = metrics_of([live, other])
+    assert values["mean_admission"] == pytest.approx(1.5)
+    # The throughput's span starts at the first receipt, as the JCTs do.
+    assert summarize([live.record]).makespan == pytest.approx(7.5)
+    # The service time the guard learns excludes the admission wait as it excludes the queue.
+    assert finished_jobs([live])[0].service_s == pytest.approx(4.0)
+    # A job detail from an API that kept no receipt has no admission wait.
+    older = {key: value for key, value in detail.items() if key != "received_at"}
+    assert live_record(older, item=0).record.admission == 0.0
 
+
+def test_records_written_before_the_admission_column_read_with_no_admission_wait():
+    path = (Path(__file__).resolve().parents[2] / "docs" / "evidence" / "seed-tasks-served-r46" / "isrtf-1"
+            / "records-isrtf.csv")
+    assert "admission" not in path.read_text().splitlines()[0].split(",")
+    records = read_live_records(path)
+    assert len(records) == 100 and all(r.record.admission == 0.0 for r in records)
+    assert records[0].record.jct == pytest.approx(10.488055)
+
+
+def test_engine_speed_per_run_is_window_compute_per_generated_token(tmp_path):
     slow = [replace(rec(0, 0, 4, 1, 100, predictions=(1.0, 2.0)), window_tokens=(50, 50),
                     window_compute_s=(2.0, 2.5)),
             replace(rec(1, 0, 4, 1, 20, predictions=(1.0,)), window_tokens=(20,), window_compute_s=(0.7,))]
