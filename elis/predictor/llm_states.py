@@ -126,6 +126,9 @@ def load_served_model_states(model_dir: Path | None = None, layers: tuple[int, .
 
 
 _SHARED: dict[tuple[tuple[int, ...], bool], ServedModelStates] = {}
+# Held while a reader loads: a hot reload's new predictor and the old one (or two Celery threads) asking at once
+# would otherwise each load the 540 MB model.
+_SHARED_LOCK = threading.Lock()
 
 
 def shared_served_model_states(layers: tuple[int, ...] = (), memo: bool = False) -> ServedModelStates:
@@ -134,9 +137,10 @@ def shared_served_model_states(layers: tuple[int, ...] = (), memo: bool = False)
     (training: every prompt is read in several passes and folds) gets its own reader that keeps every text's
     features; serving's has none (the predictor's LRU cache bounds its memory)."""
     key = (tuple(layers), memo)
-    if key not in _SHARED:
-        _SHARED[key] = load_served_model_states(layers=tuple(layers), memo=memo)
-    return _SHARED[key]
+    with _SHARED_LOCK:
+        if key not in _SHARED:
+            _SHARED[key] = load_served_model_states(layers=tuple(layers), memo=memo)
+        return _SHARED[key]
 
 
 class LazyServedModelStates:

@@ -104,3 +104,30 @@ def test_a_lazy_reader_that_failed_to_load_fails_at_once_afterwards(monkeypatch)
     with pytest.raises(RuntimeError, match="did not load for the prompt prior: OSError: model.safetensors"):
         lazy.encode(["another prompt"])
     assert calls == [(15, 22, 30)] and not lazy.loaded
+
+
+def test_readers_asked_for_at_once_share_one_load(monkeypatch):
+    """Two predictors (a hot reload's and the old one, or two Celery threads) asking for the same reader at once
+    load the model once, not twice."""
+    import threading
+    import time
+
+    from elis.predictor import llm_states
+
+    loads = []
+
+    def slow_load(layers=(), memo=False):
+        loads.append(layers)
+        time.sleep(0.2)  # long enough for the second caller to arrive while the first loads
+        return object()
+
+    monkeypatch.setattr(llm_states, "load_served_model_states", slow_load)
+    monkeypatch.setattr(llm_states, "_SHARED", {})
+    readers = []
+    callers = [threading.Thread(target=lambda: readers.append(llm_states.shared_served_model_states((7, 9))))
+               for _ in range(2)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+    assert loads == [(7, 9)] and len(readers) == 2 and readers[0] is readers[1]
