@@ -57,7 +57,9 @@ for folder in sorted({p.parent for p in root.glob("**/records-*.csv")}):
     fcfs_rows = [r for f in files if f.name.startswith("records-fcfs") for r in done_rows(f)]
     gap = fcfs_gap(fcfs_rows) if fcfs_rows else DEFAULT_GAP_S
     fcfs_files = [done_rows(f) for f in files if f.name.startswith("records-fcfs")]
-    fcfs_mean = statistics.mean(statistics.mean(float(r["jct"]) for r in rows) for rows in fcfs_files if rows) \
+    # From the store, as the counterfactual's JCTs are (a records CSV's jct counts the admission wait too).
+    fcfs_mean = statistics.mean(statistics.mean(float(r["finish"]) - float(r["arrival"]) for r in rows)
+                                for rows in fcfs_files if rows) \
         if any(fcfs_files) else None
     for path in files:
         rows = done_rows(path)

@@ -53,8 +53,9 @@ class Origin:
 def admit(state, settings: Settings, caller: Caller, body: JobCreate, origin: Origin | None = None,
           received_at: datetime | None = None) -> JobAccepted:
     """Check, store and publish one job for `caller`. Blocking (tokenizer, predictor, database): run it in a
-    worker thread. `received_at`: when the request came in (default: now), where its JCT counts from.
-    Raises AdmissionRefused."""
+    worker thread. `received_at`: when the request came in (default: now), where its JCT counts from; a batch's
+    request is received when its admission starts (the batch's own backlog and its retries for tenant room are
+    the batch's wait, shown by the batch, not its jobs'). Raises AdmissionRefused."""
     received_at = received_at or clock.now()
     max_tokens = _max_tokens(settings, caller, body)
     raw_prompt = origin.raw_prompt if origin is not None else None

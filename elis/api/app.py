@@ -7,8 +7,9 @@ import threading
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from elis import __version__
+from elis import __version__, clock
 from elis.api.auth import auth_mode, document_auth
 from elis.api.batches import AdmissionResumer
 from elis.api.batches import router as batch_router
@@ -22,6 +23,19 @@ from elis.tasks.app import configure_celery
 from elis.tasks.scheduling_setup import QualityMonitor, build_scheduler
 
 log = logging.getLogger(__name__)
+
+
+class StampReceipt:
+    """Note when each request came in (`request.state.received_at`), before any dependency waits for a thread
+    (the caller's key lookup is one): a job's JCT counts from here (`elis.api.admission.admit`)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope.setdefault("state", {})["received_at"] = clock.now()
+        await self.app(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -58,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(StampReceipt)  # outermost: the receipt is taken before anything waits
     app.include_router(router)
     app.include_router(batch_router)
     install_metrics(app)

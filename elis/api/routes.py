@@ -79,8 +79,10 @@ def _detail(job: Job) -> JobDetail:
 @router.post("/v1/jobs", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted, responses=SUBMIT_ERRORS)
 async def submit_job(body: JobCreate, request: Request, settings: SettingsDep, caller: CallerDep) -> JobAccepted:
     try:
-        # The receipt is taken here, not in the thread: the wait for a free thread is part of the admission wait.
-        return await run_in_threadpool(admit, request.app.state, settings, caller, body, None, clock.now())
+        # The receipt, as the outermost middleware took it: the waits for a free thread (the caller's key lookup,
+        # then admission) are part of the admission wait.
+        received_at = getattr(request.state, "received_at", None) or clock.now()
+        return await run_in_threadpool(admit, request.app.state, settings, caller, body, received_at=received_at)
     except AdmissionRefused as exc:
         headers = None if exc.retry_after_s is None else {"Retry-After": str(exc.retry_after_s)}
         raise HTTPException(exc.status, exc.message, headers=headers) from None

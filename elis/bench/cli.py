@@ -93,7 +93,7 @@ def service(
             finally:
                 api.stop()
             tokens = sum(r.num_output_tokens for r in records)
-            span = max(r.finish for r in records) - min(r.arrival for r in records)
+            span = max(r.finish for r in records) - min(r.arrival - r.admission for r in records)
             results[policy] = {"output_tokens": tokens, "seconds": span, "tokens_per_s": tokens / span,
                                "mean_jct_s": statistics.fmean(r.jct for r in records),
                                **window_overheads(database_url, label)}

@@ -721,7 +721,7 @@ def run_compare(items: Sequence[WorkItem], policies: Sequence[str], stack: Stack
             echo(f"{name}: outcome guard {outcome_at_end.get('reason')}")
         same_work = same_work_reading(stack.database_url, label)
         if same_work:
-            echo(f"{name}: same work in FCFS order {same_work['ratio']:.3f} (mean JCT {same_work['mean_jct_s']:.2f} s, "
+            echo(f"{name}: same work in FCFS order {same_work['ratio']:.3f} (mean JCT from the store {same_work['mean_jct_s']:.2f} s, "
                  f"FCFS counterfactual {same_work['fcfs_counterfactual_s']:.2f} s)")
         result.runs[name] = run.records
         write_live_records(run.records, records_path(out_dir, name))

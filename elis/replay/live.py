@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import httpx
@@ -97,7 +97,7 @@ def write_live_records(records: Sequence[LiveRecord], path: Path) -> None:
 def read_live_records(path: Path) -> list[LiveRecord]:
     """Records written by `write_live_records` (a plain report CSV reads with empty predictions)."""
     casts = {f.name: f.type for f in fields(JobRecord)}
-    optional = {f.name for f in fields(JobRecord) if f.default is not MISSING}  # absent from older records CSVs
+    optional = {"admission"}  # absent from records CSVs written before 2026-12-07
     out = []
     with open(path, newline="") as handle:
         for line, row in enumerate(csv.DictReader(handle), start=2):

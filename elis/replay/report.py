@@ -70,7 +70,7 @@ def summarize(records: Iterable[JobRecord]) -> Summary:
     done = [r for r in records if r.status == "done"]
     if not done:
         nan = math.nan
-        return Summary(0, nan, nan, nan, nan, nan, nan, 0.0, 0.0, 0.0)
+        return Summary(0, nan, nan, nan, nan, nan, nan, 0.0, 0.0, 0.0, nan)
     jcts = sorted(r.jct for r in done)
     makespan = max(r.finish for r in done) - min(r.arrival - r.admission for r in done)
     span = makespan if makespan > 0 else math.inf

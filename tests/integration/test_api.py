@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 
 import pytest
@@ -33,11 +34,6 @@ def test_a_submitted_job_is_stored_queued_and_published_at_the_top_non_aged_leve
     job = client.get(accepted["url"]).json()
     assert job["status"] == "queued" and job["max_tokens"] == 64 and job["num_prompt_tokens"] > 5
     assert job["text"] == "" and job["metrics"]["jct_s"] is None
-    # The request's receipt comes before the job is stored: the wait between is the admission's (tokenizing, the
-    # length prediction), and the JCT will count it.
-    received, arrival = (datetime.fromisoformat(job[key]) for key in ("received_at", "arrival_at"))
-    assert received <= arrival
-    assert job["metrics"]["admission_s"] == pytest.approx((arrival - received).total_seconds(), abs=1e-3)
     # MLFQ: no tokens received yet, so the highest level below the one reserved for aged jobs.
     assert drain(settings) == [(accepted["id"], 0, settings.num_priority_levels - 2)]
 
@@ -196,3 +192,27 @@ def test_every_error_the_api_answers_is_in_its_openapi_spec_with_one_body_shape(
                   if code[0] in "45" and op["operationId"] != "healthz_healthz_get"}
     assert error_refs == {"#/components/schemas/ErrorBody"}
     assert client.get("/v1/nothing-here").json() == {"detail": "Not Found", "errors": ["Not Found"]}
+
+
+def test_the_admission_wait_is_counted_from_the_requests_receipt(client, settings, monkeypatch):
+    """The receipt is taken before tokenizing (here made 0.3 s slow) and the store: the job's admission wait
+    holds that time, and its JCT, once it finishes, counts from the receipt."""
+    from elis.api import admission
+    from elis.storage import jobs as store
+
+    tokenize = admission._tokenize
+
+    def slow_tokenize(*args, **kwargs):
+        time.sleep(0.3)
+        return tokenize(*args, **kwargs)
+
+    monkeypatch.setattr(admission, "_tokenize", slow_tokenize)
+    accepted = client.post("/v1/jobs", json={"prompt": "Name a lake.", "max_tokens": 8}).json()
+    job = client.get(accepted["url"]).json()
+    received, arrival = (datetime.fromisoformat(job[key]) for key in ("received_at", "arrival_at"))
+    assert 0.3 <= job["metrics"]["admission_s"] == pytest.approx((arrival - received).total_seconds(), abs=1e-3)
+    drain(settings)
+    with session_scope(settings.resolved_database_url) as session:  # a queued job ends at once when cancelled
+        ended = store.request_cancel(session, job_id=accepted["id"], now=arrival + timedelta(seconds=2))
+        assert ended.status == "cancelled"
+        assert ended.jct_s == pytest.approx(2.0 + job["metrics"]["admission_s"], abs=1e-3)

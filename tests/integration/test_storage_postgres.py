@@ -119,9 +119,11 @@ def test_the_jct_counts_from_the_requests_receipt_and_the_order_from_the_store(d
     with session_scope(db_url) as session:
         job_id = store.create_job(session, new=new_job(received_at=t0 - timedelta(seconds=2)), now=t0).id
         # A job given no receipt (or one in the future) was received when it was stored.
-        plain = store.create_job(session, new=new_job(), now=t0)
-        future = store.create_job(session, new=new_job(received_at=t0 + timedelta(seconds=9)), now=t0)
-        assert plain.received_at == plain.arrival_at == t0 and future.received_at == t0
+        plain = store.create_job(session, new=new_job(), now=t0).id
+        future = store.create_job(session, new=new_job(received_at=t0 + timedelta(seconds=9)), now=t0).id
+    with session_scope(db_url) as session:
+        stored = [store.get_job(session, job_id=i) for i in (plain, future)]
+        assert all(j.received_at == j.arrival_at == t0 for j in stored)
     with session_scope(db_url) as session:
         store.claim_window(session, job_id=job_id, window_index=0, worker="w1", redelivered=False,
                            now=t0 + timedelta(seconds=1))

@@ -169,6 +169,9 @@ def test_a_records_admission_wait_is_the_receipt_to_the_store_and_the_table_show
     assert summarize([live.record]).makespan == pytest.approx(7.5)
     # The service time the guard learns excludes the admission wait as it excludes the queue.
     assert finished_jobs([live])[0].service_s == pytest.approx(4.0)
+    path = tmp_path / "records-fcfs.csv"
+    write_live_records([live, other], path)
+    assert [r.record.admission for r in read_live_records(path)] == [2.5, 0.5]
     # A job detail from an API that kept no receipt has no admission wait.
     older = {key: value for key, value in detail.items() if key != "received_at"}
     assert live_record(older, item=0).record.admission == 0.0
