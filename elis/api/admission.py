@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from elis import clock
 from elis.api.auth import Caller
+from elis.api.deferred import PendingPrediction
 from elis.api.deps import AdmissionPrediction
 from elis.api.schemas import JobAccepted, JobCreate
 from elis.config import Settings
@@ -80,7 +81,16 @@ def admit(state, settings: Settings, caller: Caller, body: JobCreate, origin: Or
         custom_id=origin.custom_id if origin is not None else None,
         received_at=received_at,
     )
-    return _store_and_publish(settings, state, new, _initial_prediction(settings, state, body, max_tokens), caller)
+    if not _predicts(settings, state):
+        return _store_and_publish(settings, state, new, None, caller)
+    if settings.defer_idle_predictions and _starts_at_once(settings):
+        # Nothing waits and a slot is free: the job starts at once whatever its score, so it need not wait for
+        # its prediction (elis.api.deferred).
+        accepted = _store_and_publish(settings, state, new, None, caller)
+        state.deferred_predictions.submit(PendingPrediction(accepted.id, body.prompt_text(), max_tokens,
+                                                            body.temperature))
+        return accepted
+    return _store_and_publish(settings, state, new, _initial_prediction(state, body, max_tokens), caller)
 
 
 def _max_tokens(settings: Settings, caller: Caller, body: JobCreate) -> int:
@@ -117,11 +127,25 @@ def _check_fits(settings: Settings, vocab_size: int, body: JobCreate, prompt_ids
         )
 
 
-def _initial_prediction(settings: Settings, state, body: JobCreate, max_tokens: int) -> AdmissionPrediction | None:
+def _predicts(settings: Settings, state) -> bool:
     # Shadow predictions: every job gets one when a predictor is loaded, whatever the policy, so the quality
     # guard can judge the predictor on this traffic (also while it holds the order at FCFS).
-    if not (settings.shadow_predictions or state.scheduler.needs_prediction()):
-        return None
+    return settings.shadow_predictions or state.scheduler.needs_prediction()
+
+
+def _starts_at_once(settings: Settings) -> bool:
+    """Nothing waits and a live worker has a slot free (False when the database cannot say)."""
+    from elis.tasks.scheduling_setup import live_worker_s
+
+    try:
+        with session_scope(settings.resolved_database_url) as session:
+            return store.starts_at_once(session, live_since=clock.now() - timedelta(seconds=live_worker_s(settings)))
+    except Exception as exc:
+        log.warning("cannot tell whether a slot is free (%s); predicting before the store", exc)
+        return False
+
+
+def _initial_prediction(state, body: JobCreate, max_tokens: int) -> AdmissionPrediction | None:
     prediction = state.predictor.predict(body.prompt_text(), max_tokens, body.temperature)
     if prediction is None:
         return None

@@ -13,6 +13,7 @@ from elis import __version__, clock
 from elis.api.auth import auth_mode, document_auth
 from elis.api.batches import AdmissionResumer
 from elis.api.batches import router as batch_router
+from elis.api.deferred import DeferredPredictions
 from elis.api.deps import AdmissionPredictor, Tokenizer
 from elis.api.errors import BodySizeLimit, install_error_handlers
 from elis.api.metrics import install_metrics
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         monitor.stopped.set()
         resumer.stopped.set()
+        app.state.deferred_predictions.stop()
 
     app = FastAPI(title="elis", version=__version__, description="LLM batch inference scheduled by predicted length",
                   lifespan=lifespan)
@@ -58,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.scheduler = scheduler
     app.state.auth_mode = auth_mode(settings)
     app.state.predictor = AdmissionPredictor(settings.predictor_checkpoint or None, settings.predictor_threads)
+    app.state.deferred_predictions = DeferredPredictions(app.state.predictor, settings.resolved_database_url)
     tokenizer_lock = threading.Lock()
     tokenizer_box: list[Tokenizer] = []
 

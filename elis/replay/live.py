@@ -201,6 +201,30 @@ def _cancel_unfinished(client: httpx.Client, label: str, wait_s: float = 60.0) -
         time.sleep(0.5)
 
 
+def _detail(client: httpx.Client, job_id: str) -> dict:
+    response = client.get(f"/v1/jobs/{job_id}")
+    response.raise_for_status()
+    return response.json()
+
+
+def _await_deferred_predictions(client: httpx.Client, ids: dict[int, str], details: dict[int, dict],
+                                wait_s: float = 15.0) -> None:
+    """Re-read, for up to `wait_s`, the jobs that ended before their admission prediction was stored. A job
+    admitted while a slot was free is predicted after it is queued (`elis.api.deferred`), and a short one can
+    end first; its record should still carry the prediction. Only where the service predicts (some job of the
+    run has a prediction)."""
+    if not any(d.get("initial_prediction") is not None for d in details.values()):
+        return
+    deadline = time.monotonic() + wait_s
+    missing = [i for i, d in details.items() if d.get("initial_prediction") is None and d.get("status") == "done"]
+    while missing and time.monotonic() < deadline:
+        time.sleep(0.5)
+        for index in list(missing):
+            details[index] = _detail(client, ids[index])
+            if details[index].get("initial_prediction") is not None:
+                missing.remove(index)
+
+
 def run_live(base_url: str, items: Sequence[WorkItem], label: str, timeout_s: float = 3600.0,
              progress: bool = True, desc: str | None = None) -> RunResult:
     """Submit `items` to the API at `base_url` under the workload label `label` and wait until all ended.
@@ -245,10 +269,9 @@ def run_live(base_url: str, items: Sequence[WorkItem], label: str, timeout_s: fl
         try:
             if result.interrupted or failure is not None:
                 _cancel_unfinished(client, label)
-            for index, job_id in sorted(ids.items()):
-                response = client.get(f"/v1/jobs/{job_id}")
-                response.raise_for_status()
-                result.records.append(live_record(response.json(), index))
+            details = {index: _detail(client, job_id) for index, job_id in sorted(ids.items())}
+            _await_deferred_predictions(client, ids, details)
+            result.records.extend(live_record(detail, index) for index, detail in sorted(details.items()))
         except httpx.HTTPError as exc:  # keep what was read; the report says the run failed
             failure = failure or ReplayError(f"lost the API at {base_url}: {exc}")
     result.wall_s = time.monotonic() - start

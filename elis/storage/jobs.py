@@ -18,7 +18,7 @@ from elis import clock
 from elis.clock import seconds_between
 from elis.scheduling.guard import FinishedJob, step_predictions
 from elis.scheduling.outcome import Cohort, JobOutcome, ResidualEstimate, peak_concurrency
-from elis.storage.models import Job, JobStatus, Window
+from elis.storage.models import Job, JobStatus, Window, WorkerProfile
 
 
 class JobNotFound(LookupError):
@@ -301,6 +301,41 @@ def record_window_overhead(session: Session, *, job_id: str, window_index: int, 
     session.execute(
         update(Window).where(Window.job_id == job_id, Window.index == window_index).values(overhead_s=overhead_s)
     )
+
+
+def starts_at_once(session: Session, *, live_since: datetime) -> bool:
+    """Whether a job admitted now would start at once whatever its score: nothing waits in the queue and the
+    workers seen since `live_since` have a slot free (their slots, from their profiles, above the running jobs).
+    False when no live worker is known."""
+    queued = session.scalar(select(func.count()).select_from(Job).where(Job.status == JobStatus.QUEUED.value))
+    if queued:
+        return False
+    slots = session.scalar(select(func.coalesce(func.sum(WorkerProfile.slots), 0))
+                           .where(WorkerProfile.seen_at >= live_since)) or 0
+    running = session.scalar(select(func.count()).select_from(Job).where(Job.status == JobStatus.RUNNING.value))
+    return (running or 0) < slots
+
+
+def record_admission_prediction(session: Session, *, job_id: str, tokens: float, prior_score: float | None,
+                                prior_fingerprint: str | None) -> bool:
+    """Store an admission prediction made after the job was queued (`elis.api.deferred`): its initial
+    prediction, its latest where the worker has made none yet, and the prompt prior's score. False when the
+    job already has an initial prediction or is gone."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.initial_prediction.is_(None))
+        .values(initial_prediction=tokens, latest_prediction=func.coalesce(Job.latest_prediction, tokens),
+                prior_score=func.coalesce(Job.prior_score, prior_score),
+                prior_fingerprint=func.coalesce(Job.prior_fingerprint, prior_fingerprint))
+    )
+    return bool(result.rowcount)
+
+
+def stored_admission(session: Session, *, job_id: str) -> tuple[float | None, float | None, float | None, str | None]:
+    """A job's (initial prediction, latest prediction, prior score, prior fingerprint) as stored now."""
+    row = session.execute(select(Job.initial_prediction, Job.latest_prediction, Job.prior_score,
+                                 Job.prior_fingerprint).where(Job.id == job_id)).first()
+    return (None, None, None, None) if row is None else tuple(row)  # type: ignore[return-value]
 
 
 def queue_head(session: Session) -> Job | None:

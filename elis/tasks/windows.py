@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from celery.exceptions import Reject
@@ -166,6 +166,7 @@ def run_job_windows(runtime: WorkerRuntime, job_id: str, window_index: int, rede
     enqueued_at: datetime | None = job.enqueued_at
     prediction = job.latest_prediction
     service_s = job.service_s
+    looked_up = False  # a job admitted without its prediction: looked for it once in this task
     while True:
         started = clock.now()
         budget = min(runtime.settings.window_tokens, job.token_budget - len(generated))
@@ -184,6 +185,11 @@ def run_job_windows(runtime: WorkerRuntime, job_id: str, window_index: int, rede
         service_s += (ended - started).total_seconds()
         yielded, priority, prediction_after, predict_s, failed = False, None, None, None, False
         if reason is None:
+            if prediction is None and job.initial_prediction is None and not looked_up:
+                looked_up = True
+                # Admitted while a slot was free, its prediction made after the store (elis.api.deferred): read
+                # it now if it has come, so the decision and any re-prediction (the prior's score) use it.
+                job, prediction = _with_stored_admission(url, job)
             head = _queue_head(runtime, job.policy)
             now = ended.timestamp()
             # The last prediction, clipped to what max_tokens leaves now: never above the longest remaining
@@ -238,6 +244,16 @@ def run_job_windows(runtime: WorkerRuntime, job_id: str, window_index: int, rede
         index += 1
         enqueued_at = None
         prediction = prediction_after if prediction_after is not None else prediction
+
+
+def _with_stored_admission(url: str, job: JobSnapshot) -> tuple[JobSnapshot, float | None]:
+    """The job with its admission prediction and prior score as stored now, and its latest prediction."""
+    with session_scope(url) as session:
+        initial, latest, prior_score, prior_fingerprint = store.stored_admission(session, job_id=job.id)
+    if initial is None:
+        return job, None
+    return replace(job, initial_prediction=initial, latest_prediction=latest, prior_score=prior_score,
+                   prior_fingerprint=prior_fingerprint), latest
 
 
 def _queue_head(runtime: WorkerRuntime, policy: str) -> JobView | None:

@@ -216,3 +216,31 @@ def test_the_admission_wait_is_counted_from_the_requests_receipt(client, setting
         ended = store.request_cancel(session, job_id=accepted["id"], now=arrival + timedelta(seconds=2))
         assert ended.status == "cancelled"
         assert ended.jct_s == pytest.approx(2.0 + job["metrics"]["admission_s"], abs=1e-3)
+
+
+def test_with_a_slot_free_a_job_is_queued_before_its_prediction_which_comes_after(client, settings):
+    """Nothing waits and a live worker has a slot free: the job starts at once whatever its score, so the API
+    stores and publishes it without the prediction and stores that when made. Once a job waits, the next one is
+    predicted before it is stored, as its score orders it."""
+    from elis.storage import jobs as store
+    from elis.storage.profiles import record_worker_profile
+
+    client.app.state.predictor.warm()  # the model's first load is not what this measures
+    with session_scope(settings.resolved_database_url) as session:
+        record_worker_profile(session, worker="w1", slots=4, prefill_s_per_token=1e-3, cached_prefill_s_per_token=0.0,
+                              decode_step_s=0.03, prefill_weight=0.1, now=clock.now())
+    first = client.post("/v1/jobs", json={"prompt": "Name a lake.", "max_tokens": 64}).json()
+    assert first["initial_prediction"] is None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with session_scope(settings.resolved_database_url) as session:
+            initial, latest, prior_score, _ = store.stored_admission(session, job_id=first["id"])
+        if initial is not None:
+            break
+        time.sleep(0.1)
+    assert initial is not None and 0 <= initial <= 64 and latest == initial
+    assert client.app.state.deferred_predictions.stored == 1
+    # The first job now waits in the queue (no worker runs here): the next is predicted before it is stored.
+    second = client.post("/v1/jobs", json={"prompt": "Name a river.", "max_tokens": 64}).json()
+    assert second["initial_prediction"] is not None
+    drain(settings)

@@ -10,7 +10,7 @@ import pytest
 from elis import clock
 from elis.storage import jobs as store
 from elis.storage.db import session_scope
-from elis.storage.models import JobStatus
+from elis.storage.models import Job, JobStatus
 
 pytestmark = pytest.mark.integration
 
@@ -168,3 +168,52 @@ def test_the_migrations_create_exactly_the_schema_the_models_describe(pg_url):
     from elis.storage.migrate import alembic_config
 
     command.check(alembic_config(pg_url))  # raises when the models and the migrations differ
+
+
+def test_a_job_starts_at_once_only_when_nothing_waits_and_a_live_worker_has_a_slot_free(db_url):
+    from elis.storage.profiles import record_worker_profile
+
+    t0 = clock.now()
+    live_since = t0 - timedelta(seconds=60)
+
+    def at_once() -> bool:
+        with session_scope(db_url) as session:
+            return store.starts_at_once(session, live_since=live_since)
+
+    assert not at_once()  # no worker known
+    with session_scope(db_url) as session:
+        record_worker_profile(session, worker="old", slots=8, prefill_s_per_token=1e-3, cached_prefill_s_per_token=0.0,
+                              decode_step_s=0.03, prefill_weight=0.1, now=t0 - timedelta(seconds=600))
+    assert not at_once()  # only a worker not seen for ten minutes
+    with session_scope(db_url) as session:
+        record_worker_profile(session, worker="w1", slots=2, prefill_s_per_token=1e-3, cached_prefill_s_per_token=0.0,
+                              decode_step_s=0.03, prefill_weight=0.1, now=t0)
+    assert at_once()
+    running = [make_job(db_url, t0) for _ in range(2)]
+    with session_scope(db_url) as session:
+        store.claim_window(session, job_id=running[0], window_index=0, worker="w1", redelivered=False, now=t0)
+    assert not at_once()  # the other one waits in the queue
+    with session_scope(db_url) as session:
+        store.claim_window(session, job_id=running[1], window_index=0, worker="w1", redelivered=False, now=t0)
+    assert not at_once()  # both slots taken
+
+
+def test_a_deferred_admission_prediction_is_stored_once_and_keeps_a_workers_prediction(db_url):
+    job_id = make_job(db_url)
+    with session_scope(db_url) as session:
+        assert store.stored_admission(session, job_id=job_id) == (None, None, None, None)
+        assert store.record_admission_prediction(session, job_id=job_id, tokens=120.0, prior_score=0.7,
+                                                 prior_fingerprint="abc")
+    with session_scope(db_url) as session:
+        assert store.stored_admission(session, job_id=job_id) == (120.0, 120.0, 0.7, "abc")
+        # A second one (a retried admission) changes nothing.
+        assert not store.record_admission_prediction(session, job_id=job_id, tokens=5.0, prior_score=0.1,
+                                                     prior_fingerprint="def")
+    other = make_job(db_url)
+    with session_scope(db_url) as session:  # the worker re-predicted before the admission prediction came
+        session.get(Job, other).latest_prediction = 60.0
+    with session_scope(db_url) as session:
+        assert store.record_admission_prediction(session, job_id=other, tokens=300.0, prior_score=None,
+                                                 prior_fingerprint=None)
+    with session_scope(db_url) as session:
+        assert store.stored_admission(session, job_id=other) == (300.0, 60.0, None, None)

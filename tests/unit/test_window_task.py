@@ -191,3 +191,53 @@ def test_loops_last_off_or_a_short_remainder_keeps_the_loop_running_in_fcfs_orde
     rt.scheduler.typical_tokens = typical  # 450: the loop has 350 left once it is flagged
     assert run_job_windows(rt, looping, 0, redelivered=False) == "done"
     assert recorder.published == [] and stored(settings, looping)[:2] == ("done", 500)
+
+
+class LandsMidWindow(ScriptedEngine):
+    """A scripted engine during whose first window the API's deferred admission prediction is stored (as the
+    background thread of `elis.api.deferred` does while the job runs)."""
+
+    def __init__(self, lengths, settings, job_id: str, tokens: float, prior_score: float) -> None:
+        super().__init__(lengths)
+        self.settings, self.job_id, self.tokens, self.prior_score = settings, job_id, tokens, prior_score
+
+    def run_window(self, prompt_ids, generated_ids, max_new_tokens, sampling):
+        if self.calls == 0:
+            with session_scope(self.settings.resolved_database_url) as session:
+                assert store.record_admission_prediction(session, job_id=self.job_id, tokens=self.tokens,
+                                                         prior_score=self.prior_score, prior_fingerprint="f" * 16)
+        return super().run_window(prompt_ids, generated_ids, max_new_tokens, sampling)
+
+
+class RecordingPredictor(ScriptedPredictor):
+    def __init__(self, remaining: float) -> None:
+        super().__init__(remaining)
+        self.items = []
+
+    def predict_one(self, item) -> float:
+        self.items.append(item)
+        return super().predict_one(item)
+
+
+def test_a_job_admitted_before_its_prediction_decides_its_first_window_end_on_the_prediction_stored_meanwhile(
+        settings):
+    """Admitted while a slot was free, the job was claimed with no prediction; the one stored during its first
+    window orders it at the window end (a long job yields to a much shorter head) and carries the prior's score
+    to the worker's re-prediction."""
+    job = submit(settings, "isrtf", 1, None)
+    submit(settings, "isrtf", 2, 20.0)  # came while the first ran: much shorter
+    engine = LandsMidWindow({1: 300, 2: 20}, settings, job, tokens=400.0, prior_score=1.25)
+    rt, recorder = runtime(settings, engine)  # no worker predictor: the stored prediction alone decides
+    assert run_job_windows(rt, job, 0, redelivered=False) == "queued"
+    level = rt.scheduler.levels.level(400.0)
+    assert recorder.published == [(job, 1, level)]
+    with session_scope(settings.resolved_database_url) as session:
+        assert store.stored_admission(session, job_id=job) == (400.0, 400.0, 1.25, "f" * 16)
+
+    carried = submit(settings, "isrtf", 3, None)
+    predictor = RecordingPredictor(250.0)
+    rt, _ = runtime(settings, LandsMidWindow({3: 300}, settings, carried, tokens=380.0, prior_score=0.5),
+                    predictor)
+    run_job_windows(rt, carried, 0, redelivered=False)
+    assert predictor.items and predictor.items[0].prior_score == 0.5
+    assert predictor.items[0].prior_fingerprint == "f" * 16

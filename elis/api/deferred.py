@@ -1,0 +1,94 @@
+"""Admission predictions made after the job is queued, when the job starts at once whatever its score.
+
+A job's admission prediction orders it in the queue. When nothing waits and a worker has a slot free, the job
+starts at once whatever it is predicted, and the prediction only feeds the quality guard and the worker's later
+decisions. On a CPU service the prediction is a large part of a short job's life: run 47 (docs/compare.md) spent
+0.48-0.73 s of a 2.8-3.3 s mean JCT in admission, at a load where no job queued. Such a job is stored and
+published without it; one background thread predicts it and stores the prediction (`storage.jobs.
+record_admission_prediction`), and the worker reads it at the job's first window end if it was not there at the
+claim (`elis.tasks.windows`).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+
+from elis.storage import jobs as store
+from elis.storage.db import session_scope
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PendingPrediction:
+    """What the background thread needs to predict one stored job."""
+
+    job_id: str
+    prompt: str
+    max_tokens: int
+    temperature: float
+
+
+class DeferredPredictions(threading.Thread):
+    """One daemon thread that predicts queued-without-a-prediction jobs in the order they came, and stores each
+    prediction. A failure is logged and counted; the job keeps running without it (the worker predicts it when
+    a decision needs one, as for a job whose admission prediction failed)."""
+
+    def __init__(self, predictor, database_url: str, max_pending: int = 1000) -> None:
+        super().__init__(name="elis-deferred-predictions", daemon=True)
+        self.predictor = predictor
+        self.database_url = database_url
+        self.pending: queue.Queue[PendingPrediction | None] = queue.Queue(maxsize=max_pending)
+        self.stored = 0
+        self.failed = 0
+        self._start_lock = threading.Lock()
+
+    def submit(self, job: PendingPrediction) -> bool:
+        """Queue a job's prediction (the thread starts at the first); False (logged) when too many wait: that job
+        goes without one."""
+        with self._start_lock:
+            if self.ident is None:
+                self.start()
+        try:
+            self.pending.put_nowait(job)
+            return True
+        except queue.Full:
+            self.failed += 1
+            log.warning("deferred admission predictions: %d waiting, job %s goes without one",
+                        self.pending.qsize(), job.job_id)
+            return False
+
+    def stop(self) -> None:
+        """End the thread after the predictions already queued."""
+        with self._start_lock:
+            if self.ident is not None:
+                self.pending.put(None)
+
+    def run(self) -> None:
+        while True:
+            job = self.pending.get()
+            if job is None:
+                return
+            self.predict_and_store(job)
+
+    def predict_and_store(self, job: PendingPrediction) -> bool:
+        """Predict one job and store the prediction; True when stored."""
+        prediction = self.predictor.predict(job.prompt, job.max_tokens, job.temperature)  # never raises
+        if prediction is None:
+            self.failed += 1
+            return False
+        tokens = min(max(prediction.tokens, 0.0), float(job.max_tokens))
+        try:
+            with session_scope(self.database_url) as session:
+                stored = store.record_admission_prediction(
+                    session, job_id=job.job_id, tokens=tokens, prior_score=prediction.prior_score,
+                    prior_fingerprint=prediction.prior_fingerprint)
+        except Exception as exc:  # the database is away: the job runs on without its prediction
+            self.failed += 1
+            log.warning("deferred admission prediction of job %s not stored: %s", job.job_id, exc)
+            return False
+        self.stored += stored
+        return stored
