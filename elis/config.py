@@ -183,9 +183,9 @@ class Settings(BaseSettings):
     # Predict every job's length at admission when a predictor is loaded, whatever the policy, so the guard
     # always has evidence (also while it falls back).
     shadow_predictions: bool = True
-    # When nothing waits and a live worker has a slot free, a job starts at once whatever its score: store and
-    # publish it without waiting for its admission prediction, which a background thread then makes and stores
-    # (elis.api.deferred). On a CPU service the prediction was 17-22% of a short job's JCT at a light load.
+    # While live workers have more slots than jobs queued or running, a job starts at once whatever its score:
+    # store and publish it without waiting for its admission prediction, which a background thread then makes and
+    # stores (elis.api.deferred). On a CPU service the prediction was 17-22% of a short job's JCT at a light load.
     defer_idle_predictions: bool = True
     # The score-to-level edges (JSON, no torch needed); empty: elis/data/level_edges.json.
     level_edges: str = ""

@@ -1,10 +1,12 @@
 """Admission: the one path by which a request becomes a stored, published job.
 
-`POST /v1/jobs` and every line of an OpenAI-style batch go through `admit`, so both get the same checks in the
-same order: max_tokens within the caller's limit, the prompt tokenized, stop_token_ids inside the vocabulary,
-prompt + max_tokens within the model's context, the tenant's limits; then the initial (shadow) prediction, the
-stored job and its first window published. A refusal is an `AdmissionRefused` that each caller maps to its own
-answer (an HTTP error for the route, an error-file line for a batch).
+`POST /v1/jobs` and every line of an OpenAI-style batch go through `admit`, so both get the same checks in the same
+order: max_tokens within the caller's limit, the prompt tokenized, stop_token_ids inside the vocabulary, prompt +
+max_tokens within the model's context, the tenant's limits; then the initial (shadow) prediction, the stored job and
+its first window published. A job that starts at once whatever its score (live workers have a slot for it and for
+every queued job) is stored and published first and predicted after (`elis.api.deferred`). A refusal is an
+`AdmissionRefused` that each caller maps to its own answer (an HTTP error for the route, an error-file line for a
+batch).
 """
 
 from __future__ import annotations
@@ -83,13 +85,15 @@ def admit(state, settings: Settings, caller: Caller, body: JobCreate, origin: Or
     )
     if not _predicts(settings, state):
         return _store_and_publish(settings, state, new, None, caller)
-    if settings.defer_idle_predictions and _starts_at_once(settings):
-        # Nothing waits and a slot is free: the job starts at once whatever its score, so it need not wait for
-        # its prediction (elis.api.deferred).
-        accepted = _store_and_publish(settings, state, new, None, caller)
-        state.deferred_predictions.submit(PendingPrediction(accepted.id, body.prompt_text(), max_tokens,
-                                                            body.temperature))
-        return accepted
+    if settings.defer_idle_predictions and state.predictor.get() is not None:
+        # Live slots for it and every queued job: the job starts at once whatever its score, so it need not wait for
+        # its prediction (elis.api.deferred). Checked and stored under one lock: a burst onto an idle service
+        # defers only as many jobs as there are free slots.
+        accepted = _store_and_publish(settings, state, new, None, caller, only_if_starts_at_once=True)
+        if accepted is not None:
+            state.deferred_predictions.submit(PendingPrediction(accepted.id, body.prompt_text(), max_tokens,
+                                                                body.temperature))
+            return accepted
     return _store_and_publish(settings, state, new, _initial_prediction(state, body, max_tokens), caller)
 
 
@@ -133,18 +137,6 @@ def _predicts(settings: Settings, state) -> bool:
     return settings.shadow_predictions or state.scheduler.needs_prediction()
 
 
-def _starts_at_once(settings: Settings) -> bool:
-    """Nothing waits and a live worker has a slot free (False when the database cannot say)."""
-    from elis.tasks.scheduling_setup import live_worker_s
-
-    try:
-        with session_scope(settings.resolved_database_url) as session:
-            return store.starts_at_once(session, live_since=clock.now() - timedelta(seconds=live_worker_s(settings)))
-    except Exception as exc:
-        log.warning("cannot tell whether a slot is free (%s); predicting before the store", exc)
-        return False
-
-
 def _initial_prediction(state, body: JobCreate, max_tokens: int) -> AdmissionPrediction | None:
     prediction = state.predictor.predict(body.prompt_text(), max_tokens, body.temperature)
     if prediction is None:
@@ -170,15 +162,23 @@ def _check_tenant_limits(session, caller: Caller, max_tokens: int) -> None:
 
 
 def _store_and_publish(settings: Settings, state, new: store.NewJob, admission: AdmissionPrediction | None,
-                       caller: Caller) -> JobAccepted:
-    """Store the job, then publish its first window. A failed publish leaves the job stored and queued:
-    the reconciler publishes it later, so the job is never lost."""
+                       caller: Caller, only_if_starts_at_once: bool = False) -> JobAccepted | None:
+    """Store the job, then publish its first window. A failed publish leaves the job stored and queued: the reconciler
+    publishes it later, so the job is never lost. `only_if_starts_at_once`: store it only if live workers have more
+    slots than jobs queued or running (`store.starts_at_once`, checked under the idle-admission lock, held until the
+    job is stored); None, with nothing stored, otherwise."""
     now = clock.now()
     url = settings.resolved_database_url
     tokens, score, fingerprint = (admission.tokens, admission.prior_score, admission.prior_fingerprint) \
         if admission is not None else (None, None, None)
     with session_scope(url) as session:
         _check_tenant_limits(session, caller, new.max_tokens)
+        if only_if_starts_at_once:
+            from elis.tasks.scheduling_setup import live_worker_s
+
+            store.lock_idle_admission(session)
+            if not store.starts_at_once(session, live_since=now - timedelta(seconds=live_worker_s(settings))):
+                return None
         job = store.create_job(session, new=new, now=now, initial_prediction=tokens, prior_score=score,
                                prior_fingerprint=fingerprint)
         # The same scheduler (level edges, guard, aging) as every worker: admissions and continuations share

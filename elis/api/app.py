@@ -46,6 +46,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        if app.state.deferred_predictions.closed:  # a second start of the same app
+            app.state.deferred_predictions = DeferredPredictions(app.state.predictor, settings.resolved_database_url)
         monitor.start()  # refreshes the quality guard and the aging bound from finished jobs
         resumer = AdmissionResumer(app.state, settings)  # batches whose admitting process stopped
         resumer.start()

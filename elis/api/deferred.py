@@ -1,10 +1,10 @@
 """Admission predictions made after the job is queued, when the job starts at once whatever its score.
 
-A job's admission prediction orders it in the queue. When nothing waits and a worker has a slot free, the job
-starts at once whatever it is predicted, and the prediction only feeds the quality guard and the worker's later
+A job's admission prediction orders it in the queue. When live workers have a slot for it and for every queued job,
+it starts at once whatever it is predicted, and the prediction only feeds the quality guard and the worker's later
 decisions. On a CPU service the prediction is a large part of a short job's life: run 47 (docs/compare.md) spent
-0.48-0.73 s of a 2.8-3.3 s mean JCT in admission, at a load where no job queued. Such a job is stored and
-published without it; one background thread predicts it and stores the prediction (`storage.jobs.
+0.48-0.73 s of a 2.8-3.3 s mean JCT in admission, at a load where no job queued. Such a job is stored and published
+without it; one background thread predicts it and stores the prediction (`storage.jobs.
 record_admission_prediction`), and the worker reads it at the job's first window end if it was not there at the
 claim (`elis.tasks.windows`).
 """
@@ -44,12 +44,17 @@ class DeferredPredictions(threading.Thread):
         self.pending: queue.Queue[PendingPrediction | None] = queue.Queue(maxsize=max_pending)
         self.stored = 0
         self.failed = 0
+        self.closed = False
         self._start_lock = threading.Lock()
 
     def submit(self, job: PendingPrediction) -> bool:
-        """Queue a job's prediction (the thread starts at the first); False (logged) when too many wait: that job
-        goes without one."""
+        """Queue a job's prediction (the thread starts at the first); False (logged) when too many wait or the
+        API is stopping: that job goes without one (its worker predicts it when a decision needs one)."""
         with self._start_lock:
+            if self.closed:
+                self.failed += 1
+                log.warning("deferred admission predictions stopped: job %s goes without one", job.job_id)
+                return False
             if self.ident is None:
                 self.start()
         try:
@@ -61,11 +66,16 @@ class DeferredPredictions(threading.Thread):
                         self.pending.qsize(), job.job_id)
             return False
 
-    def stop(self) -> None:
-        """End the thread after the predictions already queued."""
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Take no more, and end the thread after the predictions already queued (waiting up to `timeout_s`)."""
         with self._start_lock:
-            if self.ident is not None:
-                self.pending.put(None)
+            self.closed = True
+            started = self.ident is not None
+        if started:
+            self.pending.put(None)
+            self.join(timeout_s)
+            if self.is_alive():
+                log.warning("deferred admission predictions: %d still queued at shutdown", self.pending.qsize())
 
     def run(self) -> None:
         while True:

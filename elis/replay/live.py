@@ -8,6 +8,7 @@ records collected so far; the caller writes them as a partial report.
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import threading
 import time
@@ -22,6 +23,8 @@ from tqdm import tqdm
 
 from elis.replay.client import CLIENT_LIMITS, FINAL_STATUSES, ReplayError, auth_headers, record_of
 from elis.replay.report import JobRecord
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -223,6 +226,8 @@ def _await_deferred_predictions(client: httpx.Client, ids: dict[int, str], detai
             details[index] = _detail(client, ids[index])
             if details[index].get("initial_prediction") is not None:
                 missing.remove(index)
+    if missing:
+        log.warning("%d finished jobs still have no admission prediction after %.0f s", len(missing), wait_s)
 
 
 def run_live(base_url: str, items: Sequence[WorkItem], label: str, timeout_s: float = 3600.0,
@@ -266,14 +271,16 @@ def run_live(base_url: str, items: Sequence[WorkItem], label: str, timeout_s: fl
         ids = dict(submitter.ids)
         result.submitted = len(ids)
         result.orderings = dict(submitter.orderings)
+        details: dict[int, dict] = {}
         try:
             if result.interrupted or failure is not None:
                 _cancel_unfinished(client, label)
-            details = {index: _detail(client, job_id) for index, job_id in sorted(ids.items())}
+            for index, job_id in sorted(ids.items()):
+                details[index] = _detail(client, job_id)
             _await_deferred_predictions(client, ids, details)
-            result.records.extend(live_record(detail, index) for index, detail in sorted(details.items()))
         except httpx.HTTPError as exc:  # keep what was read; the report says the run failed
             failure = failure or ReplayError(f"lost the API at {base_url}: {exc}")
+        result.records.extend(live_record(detail, index) for index, detail in sorted(details.items()))
     result.wall_s = time.monotonic() - start
     result.error = None if failure is None else str(failure)
     return result

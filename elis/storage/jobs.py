@@ -304,16 +304,16 @@ def record_window_overhead(session: Session, *, job_id: str, window_index: int, 
 
 
 def starts_at_once(session: Session, *, live_since: datetime) -> bool:
-    """Whether a job admitted now would start at once whatever its score: nothing waits in the queue and the
-    workers seen since `live_since` have a slot free (their slots, from their profiles, above the running jobs).
-    False when no live worker is known."""
-    queued = session.scalar(select(func.count()).select_from(Job).where(Job.status == JobStatus.QUEUED.value))
-    if queued:
-        return False
+    """Whether a job admitted now would start at once whatever its score: the workers seen since `live_since` have
+    more slots (from their profiles) than there are jobs running or queued, so every queued job and this one get a
+    slot. False when no live worker is known."""
     slots = session.scalar(select(func.coalesce(func.sum(WorkerProfile.slots), 0))
                            .where(WorkerProfile.seen_at >= live_since)) or 0
-    running = session.scalar(select(func.count()).select_from(Job).where(Job.status == JobStatus.RUNNING.value))
-    return (running or 0) < slots
+    if slots <= 0:
+        return False
+    active = session.scalar(select(func.count()).select_from(Job)
+                            .where(Job.status.in_((JobStatus.QUEUED.value, JobStatus.RUNNING.value))))
+    return (active or 0) < slots
 
 
 def record_admission_prediction(session: Session, *, job_id: str, tokens: float, prior_score: float | None,
@@ -493,6 +493,13 @@ def tenant_usage(session: Session, *, tenant: str) -> tuple[int, int]:
     return int(num_jobs), int(tokens)
 
 
+def lock_idle_admission(session: Session) -> None:
+    """Take the service-wide lock under which an admission checks `starts_at_once` and stores the job it lets
+    start at once, until this transaction ends: concurrent admissions onto an idle service would otherwise all
+    see the free slot. Take it after the tenant's lock (`lock_tenant_admission`), as every admission does."""
+    _advisory_xact_lock(session, "elis.idle-admission")
+
+
 def lock_tenant_admission(session: Session, *, tenant: str) -> None:
     """Take the tenant's admission lock until this transaction ends, so that counting the tenant's load
     (`tenant_usage`) and inserting the job it allows cannot interleave with another admission's: two
@@ -513,5 +520,13 @@ def lock_tenant_admission(session: Session, *, tenant: str) -> None:
         return
     # A transaction-level advisory lock on a 64-bit key from the tenant's name: released by commit or rollback,
     # and it locks no row (the tenant has no row of its own; its key rows may be many or none).
-    digest = hashlib.blake2b(f"elis.tenant-admission:{tenant}".encode(), digest_size=8).digest()
+    _advisory_xact_lock(session, f"elis.tenant-admission:{tenant}")
+
+
+def _advisory_xact_lock(session: Session, name: str) -> None:
+    """PostgreSQL: a transaction-level advisory lock on a 64-bit key from `name`. Elsewhere nothing: SQLite's
+    admissions are serialized by its write lock (`lock_tenant_admission`)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
     session.execute(select(func.pg_advisory_xact_lock(int.from_bytes(digest, "big", signed=True))))

@@ -185,7 +185,8 @@ def run_job_windows(runtime: WorkerRuntime, job_id: str, window_index: int, rede
         service_s += (ended - started).total_seconds()
         yielded, priority, prediction_after, predict_s, failed = False, None, None, None, False
         if reason is None:
-            if prediction is None and job.initial_prediction is None and not looked_up:
+            if prediction is None and job.initial_prediction is None and not looked_up \
+                    and scheduler.base_policy(job.policy).uses_predictions:
                 looked_up = True
                 # Admitted while a slot was free, its prediction made after the store (elis.api.deferred): read
                 # it now if it has come, so the decision and any re-prediction (the prior's score) use it.

@@ -219,7 +219,7 @@ def test_the_admission_wait_is_counted_from_the_requests_receipt(client, setting
 
 
 def test_with_a_slot_free_a_job_is_queued_before_its_prediction_which_comes_after(client, settings):
-    """Nothing waits and a live worker has a slot free: the job starts at once whatever its score, so the API
+    """A live worker has a slot free for it: the job starts at once whatever its score, so the API
     stores and publishes it without the prediction and stores that when made. Once a job waits, the next one is
     predicted before it is stored, as its score orders it."""
     from elis.storage import jobs as store
@@ -239,8 +239,36 @@ def test_with_a_slot_free_a_job_is_queued_before_its_prediction_which_comes_afte
             break
         time.sleep(0.1)
     assert initial is not None and 0 <= initial <= 64 and latest == initial
+    wait_stored = time.monotonic() + 10  # the counter moves just after the commit the row shows
+    while client.app.state.deferred_predictions.stored < 1 and time.monotonic() < wait_stored:
+        time.sleep(0.05)
     assert client.app.state.deferred_predictions.stored == 1
-    # The first job now waits in the queue (no worker runs here): the next is predicted before it is stored.
-    second = client.post("/v1/jobs", json={"prompt": "Name a river.", "max_tokens": 64}).json()
-    assert second["initial_prediction"] is not None
+    # With the first still queued (no worker runs here) the four slots leave room for three more; then each
+    # next job is predicted before it is stored, as its score orders it.
+    later = [client.post("/v1/jobs", json={"prompt": f"Name {n} rivers.", "max_tokens": 64}).json()
+             for n in range(4)]
+    assert [job["initial_prediction"] is None for job in later] == [True, True, True, False]
+    drain(settings)
+
+
+def test_a_burst_onto_an_idle_service_defers_only_as_many_jobs_as_there_are_free_slots(client, settings):
+    """Concurrent admissions check for a free slot and store their job under one lock: with two slots free, two
+    of six simultaneous jobs go unpredicted to the queue, and the rest are predicted before they are stored
+    (else every one of them would be published unpredicted, at the top level)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from elis.api.admission import admit
+    from elis.api.auth import Caller
+    from elis.api.schemas import JobCreate
+    from elis.storage.profiles import record_worker_profile
+
+    client.app.state.predictor.warm()
+    with session_scope(settings.resolved_database_url) as session:
+        record_worker_profile(session, worker="w1", slots=2, prefill_s_per_token=1e-3, cached_prefill_s_per_token=0.0,
+                              decode_step_s=0.03, prefill_weight=0.1, now=clock.now())
+    caller = Caller(tenant="local", is_admin=True, max_active_jobs=100, max_tokens_in_flight=10**6, max_tokens=1024)
+    bodies = [JobCreate(prompt=f"Name {n} birds.", max_tokens=32) for n in range(6)]
+    with ThreadPoolExecutor(6) as pool:
+        accepted = list(pool.map(lambda body: admit(client.app.state, settings, caller, body), bodies))
+    assert sorted(a.initial_prediction is None for a in accepted) == [False] * 4 + [True] * 2
     drain(settings)

@@ -170,7 +170,7 @@ def test_the_migrations_create_exactly_the_schema_the_models_describe(pg_url):
     command.check(alembic_config(pg_url))  # raises when the models and the migrations differ
 
 
-def test_a_job_starts_at_once_only_when_nothing_waits_and_a_live_worker_has_a_slot_free(db_url):
+def test_a_job_starts_at_once_only_while_live_workers_have_more_slots_than_jobs_queued_or_running(db_url):
     from elis.storage.profiles import record_worker_profile
 
     t0 = clock.now()
@@ -189,10 +189,13 @@ def test_a_job_starts_at_once_only_when_nothing_waits_and_a_live_worker_has_a_sl
         record_worker_profile(session, worker="w1", slots=2, prefill_s_per_token=1e-3, cached_prefill_s_per_token=0.0,
                               decode_step_s=0.03, prefill_weight=0.1, now=t0)
     assert at_once()
-    running = [make_job(db_url, t0) for _ in range(2)]
+    running = [make_job(db_url, t0)]
+    assert at_once()  # one queued, and a second slot for the next
+    running.append(make_job(db_url, t0))
+    assert not at_once()
     with session_scope(db_url) as session:
         store.claim_window(session, job_id=running[0], window_index=0, worker="w1", redelivered=False, now=t0)
-    assert not at_once()  # the other one waits in the queue
+    assert not at_once()  # one runs, the other waits for the second slot
     with session_scope(db_url) as session:
         store.claim_window(session, job_id=running[1], window_index=0, worker="w1", redelivered=False, now=t0)
     assert not at_once()  # both slots taken
@@ -209,6 +212,13 @@ def test_a_deferred_admission_prediction_is_stored_once_and_keeps_a_workers_pred
         # A second one (a retried admission) changes nothing.
         assert not store.record_admission_prediction(session, job_id=job_id, tokens=5.0, prior_score=0.1,
                                                      prior_fingerprint="def")
+    kept = make_job(db_url)
+    with session_scope(db_url) as session:  # a prior score already stored (a batch line's) is not replaced
+        session.get(Job, kept).prior_score = 0.2
+    with session_scope(db_url) as session:
+        assert store.record_admission_prediction(session, job_id=kept, tokens=9.0, prior_score=0.9,
+                                                 prior_fingerprint="ghi")
+        assert store.stored_admission(session, job_id=kept) == (9.0, 9.0, 0.2, "ghi")
     other = make_job(db_url)
     with session_scope(db_url) as session:  # the worker re-predicted before the admission prediction came
         session.get(Job, other).latest_prediction = 60.0
