@@ -166,7 +166,6 @@ def run_job_windows(runtime: WorkerRuntime, job_id: str, window_index: int, rede
     enqueued_at: datetime | None = job.enqueued_at
     prediction = job.latest_prediction
     service_s = job.service_s
-    looked_up = False  # a job admitted without its prediction: looked for it once in this task
     while True:
         started = clock.now()
         budget = min(runtime.settings.window_tokens, job.token_budget - len(generated))
@@ -185,12 +184,13 @@ def run_job_windows(runtime: WorkerRuntime, job_id: str, window_index: int, rede
         service_s += (ended - started).total_seconds()
         yielded, priority, prediction_after, predict_s, failed = False, None, None, None, False
         if reason is None:
-            if prediction is None and job.initial_prediction is None and not looked_up \
+            awaiting_admission = False
+            if prediction is None and job.initial_prediction is None \
                     and scheduler.base_policy(job.policy).uses_predictions:
-                looked_up = True
                 # Admitted while a slot was free, its prediction made after the store (elis.api.deferred): read
                 # it now if it has come, so the decision and any re-prediction (the prior's score) use it.
                 job, prediction = _with_stored_admission(url, job)
+                awaiting_admission = prediction is None and index < ADMISSION_GRACE_WINDOWS
             head = _queue_head(runtime, job.policy)
             now = ended.timestamp()
             # The last prediction, clipped to what max_tokens leaves now: never above the longest remaining
@@ -204,7 +204,10 @@ def run_job_windows(runtime: WorkerRuntime, job_id: str, window_index: int, rede
             # only where a prediction could make the job yield (or as the guard's sample): on a CPU worker the
             # predictor takes cores from the engine.
             longest = most_remaining(job, len(generated))
-            if runtime.predictor is not None and scheduler.should_repredict(view, longest, head, now, cost, job.policy):
+            # While the API's prediction may still come, the job keeps its slot rather than have this worker read
+            # its prompt through the served model (a model it otherwise never loads: run 50 loaded it for that).
+            if runtime.predictor is not None and not awaiting_admission \
+                    and scheduler.should_repredict(view, longest, head, now, cost, job.policy):
                 predict_started = time.perf_counter()
                 raw = runtime.predictor.predict_one(_prediction_input(job, text, len(generated)))
                 predict_s = time.perf_counter() - predict_started
@@ -245,6 +248,12 @@ def run_job_windows(runtime: WorkerRuntime, job_id: str, window_index: int, rede
         index += 1
         enqueued_at = None
         prediction = prediction_after if prediction_after is not None else prediction
+
+
+# Window ends within which a job admitted without its prediction waits for the API's (elis.api.deferred) instead of
+# predicting itself: the API defers at most as many jobs as there are free slots at once, each prediction taking
+# well under a second, so two windows (1-3 s on a CPU) cover a burst onto an idle worker.
+ADMISSION_GRACE_WINDOWS = 2
 
 
 def _with_stored_admission(url: str, job: JobSnapshot) -> tuple[JobSnapshot, float | None]:

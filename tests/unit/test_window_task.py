@@ -241,3 +241,17 @@ def test_a_job_admitted_before_its_prediction_decides_its_first_window_end_on_th
     run_job_windows(rt, carried, 0, redelivered=False)
     assert predictor.items and predictor.items[0].prior_score == 0.5
     assert predictor.items[0].prior_fingerprint == "f" * 16
+
+
+def test_a_job_whose_admission_prediction_has_not_come_keeps_its_slot_instead_of_predicting_for_two_windows(
+        settings):
+    """Until its third window end the worker waits for the API's deferred prediction rather than read the prompt
+    through the served model itself; then, still without one, it predicts as for a failed admission."""
+    job = submit(settings, "isrtf", 1, None)
+    submit(settings, "isrtf", 2, 20.0)  # waiting: much shorter
+    predictor = ScriptedPredictor(250.0)
+    rt, recorder = runtime(settings, ScriptedEngine({1: 300, 2: 20}), predictor)
+    assert run_job_windows(rt, job, 0, redelivered=False) == "queued"
+    level = rt.scheduler.levels.level(250.0)
+    assert predictor.calls == 1 and recorder.published == [(job, 3, level)]
+    assert stored(settings, job) == ("queued", 150, [(0, None, None), (1, None, None), (2, 250.0, level)])
