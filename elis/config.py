@@ -185,7 +185,7 @@ class Settings(BaseSettings):
     shadow_predictions: bool = True
     # While live workers have more slots than jobs queued or running, a job starts at once whatever its score:
     # store and publish it without waiting for its admission prediction, which a background thread then makes and
-    # stores (elis.api.deferred). On a CPU service the prediction was 17-22% of a short job's JCT at a light load.
+    # stores (elis.api.deferred). On a CPU service the admission wait was 17-22% of the mean JCT at a light load.
     defer_idle_predictions: bool = True
     # The score-to-level edges (JSON, no torch needed); empty: elis/data/level_edges.json.
     level_edges: str = ""
