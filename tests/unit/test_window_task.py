@@ -255,3 +255,21 @@ def test_a_job_whose_admission_prediction_has_not_come_keeps_its_slot_instead_of
     level = rt.scheduler.levels.level(250.0)
     assert predictor.calls == 1 and recorder.published == [(job, 3, level)]
     assert stored(settings, job) == ("queued", 150, [(0, None, None), (1, None, None), (2, 250.0, level)])
+
+
+def test_the_prior_score_stored_at_admission_reaches_the_workers_re_prediction(settings):
+    """The API stores the prompt prior's admission score with the job; the window task carries it from the stored
+    row (JobSnapshot) into the re-prediction's input, so the worker need not read the prompt itself."""
+    new = store.NewJob(policy="isrtf", prompt="p1", messages=[{"role": "user", "content": "p"}], prompt_ids=[1, 2, 3],
+                       max_tokens=500, temperature=0.0, top_p=1.0, stop=[], stop_token_ids=[])
+    with session_scope(settings.resolved_database_url) as session:
+        job = store.create_job(session, new=new, now=clock.now(), initial_prediction=400.0, prior_score=-0.75,
+                               prior_fingerprint="0123456789abcdef").id
+        store.mark_published(session, job_id=job, window_index=0, priority=5)
+    submit(settings, "isrtf", 2, 20.0)  # a much shorter job waits: the window end re-predicts
+    predictor = RecordingPredictor(250.0)
+    rt, _ = runtime(settings, ScriptedEngine({1: 300, 2: 20}), predictor)
+    run_job_windows(rt, job, 0, redelivered=False)
+    item = predictor.items[0]
+    assert (item.prior_score, item.prior_fingerprint) == (-0.75, "0123456789abcdef")
+    assert item.prompt == "p1" and item.num_generated == 50
