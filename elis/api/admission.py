@@ -12,7 +12,7 @@ batch).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from elis import clock
@@ -138,10 +138,7 @@ def _predicts(settings: Settings, state) -> bool:
 
 
 def _initial_prediction(state, body: JobCreate, max_tokens: int) -> AdmissionPrediction | None:
-    prediction = state.predictor.predict(body.prompt_text(), max_tokens, body.temperature)
-    if prediction is None:
-        return None
-    return replace(prediction, tokens=min(max(prediction.tokens, 0.0), float(max_tokens)))
+    return state.predictor.predict(body.prompt_text(), max_tokens, body.temperature)
 
 
 def _check_tenant_limits(session, caller: Caller, max_tokens: int) -> None:

@@ -90,11 +90,10 @@ class DeferredPredictions(threading.Thread):
         if prediction is None:
             self.failed += 1
             return False
-        tokens = min(max(prediction.tokens, 0.0), float(job.max_tokens))
         try:
             with session_scope(self.database_url) as session:
                 stored = store.record_admission_prediction(
-                    session, job_id=job.job_id, tokens=tokens, prior_score=prediction.prior_score,
+                    session, job_id=job.job_id, tokens=prediction.tokens, prior_score=prediction.prior_score,
                     prior_fingerprint=prediction.prior_fingerprint)
         except Exception as exc:  # the database is away: the job runs on without its prediction
             self.failed += 1

@@ -97,6 +97,8 @@ class AdmissionPredictor:
 
     def predict(self, prompt: str, max_tokens: int | None = None,
                 temperature: float | None = None) -> AdmissionPrediction | None:
+        """The prompt's predicted length, within [0, max_tokens] when given; None when the predictor is away or
+        fails (logged and counted)."""
         predictor = self.get()
         if predictor is None:
             return None
@@ -113,4 +115,5 @@ class AdmissionPredictor:
             log.exception("initial prediction failed; the job falls back to FCFS order")
             return None
         score, fingerprint = prior or (None, None)
+        tokens = max(tokens, 0.0) if max_tokens is None else min(max(tokens, 0.0), float(max_tokens))
         return AdmissionPrediction(tokens, prior_score=score, prior_fingerprint=fingerprint)

@@ -124,12 +124,15 @@ def replay(
     with httpx.Client(base_url=base_url, timeout=30.0, headers=auth_headers(api_key), limits=CLIENT_LIMITS) as client:
         ids = submit_all(client, jobs, label, progress)
         wait_for(client, ids, label, timeout_s, progress)
-        details = []
-        for job_id in ids:
-            response = client.get(f"/v1/jobs/{job_id}")
-            response.raise_for_status()
-            details.append(response.json())
+        details = [job_detail(client, job_id) for job_id in ids]
     return [record_of(d) for d in details]
+
+
+def job_detail(client: httpx.Client, job_id: str) -> dict:
+    """The job as GET /v1/jobs/{id} returns it (raises httpx.HTTPStatusError on an error answer)."""
+    response = client.get(f"/v1/jobs/{job_id}")
+    response.raise_for_status()
+    return response.json()
 
 
 def prompt_jobs(path: Path, num: int | None, max_tokens: int, temperature: float, offsets: list[float] | None = None,

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 from tqdm import tqdm
 
-from elis.replay.client import CLIENT_LIMITS, FINAL_STATUSES, ReplayError, auth_headers, record_of
+from elis.replay.client import CLIENT_LIMITS, FINAL_STATUSES, ReplayError, auth_headers, job_detail, record_of
 from elis.replay.report import JobRecord
 
 log = logging.getLogger(__name__)
@@ -204,12 +204,6 @@ def _cancel_unfinished(client: httpx.Client, label: str, wait_s: float = 60.0) -
         time.sleep(0.5)
 
 
-def _detail(client: httpx.Client, job_id: str) -> dict:
-    response = client.get(f"/v1/jobs/{job_id}")
-    response.raise_for_status()
-    return response.json()
-
-
 def _await_deferred_predictions(client: httpx.Client, ids: dict[int, str], details: dict[int, dict],
                                 wait_s: float = 15.0) -> None:
     """Re-read, for up to `wait_s`, the jobs that ended before their admission prediction was stored. A job
@@ -223,7 +217,7 @@ def _await_deferred_predictions(client: httpx.Client, ids: dict[int, str], detai
     while missing and time.monotonic() < deadline:
         time.sleep(0.5)
         for index in list(missing):
-            details[index] = _detail(client, ids[index])
+            details[index] = job_detail(client, ids[index])
             if details[index].get("initial_prediction") is not None:
                 missing.remove(index)
     if missing:
@@ -276,7 +270,7 @@ def run_live(base_url: str, items: Sequence[WorkItem], label: str, timeout_s: fl
             if result.interrupted or failure is not None:
                 _cancel_unfinished(client, label)
             for index, job_id in sorted(ids.items()):
-                details[index] = _detail(client, job_id)
+                details[index] = job_detail(client, job_id)
             _await_deferred_predictions(client, ids, details)
         except httpx.HTTPError as exc:  # keep what was read; the report says the run failed
             failure = failure or ReplayError(f"lost the API at {base_url}: {exc}")

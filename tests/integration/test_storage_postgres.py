@@ -98,15 +98,20 @@ def test_concurrent_commits_of_one_window_let_exactly_one_win(db_url):
         assert len(job.generated_ids) == 2 and job.num_windows == 1
 
 
-def test_a_finished_job_stores_jct_queuing_delay_and_token_counts(db_url):
-    t0 = clock.now()
-    job_id = make_job(db_url, t0)
-    with session_scope(db_url) as session:
+def finish_in_one_window(url: str, job_id: str, t0):
+    """Claim the job's first window 1 s after t0 and finish it at t0 + 3 s with 4 tokens; the job as committed."""
+    with session_scope(url) as session:
         store.claim_window(session, job_id=job_id, window_index=0, worker="w1", redelivered=False,
                            now=t0 + timedelta(seconds=1))
     done = commit_for(job_id, 0, [9] * 4, t0 + timedelta(seconds=1), t0 + timedelta(seconds=3), finish_reason="eos")
-    with session_scope(db_url) as session:
-        job = store.commit_window(session, commit=done)
+    with session_scope(url) as session:
+        return store.commit_window(session, commit=done)
+
+
+def test_a_finished_job_stores_jct_queuing_delay_and_token_counts(db_url):
+    t0 = clock.now()
+    job_id = make_job(db_url, t0)
+    job = finish_in_one_window(db_url, job_id, t0)
     assert job.status == JobStatus.DONE.value and job.finish_reason == "eos"
     assert job.jct_s == pytest.approx(3.0)
     assert job.queuing_delay_s == pytest.approx(1.0)
@@ -124,12 +129,7 @@ def test_the_jct_counts_from_the_requests_receipt_and_the_order_from_the_store(d
     with session_scope(db_url) as session:
         stored = [store.get_job(session, job_id=i) for i in (plain, future)]
         assert all(j.received_at == j.arrival_at == t0 for j in stored)
-    with session_scope(db_url) as session:
-        store.claim_window(session, job_id=job_id, window_index=0, worker="w1", redelivered=False,
-                           now=t0 + timedelta(seconds=1))
-    done = commit_for(job_id, 0, [9] * 4, t0 + timedelta(seconds=1), t0 + timedelta(seconds=3), finish_reason="eos")
-    with session_scope(db_url) as session:
-        job = store.commit_window(session, commit=done)
+    job = finish_in_one_window(db_url, job_id, t0)
     assert job.arrival_at == t0
     assert job.jct_s == pytest.approx(5.0)  # 2 s of admission, 1 s queued, 2 s running
     assert job.queuing_delay_s == pytest.approx(1.0)
