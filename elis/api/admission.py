@@ -3,8 +3,9 @@
 `POST /v1/jobs` and every line of an OpenAI-style batch go through `admit`, so both get the same checks in the same
 order: max_tokens within the caller's limit, the prompt tokenized, stop_token_ids inside the vocabulary, prompt +
 max_tokens within the model's context, the tenant's limits; then the initial (shadow) prediction, the stored job and
-its first window published. A job that starts at once whatever its score (live workers have a slot for it and for
-every queued job) is stored and published first and predicted after (`elis.api.deferred`). A refusal is an
+its first window published. A job whose place the prediction cannot change (the order in force does not read it, or
+live workers have a slot for it and for every queued job) is stored and published first and predicted after
+(`elis.api.deferred`). A refusal is an
 `AdmissionRefused` that each caller maps to its own answer (an HTTP error for the route, an error-file line for a
 batch).
 """
@@ -86,10 +87,13 @@ def admit(state, settings: Settings, caller: Caller, body: JobCreate, origin: Or
     if not _predicts(settings, state):
         return _store_and_publish(settings, state, new, None, caller)
     if settings.defer_idle_predictions and state.predictor.get() is not None:
-        # Live slots for it and every queued job: the job starts at once whatever its score, so it need not wait for
-        # its prediction (elis.api.deferred). Checked and stored under one lock: a burst onto an idle service
-        # defers only as many jobs as there are free slots.
-        accepted = _store_and_publish(settings, state, new, None, caller, only_if_starts_at_once=True)
+        # The prediction cannot change where the job waits when the order in force does not read it (FCFS, the
+        # exact-length bound, a guard's FCFS fallback: a shadow prediction for the guard), or when live slots are
+        # free for it and every queued job (it starts at once whatever its score). Either way it need not wait for
+        # its prediction (elis.api.deferred). The free slots are checked and the job stored under one lock: a burst
+        # onto an idle service defers only as many jobs as there are free slots.
+        ordered = state.scheduler.orders_by_prediction(new.policy)
+        accepted = _store_and_publish(settings, state, new, None, caller, only_if_starts_at_once=ordered)
         if accepted is not None:
             state.deferred_predictions.submit(PendingPrediction(accepted.id, body.prompt_text(), max_tokens,
                                                                 body.temperature))

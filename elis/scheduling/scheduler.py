@@ -51,6 +51,7 @@ class AgingRule:
     fcfs_factor: float = 1.0
     fcfs_jobs: int = 50  # the recent jobs (by arrival, in the system or done) FCFS's mean JCT is taken over
     since_arrival: bool = True  # count the bound from the job's arrival (total time), not its last enqueue
+    service_factor: float = 0.0  # the bound grows by this x the job's service so far (1: its waits alone count)
     preempts: bool = True  # a starving head takes a running job's slot under a preemptive policy
 
     def bound(self, service_times: Sequence[float], fcfs_mean_s: float | None = None) -> float:
@@ -138,7 +139,8 @@ class Scheduler:
                     inner = FCFS()
                 elif fallback and inner.uses_predictions:
                     inner = LoopsLast(typical, self.fallback_order()) if typical > 0 else self.fallback_order()
-                policy = (Aging(inner, bound, since_arrival=self.aging.since_arrival, preempts=self.aging.preempts)
+                policy = (Aging(inner, bound, service_factor=self.aging.service_factor,
+                                since_arrival=self.aging.since_arrival, preempts=self.aging.preempts)
                           if bound > 0 else inner)
                 if len(self._policies) > 256:
                     self._policies.clear()
@@ -191,6 +193,12 @@ class Scheduler:
     def base_policy(self, name: str | None = None) -> Policy:
         """The policy as configured, ignoring the guard (what a job asked for)."""
         return make_policy(name or self.default_policy)
+
+    def orders_by_prediction(self, name: str | None = None) -> bool:
+        """Whether the order in force for jobs of this policy reads their predictions now: ISRTF or SJF while the
+        guards trust them; not FCFS, SRTF-oracle or MLFQ, nor a length-aware policy while a guard holds FCFS order
+        (or its prefill fallback). When it does not, an admission prediction cannot change where a job waits."""
+        return self.policy(name).uses_predictions
 
     def needs_prediction(self, name: str | None = None) -> bool:
         return self.base_policy(name).needs_initial_prediction
@@ -382,6 +390,7 @@ class Scheduler:
             "aging": {"enabled": self.aging.enabled, "bound_s": round(self.aging_bound_s, 2),
                       "derived": self.aging.fixed_s <= 0, "since_arrival": self.aging.since_arrival,
                       "preempts": self.aging.preempts, "factor": self.aging.factor,
+                      "service_factor": self.aging.service_factor,
                       "fcfs_factor": self.aging.fcfs_factor,
                       "fcfs_mean_s": None if self.fcfs_mean_s is None else round(self.fcfs_mean_s, 2)},
             "margin": {"enabled": self.margin.enabled, "uncertainty_default": self.margin.default_uncertainty,
@@ -414,6 +423,7 @@ class Scheduler:
                           fcfs_factor=float(getattr(settings, "aging_fcfs_factor", AgingRule.fcfs_factor)),
                           fcfs_jobs=int(getattr(settings, "aging_fcfs_jobs", AgingRule.fcfs_jobs)),
                           since_arrival=bool(getattr(settings, "aging_since_arrival", True)),
+                          service_factor=float(getattr(settings, "aging_service_factor", 0.0)),
                           preempts=bool(getattr(settings, "aging_preempts", True)))
         outcome = OutcomeGuard(enabled=bool(getattr(settings, "outcome_guard", True)),
                                tolerance=float(getattr(settings, "outcome_tolerance", OutcomeGuard.tolerance)),

@@ -218,13 +218,22 @@ def test_the_admission_wait_is_counted_from_the_requests_receipt(client, setting
         assert ended.jct_s == pytest.approx(2.0 + job["metrics"]["admission_s"], abs=1e-3)
 
 
-def test_with_a_slot_free_a_job_is_queued_before_its_prediction_which_comes_after(client, settings):
+@pytest.fixture()
+def ordered_client(settings):
+    """An API whose order reads the predictions from the start: ISRTF, trusted before the guard has judged."""
+    trusted = settings.model_copy(update={"policy": "isrtf", "guard_start_in_fallback": False})
+    with TestClient(create_app(trusted)) as test_client:
+        yield test_client
+
+
+def test_with_a_slot_free_a_job_is_queued_before_its_prediction_which_comes_after(ordered_client, settings):
     """A live worker has a slot free for it: the job starts at once whatever its score, so the API
     stores and publishes it without the prediction and stores that when made. Once a job waits, the next one is
     predicted before it is stored, as its score orders it."""
     from elis.storage import jobs as store
     from elis.storage.profiles import record_worker_profile
 
+    client = ordered_client
     client.app.state.predictor.warm()  # the model's first load is not what this measures
     with session_scope(settings.resolved_database_url) as session:
         record_worker_profile(session, worker="w1", slots=4, prefill_s_per_token=1e-3, cached_prefill_s_per_token=0.0,
@@ -251,7 +260,34 @@ def test_with_a_slot_free_a_job_is_queued_before_its_prediction_which_comes_afte
     drain(settings)
 
 
-def test_a_burst_onto_an_idle_service_defers_only_as_many_jobs_as_there_are_free_slots(client, settings):
+@pytest.mark.parametrize("update", [{"policy": "fcfs"}, {"policy": "isrtf", "guard_start_in_fallback": True}],
+                         ids=["fcfs", "isrtf-in-the-guard-fallback"])
+def test_where_the_order_does_not_read_predictions_no_job_waits_for_its_own(settings, update):
+    """No live worker has a slot (none is known), but the order in force is FCFS (the policy, or ISRTF while the
+    guard has not judged the predictor): a prediction cannot change where a job waits, so every job is queued
+    first and its shadow prediction, the guard's evidence, is stored after."""
+    from elis.storage import jobs as store
+
+    with TestClient(create_app(settings.model_copy(update=update))) as client:
+        client.app.state.predictor.warm()
+        accepted = [client.post("/v1/jobs", json={"prompt": f"Name {n} lakes.", "max_tokens": 64}).json()
+                    for n in range(3)]
+        assert [job["initial_prediction"] for job in accepted] == [None] * 3
+        assert {job["ordering"] for job in accepted} == {"fcfs" if update["policy"] == "fcfs"
+                                                         else "fcfs (guard fallback)"}
+        deadline = time.monotonic() + 60
+        stored: list = []
+        while time.monotonic() < deadline:
+            with session_scope(settings.resolved_database_url) as session:
+                stored = [store.stored_admission(session, job_id=job["id"])[0] for job in accepted]
+            if all(value is not None for value in stored):
+                break
+            time.sleep(0.1)
+        assert all(value is not None and 0 <= value <= 64 for value in stored)
+    drain(settings)
+
+
+def test_a_burst_onto_an_idle_service_defers_only_as_many_jobs_as_there_are_free_slots(ordered_client, settings):
     """Concurrent admissions check for a free slot and store their job under one lock: with two slots free, two
     of six simultaneous jobs go unpredicted to the queue, and the rest are predicted before they are stored
     (else every one of them would be published unpredicted, at the top level)."""
@@ -262,6 +298,8 @@ def test_a_burst_onto_an_idle_service_defers_only_as_many_jobs_as_there_are_free
     from elis.api.schemas import JobCreate
     from elis.storage.profiles import record_worker_profile
 
+    client = ordered_client
+    settings = client.app.state.settings
     client.app.state.predictor.warm()
     with session_scope(settings.resolved_database_url) as session:
         record_worker_profile(session, worker="w1", slots=2, prefill_s_per_token=1e-3, cached_prefill_s_per_token=0.0,

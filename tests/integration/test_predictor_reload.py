@@ -47,7 +47,7 @@ def test_the_api_serves_a_new_checkpoint_version_without_a_restart(settings, tmp
     get_settings.cache_clear()
     request.addfinalizer(get_settings.cache_clear)
     api_settings = settings.model_copy(update={"predictor_checkpoint": str(path), "predictor_reload_s": 0.01,
-                                               "policy": "ssjf"})
+                                               "policy": "ssjf", "guard_start_in_fallback": False})
     body = {"prompt": "Write a detailed essay about the moon. (#1)", "max_tokens": 1024}
     with TestClient(create_app(api_settings)) as client:
         first = client.get(client.post("/v1/jobs", json=body).json()["url"]).json()

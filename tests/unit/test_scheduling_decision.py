@@ -344,6 +344,16 @@ def test_in_fallback_a_prediction_policy_orders_as_fcfs_and_stops_re_predicting(
     assert not scheduler.decide(running, short, 3.0).yields
 
 
+def test_the_order_reads_predictions_only_under_a_trusted_length_aware_policy():
+    """What admission defers a job's prediction by (elis.api.admission): whether the order in force reads it."""
+    scheduler = Scheduler.from_settings(SETTINGS, LEVELS)
+    assert scheduler.orders_by_prediction("isrtf") and scheduler.orders_by_prediction("sjf")
+    assert not any(scheduler.orders_by_prediction(name) for name in ("fcfs", "srtf-oracle", "mlfq"))
+    scheduler.observe(ranked(-1, 8))  # the guard falls back: ISRTF and SJF order as FCFS
+    assert scheduler.guard.fallback
+    assert not scheduler.orders_by_prediction("isrtf") and not scheduler.orders_by_prediction("sjf")
+
+
 def looping(job_id: str, known: int | None, generated: int = 100, arrival: float = 0.0) -> JobView:
     return replace(job(job_id, 50.0, generated=generated, arrival=arrival, enqueued=arrival), known_remaining=known)
 

@@ -112,6 +112,26 @@ def test_the_scheduler_builds_aging_since_arrival_from_its_setting():
     assert Scheduler.from_settings(legacy, levels).policy().since_arrival
 
 
+def test_the_scheduler_counts_only_a_jobs_waits_toward_aging_with_a_service_factor_of_one():
+    """aging_service_factor 1: a long job does not starve by its own running time (and then keep its slot
+    against every newcomer); its waits alone count. 0 (the default): its whole time in the system."""
+    from elis.config import Settings
+    from elis.scheduling.levels import PriorityLevels
+    from elis.scheduling.scheduler import Scheduler
+
+    levels = PriorityLevels.log_spaced(10)
+    running = JobView("long", 0.0, num_generated=400, predicted_remaining=100.0, enqueued_at=0.0, service_time=15.0)
+    newcomer = JobView("new", 19.0, predicted_remaining=10.0, enqueued_at=19.0)
+    trusted = {"policy": "isrtf", "max_wait_s": 10.0, "guard_start_in_fallback": False}
+    whole = Scheduler.from_settings(Settings(**trusted), levels)
+    waits = Scheduler.from_settings(Settings(**trusted, aging_service_factor=1.0), levels)
+    assert waits.snapshot()["aging"]["service_factor"] == 1.0 and whole.snapshot()["aging"]["service_factor"] == 0.0
+    assert whole.is_starving(running, 20.0) and not waits.is_starving(running, 20.0)  # waited 5 s of its 20
+    assert waits.is_starving(running, 25.5)
+    assert not whole.decide(running, newcomer, 20.0).yields  # starving: it keeps its slot, the newcomer waits
+    assert waits.decide(running, newcomer, 20.0).yields
+
+
 def test_aging_pre_empts_only_for_a_preemptive_policy():
     # Under FCFS or SJF aging reorders the queue (the starving job takes the next free slot); under ISRTF a
     # running job also gives its slot to a starving head at its window end.
