@@ -14,13 +14,14 @@ cur = con.cursor()
 cur.execute("select workload from jobs where workload like %s group by 1 order by min(arrival_at) desc limit 1",
             (f"%{label}",))
 workload = cur.fetchone()[0]
-cur.execute("""select id, extract(epoch from arrival_at)::float8, extract(epoch from first_started_at)::float8, initial_prediction,
-                      num_output_tokens, promoted, queuing_delay_s, jct_s
+cur.execute("""select id, extract(epoch from arrival_at)::float8, extract(epoch from first_started_at)::float8,
+                      initial_prediction, num_output_tokens, promoted, queuing_delay_s, jct_s
                from jobs where workload = %s""", (workload,))
 jobs = {r[0]: r for r in cur.fetchall()}
 t0 = min(j[1] for j in jobs.values())
-cur.execute("""select w.job_id, w.index, extract(epoch from w.started_at)::float8, extract(epoch from w.ended_at)::float8,
-                      w.prediction_before, w.prediction_after, w.priority, w.num_tokens
+cur.execute("""select w.job_id, w.index, extract(epoch from w.started_at)::float8,
+                      extract(epoch from w.ended_at)::float8, w.prediction_before, w.prediction_after, w.priority,
+                      w.num_tokens
                from windows w join jobs j on j.id = w.job_id where j.workload = %s order by w.started_at""",
             (workload,))
 windows = cur.fetchall()
@@ -36,6 +37,7 @@ for job_id, arrival, start, pred, out, promoted, qd, jct in short:
     began = [w for w in windows if arrival < w[2] < start - 1e-3 and w[0] != job_id]
     for w in began:
         other = jobs[w[0]]
-        kind = "new" if w[1] == 0 else "resumed"
-        print(f"  {w[2] - t0:6.1f} s: {kind} {w[0][:6]} window {w[1]} (admission {other[3]:.0f}, arrived "
-              f"{other[1] - t0:.1f}, {other[4]} tokens, promoted {other[5]}, prediction {w[4] if w[4] is None else round(w[4])})")
+        kind = "first" if w[1] == 0 else "later"  # a later window: after a yield, or the same task going on
+        before = w[4] if w[4] is None else round(w[4])
+        print(f"  {w[2] - t0:6.1f} s: {kind} window {w[1]} of {w[0][:6]} (admission {other[3]:.0f}, arrived "
+              f"{other[1] - t0:.1f}, {other[4]} tokens, promoted {other[5]}, prediction {before})")
