@@ -99,9 +99,10 @@ class Settings(BaseSettings):
     # so a job pre-empted many times, each wait under the bound, still goes first: in the simulator it holds
     # ISRTF's p99 at 1.04x FCFS (scripts/sim_aging_tail.py, docs/scheduling.md).
     aging_since_arrival: bool = True
-    # The bound grows by this x the service a job has had (seconds it held a slot): at 1, what starves is the time a
-    # job spent waiting, not its whole time in the system, so a long job does not starve by its own running time
-    # and then keep its slot against every newcomer. 0: the whole time counts.
+    # The bound grows by this x the service a job has had (seconds it held a slot): at 1 (with aging_since_arrival),
+    # what starves is the time a job spent waiting, not its whole time in the system, so a long job does not starve
+    # by its own running time and then keep its slot against every newcomer. 0: the whole time counts. Opt-in: the
+    # simulator gained 1.5-6% on runs 46 and 52, run 54 live did not (docs/scheduling.md, run 52).
     aging_service_factor: float = Field(default=0.0, ge=0.0)
     # Whether a starving job takes a running job's slot at its window end under a preemptive policy (ISRTF,
     # MLFQ, SRTF); off, aging only reorders the queue, as it always does under FCFS and SJF. On by default: in
@@ -191,7 +192,7 @@ class Settings(BaseSettings):
     # and stores (elis.api.deferred), when the prediction cannot change where the job waits: the order in force
     # does not read it (FCFS, srtf-oracle, MLFQ, a guard's FCFS fallback), or live workers have more slots than
     # jobs queued or running (it starts at once whatever its score). On a CPU service the admission wait was 17-22%
-    # of the mean JCT at a light load (run 47) and 3.1 s of FCFS's 28.8 s at an overload (run 52).
+    # of the mean JCT at a light load (run 47); at an overload, 1.8-3.2 s per FCFS submission (run 53).
     defer_idle_predictions: bool = True
     # The score-to-level edges (JSON, no torch needed); empty: elis/data/level_edges.json.
     level_edges: str = ""

@@ -3,9 +3,9 @@
 `POST /v1/jobs` and every line of an OpenAI-style batch go through `admit`, so both get the same checks in the same
 order: max_tokens within the caller's limit, the prompt tokenized, stop_token_ids inside the vocabulary, prompt +
 max_tokens within the model's context, the tenant's limits; then the initial (shadow) prediction, the stored job and
-its first window published. A job whose place the prediction cannot change (the order in force does not read it, or
-live workers have a slot for it and for every queued job) is stored and published first and predicted after
-(`elis.api.deferred`). A refusal is an
+its first window published. A job whose place the prediction cannot change (the order in force does not read it and
+its worker never re-predicts, or live workers have a slot for it and for every queued job) is stored and published
+first and predicted after (`elis.api.deferred`). A refusal is an
 `AdmissionRefused` that each caller maps to its own answer (an HTTP error for the route, an error-file line for a
 batch).
 """
@@ -88,15 +88,18 @@ def admit(state, settings: Settings, caller: Caller, body: JobCreate, origin: Or
         return _store_and_publish(settings, state, new, None, caller)
     if settings.defer_idle_predictions and state.predictor.get() is not None:
         # The prediction cannot change where the job waits when the order in force does not read it (FCFS, the
-        # exact-length bound, a guard's FCFS fallback: a shadow prediction for the guard), or when live slots are
-        # free for it and every queued job (it starts at once whatever its score). Either way it need not wait for
-        # its prediction (elis.api.deferred). The free slots are checked and the job stored under one lock: a burst
-        # onto an idle service defers only as many jobs as there are free slots.
-        ordered = state.scheduler.orders_by_prediction(new.policy)
+        # exact-length bound, MLFQ, SJF in a guard's FCFS fallback: a shadow prediction for the guard), or when
+        # live slots are free for it and every queued job (it starts at once whatever its score). Either way it need
+        # not wait for its prediction (elis.api.deferred). The free slots are checked and the job stored under one
+        # lock: a burst onto an idle service defers only as many jobs as there are free slots.
+        # ISRTF keeps its admission predictions in its fallback: its worker re-predicts (the guard's samples) from
+        # the prompt prior's score stored with them, and would read the prompt through the served model without it.
+        ordered = state.scheduler.orders_by_prediction(new.policy) or state.scheduler.base_policy(new.policy).repredicts
         accepted = _store_and_publish(settings, state, new, None, caller, only_if_starts_at_once=ordered)
         if accepted is not None:
-            state.deferred_predictions.submit(PendingPrediction(accepted.id, body.prompt_text(), max_tokens,
-                                                                body.temperature))
+            pending = PendingPrediction(accepted.id, body.prompt_text(), max_tokens, body.temperature)
+            if not state.deferred_predictions.submit(pending):  # too many wait: predict it here (back-pressure)
+                state.deferred_predictions.predict_and_store(pending)
             return accepted
     return _store_and_publish(settings, state, new, _initial_prediction(state, body, max_tokens), caller)
 

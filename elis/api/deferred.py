@@ -1,12 +1,14 @@
-"""Admission predictions made after the job is queued, when the job starts at once whatever its score.
+"""Admission predictions made after the job is queued, when the prediction cannot change where the job waits.
 
 A job's admission prediction orders it in the queue. When live workers have a slot for it and for every queued job,
-it starts at once whatever it is predicted, and the prediction only feeds the quality guard and the worker's later
-decisions. On a CPU service the prediction is a large part of a short job's life: run 47 (docs/compare.md) spent
-0.48-0.73 s of a 2.8-3.3 s mean JCT in admission, at a load where no job queued. Such a job is stored and published
-without it; one background thread predicts it and stores the prediction (`storage.jobs.
-record_admission_prediction`), and the worker reads it at the job's first window end if it was not there at the
-claim (`elis.tasks.windows`).
+it starts at once whatever it is predicted; when the order in force does not read predictions (FCFS, srtf-oracle,
+MLFQ, SJF while a guard holds FCFS order), it waits in arrival order whatever it is predicted. Either way the
+prediction only feeds the quality guard and the worker's later decisions. On a CPU service the prediction is a
+large part of a short job's life: run 47 (docs/compare.md) spent 0.48-0.73 s of a 2.8-3.3 s mean JCT in admission,
+at a load where no job queued. Such a job is stored and published without it; one background thread predicts it
+and stores the prediction (`storage.jobs.record_admission_prediction`), and the worker reads it at the job's first
+window end if it was not there at the claim (`elis.tasks.windows`). When too many wait, an admission predicts its
+own job (back-pressure), so no job goes without its prediction.
 """
 
 from __future__ import annotations
@@ -48,12 +50,11 @@ class DeferredPredictions(threading.Thread):
         self._start_lock = threading.Lock()
 
     def submit(self, job: PendingPrediction) -> bool:
-        """Queue a job's prediction (the thread starts at the first); False (logged) when too many wait or the
-        API is stopping: that job goes without one (its worker predicts it when a decision needs one)."""
+        """Queue a job's prediction (the thread starts at the first); False when too many wait or the API is
+        stopping: the caller then predicts it itself (`predict_and_store`), so no job goes without one and a
+        flood of admissions cannot outrun the predictor."""
         with self._start_lock:
             if self.closed:
-                self.failed += 1
-                log.warning("deferred admission predictions stopped: job %s goes without one", job.job_id)
                 return False
             if self.ident is None:
                 self.start()
@@ -61,9 +62,8 @@ class DeferredPredictions(threading.Thread):
             self.pending.put_nowait(job)
             return True
         except queue.Full:
-            self.failed += 1
-            log.warning("deferred admission predictions: %d waiting, job %s goes without one",
-                        self.pending.qsize(), job.job_id)
+            log.info("deferred admission predictions: %d waiting; job %s is predicted in its request",
+                     self.pending.qsize(), job.job_id)
             return False
 
     def stop(self, timeout_s: float = 30.0) -> None:

@@ -207,9 +207,9 @@ def _cancel_unfinished(client: httpx.Client, label: str, wait_s: float = 60.0) -
 def _await_deferred_predictions(client: httpx.Client, ids: dict[int, str], details: dict[int, dict],
                                 wait_s: float = 15.0) -> None:
     """Re-read, for up to `wait_s`, the jobs that ended before their admission prediction was stored. A job
-    admitted while a slot was free is predicted after it is queued (`elis.api.deferred`), and a short one can
-    end first; its record should still carry the prediction. Only where the service predicts (some job of the
-    run has a prediction)."""
+    admitted while a slot was free, or under an order that does not read predictions (FCFS), is predicted after it
+    is queued (`elis.api.deferred`), and a short one can end first; its record should still carry the prediction.
+    Only where the service predicts (some job of the run has a prediction)."""
     if not any(d.get("initial_prediction") is not None for d in details.values()):
         return
     deadline = time.monotonic() + wait_s

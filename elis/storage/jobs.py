@@ -285,12 +285,16 @@ def jobs_to_republish(session: Session, *, older_than: datetime, limit: int = 50
     return list(rows)
 
 
-def starving_jobs(session: Session, *, waiting_since_before: datetime, limit: int = 500) -> list[Job]:
-    """Queued jobs waiting since before the cut-off and not yet promoted (aging)."""
+def starving_jobs(session: Session, *, waiting_since_before: datetime, since_arrival: bool = False,
+                  limit: int = 500) -> list[Job]:
+    """Queued jobs not yet promoted that may starve (aging): waiting since before the cut-off, or, `since_arrival`,
+    in the system since before it (a job pre-empted again and again starves by its whole time, each wait short).
+    The candidates the caller checks against the policy's own rule."""
+    since = Job.arrival_at if since_arrival else Job.enqueued_at
     rows = session.scalars(
         select(Job)
-        .where(Job.status == JobStatus.QUEUED.value, Job.enqueued_at < waiting_since_before, Job.promoted.is_(False))
-        .order_by(Job.enqueued_at)
+        .where(Job.status == JobStatus.QUEUED.value, since < waiting_since_before, Job.promoted.is_(False))
+        .order_by(since)
         .limit(limit)
     )
     return list(rows)

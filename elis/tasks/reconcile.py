@@ -46,7 +46,9 @@ def reconcile_once(settings: Settings, scheduler: Scheduler) -> dict[str, int]:
     if scheduler.aging.enabled:
         republished = {job_id for job_id, _, _ in lost}
         with session_scope(url) as session:
-            candidates = store.starving_jobs(session, waiting_since_before=store.seconds_ago(now, scheduler.aging_bound_s))
+            cut = store.seconds_ago(now, scheduler.aging_bound_s)
+            candidates = store.starving_jobs(session, waiting_since_before=cut,
+                                             since_arrival=scheduler.aging.since_arrival)
             promote = [(j.id, j.next_window) for j in candidates if j.id not in republished and starving(j)]
         for job_id, window_index in promote:
             publish_window(settings, job_id=job_id, window_index=window_index, priority=top)

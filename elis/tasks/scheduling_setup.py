@@ -70,7 +70,8 @@ def refresh_scheduler(scheduler: Scheduler, settings: Settings) -> bool:
         costs = store.recent_costs(session, limit=settings.guard_window_jobs)
         cohort = aging_cohort = None
         if scheduler.outcome.enabled:
-            # Judge jobs that arrived an aging bound ago or earlier: by then a job still waiting is starving.
+            # Judge jobs that arrived an aging bound ago or earlier: by then a job still waiting is starving (unless
+            # aging_service_factor lengthens its bound by its service).
             horizon = timedelta(seconds=scheduler.aging_bound_s)
             cohort = store.recent_cohort(session, limit=settings.guard_window_jobs, arrived_before=now - horizon,
                                          now=now)

@@ -187,8 +187,9 @@ def run_job_windows(runtime: WorkerRuntime, job_id: str, window_index: int, rede
             awaiting_admission = False
             if prediction is None and job.initial_prediction is None \
                     and scheduler.base_policy(job.policy).uses_predictions:
-                # Admitted while a slot was free, its prediction made after the store (elis.api.deferred): read
-                # it now if it has come, so the decision and any re-prediction (the prior's score) use it.
+                # Admitted while a slot was free (or, SJF, in a guard's FCFS fallback), its prediction made after the
+                # store (elis.api.deferred): read it now if it has come, so the decision and any re-prediction (the
+                # prior's score) use it.
                 job, prediction = _with_stored_admission(url, job)
                 awaiting_admission = prediction is None and index < ADMISSION_GRACE_WINDOWS
             head = _queue_head(runtime, job.policy)
@@ -251,8 +252,9 @@ def run_job_windows(runtime: WorkerRuntime, job_id: str, window_index: int, rede
 
 
 # Window ends within which a job admitted without its prediction waits for the API's (elis.api.deferred) instead of
-# predicting itself: the API defers at most as many jobs as there are free slots at once, each prediction taking
-# well under a second, so two windows (1-3 s on a CPU) cover a burst onto an idle worker.
+# predicting itself: the API defers a re-predicting policy's jobs (ISRTF) only while slots are free, at most as many
+# as there are free slots at once, each prediction taking well under a second, so two windows (1-3 s on a CPU) cover
+# a burst onto an idle worker.
 ADMISSION_GRACE_WINDOWS = 2
 
 

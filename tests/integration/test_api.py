@@ -260,21 +260,24 @@ def test_with_a_slot_free_a_job_is_queued_before_its_prediction_which_comes_afte
     drain(settings)
 
 
-@pytest.mark.parametrize("update", [{"policy": "fcfs"}, {"policy": "isrtf", "guard_start_in_fallback": True}],
-                         ids=["fcfs", "isrtf-in-the-guard-fallback"])
-def test_where_the_order_does_not_read_predictions_no_job_waits_for_its_own(settings, update):
-    """No live worker has a slot (none is known), but the order in force is FCFS (the policy, or ISRTF while the
+@pytest.mark.parametrize(("policy", "ordering", "deferred"), [
+    ("fcfs", "fcfs", True),
+    ("sjf", "fcfs (guard fallback)", True),
+    # ISRTF's worker re-predicts from the prior's score stored with the admission: it keeps it, fallback or not.
+    ("isrtf", "fcfs (guard fallback)", False),
+])
+def test_where_the_order_does_not_read_predictions_no_job_waits_for_its_own(settings, policy, ordering, deferred):
+    """No live worker has a slot (none is known), but the order in force is FCFS (the policy, or SJF while the
     guard has not judged the predictor): a prediction cannot change where a job waits, so every job is queued
     first and its shadow prediction, the guard's evidence, is stored after."""
     from elis.storage import jobs as store
 
-    with TestClient(create_app(settings.model_copy(update=update))) as client:
+    with TestClient(create_app(settings.model_copy(update={"policy": policy}))) as client:
         client.app.state.predictor.warm()
         accepted = [client.post("/v1/jobs", json={"prompt": f"Name {n} lakes.", "max_tokens": 64}).json()
                     for n in range(3)]
-        assert [job["initial_prediction"] for job in accepted] == [None] * 3
-        assert {job["ordering"] for job in accepted} == {"fcfs" if update["policy"] == "fcfs"
-                                                         else "fcfs (guard fallback)"}
+        assert [job["initial_prediction"] is None for job in accepted] == [deferred] * 3
+        assert {job["ordering"] for job in accepted} == {ordering}
         deadline = time.monotonic() + 60
         stored: list = []
         while time.monotonic() < deadline:
@@ -284,6 +287,23 @@ def test_where_the_order_does_not_read_predictions_no_job_waits_for_its_own(sett
                 break
             time.sleep(0.1)
         assert all(value is not None and 0 <= value <= 64 for value in stored)
+    drain(settings)
+
+
+def test_when_too_many_predictions_wait_an_admission_predicts_its_own_job(settings, monkeypatch):
+    """Back-pressure: the background thread's queue is full (here: refuses every job), so the request predicts its
+    job itself after storing it; the job is queued first all the same and never goes without its prediction."""
+    from elis.storage import jobs as store
+
+    with TestClient(create_app(settings.model_copy(update={"policy": "fcfs"}))) as client:
+        client.app.state.predictor.warm()
+        monkeypatch.setattr(client.app.state.deferred_predictions, "submit", lambda job: False)
+        accepted = client.post("/v1/jobs", json={"prompt": "Name a sea.", "max_tokens": 64}).json()
+        assert accepted["initial_prediction"] is None  # stored and published before it was predicted
+        with session_scope(settings.resolved_database_url) as session:  # and predicted before the answer
+            initial = store.stored_admission(session, job_id=accepted["id"])[0]
+        assert initial is not None and 0 <= initial <= 64
+        assert client.app.state.deferred_predictions.stored == 1
     drain(settings)
 
 

@@ -160,6 +160,15 @@ def test_the_reconciler_queries_find_unpublished_and_starving_jobs(db_url):
         starving = {j.id for j in store.starving_jobs(session, waiting_since_before=clock.now() - timedelta(seconds=30))}
     assert lost == {unpublished}
     assert starving == {unpublished, published}
+    # A job in the system 60 s, back in the queue 5 s ago (it yielded): by its whole time it may starve.
+    requeued = make_job(db_url, old)
+    with session_scope(db_url) as session:
+        session.get(Job, requeued).enqueued_at = clock.now() - timedelta(seconds=5)
+    cut = clock.now() - timedelta(seconds=30)
+    with session_scope(db_url) as session:
+        per_wait = {j.id for j in store.starving_jobs(session, waiting_since_before=cut)}
+        whole_time = {j.id for j in store.starving_jobs(session, waiting_since_before=cut, since_arrival=True)}
+    assert requeued not in per_wait and requeued in whole_time
 
 
 def test_the_migrations_create_exactly_the_schema_the_models_describe(pg_url):
