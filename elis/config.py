@@ -190,7 +190,8 @@ class Settings(BaseSettings):
     shadow_predictions: bool = True
     # Store and publish a job without waiting for its admission prediction, which a background thread then makes
     # and stores (elis.api.deferred), when the prediction cannot change where the job waits: the order in force
-    # does not read it (FCFS, srtf-oracle, MLFQ, a guard's FCFS fallback), or live workers have more slots than
+    # does not read it (FCFS, srtf-oracle, MLFQ, SJF in a guard's FCFS fallback; ISRTF keeps its admission
+    # predictions, which its worker re-predicts from), or live workers have more slots than
     # jobs queued or running (it starts at once whatever its score). On a CPU service the admission wait was 17-22%
     # of the mean JCT at a light load (run 47); at an overload, 1.8-3.2 s per FCFS submission (run 53).
     defer_idle_predictions: bool = True
