@@ -8,7 +8,7 @@ large part of a short job's life: run 47 (docs/compare.md) spent 0.48-0.73 s of 
 at a load where no job queued. Such a job is stored and published without it; one background thread predicts it
 and stores the prediction (`storage.jobs.record_admission_prediction`), and the worker reads it at the job's first
 window end if it was not there at the claim (`elis.tasks.windows`). When too many wait, an admission predicts its
-own job (back-pressure), so no job goes without its prediction.
+own job (back-pressure), so no job is refused its prediction for a full queue.
 """
 
 from __future__ import annotations
@@ -51,8 +51,9 @@ class DeferredPredictions(threading.Thread):
 
     def submit(self, job: PendingPrediction) -> bool:
         """Queue a job's prediction (the thread starts at the first); False when too many wait or the API is
-        stopping: the caller then predicts it itself (`predict_and_store`), so no job goes without one and a
-        flood of admissions cannot outrun the predictor."""
+        stopping: the caller then predicts it itself (`predict_and_store`), so a full queue refuses no job its
+        prediction and a flood of admissions cannot outrun the predictor. (`stored` and `failed`, counted from
+        both, are for tests and logs: an increment lost to a race costs nothing.)"""
         with self._start_lock:
             if self.closed:
                 return False
@@ -62,7 +63,7 @@ class DeferredPredictions(threading.Thread):
             self.pending.put_nowait(job)
             return True
         except queue.Full:
-            log.info("deferred admission predictions: %d waiting; job %s is predicted in its request",
+            log.debug("deferred admission predictions: %d waiting; job %s is predicted in its request",
                      self.pending.qsize(), job.job_id)
             return False
 

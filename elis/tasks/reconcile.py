@@ -49,7 +49,10 @@ def reconcile_once(settings: Settings, scheduler: Scheduler) -> dict[str, int]:
             cut = store.seconds_ago(now, scheduler.aging_bound_s)
             candidates = store.starving_jobs(session, waiting_since_before=cut,
                                              since_arrival=scheduler.aging.since_arrival)
-            promote = [(j.id, j.next_window) for j in candidates if j.id not in republished and starving(j)]
+            # A job already waiting at the top level (a starving job that yielded to an older one is published there)
+            # needs no second message.
+            promote = [(j.id, j.next_window) for j in candidates
+                       if j.id not in republished and j.priority != top and starving(j)]
         for job_id, window_index in promote:
             publish_window(settings, job_id=job_id, window_index=window_index, priority=top)
             with session_scope(url) as session:

@@ -135,6 +135,24 @@ def test_aging_republishes_a_starving_job_once_at_the_reserved_top_level(client,
     assert drain(settings) == [(job_id, 0, settings.num_priority_levels - 1)]
 
 
+def test_aging_promotes_a_job_that_starves_by_its_whole_time_though_its_last_wait_was_short(client, settings):
+    """Aging counts from arrival: a job in the system 11 s, back in the queue 1 s ago at a low level (it yielded),
+    starves by a 10-s bound and is promoted; one already waiting at the top level is not published again."""
+    job_id = client.post("/v1/jobs", json={"prompt": "wait for me"}).json()["id"]
+    drain(settings)
+    aged = settings.model_copy(update={"max_wait_s": 10.0})
+    configure_celery(aged)
+    top = settings.num_priority_levels - 1
+    with session_scope(settings.resolved_database_url) as session:
+        session.execute(update(Job).values(arrival_at=clock.now() - timedelta(seconds=11),
+                                           enqueued_at=clock.now() - timedelta(seconds=1), priority=top))
+    assert reconcile_once(aged, build_scheduler(aged))["promoted"] == 0  # at the top level already
+    with session_scope(settings.resolved_database_url) as session:
+        session.execute(update(Job).values(priority=2))
+    assert reconcile_once(aged, build_scheduler(aged))["promoted"] == 1
+    assert drain(settings) == [(job_id, 0, top)]
+
+
 @pytest.mark.parametrize(
     ("request_args", "message"),
     [
