@@ -102,7 +102,7 @@ class Settings(BaseSettings):
     # The bound grows by this x the service a job has had (seconds it held a slot): at 1 (with aging_since_arrival),
     # what starves is the time a job spent waiting, not its whole time in the system, so a long job does not starve
     # by its own running time and then keep its slot against every newcomer. 0: the whole time counts. Opt-in: the
-    # simulator gained 1.5-6% on runs 46 and 52, run 54 live did not (docs/scheduling.md, run 52).
+    # simulator gave -1% to +6% on runs 46 and 52, run 54 live nothing and a 15-18% higher p99 (docs/scheduling.md).
     aging_service_factor: float = Field(default=0.0, ge=0.0)
     # Whether a starving job takes a running job's slot at its window end under a preemptive policy (ISRTF,
     # MLFQ, SRTF); off, aging only reorders the queue, as it always does under FCFS and SJF. On by default: in

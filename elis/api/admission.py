@@ -87,15 +87,13 @@ def admit(state, settings: Settings, caller: Caller, body: JobCreate, origin: Or
     if not _predicts(settings, state):
         return _store_and_publish(settings, state, new, None, caller)
     if settings.defer_idle_predictions and state.predictor.get() is not None:
-        # The prediction cannot change where the job waits when the order in force does not read it (FCFS, the
-        # exact-length bound, MLFQ, SJF in a guard's FCFS fallback: a shadow prediction for the guard), or when
-        # live slots are free for it and every queued job (it starts at once whatever its score). Either way it need
-        # not wait for its prediction (elis.api.deferred). The free slots are checked and the job stored under one
-        # lock: a burst onto an idle service defers only as many jobs as there are free slots.
-        # ISRTF keeps its admission predictions in its fallback: its worker re-predicts (the guard's samples) from
-        # the prompt prior's score stored with them, and would read the prompt through the served model without it.
-        ordered = state.scheduler.orders_by_prediction(new.policy) or state.scheduler.base_policy(new.policy).repredicts
-        accepted = _store_and_publish(settings, state, new, None, caller, only_if_starts_at_once=ordered)
+        # The prediction cannot change where the job waits when the order does not need it at admission (FCFS, the
+        # exact-length bound, MLFQ, SJF in a guard's FCFS fallback: a shadow prediction for the guard), or when live
+        # slots are free for it and every queued job (it starts at once whatever its score). Either way it need not
+        # wait for its prediction (elis.api.deferred). The free slots are checked and the job stored under one lock:
+        # a burst onto an idle service defers only as many jobs as there are free slots.
+        waits = state.scheduler.admission_waits_for_prediction(new.policy)
+        accepted = _store_and_publish(settings, state, new, None, caller, only_if_starts_at_once=waits)
         if accepted is not None:
             pending = PendingPrediction(accepted.id, body.prompt_text(), max_tokens, body.temperature)
             if not state.deferred_predictions.submit(pending):  # too many wait: predict it here (back-pressure)

@@ -200,6 +200,13 @@ class Scheduler:
         (or its prefill fallback). When it does not, an admission prediction cannot change where a job waits."""
         return self.policy(name).uses_predictions
 
+    def admission_waits_for_prediction(self, name: str | None = None) -> bool:
+        """Whether a job of this policy is predicted before it is queued (else after: `elis.api.deferred`), unless a
+        slot is free for it: when the order in force reads the prediction, or when the job's worker re-predicts
+        (ISRTF, in a guard's fallback too: it reads the prompt prior's score stored with the admission prediction,
+        and without it would pass the prompt through the served model itself)."""
+        return self.orders_by_prediction(name) or self.base_policy(name).repredicts
+
     def needs_prediction(self, name: str | None = None) -> bool:
         return self.base_policy(name).needs_initial_prediction
 

@@ -349,9 +349,12 @@ def test_the_order_reads_predictions_only_under_a_trusted_length_aware_policy():
     scheduler = Scheduler.from_settings(SETTINGS, LEVELS)
     assert scheduler.orders_by_prediction("isrtf") and scheduler.orders_by_prediction("sjf")
     assert not any(scheduler.orders_by_prediction(name) for name in ("fcfs", "srtf-oracle", "mlfq"))
+    assert scheduler.admission_waits_for_prediction("isrtf") and not scheduler.admission_waits_for_prediction("fcfs")
     scheduler.observe(ranked(-1, 8))  # the guard falls back: ISRTF and SJF order as FCFS
     assert scheduler.guard.fallback
     assert not scheduler.orders_by_prediction("isrtf") and not scheduler.orders_by_prediction("sjf")
+    # ISRTF's worker still re-predicts (the guard's samples) from the score stored with the admission prediction
+    assert scheduler.admission_waits_for_prediction("isrtf") and not scheduler.admission_waits_for_prediction("sjf")
 
 
 def looping(job_id: str, known: int | None, generated: int = 100, arrival: float = 0.0) -> JobView:
